@@ -1,0 +1,71 @@
+//! The certificate authority: HOME's layout, `ca init`, and the operations that sign
+//! (issue, revoke + CRL). It joins the pure pieces (pki, policy) with storage (ledger, files).
+
+mod authority;
+mod home;
+mod init;
+
+pub use authority::{load_policy, read_passphrase, Authority, IssueRequest, Issued, Signer};
+pub use home::Home;
+pub use init::{init, InitOptions};
+
+use crate::fsutil::FsError;
+use crate::ledger::LedgerError;
+use crate::pki::PkiError;
+use crate::policy::PolicyError;
+
+/// Default lifetime of the CA certificate: 10 years.
+pub const CA_LIFETIME_DAYS: i64 = 3650;
+/// Lifetime of each CRL; `serve` and every revocation republish well before it ends.
+pub const CRL_LIFETIME_DAYS: i64 = 7;
+
+/// What went wrong in a CA operation.
+#[derive(Debug, thiserror::Error)]
+pub enum CaError {
+    /// HOME has no CA.
+    #[error("no CA in {0}: run `mcp-zt ca init --home {0}` first")]
+    NotInitialized(String),
+    /// `ca init` on a HOME that has one.
+    #[error("a CA already exists in {0}; nothing was changed (use another --home to create a new CA)")]
+    AlreadyInitialized(String),
+    /// A role the policy does not define.
+    #[error("unknown role {role:?}: the policy defines {valid}")]
+    UnknownRole {
+        /// The role asked for.
+        role: String,
+        /// The valid roles, comma separated.
+        valid: String,
+    },
+    /// A requested lifetime that outlives the CA.
+    #[error("TTL too long: the certificate would end {wanted}, after the CA itself ({ca_end}); use a shorter --ttl")]
+    TtlBeyondCa {
+        /// When the certificate would end.
+        wanted: String,
+        /// When the CA ends.
+        ca_end: String,
+    },
+    /// No certificate matches a name or serial.
+    #[error("no certificate matches {0:?} (give a name or a serial from `mcp-zt list`)")]
+    NotFound(String),
+    /// Every matching certificate is already revoked.
+    #[error("{0} is already revoked")]
+    AlreadyRevoked(String),
+    /// Files.
+    #[error(transparent)]
+    Fs(#[from] FsError),
+    /// Certificates and keys.
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    /// Ledger.
+    #[error(transparent)]
+    Ledger(#[from] LedgerError),
+    /// Policy.
+    #[error("{path}: {source}")]
+    Policy {
+        /// The policy file.
+        path: String,
+        /// What is wrong.
+        #[source]
+        source: PolicyError,
+    },
+}

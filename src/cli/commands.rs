@@ -1,0 +1,275 @@
+//! Command handlers: each opens what it needs, calls the library, prints the result.
+
+use std::io::Write;
+
+use anyhow::{bail, Context, Result};
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::output::{self, CertView};
+use super::{CaCommand, Cli, Command, IssueArgs};
+use crate::ca::{self, Authority, Home, InitOptions, IssueRequest, Signer};
+use crate::fsutil;
+use crate::pki::{self, inspect, role_ext::Oid};
+
+/// Runs one parsed command line.
+pub fn run(cli: Cli) -> Result<()> {
+    let home = Home::new(&cli.home);
+    let passphrase = cli
+        .passphrase_file
+        .as_deref()
+        .map(ca::read_passphrase)
+        .transpose()?;
+    match cli.command {
+        Command::Ca(CaCommand::Init {
+            name,
+            trust_domain,
+            role_oid,
+            key_type,
+            json,
+        }) => {
+            let role_oid = match role_oid {
+                Some(s) => s.parse::<Oid>().context("--role-oid")?,
+                None => Oid::default(),
+            };
+            let opts = InitOptions {
+                name,
+                trust_domain,
+                role_oid,
+                key_algorithm: key_type,
+                passphrase,
+            };
+            let meta = ca::init(&home, &opts)?;
+            if json {
+                print_json(&meta)?;
+            } else {
+                eprintln!(
+                    "created CA {:?} in {} (trust domain {}, role OID {}{})",
+                    meta.name,
+                    home.display(),
+                    meta.trust_domain,
+                    meta.role_oid,
+                    if meta.key_encrypted {
+                        ", key encrypted"
+                    } else {
+                        ""
+                    }
+                );
+                print_out(&format!("{}\n", home.ca_cert().display()))?;
+            }
+            Ok(())
+        }
+        Command::Issue(args) => issue(&home, passphrase.as_ref(), args),
+        Command::List { json } => {
+            let authority = Authority::open(&home)?;
+            let now = pki::now().unix_timestamp();
+            let views: Vec<CertView> = authority
+                .ledger()
+                .all()?
+                .iter()
+                .map(|r| CertView::new(r, now))
+                .collect();
+            if json {
+                print_json(&views)
+            } else {
+                print_out(&output::table(&views))
+            }
+        }
+        Command::Show { target, json } => {
+            let authority = Authority::open(&home)?;
+            let now = pki::now().unix_timestamp();
+            let records = authority.find(&target)?;
+            #[derive(Serialize)]
+            struct ShowView {
+                #[serde(flatten)]
+                cert: CertView,
+                decoded: Option<inspect::CertFields>,
+            }
+            let views: Vec<ShowView> = records
+                .iter()
+                .map(|r| ShowView {
+                    cert: CertView::new(r, now),
+                    decoded: inspect::pem_to_der(&r.cert_pem)
+                        .and_then(|der| {
+                            inspect::fields_from_der(&der, &authority.meta().role_oid)
+                        })
+                        .ok(),
+                })
+                .collect();
+            if json {
+                return print_json(&views);
+            }
+            let text: Vec<String> = views
+                .iter()
+                .map(|v| output::detail(&v.cert, v.decoded.as_ref()))
+                .collect();
+            print_out(&text.join("\n"))
+        }
+        Command::Revoke {
+            target,
+            reason,
+            json,
+        } => {
+            let authority = Authority::open(&home)?;
+            let signer = load_signer(&authority, passphrase.as_ref())?;
+            let revoked = authority.revoke(&signer, &target, reason)?;
+            let now = pki::now().unix_timestamp();
+            let views: Vec<CertView> = revoked.iter().map(|r| CertView::new(r, now)).collect();
+            for v in &views {
+                eprintln!("revoked {} ({}) reason {}", v.serial, v.name, reason.as_str());
+            }
+            eprintln!("CRL republished at {}", home.crl().display());
+            if json {
+                print_json(&views)
+            } else {
+                print_out(&output::table(&views))
+            }
+        }
+        Command::Crl { out } => {
+            let authority = Authority::open(&home)?;
+            let pem = current_crl(&authority, passphrase.as_ref())?;
+            if let Some(path) = out {
+                fsutil::write_atomic(&path, pem.as_bytes(), fsutil::PUBLIC_MODE)?;
+            }
+            print_out(&pem)
+        }
+        Command::Roles { json } => {
+            let policy = ca::load_policy(&home)?;
+            #[derive(Serialize)]
+            struct RoleView {
+                role: String,
+                inherits: Vec<String>,
+                effective: Vec<String>,
+                tools: Vec<String>,
+            }
+            let views: Vec<RoleView> = policy
+                .roles()
+                .map(|r| RoleView {
+                    role: r.to_string(),
+                    inherits: policy.direct_parents(r).to_vec(),
+                    effective: policy.effective_roles(r).into_iter().collect(),
+                    tools: policy
+                        .allowed_tools(r)
+                        .into_iter()
+                        .map(str::to_string)
+                        .collect(),
+                })
+                .collect();
+            if json {
+                return print_json(&views);
+            }
+            let mut out = format!("{:<12}  {:<20}  TOOLS\n", "ROLE", "INHERITS");
+            for v in views {
+                let inherits = if v.inherits.is_empty() {
+                    "-".to_string()
+                } else {
+                    v.inherits.join(", ")
+                };
+                out.push_str(&format!(
+                    "{:<12}  {:<20}  {}\n",
+                    v.role,
+                    inherits,
+                    v.tools.join(", ")
+                ));
+            }
+            print_out(&out)
+        }
+    }
+}
+
+fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) -> Result<()> {
+    let ttl_secs = pki::parse_ttl(&args.ttl)?;
+    let authority = Authority::open(home)?;
+    let signer = load_signer(&authority, passphrase)?;
+    let issued = authority.issue(
+        &signer,
+        &IssueRequest {
+            name: args.name,
+            role: args.role,
+            ttl_secs,
+            out_dir: args.out,
+            sans: args.san,
+        },
+    )?;
+    let now = pki::now().unix_timestamp();
+    if args.json {
+        #[derive(Serialize)]
+        struct IssuedView {
+            #[serde(flatten)]
+            cert: CertView,
+            cert_path: String,
+            key_path: String,
+        }
+        print_json(&IssuedView {
+            cert: CertView::new(&issued.record, now),
+            cert_path: issued.cert_path.display().to_string(),
+            key_path: issued.key_path.display().to_string(),
+        })
+    } else {
+        eprintln!(
+            "issued {} certificate for {:?}, valid until {}\n  certificate: {}\n  key:         {}",
+            issued.record.role.as_deref().unwrap_or("-"),
+            issued.record.name,
+            pki::rfc3339(issued.record.not_after),
+            issued.cert_path.display(),
+            issued.key_path.display()
+        );
+        print_out(&format!("{}\n", issued.record.serial))
+    }
+}
+
+fn load_signer(authority: &Authority, passphrase: Option<&Zeroizing<Vec<u8>>>) -> Result<Signer> {
+    if authority.meta().key_encrypted && passphrase.is_none() {
+        bail!(
+            "{} is encrypted: give its passphrase with --passphrase-file FILE (or MCP_ZT_CA_PASSPHRASE_FILE)",
+            authority.home().ca_key().display()
+        );
+    }
+    Ok(Signer::load(
+        authority.home(),
+        passphrase.map(|p| p.as_slice()),
+    )?)
+}
+
+/// The CRL in HOME, re-signed first if it is missing, unreadable, or past half its lifetime.
+fn current_crl(authority: &Authority, passphrase: Option<&Zeroizing<Vec<u8>>>) -> Result<String> {
+    let path = authority.home().crl();
+    if let Ok(bytes) = fsutil::read(&path) {
+        if let Ok(text) = String::from_utf8(bytes) {
+            if crl_is_fresh(&text) {
+                return Ok(text);
+            }
+        }
+    }
+    let signer = load_signer(authority, passphrase)?;
+    Ok(authority.publish_crl(&signer)?)
+}
+
+fn crl_is_fresh(pem: &str) -> bool {
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+        return false;
+    };
+    let Ok((_, crl)) = x509_parser::parse_x509_crl(&block.contents) else {
+        return false;
+    };
+    let this = crl.last_update().timestamp();
+    let Some(next) = crl.next_update().map(|t| t.timestamp()) else {
+        return false;
+    };
+    pki::now().unix_timestamp() < this + (next - this) / 2
+}
+
+fn print_json<T: Serialize>(value: &T) -> Result<()> {
+    let mut text = serde_json::to_string_pretty(value)?;
+    text.push('\n');
+    print_out(&text)
+}
+
+/// Writes to stdout; a closed pipe (e.g. `| head`) is not an error.
+fn print_out(text: &str) -> Result<()> {
+    let mut out = std::io::stdout().lock();
+    match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
+        other => Ok(other?),
+    }
+}

@@ -1,0 +1,161 @@
+//! Crash-safe, permission-aware file writes.
+//!
+//! Every file mcp-zt writes goes through here so that nothing is ever half-written on disk: the
+//! bytes go to a temporary file in the same directory, are fsynced, and only then renamed (or
+//! hard-linked, when the target must not be replaced) into place; the directory is fsynced last.
+
+use std::fs::{self, File, OpenOptions};
+use std::io::{self, Write};
+use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+
+/// Mode for secrets: private keys and the control socket.
+pub const SECRET_MODE: u32 = 0o600;
+/// Mode for public material (certificates, CRLs, the policy).
+pub const PUBLIC_MODE: u32 = 0o644;
+/// Mode for the CA home and key folders.
+pub const PRIVATE_DIR_MODE: u32 = 0o700;
+
+/// Errors from file operations, with the path that failed.
+#[derive(Debug, thiserror::Error)]
+pub enum FsError {
+    /// An I/O error on a named path.
+    #[error("{action} {path}: {source}")]
+    Io {
+        /// What was being done ("write", "read", ...).
+        action: &'static str,
+        /// The file or folder concerned.
+        path: PathBuf,
+        /// The underlying error.
+        #[source]
+        source: io::Error,
+    },
+    /// The target exists and must not be replaced.
+    #[error("{0} already exists; refusing to overwrite it")]
+    Exists(PathBuf),
+}
+
+fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
+    move |source| FsError::Io {
+        action,
+        path: path.to_path_buf(),
+        source,
+    }
+}
+
+/// Creates `dir` (and parents) if needed and sets it to 0700.
+pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
+    fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
+    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+        .map_err(io_err("set permissions on", dir))
+}
+
+fn temp_path(target: &Path) -> PathBuf {
+    let mut random = [0u8; 8];
+    // A collision only makes create_new fail, which is reported; no data is lost.
+    let _ = crate::pki::fill_random(&mut random);
+    let name = target
+        .file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    target.with_file_name(format!(".{name}.tmp-{}", hex::encode(random)))
+}
+
+fn write_temp(target: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, FsError> {
+    let tmp = temp_path(target);
+    let mut file = OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(mode)
+        .open(&tmp)
+        .map_err(io_err("create", &tmp))?;
+    // The umask may have narrowed the mode further; make it exact.
+    file.set_permissions(fs::Permissions::from_mode(mode))
+        .map_err(io_err("set permissions on", &tmp))?;
+    let result = file
+        .write_all(bytes)
+        .and_then(|_| file.sync_all())
+        .map_err(io_err("write", &tmp));
+    if result.is_err() {
+        let _ = fs::remove_file(&tmp);
+    }
+    result.map(|_| tmp)
+}
+
+fn sync_parent(target: &Path) -> Result<(), FsError> {
+    let parent = target.parent().unwrap_or(Path::new("."));
+    let parent = if parent.as_os_str().is_empty() {
+        Path::new(".")
+    } else {
+        parent
+    };
+    File::open(parent)
+        .and_then(|d| d.sync_all())
+        .map_err(io_err("sync folder", parent))
+}
+
+/// Atomically replaces `target` with `bytes` (temp file, fsync, rename, fsync folder).
+pub fn write_atomic(target: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    let tmp = write_temp(target, bytes, mode)?;
+    if let Err(e) = fs::rename(&tmp, target) {
+        let _ = fs::remove_file(&tmp);
+        return Err(io_err("rename into", target)(e));
+    }
+    sync_parent(target)
+}
+
+/// Writes `target` only if it does not exist yet: the complete file appears at once or not at
+/// all, and an existing file is never touched (hard link of a synced temp file, which fails with
+/// `EEXIST` atomically).
+pub fn write_new(target: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> {
+    let tmp = write_temp(target, bytes, mode)?;
+    let linked = fs::hard_link(&tmp, target);
+    let _ = fs::remove_file(&tmp);
+    match linked {
+        Ok(()) => sync_parent(target),
+        Err(e) if e.kind() == io::ErrorKind::AlreadyExists => {
+            Err(FsError::Exists(target.to_path_buf()))
+        }
+        Err(e) => Err(io_err("create", target)(e)),
+    }
+}
+
+/// Reads a file, naming it in the error.
+pub fn read(path: &Path) -> Result<Vec<u8>, FsError> {
+    fs::read(path).map_err(io_err("read", path))
+}
+
+/// Returns the permission bits of `path`.
+pub fn mode_of(path: &Path) -> Result<u32, FsError> {
+    fs::metadata(path)
+        .map(|m| m.permissions().mode() & 0o7777)
+        .map_err(io_err("inspect", path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn write_new_never_replaces_an_existing_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("ca.key");
+        write_new(&target, b"first", SECRET_MODE).expect("first write");
+        let err = write_new(&target, b"second", SECRET_MODE).expect_err("second write");
+        assert!(matches!(err, FsError::Exists(_)));
+        assert_eq!(fs::read(&target).expect("read"), b"first");
+        assert_eq!(mode_of(&target).expect("mode"), 0o600);
+        // No temp files are left behind.
+        assert_eq!(fs::read_dir(dir.path()).expect("ls").count(), 1);
+    }
+
+    #[test]
+    fn write_atomic_replaces_and_sets_mode() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let target = dir.path().join("crl.pem");
+        write_atomic(&target, b"one", PUBLIC_MODE).expect("write");
+        write_atomic(&target, b"two", PUBLIC_MODE).expect("rewrite");
+        assert_eq!(fs::read(&target).expect("read"), b"two");
+        assert_eq!(mode_of(&target).expect("mode"), 0o644);
+    }
+}

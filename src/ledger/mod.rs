@@ -1,0 +1,288 @@
+//! The ledger: every certificate the CA ever issued and every revocation, in sled.
+//!
+//! Trees: `certs` (serial bytes → [`CertRecord`] as JSON) and `meta` (the CA's [`CaMeta`] and
+//! the CRL number). Every write is flushed before the call returns, so a record the caller was
+//! told about survives `kill -9`. sled allows one process per database; [`Ledger::open`] waits
+//! briefly for another mcp-zt process to finish instead of failing.
+
+mod record;
+
+use std::path::Path;
+use std::time::{Duration, Instant};
+
+pub use record::{CaMeta, CertKind, CertRecord, Revocation, Status, RECORD_VERSION};
+
+use crate::pki::build::Reason;
+
+const TREE_CERTS: &str = "certs";
+const TREE_META: &str = "meta";
+const KEY_CA: &[u8] = b"ca";
+const KEY_CRL_NUMBER: &[u8] = b"crl_number";
+
+/// How long to wait for another process that holds the ledger.
+pub const LOCK_WAIT: Duration = Duration::from_secs(15);
+
+/// Ledger failures.
+#[derive(Debug, thiserror::Error)]
+pub enum LedgerError {
+    /// sled failed.
+    #[error("ledger storage error: {0}")]
+    Storage(#[from] sled::Error),
+    /// Another process kept the ledger for longer than [`LOCK_WAIT`].
+    #[error("the ledger at {0} is in use by another mcp-zt process (waited {1:?}); if `mcp-zt serve` runs on this HOME, it should answer on its control socket: is it stuck?")]
+    Busy(String, Duration),
+    /// A record that does not decode.
+    #[error("corrupt ledger record {key}: {message}")]
+    Corrupt {
+        /// Which record.
+        key: String,
+        /// What is wrong.
+        message: String,
+    },
+    /// A serial that is already in the ledger (a collision of 128 random bits, or a bug).
+    #[error("serial {0} is already in the ledger")]
+    DuplicateSerial(String),
+    /// The certificate was revoked before.
+    #[error("certificate {serial} ({name}) is already revoked")]
+    AlreadyRevoked {
+        /// Its serial.
+        serial: String,
+        /// Its holder.
+        name: String,
+    },
+    /// No such serial.
+    #[error("no certificate with serial {0}")]
+    NotFound(String),
+}
+
+fn is_lock_error(e: &sled::Error) -> bool {
+    match e {
+        sled::Error::Io(io) => {
+            io.kind() == std::io::ErrorKind::WouldBlock
+                || io.to_string().contains("could not acquire lock")
+        }
+        _ => false,
+    }
+}
+
+/// An open ledger.
+#[derive(Clone)]
+pub struct Ledger {
+    db: sled::Db,
+    certs: sled::Tree,
+    meta: sled::Tree,
+}
+
+impl Ledger {
+    /// Opens (or creates) the ledger at `dir`, waiting up to `wait` while another process holds it.
+    pub fn open(dir: &Path, wait: Duration) -> Result<Ledger, LedgerError> {
+        let start = Instant::now();
+        let mut pause = Duration::from_millis(5);
+        let db = loop {
+            match sled::Config::new().path(dir).open() {
+                Ok(db) => break db,
+                Err(e) if is_lock_error(&e) && start.elapsed() < wait => {
+                    std::thread::sleep(pause);
+                    pause = (pause * 2).min(Duration::from_millis(50));
+                }
+                Err(e) if is_lock_error(&e) => {
+                    return Err(LedgerError::Busy(dir.display().to_string(), wait))
+                }
+                Err(e) => return Err(e.into()),
+            }
+        };
+        let certs = db.open_tree(TREE_CERTS)?;
+        let meta = db.open_tree(TREE_META)?;
+        Ok(Ledger { db, certs, meta })
+    }
+
+    fn flush(&self) -> Result<(), LedgerError> {
+        self.db.flush()?;
+        Ok(())
+    }
+
+    /// The CA's metadata, if `ca init` has written it.
+    pub fn ca_meta(&self) -> Result<Option<CaMeta>, LedgerError> {
+        self.meta
+            .get(KEY_CA)?
+            .map(|v| decode("meta/ca", &v))
+            .transpose()
+    }
+
+    /// Records the CA's metadata (durably).
+    pub fn set_ca_meta(&self, meta: &CaMeta) -> Result<(), LedgerError> {
+        self.meta.insert(KEY_CA, encode(meta)?)?;
+        self.flush()
+    }
+
+    /// Adds a new certificate record; durable when this returns. A serial already present is
+    /// refused, never overwritten.
+    pub fn insert_new(&self, rec: &CertRecord) -> Result<(), LedgerError> {
+        let key = hex::decode(&rec.serial).map_err(|e| LedgerError::Corrupt {
+            key: rec.serial.clone(),
+            message: e.to_string(),
+        })?;
+        let swapped = self
+            .certs
+            .compare_and_swap(key, None as Option<&[u8]>, Some(encode(rec)?))?;
+        if swapped.is_err() {
+            return Err(LedgerError::DuplicateSerial(rec.serial.clone()));
+        }
+        self.flush()
+    }
+
+    /// Looks up one serial (hex).
+    pub fn get(&self, serial_hex: &str) -> Result<Option<CertRecord>, LedgerError> {
+        let Ok(key) = hex::decode(serial_hex) else {
+            return Ok(None);
+        };
+        self.certs
+            .get(key)?
+            .map(|v| decode(serial_hex, &v))
+            .transpose()
+    }
+
+    /// Every record, oldest issuance first.
+    pub fn all(&self) -> Result<Vec<CertRecord>, LedgerError> {
+        let mut out = Vec::new();
+        for item in self.certs.iter() {
+            let (k, v) = item?;
+            out.push(decode(&hex::encode(&k), &v)?);
+        }
+        out.sort_by(|a: &CertRecord, b| {
+            a.issued_at
+                .cmp(&b.issued_at)
+                .then_with(|| a.serial.cmp(&b.serial))
+        });
+        Ok(out)
+    }
+
+    /// Marks a certificate revoked: a compare-and-swap, so two concurrent revokes produce one
+    /// revocation and one [`LedgerError::AlreadyRevoked`]. Durable when this returns.
+    pub fn revoke(
+        &self,
+        serial_hex: &str,
+        reason: Reason,
+        at: i64,
+    ) -> Result<CertRecord, LedgerError> {
+        let key = hex::decode(serial_hex).map_err(|_| LedgerError::NotFound(serial_hex.into()))?;
+        loop {
+            let old = self
+                .certs
+                .get(&key)?
+                .ok_or_else(|| LedgerError::NotFound(serial_hex.into()))?;
+            let mut rec: CertRecord = decode(serial_hex, &old)?;
+            if rec.revocation.is_some() {
+                return Err(LedgerError::AlreadyRevoked {
+                    serial: rec.serial,
+                    name: rec.name,
+                });
+            }
+            rec.revocation = Some(Revocation { at, reason });
+            let new = encode(&rec)?;
+            if self
+                .certs
+                .compare_and_swap(&key, Some(old), Some(new))?
+                .is_ok()
+            {
+                self.flush()?;
+                return Ok(rec);
+            }
+        }
+    }
+
+    /// Reserves the next CRL number: strictly greater than every number handed out before,
+    /// durable before it is returned.
+    pub fn next_crl_number(&self) -> Result<u64, LedgerError> {
+        let next = self.meta.update_and_fetch(KEY_CRL_NUMBER, |old| {
+            let n = old
+                .and_then(|b| <[u8; 8]>::try_from(b).ok())
+                .map_or(0, u64::from_be_bytes);
+            Some(n.saturating_add(1).to_be_bytes().to_vec())
+        })?;
+        self.flush()?;
+        Ok(next
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(1, u64::from_be_bytes))
+    }
+
+    /// The last CRL number handed out (0 if none).
+    pub fn crl_number(&self) -> Result<u64, LedgerError> {
+        Ok(self
+            .meta
+            .get(KEY_CRL_NUMBER)?
+            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
+            .map_or(0, u64::from_be_bytes))
+    }
+}
+
+fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, LedgerError> {
+    serde_json::to_vec(v).map_err(|e| LedgerError::Corrupt {
+        key: "(new record)".into(),
+        message: e.to_string(),
+    })
+}
+
+fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, LedgerError> {
+    serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt {
+        key: key.to_string(),
+        message: e.to_string(),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(serial: &str, name: &str) -> CertRecord {
+        CertRecord {
+            v: RECORD_VERSION,
+            serial: serial.into(),
+            name: name.into(),
+            role: Some("viewer".into()),
+            kind: CertKind::Client,
+            spiffe_id: format!("spiffe://example.org/client/{name}"),
+            sans: vec![],
+            not_before: 0,
+            not_after: i64::MAX / 2,
+            issued_at: 1,
+            cert_pem: String::new(),
+            revocation: None,
+        }
+    }
+
+    #[test]
+    fn revoke_is_compare_and_swap() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+        l.insert_new(&record("01aa", "alice")).expect("insert");
+        assert!(matches!(
+            l.insert_new(&record("01aa", "mallory")),
+            Err(LedgerError::DuplicateSerial(_))
+        ));
+        let r = l.revoke("01aa", Reason::KeyCompromise, 5).expect("revoke");
+        assert_eq!(r.revocation.map(|x| x.reason), Some(Reason::KeyCompromise));
+        assert!(matches!(
+            l.revoke("01aa", Reason::Superseded, 6),
+            Err(LedgerError::AlreadyRevoked { .. })
+        ));
+        assert!(matches!(
+            l.revoke("02bb", Reason::Superseded, 6),
+            Err(LedgerError::NotFound(_))
+        ));
+        assert_eq!(l.all().expect("all")[0].name, "alice");
+    }
+
+    #[test]
+    fn crl_numbers_only_go_up_across_reopen() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        {
+            let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+            assert_eq!(l.next_crl_number().expect("n"), 1);
+            assert_eq!(l.next_crl_number().expect("n"), 2);
+        }
+        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("reopen");
+        assert_eq!(l.crl_number().expect("n"), 2);
+        assert_eq!(l.next_crl_number().expect("n"), 3);
+    }
+}

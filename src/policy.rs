@@ -1,0 +1,348 @@
+//! RBAC policy: roles with inheritance, which roles may call each tool, and per-tool rate limits.
+//!
+//! Pure logic over plain data, loaded from `HOME/policy.toml`. Deny by default: a tool that is
+//! not in the policy, or a role that is not in the policy, is allowed nothing.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Deserialize;
+use toml::Spanned;
+
+use crate::pki::role_ext::validate_role;
+
+/// The policy file written by `ca init` when HOME has none.
+pub const DEFAULT_POLICY: &str = include_str!("../pki/policy.toml");
+
+/// Matches every role in a tool's `roles` list.
+pub const ANY_ROLE: &str = "*";
+
+/// A policy that failed to load; the message names the line where one is known.
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    /// TOML syntax, unknown keys, wrong types.
+    #[error("policy: {0}")]
+    Parse(String),
+    /// A role name that breaks the naming rule, an unknown role, or a cycle.
+    #[error("policy line {line}: {message}")]
+    Invalid {
+        /// 1-based line number in the policy file.
+        line: usize,
+        /// What is wrong.
+        message: String,
+    },
+    /// The policy defines no role at all.
+    #[error("policy defines no roles")]
+    Empty,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawPolicy {
+    #[serde(default)]
+    roles: BTreeMap<Spanned<String>, RawRole>,
+    #[serde(default)]
+    tools: BTreeMap<Spanned<String>, RawTool>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawRole {
+    #[serde(default)]
+    inherits: Vec<Spanned<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTool {
+    roles: Vec<Spanned<String>>,
+    #[serde(default)]
+    rate_per_minute: Option<u32>,
+}
+
+/// What the policy says about one tool.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ToolRule {
+    /// Roles (or [`ANY_ROLE`]) allowed to call the tool, inheritance applied at check time.
+    pub roles: BTreeSet<String>,
+    /// Calls per minute per identity; `None` means unlimited.
+    pub rate_per_minute: Option<u32>,
+}
+
+/// A validated policy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Policy {
+    /// role → the roles it directly inherits.
+    inherits: BTreeMap<String, Vec<String>>,
+    /// tool → rule.
+    tools: BTreeMap<String, ToolRule>,
+}
+
+fn line_of(text: &str, offset: usize) -> usize {
+    text.get(..offset).map_or(1, |t| t.matches('\n').count() + 1)
+}
+
+impl Policy {
+    /// Parses and validates policy text.
+    pub fn parse(text: &str) -> Result<Policy, PolicyError> {
+        let raw: RawPolicy = toml::from_str(text).map_err(|e| {
+            let line = e.span().map(|s| line_of(text, s.start));
+            let msg = e.message().trim().to_string();
+            match line {
+                Some(line) => PolicyError::Invalid { line, message: msg },
+                None => PolicyError::Parse(msg),
+            }
+        })?;
+        let invalid = |span: std::ops::Range<usize>, message: String| PolicyError::Invalid {
+            line: line_of(text, span.start),
+            message,
+        };
+        if raw.roles.is_empty() {
+            return Err(PolicyError::Empty);
+        }
+        let known: BTreeSet<&str> = raw.roles.keys().map(|k| k.get_ref().as_str()).collect();
+        let mut inherits = BTreeMap::new();
+        for (name, role) in &raw.roles {
+            validate_role(name.get_ref()).map_err(|e| invalid(name.span(), e.to_string()))?;
+            let mut parents = Vec::new();
+            for parent in &role.inherits {
+                if !known.contains(parent.get_ref().as_str()) {
+                    return Err(invalid(
+                        parent.span(),
+                        format!(
+                            "role {:?} inherits unknown role {:?}",
+                            name.get_ref(),
+                            parent.get_ref()
+                        ),
+                    ));
+                }
+                parents.push(parent.get_ref().clone());
+            }
+            inherits.insert(name.get_ref().clone(), parents);
+        }
+        let mut tools = BTreeMap::new();
+        for (name, tool) in &raw.tools {
+            let mut roles = BTreeSet::new();
+            for role in &tool.roles {
+                let r = role.get_ref();
+                if r != ANY_ROLE && !known.contains(r.as_str()) {
+                    return Err(invalid(
+                        role.span(),
+                        format!("tool {:?} names unknown role {r:?}", name.get_ref()),
+                    ));
+                }
+                roles.insert(r.clone());
+            }
+            if tool.rate_per_minute == Some(0) {
+                return Err(invalid(
+                    name.span(),
+                    format!(
+                        "tool {:?}: rate_per_minute must be at least 1 (remove the tool to forbid it)",
+                        name.get_ref()
+                    ),
+                ));
+            }
+            tools.insert(
+                name.get_ref().clone(),
+                ToolRule {
+                    roles,
+                    rate_per_minute: tool.rate_per_minute,
+                },
+            );
+        }
+        let policy = Policy { inherits, tools };
+        for (name, _) in &raw.roles {
+            if policy.has_cycle_from(name.get_ref()) {
+                return Err(invalid(
+                    name.span(),
+                    format!("role {:?} inherits itself (cycle)", name.get_ref()),
+                ));
+            }
+        }
+        Ok(policy)
+    }
+
+    fn has_cycle_from(&self, start: &str) -> bool {
+        let mut stack: Vec<&str> = self
+            .inherits
+            .get(start)
+            .map(|p| p.iter().map(String::as_str).collect())
+            .unwrap_or_default();
+        let mut seen = BTreeSet::new();
+        while let Some(r) = stack.pop() {
+            if r == start {
+                return true;
+            }
+            if seen.insert(r) {
+                if let Some(p) = self.inherits.get(r) {
+                    stack.extend(p.iter().map(String::as_str));
+                }
+            }
+        }
+        false
+    }
+
+    /// All role names, sorted.
+    pub fn roles(&self) -> impl Iterator<Item = &str> {
+        self.inherits.keys().map(String::as_str)
+    }
+
+    /// Whether `role` is defined.
+    pub fn has_role(&self, role: &str) -> bool {
+        self.inherits.contains_key(role)
+    }
+
+    /// The roles `role` directly inherits.
+    pub fn direct_parents(&self, role: &str) -> &[String] {
+        self.inherits.get(role).map_or(&[], Vec::as_slice)
+    }
+
+    /// `role` and every role it inherits, transitively. Empty for an unknown role.
+    pub fn effective_roles(&self, role: &str) -> BTreeSet<String> {
+        let mut out = BTreeSet::new();
+        if !self.has_role(role) {
+            return out;
+        }
+        let mut stack = vec![role.to_string()];
+        while let Some(r) = stack.pop() {
+            if out.insert(r.clone()) {
+                stack.extend(self.direct_parents(&r).iter().cloned());
+            }
+        }
+        out
+    }
+
+    /// The rule for `tool`, if the policy names it.
+    pub fn tool(&self, tool: &str) -> Option<&ToolRule> {
+        self.tools.get(tool)
+    }
+
+    /// Every tool the policy names.
+    pub fn tools(&self) -> impl Iterator<Item = (&str, &ToolRule)> {
+        self.tools.iter().map(|(k, v)| (k.as_str(), v))
+    }
+
+    /// Whether `role` may call `tool`. Unknown roles and unknown tools are denied.
+    pub fn allows(&self, role: &str, tool: &str) -> bool {
+        let Some(rule) = self.tools.get(tool) else {
+            return false;
+        };
+        if !self.has_role(role) {
+            return false;
+        }
+        rule.roles.contains(ANY_ROLE)
+            || self
+                .effective_roles(role)
+                .iter()
+                .any(|r| rule.roles.contains(r))
+    }
+
+    /// The tools `role` may call, sorted.
+    pub fn allowed_tools(&self, role: &str) -> Vec<&str> {
+        self.tools
+            .keys()
+            .map(String::as_str)
+            .filter(|t| self.allows(role, t))
+            .collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn default_policy() -> Policy {
+        Policy::parse(DEFAULT_POLICY).expect("default policy parses")
+    }
+
+    #[test]
+    fn default_hierarchy_is_viewer_editor_admin() {
+        let p = default_policy();
+        assert_eq!(p.roles().collect::<Vec<_>>(), ["admin", "editor", "viewer"]);
+        let names = |r: &str| p.effective_roles(r).into_iter().collect::<Vec<_>>();
+        assert_eq!(names("viewer"), ["viewer"]);
+        assert_eq!(names("editor"), ["editor", "viewer"]);
+        assert_eq!(names("admin"), ["admin", "editor", "viewer"]);
+        assert!(p.effective_roles("root").is_empty());
+    }
+
+    #[test]
+    fn default_tool_permissions_follow_the_hierarchy() {
+        let p = default_policy();
+        assert_eq!(
+            p.allowed_tools("viewer"),
+            ["list_keys", "read_data", "whoami"]
+        );
+        assert_eq!(
+            p.allowed_tools("editor"),
+            ["list_keys", "read_data", "whoami", "write_data"]
+        );
+        assert_eq!(
+            p.allowed_tools("admin"),
+            [
+                "delete_data",
+                "list_certs",
+                "list_keys",
+                "read_data",
+                "revoke_cert",
+                "whoami",
+                "write_data"
+            ]
+        );
+        assert!(p.allowed_tools("nosuchrole").is_empty());
+        assert!(!p.allows("admin", "nosuchtool"));
+    }
+
+    #[test]
+    fn any_role_matches_custom_roles_too() {
+        let p = Policy::parse(
+            "[roles.auditor]\n[roles.viewer]\n[tools.whoami]\nroles = [\"*\"]\n[tools.read_data]\nroles = [\"viewer\"]\n",
+        )
+        .expect("parse");
+        assert!(p.allows("auditor", "whoami"));
+        assert!(!p.allows("auditor", "read_data"));
+        assert!(!p.allows("ghost", "whoami"));
+    }
+
+    #[test]
+    fn unknown_inherited_role_names_its_line() {
+        let err = Policy::parse("[roles.viewer]\n[roles.editor]\ninherits = [\"vewer\"]\n")
+            .expect_err("must fail");
+        let msg = err.to_string();
+        assert!(msg.contains("line 3"), "{msg}");
+        assert!(msg.contains("vewer"), "{msg}");
+    }
+
+    #[test]
+    fn cycles_are_refused() {
+        let err = Policy::parse(
+            "[roles.a]\ninherits = [\"b\"]\n[roles.b]\ninherits = [\"c\"]\n[roles.c]\ninherits = [\"a\"]\n",
+        )
+        .expect_err("cycle");
+        assert!(err.to_string().contains("cycle"), "{err}");
+        let err = Policy::parse("[roles.a]\ninherits = [\"a\"]\n").expect_err("self");
+        assert!(err.to_string().contains("cycle"), "{err}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_names_are_refused_with_a_line() {
+        let err = Policy::parse("[roles.viewer]\ninherit = []\n").expect_err("typo");
+        assert!(err.to_string().contains("line 2"), "{err}");
+        let err = Policy::parse("[roles.Viewer]\n").expect_err("case");
+        assert!(err.to_string().contains("line 1"), "{err}");
+        let err = Policy::parse("[roles.viewer]\n[tools.x]\nroles = [\"admin\"]\n")
+            .expect_err("unknown role in tool");
+        assert!(err.to_string().contains("line 3"), "{err}");
+        assert!(matches!(Policy::parse(""), Err(PolicyError::Empty)));
+        assert!(Policy::parse("[roles.v]\n[tools.t]\nroles=[\"v\"]\nrate_per_minute = 0\n").is_err());
+    }
+
+    #[test]
+    fn default_rate_limits_match_the_documented_values() {
+        let p = default_policy();
+        let rate = |t: &str| p.tool(t).and_then(|r| r.rate_per_minute);
+        assert_eq!(rate("read_data"), Some(100));
+        assert_eq!(rate("write_data"), Some(50));
+        assert_eq!(rate("delete_data"), Some(10));
+        assert_eq!(rate("revoke_cert"), Some(20));
+    }
+}
