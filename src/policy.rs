@@ -78,7 +78,8 @@ pub struct Policy {
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
-    text.get(..offset).map_or(1, |t| t.matches('\n').count() + 1)
+    text.get(..offset)
+        .map_or(1, |t| t.matches('\n').count() + 1)
 }
 
 impl Policy {
@@ -150,7 +151,7 @@ impl Policy {
             );
         }
         let policy = Policy { inherits, tools };
-        for (name, _) in &raw.roles {
+        for name in raw.roles.keys() {
             if policy.has_cycle_from(name.get_ref()) {
                 return Err(invalid(
                     name.span(),
@@ -333,7 +334,9 @@ mod tests {
             .expect_err("unknown role in tool");
         assert!(err.to_string().contains("line 3"), "{err}");
         assert!(matches!(Policy::parse(""), Err(PolicyError::Empty)));
-        assert!(Policy::parse("[roles.v]\n[tools.t]\nroles=[\"v\"]\nrate_per_minute = 0\n").is_err());
+        assert!(
+            Policy::parse("[roles.v]\n[tools.t]\nroles=[\"v\"]\nrate_per_minute = 0\n").is_err()
+        );
     }
 
     #[test]

@@ -156,7 +156,13 @@ impl Authority {
             lifetime: Duration::seconds(req.ttl_secs),
         };
         let out_dir = req.out_dir.clone().unwrap_or_else(|| self.home.clients());
-        self.sign_and_record(signer, &leaf, CertKind::Client, Some(req.role.clone()), &out_dir)
+        self.sign_and_record(
+            signer,
+            &leaf,
+            CertKind::Client,
+            Some(req.role.clone()),
+            &out_dir,
+        )
     }
 
     /// Issues the server's own certificate into HOME/server as `server.crt` / `server.key`.

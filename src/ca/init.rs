@@ -29,7 +29,9 @@ pub struct InitOptions {
 /// Creates the CA. Refuses, changing nothing, if HOME already holds a CA.
 pub fn init(home: &Home, opts: &InitOptions) -> Result<CaMeta, CaError> {
     pki::validate_trust_domain(&opts.trust_domain)?;
-    if opts.name.trim().is_empty() || opts.name.len() > 64 || opts.name.chars().any(char::is_control)
+    if opts.name.trim().is_empty()
+        || opts.name.len() > 64
+        || opts.name.chars().any(char::is_control)
     {
         return Err(pki::PkiError::Invalid(format!(
             "invalid CA name {:?}: 1-64 printable characters",
@@ -78,6 +80,7 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<CaMeta, CaError> {
         other => other.into(),
     })?;
     let rest = (|| -> Result<(), CaError> {
+        fsutil::ensure_private_dir(&home.ledger())?;
         let ledger = Ledger::open(&home.ledger(), LOCK_WAIT)?;
         ledger.set_ca_meta(&meta)?;
         fsutil::write_new(&home.ca_cert(), cert_pem.as_bytes(), PUBLIC_MODE)?;

@@ -26,7 +26,9 @@ pub enum CaError {
     #[error("no CA in {0}: run `mcp-zt ca init --home {0}` first")]
     NotInitialized(String),
     /// `ca init` on a HOME that has one.
-    #[error("a CA already exists in {0}; nothing was changed (use another --home to create a new CA)")]
+    #[error(
+        "a CA already exists in {0}; nothing was changed (use another --home to create a new CA)"
+    )]
     AlreadyInitialized(String),
     /// A role the policy does not define.
     #[error("unknown role {role:?}: the policy defines {valid}")]

@@ -90,9 +90,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .map(|r| ShowView {
                     cert: CertView::new(r, now),
                     decoded: inspect::pem_to_der(&r.cert_pem)
-                        .and_then(|der| {
-                            inspect::fields_from_der(&der, &authority.meta().role_oid)
-                        })
+                        .and_then(|der| inspect::fields_from_der(&der, &authority.meta().role_oid))
                         .ok(),
                 })
                 .collect();
@@ -116,7 +114,12 @@ pub fn run(cli: Cli) -> Result<()> {
             let now = pki::now().unix_timestamp();
             let views: Vec<CertView> = revoked.iter().map(|r| CertView::new(r, now)).collect();
             for v in &views {
-                eprintln!("revoked {} ({}) reason {}", v.serial, v.name, reason.as_str());
+                eprintln!(
+                    "revoked {} ({}) reason {}",
+                    v.serial,
+                    v.name,
+                    reason.as_str()
+                );
             }
             eprintln!("CRL republished at {}", home.crl().display());
             if json {

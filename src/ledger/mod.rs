@@ -122,9 +122,9 @@ impl Ledger {
             key: rec.serial.clone(),
             message: e.to_string(),
         })?;
-        let swapped = self
-            .certs
-            .compare_and_swap(key, None as Option<&[u8]>, Some(encode(rec)?))?;
+        let swapped =
+            self.certs
+                .compare_and_swap(key, None as Option<&[u8]>, Some(encode(rec)?))?;
         if swapped.is_err() {
             return Err(LedgerError::DuplicateSerial(rec.serial.clone()));
         }

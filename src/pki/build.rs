@@ -18,7 +18,9 @@ use super::{random_serial, PkiError};
 pub const BACKDATE: Duration = Duration::minutes(1);
 
 /// The CA's key algorithm.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize,
+)]
 #[serde(rename_all = "kebab-case")]
 pub enum KeyAlgorithm {
     /// ECDSA with P-256 and SHA-256: accepted by every TLS stack.
@@ -164,7 +166,8 @@ pub fn leaf_certificate(
     match &req.kind {
         LeafKind::Client { role, role_oid } => {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
-            let mut ext = CustomExtension::from_oid_content(role_oid.arcs(), role_ext::encode(role)?);
+            let mut ext =
+                CustomExtension::from_oid_content(role_oid.arcs(), role_ext::encode(role)?);
             ext.set_criticality(false);
             params.custom_extensions.push(ext);
         }

@@ -26,8 +26,9 @@ pub fn to_pem(key: &KeyPair, passphrase: Option<&[u8]>) -> Result<Zeroizing<Stri
     let mut iv = [0u8; 16];
     fill_random(&mut salt)?;
     fill_random(&mut iv)?;
-    // scrypt N=2^15, r=8, p=1: about 32 MiB and ~0.1 s per unlock, OpenSSL's recommendation.
-    let scrypt = pkcs8::pkcs5::scrypt::Params::new(15, 8, 1, 32)
+    // scrypt N=2^14, r=8, p=1 (16 MiB): the parameters of `openssl pkcs8 -scrypt`, and within
+    // OpenSSL's default memory limit so `openssl pkey` can read the key too.
+    let scrypt = pkcs8::pkcs5::scrypt::Params::new(14, 8, 1, 32)
         .map_err(|e| PkiError::Key(format!("scrypt parameters: {e}")))?;
     let params = pkcs8::pkcs5::pbes2::Parameters::scrypt_aes256cbc(scrypt, &salt, &iv)
         .map_err(|e| PkiError::Key(format!("encryption parameters: {e}")))?;
@@ -83,7 +84,9 @@ pub fn parse_pem(text: &str, passphrase: Option<&[u8]>) -> Result<KeyPair, PkiEr
         let (label, doc) = pkcs8::der::SecretDocument::from_pem(text)
             .map_err(|_| PkiError::Key("corrupt encrypted key (not valid PEM)".into()))?;
         if label != EncryptedPrivateKeyInfo::PEM_LABEL {
-            return Err(PkiError::Key("corrupt encrypted key (wrong PEM label)".into()));
+            return Err(PkiError::Key(
+                "corrupt encrypted key (wrong PEM label)".into(),
+            ));
         }
         let info = EncryptedPrivateKeyInfo::try_from(doc.as_bytes())
             .map_err(|_| PkiError::Key("corrupt encrypted key (bad structure)".into()))?;
@@ -94,7 +97,9 @@ pub fn parse_pem(text: &str, passphrase: Option<&[u8]>) -> Result<KeyPair, PkiEr
             .map_err(|_| PkiError::Key("wrong passphrase, or the key is corrupt".into()));
     }
     KeyPair::from_pem(text).map_err(|_| {
-        PkiError::Key("corrupt key: expected a PEM PKCS#8 private key (ECDSA P-256 or Ed25519)".into())
+        PkiError::Key(
+            "corrupt key: expected a PEM PKCS#8 private key (ECDSA P-256 or Ed25519)".into(),
+        )
     })
 }
 

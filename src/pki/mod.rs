@@ -140,7 +140,17 @@ mod tests {
 
     #[test]
     fn names_with_separators_or_controls_are_refused() {
-        for bad in ["", "a/b", "..", ".hidden", "-x", "a b", "a\nb", "a\\b", &"x".repeat(65)] {
+        for bad in [
+            "",
+            "a/b",
+            "..",
+            ".hidden",
+            "-x",
+            "a b",
+            "a\nb",
+            "a\\b",
+            &"x".repeat(65),
+        ] {
             assert!(validate_name(bad).is_err(), "{bad:?}");
         }
         for good in ["alice", "bob.smith", "svc_1", "A-2"] {

@@ -83,7 +83,9 @@ pub fn encode(role: &str) -> Result<Vec<u8>, RoleExtError> {
 
 /// Reads one TLV with the given tag, returning (contents, rest). Minimal lengths only.
 fn read_tlv(input: &[u8], tag: u8) -> Result<(&[u8], &[u8]), RoleExtError> {
-    let (&first, rest) = input.split_first().ok_or(RoleExtError::Malformed("empty"))?;
+    let (&first, rest) = input
+        .split_first()
+        .ok_or(RoleExtError::Malformed("empty"))?;
     if first != tag {
         return Err(RoleExtError::Malformed("unexpected tag"));
     }
@@ -198,7 +200,14 @@ mod tests {
 
     #[test]
     fn role_round_trips() {
-        for role in ["viewer", "editor", "admin", "a", "ops_team-2", &"x".repeat(64)] {
+        for role in [
+            "viewer",
+            "editor",
+            "admin",
+            "a",
+            "ops_team-2",
+            &"x".repeat(64),
+        ] {
             let der = encode(role).expect("encode");
             assert_eq!(decode(&der).expect("decode"), role);
         }
@@ -254,7 +263,15 @@ mod tests {
         let oid: Oid = "1.3.6.1.4.1.99999.1".parse().expect("parse");
         assert_eq!(oid.to_string(), "1.3.6.1.4.1.99999.1");
         assert_eq!(Oid::default().to_string(), "2.25.2722895933408864092");
-        for bad in ["", "1", "3.1", "1.40", "1..2", "1.a", "1.2.99999999999999999999999"] {
+        for bad in [
+            "",
+            "1",
+            "3.1",
+            "1.40",
+            "1..2",
+            "1.a",
+            "1.2.99999999999999999999999",
+        ] {
             assert!(bad.parse::<Oid>().is_err(), "{bad}");
         }
     }

@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# The test command: formatting, lints, every test, and the interop scripts.
+# Usage: scripts/test.sh        (from the repository root or anywhere)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n== %s ==\n' "$*" >&2; }
+
+step "cargo fmt --check"
+cargo fmt --all -- --check
+
+step "cargo clippy (warnings denied)"
+cargo clippy --all-targets --locked -- -D warnings
+
+step "one crypto provider (no ring in the tree)"
+if cargo tree --locked --target all -i ring 2>/dev/null | grep -q '^ring v'; then
+  echo "ring is in the dependency tree; mcp-zt uses aws-lc-rs only:" >&2
+  cargo tree --locked --target all -i ring >&2
+  exit 1
+fi
+
+step "cargo test"
+cargo test --locked
+
+for script in scripts/interop-*.sh; do
+  [ -e "$script" ] || continue
+  step "$script"
+  bash "$script"
+done

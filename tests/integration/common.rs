@@ -1,0 +1,126 @@
+//! Test helpers: a temporary HOME and a way to run the binary in it.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The binary under test.
+pub fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_mcp-zt")
+}
+
+/// A temporary folder with a CA home inside it.
+pub struct Env {
+    pub dir: tempfile::TempDir,
+    pub home: PathBuf,
+}
+
+/// A finished command: status, stdout and stderr as text.
+#[derive(Debug)]
+pub struct Run {
+    pub code: Option<i32>,
+    pub stdout: String,
+    pub stderr: String,
+}
+
+impl Run {
+    fn from(out: Output) -> Run {
+        Run {
+            code: out.status.code(),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Asserts success and returns stdout.
+    #[track_caller]
+    pub fn ok(&self) -> &str {
+        assert_eq!(self.code, Some(0), "command failed: {self:?}");
+        &self.stdout
+    }
+
+    /// Asserts a clean failure: exit code 1, one error line naming `needle`, no panic.
+    #[track_caller]
+    pub fn fails_with(&self, needle: &str) {
+        assert_eq!(self.code, Some(1), "expected exit 1: {self:?}");
+        assert!(!self.stderr.contains("panicked"), "panic: {self:?}");
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "expected one error line: {self:?}");
+        assert!(lines[0].starts_with("mcp-zt: error: "), "{self:?}");
+        assert!(
+            self.stderr.contains(needle),
+            "expected {needle:?} in {self:?}"
+        );
+    }
+}
+
+impl Env {
+    /// A fresh folder; the CA is not created yet.
+    pub fn new() -> Env {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let home = dir.path().join("home");
+        Env { dir, home }
+    }
+
+    /// A fresh folder with `ca init` done.
+    pub fn with_ca() -> Env {
+        let env = Env::new();
+        env.run(&["ca", "init"]).ok();
+        env
+    }
+
+    /// Runs `mcp-zt --home HOME args...`.
+    pub fn run(&self, args: &[&str]) -> Run {
+        self.run_in(&self.home, args)
+    }
+
+    /// Runs `mcp-zt --home home args...`.
+    pub fn run_in(&self, home: &Path, args: &[&str]) -> Run {
+        let out = Command::new(bin())
+            .arg("--home")
+            .arg(home)
+            .args(args)
+            .env_remove("MCP_ZT_HOME")
+            .env_remove("MCP_ZT_CA_PASSPHRASE_FILE")
+            .output()
+            .expect("run mcp-zt");
+        Run::from(out)
+    }
+
+    /// Path inside the temporary folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `list --json`, parsed.
+    pub fn list(&self) -> Vec<serde_json::Value> {
+        serde_json::from_str(self.run(&["list", "--json"]).ok()).expect("list --json is JSON")
+    }
+
+    /// Issues a certificate and returns its serial.
+    pub fn issue(&self, name: &str, role: &str) -> String {
+        self.run(&["issue", "--name", name, "--role", role])
+            .ok()
+            .trim()
+            .to_string()
+    }
+}
+
+/// Runs openssl with `args`; returns (success, stdout + stderr).
+pub fn openssl(args: &[&str]) -> (bool, String) {
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl must be installed (scripts/test.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Permission bits of a path.
+pub fn mode(path: &Path) -> u32 {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::metadata(path).expect("stat").permissions().mode() & 0o777
+}

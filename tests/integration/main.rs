@@ -1,0 +1,5 @@
+//! Integration tests: drive the real `mcp-zt` binary (and, for interop, `openssl`).
+//! Each test gets a fresh temporary CA home.
+
+mod common;
+mod pki_cli;
