@@ -4,9 +4,14 @@
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod audit;
 pub mod ca;
 pub mod cli;
 pub mod fsutil;
+pub mod identity;
 pub mod ledger;
+pub mod mcp;
 pub mod pki;
 pub mod policy;
+pub mod server;
+pub mod tls;

@@ -227,25 +227,9 @@ impl Authority {
         })
     }
 
-    /// Finds certificates by serial (hex, any case, optional `0x`/colons) or by holder name.
+    /// Finds certificates by serial or by holder name (see [`find_in`]).
     pub fn find(&self, target: &str) -> Result<Vec<CertRecord>, CaError> {
-        let serial = target
-            .trim_start_matches("0x")
-            .replace(':', "")
-            .to_ascii_lowercase();
-        if let Some(rec) = self.ledger.get(&serial)? {
-            return Ok(vec![rec]);
-        }
-        let by_name: Vec<CertRecord> = self
-            .ledger
-            .all()?
-            .into_iter()
-            .filter(|r| r.name == target)
-            .collect();
-        if by_name.is_empty() {
-            return Err(CaError::NotFound(target.to_string()));
-        }
-        Ok(by_name)
+        find_in(self.ledger.all()?, target)
     }
 
     /// Revokes a serial, or every unrevoked certificate of a name, then republishes the CRL.
@@ -304,6 +288,24 @@ impl Authority {
         fsutil::write_atomic(&self.home.crl(), pem.as_bytes(), PUBLIC_MODE)?;
         Ok(pem)
     }
+}
+
+/// Picks the records matching `target`: a serial (hex, any case, optional `0x` or colons) or,
+/// failing that, every certificate of that holder name.
+pub fn find_in(records: Vec<CertRecord>, target: &str) -> Result<Vec<CertRecord>, CaError> {
+    let serial = target
+        .trim_start_matches("0x")
+        .replace(':', "")
+        .to_ascii_lowercase();
+    let (by_serial, rest): (Vec<_>, Vec<_>) = records.into_iter().partition(|r| r.serial == serial);
+    if !by_serial.is_empty() {
+        return Ok(by_serial);
+    }
+    let by_name: Vec<CertRecord> = rest.into_iter().filter(|r| r.name == target).collect();
+    if by_name.is_empty() {
+        return Err(CaError::NotFound(target.to_string()));
+    }
+    Ok(by_name)
 }
 
 /// Loads and validates the policy of `home`.

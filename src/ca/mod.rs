@@ -5,7 +5,9 @@ mod authority;
 mod home;
 mod init;
 
-pub use authority::{load_policy, read_passphrase, Authority, IssueRequest, Issued, Signer};
+pub use authority::{
+    find_in, load_policy, read_passphrase, Authority, IssueRequest, Issued, Signer,
+};
 pub use home::Home;
 pub use init::{init, InitOptions};
 

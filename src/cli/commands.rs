@@ -2,13 +2,14 @@
 
 use std::io::Write;
 
-use anyhow::{bail, Context, Result};
+use anyhow::{Context, Result};
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use super::backend::{self, Backend};
 use super::output::{self, CertView};
 use super::{CaCommand, Cli, Command, IssueArgs};
-use crate::ca::{self, Authority, Home, InitOptions, IssueRequest, Signer};
+use crate::ca::{self, Home, InitOptions, IssueRequest};
 use crate::fsutil;
 use crate::pki::{self, inspect, role_ext::Oid};
 
@@ -61,14 +62,9 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Issue(args) => issue(&home, passphrase.as_ref(), args),
         Command::List { json } => {
-            let authority = Authority::open(&home)?;
+            let (records, _) = Backend::open(&home)?.records()?;
             let now = pki::now().unix_timestamp();
-            let views: Vec<CertView> = authority
-                .ledger()
-                .all()?
-                .iter()
-                .map(|r| CertView::new(r, now))
-                .collect();
+            let views: Vec<CertView> = records.iter().map(|r| CertView::new(r, now)).collect();
             if json {
                 print_json(&views)
             } else {
@@ -76,9 +72,9 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Show { target, json } => {
-            let authority = Authority::open(&home)?;
+            let (records, meta) = Backend::open(&home)?.records()?;
             let now = pki::now().unix_timestamp();
-            let records = authority.find(&target)?;
+            let records = backend::find(records, &target)?;
             #[derive(Serialize)]
             struct ShowView {
                 #[serde(flatten)]
@@ -90,7 +86,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 .map(|r| ShowView {
                     cert: CertView::new(r, now),
                     decoded: inspect::pem_to_der(&r.cert_pem)
-                        .and_then(|der| inspect::fields_from_der(&der, &authority.meta().role_oid))
+                        .and_then(|der| inspect::fields_from_der(&der, &meta.role_oid))
                         .ok(),
                 })
                 .collect();
@@ -108,9 +104,7 @@ pub fn run(cli: Cli) -> Result<()> {
             reason,
             json,
         } => {
-            let authority = Authority::open(&home)?;
-            let signer = load_signer(&authority, passphrase.as_ref())?;
-            let revoked = authority.revoke(&signer, &target, reason)?;
+            let revoked = Backend::open(&home)?.revoke(passphrase.as_ref(), &target, reason)?;
             let now = pki::now().unix_timestamp();
             let views: Vec<CertView> = revoked.iter().map(|r| CertView::new(r, now)).collect();
             for v in &views {
@@ -129,13 +123,14 @@ pub fn run(cli: Cli) -> Result<()> {
             }
         }
         Command::Crl { out } => {
-            let authority = Authority::open(&home)?;
-            let pem = current_crl(&authority, passphrase.as_ref())?;
+            let pem = current_crl(&home, passphrase.as_ref())?;
             if let Some(path) = out {
                 fsutil::write_atomic(&path, pem.as_bytes(), fsutil::PUBLIC_MODE)?;
             }
             print_out(&pem)
         }
+        Command::Serve(args) => super::serve::run(&home, passphrase.as_ref(), args),
+        Command::Audit(args) => super::serve::audit(&home, args),
         Command::Roles { json } => {
             let policy = ca::load_policy(&home)?;
             #[derive(Serialize)]
@@ -182,11 +177,9 @@ pub fn run(cli: Cli) -> Result<()> {
 
 fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) -> Result<()> {
     let ttl_secs = pki::parse_ttl(&args.ttl)?;
-    let authority = Authority::open(home)?;
-    let signer = load_signer(&authority, passphrase)?;
-    let issued = authority.issue(
-        &signer,
-        &IssueRequest {
+    let issued = Backend::open(home)?.issue(
+        passphrase,
+        IssueRequest {
             name: args.name,
             role: args.role,
             ttl_secs,
@@ -221,31 +214,16 @@ fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) 
     }
 }
 
-fn load_signer(authority: &Authority, passphrase: Option<&Zeroizing<Vec<u8>>>) -> Result<Signer> {
-    if authority.meta().key_encrypted && passphrase.is_none() {
-        bail!(
-            "{} is encrypted: give its passphrase with --passphrase-file FILE (or MCP_ZT_CA_PASSPHRASE_FILE)",
-            authority.home().ca_key().display()
-        );
-    }
-    Ok(Signer::load(
-        authority.home(),
-        passphrase.map(|p| p.as_slice()),
-    )?)
-}
-
 /// The CRL in HOME, re-signed first if it is missing, unreadable, or past half its lifetime.
-fn current_crl(authority: &Authority, passphrase: Option<&Zeroizing<Vec<u8>>>) -> Result<String> {
-    let path = authority.home().crl();
-    if let Ok(bytes) = fsutil::read(&path) {
+fn current_crl(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>) -> Result<String> {
+    if let Ok(bytes) = fsutil::read(&home.crl()) {
         if let Ok(text) = String::from_utf8(bytes) {
             if crl_is_fresh(&text) {
                 return Ok(text);
             }
         }
     }
-    let signer = load_signer(authority, passphrase)?;
-    Ok(authority.publish_crl(&signer)?)
+    Backend::open(home)?.publish_crl(passphrase)
 }
 
 fn crl_is_fresh(pem: &str) -> bool {
@@ -269,7 +247,7 @@ fn print_json<T: Serialize>(value: &T) -> Result<()> {
 }
 
 /// Writes to stdout; a closed pipe (e.g. `| head`) is not an error.
-fn print_out(text: &str) -> Result<()> {
+pub(super) fn print_out(text: &str) -> Result<()> {
     let mut out = std::io::stdout().lock();
     match out.write_all(text.as_bytes()).and_then(|_| out.flush()) {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),

@@ -1,8 +1,10 @@
 //! Command-line interface: clap definitions and thin handlers. Data goes to stdout, messages to
 //! stderr; every listing command has `--json`.
 
+mod backend;
 mod commands;
 mod output;
+mod serve;
 
 use std::path::PathBuf;
 
@@ -68,6 +70,10 @@ pub enum Command {
         #[arg(long)]
         out: Option<PathBuf>,
     },
+    /// Run the mTLS MCP server (HTTPS, streamable HTTP at /mcp, client certificate required).
+    Serve(ServeArgs),
+    /// Read the audit log.
+    Audit(AuditArgs),
     /// List the policy's roles and what each inherits.
     Roles {
         /// Print JSON.
@@ -118,6 +124,66 @@ pub struct IssueArgs {
     #[arg(long)]
     pub san: Vec<String>,
     /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mcp-zt serve ...`
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on (port 0 picks a free one; the bound address is printed).
+    #[arg(long, default_value = "127.0.0.1:8443")]
+    pub listen: std::net::SocketAddr,
+    /// Extra DNS names or IP addresses for the server certificate and the Host check
+    /// (localhost, 127.0.0.1 and ::1 are always included).
+    #[arg(long)]
+    pub san: Vec<String>,
+    /// Allowed Origin header values (exact, e.g. https://app.example.com); requests with any
+    /// other Origin get 403. Requests without Origin (non-browser clients) are unaffected.
+    #[arg(long)]
+    pub allowed_origin: Vec<String>,
+    /// TLS handshake timeout, e.g. 10s.
+    #[arg(long, default_value = "10s")]
+    pub handshake_timeout: String,
+    /// Most simultaneous connections.
+    #[arg(long, default_value_t = 1024)]
+    pub max_connections: usize,
+    /// Failed handshakes from one address, within --lockout-window, that block it (0: off).
+    #[arg(long, default_value_t = 10)]
+    pub lockout_threshold: usize,
+    /// Window for counting failed handshakes.
+    #[arg(long, default_value = "60s")]
+    pub lockout_window: String,
+    /// How long a blocked address stays blocked.
+    #[arg(long, default_value = "5m")]
+    pub lockout_duration: String,
+    /// Largest request body in bytes (larger: 413).
+    #[arg(long, default_value_t = 1024 * 1024)]
+    pub max_body_bytes: usize,
+    /// Also write audit events to stderr: text (none) or json.
+    #[arg(long, value_enum, default_value = "text")]
+    pub log_format: LogFormat,
+}
+
+/// Whether audit events are echoed on stderr.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum LogFormat {
+    /// Human messages only; audit events go to HOME/audit.log.
+    Text,
+    /// Audit events as JSON lines on stderr too.
+    Json,
+}
+
+/// `mcp-zt audit ...`
+#[derive(Debug, clap::Args)]
+pub struct AuditArgs {
+    /// Only events newer than this, e.g. 15m, 1h, 7d.
+    #[arg(long)]
+    pub since: Option<String>,
+    /// Only these events (repeatable), e.g. --event tool_denied.
+    #[arg(long)]
+    pub event: Vec<String>,
+    /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
 }

@@ -96,9 +96,15 @@ impl Ledger {
         Ok(Ledger { db, certs, meta })
     }
 
-    fn flush(&self) -> Result<(), LedgerError> {
+    /// Makes every write so far durable.
+    pub fn flush(&self) -> Result<(), LedgerError> {
         self.db.flush()?;
         Ok(())
+    }
+
+    /// The tree the server's data tools use (same database: one process owns it all).
+    pub fn data_tree(&self) -> Result<sled::Tree, LedgerError> {
+        Ok(self.db.open_tree("data")?)
     }
 
     /// The CA's metadata, if `ca init` has written it.

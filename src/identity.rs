@@ -1,0 +1,129 @@
+//! The identity of a verified peer: who the client certificate says it is.
+//!
+//! Pure: maps certificate DER (already chain-verified by webpki) to an [`Identity`], or says why
+//! it cannot. The role comes only from the CA's role extension; names come from the subject CN
+//! and the SPIFFE URI, which must agree.
+
+use std::fmt;
+
+use x509_parser::certificate::X509Certificate;
+use x509_parser::extensions::GeneralName;
+use x509_parser::prelude::FromDer;
+
+use crate::pki::inspect::{role_of, RoleError};
+use crate::pki::role_ext::Oid;
+
+/// A verified client.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Identity {
+    /// Holder name (subject CN).
+    pub name: String,
+    /// RBAC role from the role extension.
+    pub role: String,
+    /// Certificate serial, lower-case hex.
+    pub serial: String,
+    /// The SPIFFE ID from the URI SAN.
+    pub spiffe_id: String,
+    /// Certificate notAfter (Unix seconds).
+    pub not_after: i64,
+}
+
+/// Why a certificate does not map to an identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum IdentityError {
+    /// Not parseable X.509.
+    #[error("unparseable certificate")]
+    Unparseable,
+    /// No CN.
+    #[error("certificate has no subject common name")]
+    NoName,
+    /// No or several SPIFFE IDs, or one that does not match the CN and trust domain.
+    #[error("certificate SPIFFE ID missing or not spiffe://{trust_domain}/client/<CN>")]
+    BadSpiffeId {
+        /// The trust domain expected.
+        trust_domain: String,
+    },
+    /// The role extension is missing or malformed.
+    #[error("{0}")]
+    Role(#[from] RoleError),
+    /// The role extension was marked critical (mcp-zt never issues that).
+    #[error("role extension is marked critical")]
+    CriticalRole,
+}
+
+/// The serial of a certificate, hex, if it parses at all (for audit lines about rejects).
+pub fn serial_and_name(der: &[u8]) -> (Option<String>, Option<String>) {
+    match X509Certificate::from_der(der) {
+        Ok((_, cert)) => (
+            Some(hex::encode(cert.raw_serial())),
+            cert.subject()
+                .iter_common_name()
+                .next()
+                .and_then(|cn| cn.as_str().ok())
+                .map(str::to_string),
+        ),
+        Err(_) => (None, None),
+    }
+}
+
+/// Maps a verified client certificate to an identity.
+pub fn from_der(der: &[u8], role_oid: &Oid, trust_domain: &str) -> Result<Identity, IdentityError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| IdentityError::Unparseable)?;
+    let name = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|cn| cn.as_str().ok())
+        .map(str::to_string)
+        .ok_or(IdentityError::NoName)?;
+    let (role, critical) = role_of(&cert, role_oid)?;
+    if critical {
+        return Err(IdentityError::CriticalRole);
+    }
+    let expected = format!("spiffe://{trust_domain}/client/{name}");
+    let mut spiffe = Vec::new();
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for gn in &san.value.general_names {
+            if let GeneralName::URI(u) = gn {
+                if u.starts_with("spiffe://") {
+                    spiffe.push((*u).to_string());
+                }
+            }
+        }
+    }
+    if spiffe.len() != 1 || spiffe[0] != expected {
+        return Err(IdentityError::BadSpiffeId {
+            trust_domain: trust_domain.to_string(),
+        });
+    }
+    Ok(Identity {
+        name,
+        role,
+        serial: hex::encode(cert.raw_serial()),
+        spiffe_id: expected,
+        not_after: cert.validity().not_after.timestamp(),
+    })
+}
+
+impl fmt::Display for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{} ({}, serial {})", self.name, self.role, self.serial)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn garbage_der_is_an_error_not_a_panic() {
+        let oid = Oid::default();
+        for bytes in [&b""[..], b"\x30", b"\x30\x03\x02\x01\x01", &[0xff; 64]] {
+            assert_eq!(
+                from_der(bytes, &oid, "example.org"),
+                Err(IdentityError::Unparseable)
+            );
+            assert_eq!(serial_and_name(bytes), (None, None));
+        }
+    }
+}

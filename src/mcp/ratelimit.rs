@@ -1,0 +1,73 @@
+//! Per-identity, per-tool rate limits: a token bucket per (serial, tool), refilled continuously.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+#[derive(Debug)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// Token buckets keyed by (certificate serial, tool).
+#[derive(Debug, Default)]
+pub struct RateLimiter {
+    buckets: Mutex<HashMap<(String, String), Bucket>>,
+}
+
+impl RateLimiter {
+    /// Takes one token for `serial` calling `tool` with a limit of `per_minute`; when the bucket
+    /// is empty, returns how long until a token is available.
+    pub fn check(
+        &self,
+        serial: &str,
+        tool: &str,
+        per_minute: u32,
+        now: Instant,
+    ) -> Result<(), Duration> {
+        let capacity = f64::from(per_minute.max(1));
+        let per_sec = capacity / 60.0;
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        let bucket = buckets
+            .entry((serial.to_string(), tool.to_string()))
+            .or_insert(Bucket {
+                tokens: capacity,
+                last: now,
+            });
+        let elapsed = now.saturating_duration_since(bucket.last).as_secs_f64();
+        bucket.tokens = (bucket.tokens + elapsed * per_sec).min(capacity);
+        bucket.last = now;
+        if bucket.tokens >= 1.0 {
+            bucket.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - bucket.tokens) / per_sec))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allows_exactly_the_limit_then_refills() {
+        let l = RateLimiter::default();
+        let t0 = Instant::now();
+        for _ in 0..10 {
+            assert!(l.check("s", "delete_data", 10, t0).is_ok());
+        }
+        let wait = l.check("s", "delete_data", 10, t0).expect_err("limited");
+        assert!(
+            wait > Duration::from_secs(5) && wait <= Duration::from_secs(6),
+            "{wait:?}"
+        );
+        // Other identities and tools have their own buckets.
+        assert!(l.check("other", "delete_data", 10, t0).is_ok());
+        assert!(l.check("s", "read_data", 10, t0).is_ok());
+        assert!(l
+            .check("s", "delete_data", 10, t0 + Duration::from_secs(7))
+            .is_ok());
+    }
+}

@@ -1,0 +1,128 @@
+//! The HTTP layer: `/mcp` served by rmcp behind a guard that re-checks revocation, validates
+//! Origin and binds MCP sessions to the certificate that created them.
+
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::Router;
+use http::{header, Method, StatusCode};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
+use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
+use tokio_util::sync::CancellationToken;
+
+use super::state::{AppState, ConnInfo};
+use crate::audit::Event;
+use crate::mcp::ZtMcp;
+
+const SESSION_HEADER: &str = "mcp-session-id";
+
+/// Router settings.
+#[derive(Debug, Clone)]
+pub struct HttpSettings {
+    /// Host names (and host:port) accepted in the `Host` header.
+    pub allowed_hosts: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
+    /// Cancelled at shutdown: ends every MCP session and stream.
+    pub shutdown: CancellationToken,
+}
+
+/// Builds the router: `/mcp` only.
+pub fn router(state: Arc<AppState>, s: &HttpSettings) -> Router {
+    let config = StreamableHttpServerConfig::default()
+        .with_allowed_hosts(s.allowed_hosts.clone())
+        .with_max_request_body_bytes(s.max_body_bytes)
+        .with_legacy_session_mode(true)
+        .with_cancellation_token(s.shutdown.child_token());
+    let handler_state = state.clone();
+    let mcp = StreamableHttpService::new(
+        move || Ok(ZtMcp::new(handler_state.clone())),
+        Arc::new(LocalSessionManager::default()),
+        config,
+    );
+    Router::new()
+        .nest_service("/mcp", mcp)
+        .layer(middleware::from_fn_with_state(state, guard))
+}
+
+fn plain(status: StatusCode, body: &'static str) -> Response {
+    (status, body).into_response()
+}
+
+/// Runs before rmcp on every request.
+async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Next) -> Response {
+    let Some(conn) = req.extensions().get::<Arc<ConnInfo>>().cloned() else {
+        return plain(StatusCode::FORBIDDEN, "Forbidden");
+    };
+    let who = &conn.identity;
+    let audit = |kind: &str| Event::new(kind).peer(conn.peer).who(who);
+
+    // Every request is checked against its connection's certificate, not just the handshake.
+    if state.revoked.contains(&who.serial) {
+        state
+            .audit
+            .log(audit("request_rejected").reason("certificate revoked"));
+        state.conns.cut(&who.serial);
+        return plain(StatusCode::FORBIDDEN, "Forbidden");
+    }
+    if crate::pki::now().unix_timestamp() > who.not_after {
+        state
+            .audit
+            .log(audit("request_rejected").reason("certificate expired"));
+        return plain(StatusCode::FORBIDDEN, "Forbidden");
+    }
+
+    // MCP transport spec: an invalid Origin gets 403 (DNS rebinding, browser pages).
+    if let Some(origin) = req.headers().get(header::ORIGIN) {
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| state.allowed_origins.iter().any(|a| a == o));
+        if !ok {
+            state.audit.log(audit("request_rejected").reason(format!(
+                "origin {:?} not allowed",
+                origin.to_str().unwrap_or("?")
+            )));
+            return plain(StatusCode::FORBIDDEN, "Forbidden: Origin not allowed");
+        }
+    }
+
+    // A session id is valid only with the certificate that created it.
+    let session = req
+        .headers()
+        .get(SESSION_HEADER)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some(sid) = &session {
+        if state.sessions.owner(sid).as_deref() != Some(who.serial.as_str()) {
+            state.audit.log(
+                audit("session_rejected")
+                    .reason("session id unknown or created by another certificate"),
+            );
+            // Same answer as for a session that does not exist.
+            return plain(StatusCode::NOT_FOUND, "Not Found: Session not found");
+        }
+    }
+
+    let method = req.method().clone();
+    let response = next.run(req).await;
+
+    if session.is_none() {
+        if let Some(new) = response
+            .headers()
+            .get(SESSION_HEADER)
+            .and_then(|v| v.to_str().ok())
+        {
+            state.sessions.bind(new, &who.serial);
+            state.audit.log(audit("session_created"));
+        }
+    }
+    if method == Method::DELETE && response.status().is_success() {
+        if let Some(sid) = &session {
+            state.sessions.unbind(sid);
+        }
+    }
+    response
+}

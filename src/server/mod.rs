@@ -1,0 +1,237 @@
+//! `mcp-zt serve`: wires the CA, TLS, HTTP and MCP layers together and runs them until a signal.
+
+pub mod accept;
+pub mod certs;
+pub mod ctl;
+pub mod http;
+pub mod state;
+
+use std::net::SocketAddr;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use tokio::net::TcpListener;
+use tokio_util::sync::CancellationToken;
+
+use crate::audit::{Audit, Event};
+use crate::ca::{self, Authority, Signer};
+use crate::tls::lockout::{Lockout, LockoutPolicy};
+use crate::tls::{self, RevocationSet, ServerCert, TlsSettings};
+use state::AppState;
+
+/// Options of `serve`.
+#[derive(Debug, Clone)]
+pub struct ServeOptions {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// Extra names for the server certificate (and allowed Host headers).
+    pub sans: Vec<String>,
+    /// Allowed Origin header values.
+    pub allowed_origins: Vec<String>,
+    /// TLS handshake timeout.
+    pub handshake_timeout: Duration,
+    /// Connection cap.
+    pub max_connections: usize,
+    /// Lockout settings.
+    pub lockout: LockoutPolicy,
+    /// Request body limit.
+    pub max_body_bytes: usize,
+    /// Also print audit lines (JSON) on stderr.
+    pub audit_to_stderr: bool,
+}
+
+/// Runs the server until SIGINT or SIGTERM.
+pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Result<()> {
+    let home = authority.home().clone();
+    let policy = Arc::new(RwLock::new(Arc::new(authority.policy()?)));
+    let revoked = RevocationSet::new(
+        authority
+            .ledger()
+            .all()?
+            .into_iter()
+            .filter(|r| r.revocation.is_some())
+            .map(|r| r.serial),
+    );
+    let audit = Audit::open(&home.audit_log(), opts.audit_to_stderr)
+        .with_context(|| format!("open {}", home.audit_log().display()))?;
+
+    let mut names = certs::default_names();
+    for san in &opts.sans {
+        if !names.contains(san) {
+            names.push(san.clone());
+        }
+    }
+    let (server_pem, fresh) = certs::ensure(&authority, &signer, &names)?;
+    let server_cert = Arc::new(ServerCert::from_pem(&server_pem.cert, &server_pem.key)?);
+    let ca_der = crate::pki::inspect::pem_to_der(&String::from_utf8_lossy(&crate::fsutil::read(
+        &home.ca_cert(),
+    )?))?;
+    let (tls_config, verifier) = tls::server_config(&TlsSettings {
+        ca_der,
+        server_cert: server_cert.clone(),
+        role_oid: authority.meta().role_oid.clone(),
+        trust_domain: authority.meta().trust_domain.clone(),
+        policy: policy.clone(),
+        revoked: revoked.clone(),
+    })?;
+    // The CRL on disk is refreshed at start so other consumers never see a stale one.
+    authority.publish_crl(&signer)?;
+
+    let data = authority.ledger().data_tree()?;
+    let state = Arc::new(AppState {
+        authority,
+        signer,
+        policy,
+        revoked,
+        audit,
+        conns: Default::default(),
+        sessions: Default::default(),
+        limiter: Default::default(),
+        data,
+        verifier,
+        allowed_origins: opts.allowed_origins.clone(),
+    });
+
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listen on {}", opts.listen))?;
+    let local = listener.local_addr()?;
+    let ctl_listener = ctl::bind(&home.ctl_socket())
+        .with_context(|| format!("control socket {}", home.ctl_socket().display()))?;
+
+    let shutdown = CancellationToken::new();
+    let mut allowed_hosts = Vec::new();
+    for n in &names {
+        allowed_hosts.push(n.clone());
+        if n.contains(':') {
+            allowed_hosts.push(format!("[{n}]"));
+        }
+    }
+    let router = http::router(
+        state.clone(),
+        &http::HttpSettings {
+            allowed_hosts,
+            max_body_bytes: opts.max_body_bytes,
+            shutdown: shutdown.clone(),
+        },
+    );
+
+    state.audit.log(Event::new("server_started").reason(format!(
+        "listening on {local}; server certificate {}; {} revoked serial(s) loaded",
+        if fresh { "issued" } else { "reused" },
+        state.revoked.len()
+    )));
+    eprintln!("mcp-zt: serving MCP on https://{local}/mcp (client certificate required)");
+    // Machine-readable line for scripts and tests: the bound address.
+    println!("listening {local}");
+
+    tokio::spawn(ctl::serve(ctl_listener, state.clone(), shutdown.clone()));
+    tokio::spawn(signals(state.clone(), shutdown.clone()));
+    tokio::spawn(renew_loop(
+        state.clone(),
+        server_cert,
+        names.clone(),
+        server_pem.not_before,
+        server_pem.not_after,
+        shutdown.clone(),
+    ));
+
+    accept::run(
+        listener,
+        state.clone(),
+        tls_config,
+        router,
+        Arc::new(Lockout::new(opts.lockout)),
+        accept::AcceptSettings {
+            handshake_timeout: opts.handshake_timeout,
+            max_connections: opts.max_connections,
+            drain_timeout: Duration::from_secs(5),
+        },
+        shutdown,
+    )
+    .await;
+
+    let _ = std::fs::remove_file(home.ctl_socket());
+    state.audit.log(Event::new("server_stopped"));
+    state.audit.sync();
+    state.authority.ledger().flush()?;
+    eprintln!("mcp-zt: stopped");
+    Ok(())
+}
+
+async fn signals(state: Arc<AppState>, shutdown: CancellationToken) {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::hangup()),
+    ) else {
+        eprintln!("mcp-zt: cannot install signal handlers");
+        return;
+    };
+    loop {
+        tokio::select! {
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+            _ = hup.recv() => reload_policy(&state),
+        }
+    }
+    eprintln!("mcp-zt: shutting down");
+    shutdown.cancel();
+}
+
+/// Reloads policy.toml; an invalid file is refused and the old policy stays in force.
+fn reload_policy(state: &AppState) {
+    match ca::load_policy(state.authority.home()) {
+        Ok(p) => {
+            match state.policy.write() {
+                Ok(mut g) => *g = Arc::new(p),
+                Err(poisoned) => *poisoned.into_inner() = Arc::new(p),
+            }
+            state.audit.log(Event::new("policy_reloaded"));
+        }
+        Err(e) => {
+            eprintln!("mcp-zt: policy reload refused, keeping the old policy: {e}");
+            state
+                .audit
+                .log(Event::new("policy_reload_failed").reason(e.to_string()));
+        }
+    }
+}
+
+async fn renew_loop(
+    state: Arc<AppState>,
+    cert: Arc<ServerCert>,
+    names: Vec<String>,
+    mut not_before: i64,
+    mut not_after: i64,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
+        }
+        let now = crate::pki::now().unix_timestamp();
+        if !certs::needs_renewal(not_before, not_after, now) {
+            continue;
+        }
+        let st = state.clone();
+        let n = names.clone();
+        let renewed =
+            tokio::task::spawn_blocking(move || certs::ensure(&st.authority, &st.signer, &n)).await;
+        match renewed {
+            Ok(Ok((pem, _))) => match cert.replace(&pem.cert, &pem.key) {
+                Ok(()) => {
+                    not_before = pem.not_before;
+                    not_after = pem.not_after;
+                    state.audit.log(Event::new("server_cert_renewed"));
+                }
+                Err(e) => eprintln!("mcp-zt: server certificate renewal failed: {e}"),
+            },
+            Ok(Err(e)) => eprintln!("mcp-zt: server certificate renewal failed: {e}"),
+            Err(e) => eprintln!("mcp-zt: server certificate renewal failed: {e}"),
+        }
+    }
+}

@@ -1,0 +1,121 @@
+//! TLS: the rustls server configuration (client certificates required, no resumption), the
+//! client-certificate verifier and the handshake lockout.
+
+pub mod lockout;
+pub mod verifier;
+
+use std::sync::{Arc, RwLock};
+
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::{
+    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
+};
+use rustls::sign::CertifiedKey;
+use rustls::{RootCertStore, ServerConfig};
+
+pub use verifier::{RevocationSet, SharedPolicy, ZtVerifier};
+
+use crate::pki::role_ext::Oid;
+
+/// TLS setup failures.
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    /// rustls refused the configuration.
+    #[error("TLS configuration: {0}")]
+    Rustls(#[from] rustls::Error),
+    /// The client verifier could not be built.
+    #[error("client verifier: {0}")]
+    Verifier(#[from] rustls::server::VerifierBuilderError),
+    /// PEM decoding.
+    #[error("{0}")]
+    Pem(String),
+}
+
+/// The one crypto provider of the process: aws-lc-rs.
+pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// The server's certificate, replaceable at run time (renewal) without a restart.
+#[derive(Debug)]
+pub struct ServerCert(RwLock<Arc<CertifiedKey>>);
+
+impl ServerCert {
+    /// Builds from a PEM chain and PEM key.
+    pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
+        Ok(ServerCert(RwLock::new(certified_key(cert_pem, key_pem)?)))
+    }
+    /// Swaps in a renewed certificate; new handshakes use it at once.
+    pub fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
+        let ck = certified_key(cert_pem, key_pem)?;
+        match self.0.write() {
+            Ok(mut g) => *g = ck,
+            Err(p) => *p.into_inner() = ck,
+        }
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for ServerCert {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(match self.0.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        })
+    }
+}
+
+fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, TlsError> {
+    let der =
+        crate::pki::inspect::pem_to_der(cert_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
+    let key = rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes())
+        .map_err(|e| TlsError::Pem(format!("server key: {e}")))?;
+    let key: PrivateKeyDer<'static> = key;
+    let signing = provider().key_provider.load_private_key(key)?;
+    Ok(Arc::new(CertifiedKey::new(
+        vec![CertificateDer::from(der)],
+        signing,
+    )))
+}
+
+/// Everything the server TLS configuration is made of.
+pub struct TlsSettings {
+    /// The CA certificate, DER: the only trust anchor for clients.
+    pub ca_der: Vec<u8>,
+    /// The server's own certificate.
+    pub server_cert: Arc<ServerCert>,
+    /// Role extension OID.
+    pub role_oid: Oid,
+    /// Trust domain for SPIFFE IDs.
+    pub trust_domain: String,
+    /// The live policy.
+    pub policy: SharedPolicy,
+    /// The live revocation set.
+    pub revoked: RevocationSet,
+}
+
+/// Builds the server configuration: TLS 1.3 and 1.2 (rustls offers only ECDHE + AEAD suites),
+/// client certificate required and verified by [`ZtVerifier`], and no session resumption, because
+/// a resumed session does not run the verifier and would let a revoked certificate back in.
+pub fn server_config(s: &TlsSettings) -> Result<(Arc<ServerConfig>, Arc<ZtVerifier>), TlsError> {
+    let provider = provider();
+    let mut roots = RootCertStore::empty();
+    roots.add(CertificateDer::from(s.ca_der.clone()))?;
+    let inner =
+        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
+    let verifier = Arc::new(ZtVerifier::new(
+        inner,
+        s.role_oid.clone(),
+        s.trust_domain.clone(),
+        s.policy.clone(),
+        s.revoked.clone(),
+    ));
+    let mut config = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+        .with_client_cert_verifier(verifier.clone())
+        .with_cert_resolver(s.server_cert.clone());
+    config.session_storage = Arc::new(NoServerSessionStorage {});
+    config.send_tls13_tickets = 0;
+    config.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok((Arc::new(config), verifier))
+}

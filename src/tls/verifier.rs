@@ -1,0 +1,227 @@
+//! The client-certificate verifier: webpki checks the chain, mcp-zt checks the rest.
+//!
+//! Chain, signature, validity period and the clientAuth EKU stay with webpki (no hand-written
+//! path validation). After webpki accepts, the certificate must map to an [`Identity`] whose role
+//! the current policy knows, and its serial must not be in the in-memory revocation set. That set
+//! is fed from the ledger and updated on every revocation, so the check costs one hash lookup
+//! however many certificates were revoked (rustls' own CRL check re-verifies the CRL signature
+//! on every handshake).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::sync::{Arc, RwLock};
+
+use rustls::client::danger::HandshakeSignatureValid;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
+use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
+
+use crate::identity::{self, Identity};
+use crate::pki::role_ext::Oid;
+use crate::policy::Policy;
+
+/// Serials (lower-case hex) that must be refused. Shared by the verifier, the per-request check
+/// and the revocation paths.
+#[derive(Debug, Clone, Default)]
+pub struct RevocationSet(Arc<RwLock<HashSet<String>>>);
+
+impl RevocationSet {
+    /// A set holding `serials`.
+    pub fn new(serials: impl IntoIterator<Item = String>) -> Self {
+        RevocationSet(Arc::new(RwLock::new(serials.into_iter().collect())))
+    }
+    /// Whether `serial` is revoked.
+    pub fn contains(&self, serial: &str) -> bool {
+        match self.0.read() {
+            Ok(s) => s.contains(serial),
+            Err(p) => p.into_inner().contains(serial),
+        }
+    }
+    /// Adds a serial.
+    pub fn insert(&self, serial: String) {
+        match self.0.write() {
+            Ok(mut s) => s.insert(serial),
+            Err(p) => p.into_inner().insert(serial),
+        };
+    }
+    /// How many serials are revoked.
+    pub fn len(&self) -> usize {
+        self.0.read().map(|s| s.len()).unwrap_or(0)
+    }
+    /// Whether no serial is revoked.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
+/// The current policy, swapped atomically on reload.
+pub type SharedPolicy = Arc<RwLock<Arc<Policy>>>;
+
+/// Reads the current policy.
+pub fn current_policy(p: &SharedPolicy) -> Arc<Policy> {
+    match p.read() {
+        Ok(g) => g.clone(),
+        Err(poisoned) => poisoned.into_inner().clone(),
+    }
+}
+
+/// Why a client certificate was refused; carried inside the rustls error so the accept loop can
+/// audit it. The peer only sees a generic bad_certificate alert.
+#[derive(Debug, Clone)]
+pub struct Rejection {
+    /// Why, for the audit log.
+    pub reason: String,
+    /// Serial, if the certificate parsed.
+    pub serial: Option<String>,
+    /// Subject CN, if the certificate parsed.
+    pub name: Option<String>,
+}
+
+impl fmt::Display for Rejection {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.reason)
+    }
+}
+
+impl std::error::Error for Rejection {}
+
+fn reject(der: &[u8], reason: String) -> rustls::Error {
+    let (serial, name) = identity::serial_and_name(der);
+    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Rejection {
+        reason,
+        serial,
+        name,
+    }))))
+}
+
+/// webpki plus identity, policy and revocation checks.
+pub struct ZtVerifier {
+    inner: Arc<dyn ClientCertVerifier>,
+    role_oid: Oid,
+    trust_domain: String,
+    policy: SharedPolicy,
+    revoked: RevocationSet,
+}
+
+impl fmt::Debug for ZtVerifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ZtVerifier")
+            .field("role_oid", &self.role_oid)
+            .field("revoked", &self.revoked.len())
+            .finish()
+    }
+}
+
+impl ZtVerifier {
+    /// Wraps a webpki verifier (which must require client certificates).
+    pub fn new(
+        inner: Arc<dyn ClientCertVerifier>,
+        role_oid: Oid,
+        trust_domain: String,
+        policy: SharedPolicy,
+        revoked: RevocationSet,
+    ) -> Self {
+        ZtVerifier {
+            inner,
+            role_oid,
+            trust_domain,
+            policy,
+            revoked,
+        }
+    }
+
+    /// The identity checks after webpki, shared with the per-request re-check.
+    pub fn check_identity(&self, der: &[u8]) -> Result<Identity, String> {
+        let id = identity::from_der(der, &self.role_oid, &self.trust_domain)
+            .map_err(|e| e.to_string())?;
+        if self.revoked.contains(&id.serial) {
+            return Err("certificate revoked".into());
+        }
+        if !current_policy(&self.policy).has_role(&id.role) {
+            return Err(format!("role {:?} is not in the policy", id.role));
+        }
+        Ok(id)
+    }
+}
+
+impl ClientCertVerifier for ZtVerifier {
+    fn offer_client_auth(&self) -> bool {
+        true
+    }
+
+    fn client_auth_mandatory(&self) -> bool {
+        true
+    }
+
+    fn root_hint_subjects(&self) -> &[DistinguishedName] {
+        self.inner.root_hint_subjects()
+    }
+
+    fn verify_client_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Result<ClientCertVerified, rustls::Error> {
+        self.inner
+            .verify_client_cert(end_entity, intermediates, now)
+            .map_err(|e| reject(end_entity, webpki_reason(&e)))?;
+        self.check_identity(end_entity)
+            .map_err(|reason| reject(end_entity, reason))?;
+        Ok(ClientCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
+fn webpki_reason(e: &rustls::Error) -> String {
+    match e {
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
+            "certificate not issued by this CA (unknown issuer)".into()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
+            "bad certificate signature (altered after signing?)".into()
+        }
+        rustls::Error::InvalidCertificate(
+            CertificateError::Expired | CertificateError::ExpiredContext { .. },
+        ) => "certificate expired".into(),
+        rustls::Error::InvalidCertificate(
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. },
+        ) => "certificate not valid yet".into(),
+        rustls::Error::InvalidCertificate(
+            CertificateError::InvalidPurpose | CertificateError::InvalidPurposeContext { .. },
+        ) => "certificate not valid for client authentication (EKU)".into(),
+        other => format!("certificate rejected: {other}"),
+    }
+}
+
+/// Extracts the audit details from a failed handshake's error.
+pub fn rejection_of(err: &std::io::Error) -> Option<Rejection> {
+    let inner = err.get_ref()?.downcast_ref::<rustls::Error>()?;
+    match inner {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(e))) => {
+            e.downcast_ref::<Rejection>().cloned()
+        }
+        _ => None,
+    }
+}
