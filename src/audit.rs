@@ -154,7 +154,7 @@ pub fn read(
         match serde_json::from_slice::<Event>(&line) {
             Ok(ev) => {
                 let recent = since.as_deref().is_none_or(|s| ev.time.as_str() >= s);
-                let kind_ok = kinds.is_empty() || kinds.iter().any(|k| *k == ev.event);
+                let kind_ok = kinds.is_empty() || kinds.contains(&ev.event);
                 if recent && kind_ok {
                     events.push(ev);
                 }

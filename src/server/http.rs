@@ -8,7 +8,9 @@ use axum::extract::{Request, State};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
+use bytes::{Bytes, BytesMut};
 use http::{header, Method, StatusCode};
+use http_body_util::BodyExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use rmcp::transport::streamable_http_server::{StreamableHttpServerConfig, StreamableHttpService};
 use tokio_util::sync::CancellationToken;
@@ -107,6 +109,31 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     }
 
     let method = req.method().clone();
+    // POST bodies are read here, within the limit, so that oversized ones get 413 after the body
+    // was consumed (clients see the status, not a reset stream) and malformed JSON-RPC gets a
+    // JSON-RPC error instead of a transport error.
+    let req = if method == Method::POST {
+        let (parts, body) = req.into_parts();
+        let bytes = match read_limited(body, state.max_body_bytes).await {
+            Ok(b) => b,
+            Err(BodyError::TooLarge) => {
+                state
+                    .audit
+                    .log(audit("request_rejected").reason("request body too large"));
+                return plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+            }
+            Err(BodyError::Read) => return plain(StatusCode::BAD_REQUEST, "Bad Request"),
+        };
+        if let Err(resp) = check_jsonrpc(&bytes) {
+            state
+                .audit
+                .log(audit("request_rejected").reason("malformed JSON-RPC"));
+            return *resp;
+        }
+        Request::from_parts(parts, Body::from(bytes))
+    } else {
+        req
+    };
     let response = next.run(req).await;
 
     if session.is_none() {
@@ -125,4 +152,50 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
         }
     }
     response
+}
+
+enum BodyError {
+    TooLarge,
+    Read,
+}
+
+/// Reads a body of at most `limit` bytes. A larger one is drained (up to 16 times the limit, so
+/// the client gets to read the 413) and refused.
+async fn read_limited(mut body: Body, limit: usize) -> Result<Bytes, BodyError> {
+    let mut buf = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = body.frame().await {
+        let frame = frame.map_err(|_| BodyError::Read)?;
+        if let Ok(data) = frame.into_data() {
+            total = total.saturating_add(data.len());
+            if total > limit.saturating_mul(16) {
+                return Err(BodyError::TooLarge);
+            }
+            if total <= limit {
+                buf.extend_from_slice(&data);
+            }
+        }
+    }
+    if total > limit {
+        return Err(BodyError::TooLarge);
+    }
+    Ok(buf.freeze())
+}
+
+fn jsonrpc_error(code: i64, message: &str, id: serde_json::Value) -> Box<Response> {
+    let body = serde_json::json!({
+        "jsonrpc": "2.0", "id": id, "error": {"code": code, "message": message}
+    });
+    Box::new((StatusCode::BAD_REQUEST, axum::Json(body)).into_response())
+}
+
+/// Refuses bytes that are not one JSON-RPC message (or batch) a client may send: -32700 for
+/// bytes that are not JSON (invalid UTF-8 included), -32600 for JSON that is not JSON-RPC.
+fn check_jsonrpc(bytes: &[u8]) -> Result<(), Box<Response>> {
+    let value: serde_json::Value = serde_json::from_slice(bytes)
+        .map_err(|_| jsonrpc_error(-32700, "Parse error", serde_json::Value::Null))?;
+    let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
+    serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value)
+        .map(|_| ())
+        .map_err(|_| jsonrpc_error(-32600, "Invalid Request", id))
 }

@@ -91,6 +91,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         data,
         verifier,
         allowed_origins: opts.allowed_origins.clone(),
+        max_body_bytes: opts.max_body_bytes,
     });
 
     let listener = TcpListener::bind(opts.listen)

@@ -127,6 +127,8 @@ pub struct AppState {
     pub verifier: Arc<ZtVerifier>,
     /// Allowed `Origin` values (exact match); empty = no Origin header accepted.
     pub allowed_origins: Vec<String>,
+    /// Largest accepted request body.
+    pub max_body_bytes: usize,
 }
 
 impl AppState {

@@ -200,7 +200,7 @@ fn webpki_reason(e: &rustls::Error) -> String {
             "certificate not issued by this CA (unknown issuer)".into()
         }
         rustls::Error::InvalidCertificate(CertificateError::BadSignature) => {
-            "bad certificate signature (altered after signing?)".into()
+            "bad certificate signature (not signed by this CA, or altered after signing)".into()
         }
         rustls::Error::InvalidCertificate(
             CertificateError::Expired | CertificateError::ExpiredContext { .. },

@@ -3,3 +3,5 @@
 
 mod common;
 mod pki_cli;
+mod server;
+mod server_env;

@@ -1,0 +1,139 @@
+//! A running `mcp-zt serve` for tests, and MCP/HTTP clients that present certificates.
+
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rmcp::service::RunningService;
+use rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig;
+use rmcp::transport::StreamableHttpClientTransport;
+use rmcp::{RoleClient, ServiceExt};
+
+use crate::common::{bin, Env};
+
+/// A server process, killed on drop.
+pub struct Server {
+    pub child: Child,
+    pub port: u16,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Server {
+    /// Starts `serve` on a free port with `extra` arguments and waits until it listens.
+    pub fn start(env: &Env, extra: &[&str]) -> Server {
+        let mut child = Command::new(bin())
+            .arg("--home")
+            .arg(&env.home)
+            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(extra)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start server");
+        let stdout = child.stdout.take().expect("stdout");
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("listening ") {
+                    let _ = tx.send(addr.to_string());
+                }
+            }
+        });
+        let addr = rx
+            .recv_timeout(Duration::from_secs(20))
+            .expect("server did not start listening");
+        let port = addr
+            .rsplit(':')
+            .next()
+            .and_then(|p| p.parse().ok())
+            .expect("port");
+        Server { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("https://localhost:{}/mcp", self.port)
+    }
+}
+
+/// A reqwest client trusting only the CA, presenting `name`'s certificate (if any).
+pub fn http_client(env: &Env, cert_key: Option<(&Path, &Path)>) -> reqwest::Client {
+    let ca = std::fs::read(env.home.join("ca.crt")).expect("ca");
+    let mut b = reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&ca).expect("ca pem")])
+        .timeout(Duration::from_secs(10));
+    if let Some((cert, key)) = cert_key {
+        let mut pem = std::fs::read(cert).expect("cert");
+        pem.extend(std::fs::read(key).expect("key"));
+        b = b.identity(reqwest::Identity::from_pem(&pem).expect("identity"));
+    }
+    b.build().expect("client")
+}
+
+/// A client of `name` from HOME/clients.
+pub fn client_of(env: &Env, name: &str) -> reqwest::Client {
+    let dir = env.home.join("clients");
+    http_client(
+        env,
+        Some((
+            &dir.join(format!("{name}.crt")),
+            &dir.join(format!("{name}.key")),
+        )),
+    )
+}
+
+/// An rmcp client session over mTLS.
+pub async fn mcp(
+    env: &Env,
+    server: &Server,
+    name: &str,
+) -> Result<RunningService<RoleClient, ()>, String> {
+    let transport = StreamableHttpClientTransport::with_client(
+        client_of(env, name),
+        StreamableHttpClientTransportConfig::with_uri(server.url()),
+    );
+    ().serve(transport).await.map_err(|e| e.to_string())
+}
+
+/// Polls the audit log until a line satisfies `pred` (5 s at most).
+pub fn wait_audit(env: &Env, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let text = std::fs::read_to_string(env.home.join("audit.log")).unwrap_or_default();
+        if let Some(v) = text
+            .lines()
+            .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())
+            .find(|v| pred(v))
+        {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "audit line not found in:\n{text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// A raw JSON-RPC POST (no session).
+pub async fn post(
+    client: &reqwest::Client,
+    server: &Server,
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(server.url())
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+}
+
+pub const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
