@@ -22,6 +22,17 @@ fi
 step "cargo test"
 cargo test --locked
 
+# The scripts build the debug binary the tests already built.
+export MCP_ZT_PROFILE=debug
+
+step "scripts/quickstart.sh (the README's first command, checked end to end with curl)"
+log="$(mktemp)"
+bash scripts/quickstart.sh >"$log" 2>&1 || {
+  cat "$log" >&2
+  exit 1
+}
+echo "quickstart: ok" >&2
+
 for script in scripts/interop-*.sh; do
   [ -e "$script" ] || continue
   step "$script"

@@ -134,7 +134,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     } else {
         req
     };
-    let response = next.run(req).await;
+    let mut response = next.run(req).await;
 
     if session.is_none() {
         if let Some(new) = response
@@ -149,6 +149,11 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     if method == Method::DELETE && response.status().is_success() {
         if let Some(sid) = &session {
             state.sessions.unbind(sid);
+        }
+        // The session is gone and there is nothing more to say: 204, the status clients expect
+        // for a completed DELETE (rmcp answers 202, which the Python SDK logs as a failure).
+        if response.status() == StatusCode::ACCEPTED {
+            *response.status_mut() = StatusCode::NO_CONTENT;
         }
     }
     response

@@ -1,0 +1,30 @@
+#!/usr/bin/env bash
+# Interop: the official MCP Python SDK (pip package `mcp`) lists and calls tools over mTLS.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+venv="${MCP_ZT_VENV:-$here/.venv}"
+if [ ! -x "$venv/bin/python" ]; then
+  python3 -m venv "$venv"
+fi
+"$venv/bin/python" -c 'import mcp, httpx2' 2>/dev/null ||
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
+
+build_mcp_zt
+work="$(mktemp -d)"
+home="$work/pki"
+"$MCP_ZT" --home "$home" ca init 2>/dev/null >/dev/null
+"$MCP_ZT" --home "$home" issue --role viewer --name vic 2>/dev/null >/dev/null
+"$MCP_ZT" --home "$home" issue --role admin --name ada 2>/dev/null >/dev/null
+start_server "$home" "$work"
+for pair in vic:viewer ada:admin; do
+  name="${pair%%:*}"
+  role="${pair##*:}"
+  "$venv/bin/python" "$here/interop_python_client.py" "https://localhost:$PORT/mcp" \
+    "$home/ca.crt" "$home/clients/$name.crt" "$home/clients/$name.key" "$role"
+done
+grep -q '"event":"tool_denied".*"name":"vic".*"tool":"delete_data"' "$home/audit.log" ||
+  fail "the denied delete_data call is not in the audit log"
+echo "interop-python: ok"

@@ -1,0 +1,62 @@
+# Shared helpers for the scripts in this folder. Source it; do not run it.
+
+# Builds mcp-zt (profile from MCP_ZT_PROFILE: release by default, debug in the test run) and sets
+# MCP_ZT to the binary.
+build_mcp_zt() {
+  local root profile
+  root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+  profile="${MCP_ZT_PROFILE:-release}"
+  if [ "$profile" = release ]; then
+    (cd "$root" && cargo build --release --locked --quiet)
+  else
+    (cd "$root" && cargo build --locked --quiet)
+  fi
+  MCP_ZT="$root/target/$profile/mcp-zt"
+}
+
+# start_server HOME LOGDIR [args...]: runs `mcp-zt serve` on a free port in the background;
+# sets SERVER_PID and PORT. Stops it on exit.
+start_server() {
+  local home="$1" logs="$2"
+  shift 2
+  "$MCP_ZT" --home "$home" serve --listen 127.0.0.1:0 "$@" >"$logs/serve.out" 2>"$logs/serve.err" &
+  SERVER_PID=$!
+  trap 'stop_server' EXIT
+  local i
+  for i in $(seq 1 200); do
+    PORT=$(sed -n 's/^listening 127\.0\.0\.1://p' "$logs/serve.out" 2>/dev/null)
+    [ -n "$PORT" ] && return 0
+    kill -0 "$SERVER_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "server did not start:" >&2
+  cat "$logs/serve.err" >&2
+  return 1
+}
+
+stop_server() {
+  if [ -n "${SERVER_PID:-}" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
+    kill -TERM "$SERVER_PID" 2>/dev/null || true
+    wait "$SERVER_PID" 2>/dev/null || true
+  fi
+  SERVER_PID=
+}
+
+# need CMD [apt-package]: installs a missing tool from Debian when running as root, else fails.
+need() {
+  command -v "$1" >/dev/null 2>&1 && return 0
+  local pkg="${2:-$1}"
+  if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+    echo "installing $pkg ..." >&2
+    DEBIAN_FRONTEND=noninteractive apt-get update -qq >/dev/null
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$pkg" >/dev/null
+  else
+    echo "$1 is required: install the $pkg package" >&2
+    return 1
+  fi
+}
+
+fail() {
+  echo "FAIL: $*" >&2
+  exit 1
+}
