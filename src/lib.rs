@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod audit;
+pub mod bridge;
 pub mod ca;
 pub mod cli;
 pub mod fsutil;

@@ -131,6 +131,14 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Serve(args) => super::serve::run(&home, passphrase.as_ref(), args),
         Command::Audit(args) => super::serve::audit(&home, args),
+        Command::Connect(args) => {
+            let code = super::connect::run(&home, args)?;
+            if code != 0 {
+                std::process::exit(code);
+            }
+            Ok(())
+        }
+        Command::ClientConfig(args) => super::connect::client_config(&home, args),
         Command::Roles { json } => {
             let policy = ca::load_policy(&home)?;
             #[derive(Serialize)]

@@ -3,6 +3,7 @@
 
 mod backend;
 mod commands;
+mod connect;
 mod output;
 mod serve;
 
@@ -74,6 +75,11 @@ pub enum Command {
     Serve(ServeArgs),
     /// Read the audit log.
     Audit(AuditArgs),
+    /// Bridge a local MCP client (stdio, or HTTP on loopback with --listen) to a remote mcp-zt
+    /// server over mTLS, for clients that cannot present a client certificate.
+    Connect(ConnectArgs),
+    /// Print the MCP configuration snippet that runs `mcp-zt connect` for a client app.
+    ClientConfig(ClientConfigArgs),
     /// List the policy's roles and what each inherits.
     Roles {
         /// Print JSON.
@@ -186,4 +192,63 @@ pub struct AuditArgs {
     /// Print JSON lines instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `mcp-zt connect ...`
+#[derive(Debug, clap::Args)]
+#[command(
+    after_help = "With --listen, the bridge serves plain HTTP on a loopback address only \
+(other addresses are refused) and checks Host and Origin: anything that reaches it acts with \
+your certificate. Exit codes: 0 when the client closes, 3 when the server refuses the \
+certificate (revoked, expired, not trusted), 1 on setup errors."
+)]
+pub struct ConnectArgs {
+    /// The remote server, e.g. https://mcp.example.org:8443/mcp.
+    pub url: String,
+    /// Use HOME/clients/NAME.crt and NAME.key (as written by `issue`).
+    #[arg(long)]
+    pub name: Option<String>,
+    /// Client certificate (PEM).
+    #[arg(long)]
+    pub cert: Option<PathBuf>,
+    /// Client private key (PEM, mode 0600).
+    #[arg(long)]
+    pub key: Option<PathBuf>,
+    /// CA certificate to pin for the server (default HOME/ca.crt).
+    #[arg(long)]
+    pub ca: Option<PathBuf>,
+    /// Serve a local streamable HTTP endpoint at this loopback address instead of stdio.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Which client app's configuration format to print.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum ClientKind {
+    /// Claude Desktop (claude_desktop_config.json).
+    ClaudeDesktop,
+    /// Claude Code (.mcp.json).
+    ClaudeCode,
+    /// VS Code (.vscode/mcp.json).
+    Vscode,
+    /// Cursor (~/.cursor/mcp.json).
+    Cursor,
+    /// A generic {command, args} object.
+    Json,
+}
+
+/// `mcp-zt client-config ...`
+#[derive(Debug, clap::Args)]
+pub struct ClientConfigArgs {
+    /// The certificate holder (files from `issue` under HOME/clients).
+    pub name: String,
+    /// The remote server URL.
+    #[arg(long)]
+    pub url: String,
+    /// The client app.
+    #[arg(long = "for", value_enum)]
+    pub client: ClientKind,
+    /// The key of this server in the client's configuration.
+    #[arg(long, default_value = "mcp-zt")]
+    pub server_name: String,
 }

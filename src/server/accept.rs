@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use super::state::{AppState, ConnInfo};
 use crate::audit::Event;
 use crate::tls::lockout::Lockout;
-use crate::tls::verifier::rejection_of;
+use crate::tls::verifier::{rejection_of, REJECTION};
 
 /// Accept-loop limits.
 #[derive(Debug, Clone, Copy)]
@@ -124,8 +124,16 @@ impl Connection {
     }
 
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
-        let handshake =
-            tokio::time::timeout(self.settings.handshake_timeout, self.acceptor.accept(tcp)).await;
+        let (handshake, rejection) = REJECTION
+            .scope(std::cell::RefCell::new(None), async {
+                let r = tokio::time::timeout(
+                    self.settings.handshake_timeout,
+                    self.acceptor.accept(tcp),
+                )
+                .await;
+                (r, REJECTION.with(|slot| slot.borrow_mut().take()))
+            })
+            .await;
         let tls = match handshake {
             Err(_) => {
                 return self.failed(
@@ -137,7 +145,7 @@ impl Connection {
             }
             Ok(Err(e)) => {
                 let event = Event::new("handshake_rejected").peer(peer);
-                let event = match rejection_of(&e) {
+                let event = match rejection.or_else(|| rejection_of(&e)) {
                     Some(r) => event.cert(r.serial, r.name).reason(r.reason),
                     None => event.reason(handshake_reason(&e)),
                 };

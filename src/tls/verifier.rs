@@ -85,13 +85,28 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
-fn reject(der: &[u8], reason: String) -> rustls::Error {
+tokio::task_local! {
+    /// The accept loop's slot for the details of a refused certificate: the verifier runs inside
+    /// the handshake future of that connection's task and leaves them here for the audit line.
+    pub static REJECTION: std::cell::RefCell<Option<Rejection>>;
+}
+
+/// Records why `der` was refused (for the audit log) and returns `err` for rustls, which turns
+/// it into the matching TLS alert: certificate_revoked, certificate_expired, unknown_ca, or a
+/// generic one for mcp-zt's own checks.
+fn reject(der: &[u8], reason: String, err: rustls::Error) -> rustls::Error {
     let (serial, name) = identity::serial_and_name(der);
-    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(Rejection {
+    let rejection = Rejection {
         reason,
         serial,
         name,
-    }))))
+    };
+    let stashed = REJECTION.try_with(|slot| *slot.borrow_mut() = Some(rejection.clone()));
+    if stashed.is_ok() {
+        err
+    } else {
+        rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(Arc::new(rejection))))
+    }
 }
 
 /// webpki plus identity, policy and revocation checks.
@@ -132,13 +147,21 @@ impl ZtVerifier {
 
     /// The identity checks after webpki, shared with the per-request re-check.
     pub fn check_identity(&self, der: &[u8]) -> Result<Identity, String> {
+        self.check(der).map_err(|(reason, _)| reason)
+    }
+
+    fn check(&self, der: &[u8]) -> Result<Identity, (String, CertificateError)> {
+        let generic = || CertificateError::ApplicationVerificationFailure;
         let id = identity::from_der(der, &self.role_oid, &self.trust_domain)
-            .map_err(|e| e.to_string())?;
+            .map_err(|e| (e.to_string(), generic()))?;
         if self.revoked.contains(&id.serial) {
-            return Err("certificate revoked".into());
+            return Err(("certificate revoked".into(), CertificateError::Revoked));
         }
         if !current_policy(&self.policy).has_role(&id.role) {
-            return Err(format!("role {:?} is not in the policy", id.role));
+            return Err((
+                format!("role {:?} is not in the policy", id.role),
+                generic(),
+            ));
         }
         Ok(id)
     }
@@ -165,9 +188,10 @@ impl ClientCertVerifier for ZtVerifier {
     ) -> Result<ClientCertVerified, rustls::Error> {
         self.inner
             .verify_client_cert(end_entity, intermediates, now)
-            .map_err(|e| reject(end_entity, webpki_reason(&e)))?;
-        self.check_identity(end_entity)
-            .map_err(|reason| reject(end_entity, reason))?;
+            .map_err(|e| reject(end_entity, webpki_reason(&e), e))?;
+        self.check(end_entity).map_err(|(reason, err)| {
+            reject(end_entity, reason, rustls::Error::InvalidCertificate(err))
+        })?;
         Ok(ClientCertVerified::assertion())
     }
 

@@ -2,6 +2,7 @@
 //! Each test gets a fresh temporary CA home.
 
 mod common;
+mod connect;
 mod pki_cli;
 mod server;
 mod server_env;

@@ -103,9 +103,24 @@ pub async fn mcp(
 
 /// Polls the audit log until a line satisfies `pred` (5 s at most).
 pub fn wait_audit(env: &Env, pred: impl Fn(&serde_json::Value) -> bool) -> serde_json::Value {
+    wait_audit_after(env, 0, pred)
+}
+
+/// Size of the audit log now: pass it to [`wait_audit_after`] to look at later lines only.
+pub fn audit_len(env: &Env) -> usize {
+    std::fs::read(env.home.join("audit.log")).map_or(0, |b| b.len())
+}
+
+/// Like [`wait_audit`], looking only at lines written after byte `offset`.
+pub fn wait_audit_after(
+    env: &Env,
+    offset: usize,
+    pred: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
-        let text = std::fs::read_to_string(env.home.join("audit.log")).unwrap_or_default();
+        let all = std::fs::read(env.home.join("audit.log")).unwrap_or_default();
+        let text = String::from_utf8_lossy(all.get(offset..).unwrap_or_default()).into_owned();
         if let Some(v) = text
             .lines()
             .filter_map(|l| serde_json::from_str::<serde_json::Value>(l).ok())

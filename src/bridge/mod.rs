@@ -1,0 +1,191 @@
+//! `mcp-zt connect`: a local bridge for MCP clients that cannot present a client certificate.
+//!
+//! The client talks to the bridge over stdio (or plain HTTP on loopback with `--listen`); the
+//! bridge talks to the remote mcp-zt over mTLS streamable HTTP with the user's certificate,
+//! pinning the CA. Messages are forwarded as they are (requests, responses, notifications and
+//! server-to-client requests), so every MCP feature passes through. When the server refuses the
+//! certificate (revoked, expired, not trusted) the client gets an MCP error that says so and the
+//! bridge exits non-zero, instead of hanging or vanishing.
+
+pub mod listen;
+pub mod sse;
+pub mod stdio;
+pub mod upstream;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Exit code when the server refused the certificate.
+pub const EXIT_CERT_REFUSED: i32 = 3;
+/// Exit code when the server could not be reached at all.
+pub const EXIT_UNREACHABLE: i32 = 4;
+
+/// Why forwarding failed.
+#[derive(Debug, Clone, thiserror::Error)]
+pub enum BridgeError {
+    /// The server refused our certificate: fatal until the user gets a new one.
+    #[error("the server refused this client certificate: {0}")]
+    CertificateRefused(String),
+    /// The server's certificate is not signed by the pinned CA (or the names do not match).
+    #[error("the server's certificate is not trusted: {0}")]
+    ServerUntrusted(String),
+    /// Network trouble; worth retrying.
+    #[error("cannot reach the server: {0}")]
+    Unreachable(String),
+    /// The server no longer knows our session (it restarted).
+    #[error("the server lost the session")]
+    SessionExpired,
+    /// An HTTP error status.
+    #[error("the server answered HTTP {0}: {1}")]
+    Http(u16, String),
+    /// The server's answer did not make sense.
+    #[error("protocol error: {0}")]
+    Protocol(String),
+    /// Local setup (files, TLS configuration).
+    #[error("{0}")]
+    Setup(String),
+}
+
+impl BridgeError {
+    /// Errors after which retrying cannot help.
+    pub fn is_fatal(&self) -> bool {
+        matches!(
+            self,
+            BridgeError::CertificateRefused(_)
+                | BridgeError::ServerUntrusted(_)
+                | BridgeError::Setup(_)
+        )
+    }
+
+    /// Classifies a reqwest error by the TLS alert or error found in its source chain.
+    pub fn from_reqwest(e: &reqwest::Error) -> BridgeError {
+        let mut cur: Option<&(dyn std::error::Error + 'static)> = Some(e);
+        while let Some(err) = cur {
+            let tls = err
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+                .and_then(|i| i.downcast_ref::<rustls::Error>())
+                .or_else(|| err.downcast_ref::<rustls::Error>());
+            if let Some(t) = tls {
+                return classify_tls(t);
+            }
+            // tokio-rustls hands the alert over as text inside an io::Error.
+            if let Some(inner) = err
+                .downcast_ref::<std::io::Error>()
+                .and_then(|io| io.get_ref())
+            {
+                if let Some(found) = classify_alert_text(&inner.to_string()) {
+                    return found;
+                }
+            }
+            cur = err.source();
+        }
+        let text = format!("{e:#}");
+
+        if e.is_connect() || e.is_timeout() || e.is_request() {
+            BridgeError::Unreachable(text)
+        } else {
+            BridgeError::Protocol(text)
+        }
+    }
+}
+
+fn classify_alert_text(text: &str) -> Option<BridgeError> {
+    use rustls::AlertDescription as A;
+    if text.contains("invalid peer certificate") {
+        return Some(BridgeError::ServerUntrusted(text.to_string()));
+    }
+    let name = text.split("fatal alert: ").nth(1)?.trim();
+    let alert = [
+        A::CertificateRevoked,
+        A::CertificateExpired,
+        A::CertificateRequired,
+        A::UnknownCA,
+        A::BadCertificate,
+        A::CertificateUnknown,
+        A::UnsupportedCertificate,
+        A::AccessDenied,
+        A::HandshakeFailure,
+    ]
+    .into_iter()
+    .find(|a| format!("{a:?}") == name)?;
+    Some(classify_tls(&rustls::Error::AlertReceived(alert)))
+}
+
+fn classify_tls(t: &rustls::Error) -> BridgeError {
+    use rustls::AlertDescription as A;
+    match t {
+        rustls::Error::AlertReceived(a) => {
+            let why = match a {
+                A::CertificateRevoked => "certificate revoked",
+                A::CertificateExpired => "certificate expired",
+                A::CertificateRequired => "no certificate was presented",
+                A::UnknownCA => "certificate not issued by the server's CA",
+                A::BadCertificate | A::CertificateUnknown | A::UnsupportedCertificate => {
+                    "certificate not accepted (unknown role, not valid for client use, or altered)"
+                }
+                A::AccessDenied => "access denied",
+                _ => return BridgeError::Unreachable(format!("TLS alert {a:?}")),
+            };
+            BridgeError::CertificateRefused(why.into())
+        }
+        rustls::Error::InvalidCertificate(c) => BridgeError::ServerUntrusted(format!("{c:?}")),
+        other => BridgeError::Unreachable(format!("TLS: {other}")),
+    }
+}
+
+/// The user's certificate, key and the CA to pin.
+#[derive(Debug, Clone)]
+pub struct Credentials {
+    /// Client certificate (PEM).
+    pub cert: PathBuf,
+    /// Client key (PEM).
+    pub key: PathBuf,
+    /// CA certificate (PEM): the only trust anchor for the server.
+    pub ca: PathBuf,
+}
+
+impl Credentials {
+    /// A reqwest client that presents the certificate and trusts only the CA.
+    pub fn client(&self) -> Result<reqwest::Client, BridgeError> {
+        let read = |p: &PathBuf| {
+            std::fs::read(p).map_err(|e| BridgeError::Setup(format!("read {}: {e}", p.display())))
+        };
+        let ca = reqwest::Certificate::from_pem(&read(&self.ca)?)
+            .map_err(|e| BridgeError::Setup(format!("{}: {e}", self.ca.display())))?;
+        crate::pki::keyfile::check_permissions(&self.key)
+            .map_err(|e| BridgeError::Setup(e.to_string()))?;
+        let mut pem = read(&self.cert)?;
+        pem.push(b'\n');
+        pem.extend(read(&self.key)?);
+        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
+            BridgeError::Setup(format!(
+                "{} / {}: not a PEM certificate and key: {e}",
+                self.cert.display(),
+                self.key.display()
+            ))
+        })?;
+        reqwest::Client::builder()
+            .tls_certs_only([ca])
+            .identity(id)
+            .connect_timeout(Duration::from_secs(10))
+            .build()
+            .map_err(|e| BridgeError::Setup(format!("TLS client: {e}")))
+    }
+
+    /// The serial and holder of the certificate, for messages.
+    pub fn describe(&self) -> String {
+        std::fs::read_to_string(&self.cert)
+            .ok()
+            .and_then(|pem| crate::pki::inspect::pem_to_der(&pem).ok())
+            .map(|der| crate::identity::serial_and_name(&der))
+            .map(|(s, n)| {
+                format!(
+                    "{} (serial {})",
+                    n.unwrap_or_else(|| "?".into()),
+                    s.unwrap_or_else(|| "?".into())
+                )
+            })
+            .unwrap_or_else(|| self.cert.display().to_string())
+    }
+}

@@ -1,0 +1,114 @@
+//! `connect` and `client-config`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde_json::json;
+
+use super::{ClientConfigArgs, ClientKind, ConnectArgs};
+use crate::bridge::{self, upstream::Upstream, Credentials};
+use crate::ca::Home;
+
+fn absolute(p: &Path) -> Result<PathBuf> {
+    std::path::absolute(p).with_context(|| format!("resolve {}", p.display()))
+}
+
+/// Resolves certificate, key and CA paths: explicit flags win, `--name` fills in the files
+/// `issue` wrote under HOME.
+pub fn credentials(home: &Home, args: &ConnectArgs) -> Result<Credentials> {
+    let from_name = |ext: &str| {
+        args.name
+            .as_ref()
+            .map(|n| home.clients().join(format!("{n}.{ext}")))
+    };
+    let cert = args.cert.clone().or_else(|| from_name("crt"));
+    let key = args.key.clone().or_else(|| from_name("key"));
+    let ca = args.ca.clone().unwrap_or_else(|| home.ca_cert());
+    let (Some(cert), Some(key)) = (cert, key) else {
+        bail!("say which certificate to use: --name NAME (files from `mcp-zt issue`) or --cert FILE --key FILE");
+    };
+    for p in [&cert, &key, &ca] {
+        if !p.exists() {
+            bail!("{} does not exist", p.display());
+        }
+    }
+    Ok(Credentials {
+        cert: absolute(&cert)?,
+        key: absolute(&key)?,
+        ca: absolute(&ca)?,
+    })
+}
+
+/// Runs the bridge; returns the process exit code.
+pub fn run(home: &Home, args: ConnectArgs) -> Result<i32> {
+    let url = reqwest::Url::parse(&args.url).with_context(|| format!("URL {:?}", args.url))?;
+    if url.scheme() != "https" {
+        bail!("URL {url}: mcp-zt servers speak https only");
+    }
+    let creds = credentials(home, &args)?;
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let result = runtime.block_on(async move {
+        if let Some(addr) = args.listen {
+            return Ok(bridge::listen::run(addr, url.to_string(), &creds).await?);
+        }
+        let up = std::sync::Arc::new(Upstream::new(url.as_str(), &creds)?);
+        eprintln!(
+            "mcp-zt connect: bridging stdio to {url} as {}",
+            creds.describe()
+        );
+        Ok(bridge::stdio::run(up, creds.describe()).await)
+    });
+    // The stdin reader may sit in a blocking read that nothing can interrupt: do not wait.
+    runtime.shutdown_background();
+    result
+}
+
+/// Prints the MCP configuration snippet for a client.
+pub fn client_config(home: &Home, args: ClientConfigArgs) -> Result<()> {
+    crate::pki::validate_name(&args.name)?;
+    let cert = home.clients().join(format!("{}.crt", args.name));
+    if !cert.exists() {
+        bail!(
+            "{} does not exist: issue a certificate for {:?} first (mcp-zt issue --name {} --role ROLE)",
+            cert.display(),
+            args.name,
+            args.name
+        );
+    }
+    let exe = std::env::current_exe().context("locate the mcp-zt binary")?;
+    let exe = exe.display().to_string();
+    let home_abs = absolute(home.dir())?.display().to_string();
+    let cmd_args = vec![
+        "--home".to_string(),
+        home_abs,
+        "connect".to_string(),
+        "--name".to_string(),
+        args.name.clone(),
+        args.url.clone(),
+    ];
+    let server = json!({"command": exe, "args": cmd_args});
+    let key = args.server_name.clone();
+    let snippet = match args.client {
+        ClientKind::ClaudeDesktop | ClientKind::Cursor => json!({"mcpServers": {key: server}}),
+        ClientKind::ClaudeCode => json!({"mcpServers": {key: {
+            "type": "stdio", "command": server["command"], "args": server["args"]}}}),
+        ClientKind::Vscode => json!({"servers": {key: {
+            "type": "stdio", "command": server["command"], "args": server["args"]}}}),
+        ClientKind::Json => server,
+    };
+    let where_ = match args.client {
+        ClientKind::ClaudeDesktop => {
+            "claude_desktop_config.json (Settings > Developer > Edit Config)"
+        }
+        ClientKind::ClaudeCode => ".mcp.json in your project (or: claude mcp add-json NAME 'JSON')",
+        ClientKind::Vscode => ".vscode/mcp.json in your workspace",
+        ClientKind::Cursor => "~/.cursor/mcp.json (or .cursor/mcp.json in a project)",
+        ClientKind::Json => "any client that launches a stdio MCP server",
+    };
+    eprintln!("# merge into {where_}");
+    super::commands::print_out(&format!("{}\n", serde_json::to_string_pretty(&snippet)?))
+}
