@@ -1,9 +1,14 @@
 # Shared helpers for the scripts in this folder. Source it; do not run it.
 
-# Builds mcp-zt (profile from MCP_ZT_PROFILE: release by default, debug in the test run) and sets
-# MCP_ZT to the binary.
+# Builds mcp-zt (profile from MCP_ZT_PROFILE: release by default) and sets MCP_ZT to the
+# binary. MCP_ZT_BIN names an already built binary instead (the test run uses the one
+# `cargo test` built).
 build_mcp_zt() {
   local root profile
+  if [ -n "${MCP_ZT_BIN:-}" ] && [ -x "$MCP_ZT_BIN" ]; then
+    MCP_ZT="$MCP_ZT_BIN"
+    return 0
+  fi
   root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
   profile="${MCP_ZT_PROFILE:-release}"
   if [ "$profile" = release ]; then
@@ -11,7 +16,7 @@ build_mcp_zt() {
   else
     (cd "$root" && cargo build --locked --quiet)
   fi
-  MCP_ZT="$root/target/$profile/mcp-zt"
+  MCP_ZT="${CARGO_TARGET_DIR:-$root/target}/$profile/mcp-zt"
 }
 
 # start_server HOME LOGDIR [args...]: runs `mcp-zt serve` on a free port in the background;

@@ -22,8 +22,8 @@ fi
 step "cargo test"
 cargo test --locked
 
-# The scripts build the debug binary the tests already built.
-export MCP_ZT_PROFILE=debug
+# The scripts use the binary `cargo test` just built (same features, no second build).
+export MCP_ZT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/mcp-zt"
 
 step "scripts/quickstart.sh (the README's first command, checked end to end with curl)"
 log="$(mktemp)"
