@@ -27,4 +27,9 @@ for pair in vic:viewer ada:admin; do
 done
 grep -q '"event":"tool_denied".*"name":"vic".*"tool":"delete_data"' "$home/audit.log" ||
   fail "the denied delete_data call is not in the audit log"
+
+# The SDK's stdio client launches `mcp-zt connect`; the bridge's certificate is revoked while
+# connected and the next call must fail naming the revocation within 2 s.
+"$MCP_ZT" --home "$home" issue --role editor --name sid 2>/dev/null >/dev/null
+"$venv/bin/python" "$here/interop_python_stdio.py" "$MCP_ZT" "$home" sid "https://localhost:$PORT/mcp"
 echo "interop-python: ok"
