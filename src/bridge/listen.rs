@@ -34,7 +34,7 @@ const FORWARD_RESPONSE: &[&str] = &[
 ];
 
 struct Proxy {
-    client: reqwest::Client,
+    client: std::sync::RwLock<reqwest::Client>,
     url: String,
     local: SocketAddr,
     who: String,
@@ -88,7 +88,8 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
     if !origin_ok(&p, origin) {
         return (StatusCode::FORBIDDEN, "Forbidden: Origin not allowed").into_response();
     }
-    let mut rb = p.client.request(req.method().clone(), &p.url);
+    let client = p.client.read().unwrap_or_else(|e| e.into_inner()).clone();
+    let mut rb = client.request(req.method().clone(), &p.url);
     for name in FORWARD_REQUEST {
         for v in headers.get_all(*name) {
             rb = rb.header(*name, v.clone());
@@ -123,7 +124,12 @@ async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
 }
 
 /// Serves the local endpoint until the certificate is refused (exit 3) or a signal (exit 0).
-pub async fn run(addr: SocketAddr, url: String, creds: &Credentials) -> Result<i32, BridgeError> {
+pub async fn run(
+    addr: SocketAddr,
+    url: String,
+    creds: &Credentials,
+    auto_renew: bool,
+) -> Result<i32, BridgeError> {
     check_loopback(&addr)?;
     let listener = TcpListener::bind(addr)
         .await
@@ -133,12 +139,19 @@ pub async fn run(addr: SocketAddr, url: String, creds: &Credentials) -> Result<i
         .map_err(|e| BridgeError::Setup(e.to_string()))?;
     let (exit_tx, mut exit_rx) = tokio::sync::mpsc::channel(4);
     let proxy = Arc::new(Proxy {
-        client: creds.client()?,
-        url,
+        client: std::sync::RwLock::new(creds.client()?),
+        url: url.clone(),
         local,
         who: creds.describe(),
         exit: exit_tx,
     });
+    if auto_renew {
+        let p = proxy.clone();
+        tokio::spawn(super::renew::renew_loop(creds.clone(), url, move |c| {
+            *p.client.write().unwrap_or_else(|e| e.into_inner()) = c.client()?;
+            Ok(())
+        }));
+    }
     let app = Router::new()
         .route("/mcp", axum::routing::any(forward))
         .with_state(proxy);

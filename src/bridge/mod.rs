@@ -8,6 +8,7 @@
 //! bridge exits non-zero, instead of hanging or vanishing.
 
 pub mod listen;
+pub mod renew;
 pub mod sse;
 pub mod stdio;
 pub mod upstream;

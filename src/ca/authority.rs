@@ -212,6 +212,8 @@ impl Authority {
             issued_at: now.unix_timestamp(),
             cert_pem: built.cert_pem.clone(),
             revocation: None,
+            renewed_from: None,
+            superseded_by: None,
         };
         // Durable first: the ledger must know every certificate that leaves the CA.
         self.ledger.insert_new(&record)?;
@@ -225,6 +227,91 @@ impl Authority {
             cert_path,
             key_path,
         })
+    }
+
+    /// Renews a client certificate for a key the client proved it holds (the CSR's signature):
+    /// same name, role and lifetime, a new serial. The old record is linked to the new one; it
+    /// stays valid until the server sees the new one in use (or a grace period ends) and then
+    /// is revoked as superseded. Refused for unknown, revoked, expired or already renewed
+    /// certificates.
+    pub fn renew(
+        &self,
+        signer: &Signer,
+        old_serial: &str,
+        csr_pem: &str,
+    ) -> Result<CertRecord, CaError> {
+        let old = self
+            .ledger
+            .get(old_serial)?
+            .ok_or_else(|| CaError::NotFound(old_serial.to_string()))?;
+        let now = pki::now();
+        match old.status(now.unix_timestamp()) {
+            crate::ledger::Status::Active => {}
+            other => {
+                return Err(CaError::NotRenewable(format!(
+                    "certificate {} is {}",
+                    old.serial,
+                    other.as_str()
+                )))
+            }
+        }
+        if old.kind != CertKind::Client {
+            return Err(CaError::NotRenewable(
+                "only client certificates are renewed".into(),
+            ));
+        }
+        if let Some(next) = &old.superseded_by {
+            return Err(CaError::NotRenewable(format!(
+                "certificate {} was already renewed as {next}",
+                old.serial
+            )));
+        }
+        let role = old
+            .role
+            .clone()
+            .ok_or_else(|| CaError::NotRenewable("the certificate has no role".into()))?;
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
+            CaError::NotRenewable(format!("invalid certificate signing request: {e}"))
+        })?;
+        let lifetime = (old.not_after - old.not_before - build::BACKDATE.whole_seconds()).max(60);
+        let leaf = LeafRequest {
+            name: old.name.clone(),
+            spiffe_id: old.spiffe_id.clone(),
+            extra_sans: old.sans.clone(),
+            kind: LeafKind::Client {
+                role: role.clone(),
+                role_oid: self.meta.role_oid.clone(),
+            },
+            lifetime: Duration::seconds(lifetime),
+        };
+        let wanted_end = (now + leaf.lifetime).unix_timestamp();
+        if wanted_end > self.meta.not_after {
+            return Err(CaError::TtlBeyondCa {
+                wanted: pki::rfc3339(wanted_end),
+                ca_end: pki::rfc3339(self.meta.not_after),
+            });
+        }
+        let built = build::leaf_for_key(&leaf, &csr.public_key, &signer.issuer()?, now)?;
+        let record = CertRecord {
+            v: RECORD_VERSION,
+            serial: hex::encode(built.serial),
+            name: old.name.clone(),
+            role: Some(role),
+            kind: CertKind::Client,
+            spiffe_id: old.spiffe_id.clone(),
+            sans: old.sans.clone(),
+            not_before: built.not_before,
+            not_after: built.not_after,
+            issued_at: now.unix_timestamp(),
+            cert_pem: built.cert_pem,
+            revocation: None,
+            renewed_from: Some(old.serial.clone()),
+            superseded_by: None,
+        };
+        // Claim the renewal first: of two racing renewals only one gets a certificate.
+        self.ledger.set_superseded_by(&old.serial, &record.serial)?;
+        self.ledger.insert_new(&record)?;
+        Ok(record)
     }
 
     /// Finds certificates by serial or by holder name (see [`find_in`]).

@@ -20,6 +20,8 @@ use crate::policy::PolicyError;
 pub const CA_LIFETIME_DAYS: i64 = 3650;
 /// Lifetime of each CRL; `serve` and every revocation republish well before it ends.
 pub const CRL_LIFETIME_DAYS: i64 = 7;
+/// How long a renewed certificate stays valid if its successor is never used.
+pub const RENEWAL_GRACE_SECS: i64 = 3600;
 
 /// What went wrong in a CA operation.
 #[derive(Debug, thiserror::Error)]
@@ -51,6 +53,9 @@ pub enum CaError {
     /// No certificate matches a name or serial.
     #[error("no certificate matches {0:?} (give a name or a serial from `mcp-zt list`)")]
     NotFound(String),
+    /// A renewal that is not allowed.
+    #[error("renewal refused: {0}")]
+    NotRenewable(String),
     /// Every matching certificate is already revoked.
     #[error("{0} is already revoked")]
     AlreadyRevoked(String),

@@ -139,6 +139,27 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::ClientConfig(args) => super::connect::client_config(&home, args),
+        Command::Renew(args) => super::connect::renew(&home, args),
+        Command::Export(args) => {
+            if !args.p12 {
+                anyhow::bail!("say which format: --p12 (the only export format)");
+            }
+            let dir = home.clients();
+            let out = args
+                .out
+                .unwrap_or_else(|| dir.join(format!("{}.p12", args.name)));
+            pki::validate_name(&args.name)?;
+            write_p12(
+                &home,
+                &args.name,
+                &dir.join(format!("{}.crt", args.name)),
+                &dir.join(format!("{}.key", args.name)),
+                &args.p12_password_file,
+                &out,
+            )?;
+            eprintln!("wrote {}", out.display());
+            Ok(())
+        }
         Command::Roles { json } => {
             let policy = ca::load_policy(&home)?;
             #[derive(Serialize)]
@@ -195,6 +216,24 @@ fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) 
             sans: args.san,
         },
     )?;
+    let p12_path = match (&args.p12_password_file, args.p12) {
+        (Some(pass), true) => {
+            let out = issued.key_path.with_extension("p12");
+            write_p12(
+                home,
+                &issued.record.name,
+                &issued.cert_path,
+                &issued.key_path,
+                pass,
+                &out,
+            )?;
+            Some(out)
+        }
+        _ => None,
+    };
+    if let Some(p) = &p12_path {
+        eprintln!("  PKCS#12:     {}", p.display());
+    }
     let now = pki::now().unix_timestamp();
     if args.json {
         #[derive(Serialize)]
@@ -220,6 +259,35 @@ fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) 
         );
         print_out(&format!("{}\n", issued.record.serial))
     }
+}
+
+/// Writes a PKCS#12 bundle of a certificate and key (0600).
+fn write_p12(
+    home: &Home,
+    alias: &str,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+    password_file: &std::path::Path,
+    out: &std::path::Path,
+) -> Result<()> {
+    let password = ca::read_passphrase(password_file)?;
+    let password = std::str::from_utf8(&password).context("the PKCS#12 password must be UTF-8")?;
+    let text = |p: &std::path::Path| -> Result<zeroize::Zeroizing<String>> {
+        let bytes = fsutil::read(p)?;
+        Ok(zeroize::Zeroizing::new(
+            String::from_utf8(bytes).with_context(|| format!("{} is not PEM text", p.display()))?,
+        ))
+    };
+    crate::pki::keyfile::check_permissions(key)?;
+    let der = pki::p12::bundle(
+        alias,
+        &text(cert)?,
+        &text(key)?,
+        &text(&home.ca_cert())?,
+        password,
+    )?;
+    fsutil::write_atomic(out, &der, fsutil::SECRET_MODE)?;
+    Ok(())
 }
 
 /// The CRL in HOME, re-signed first if it is missing, unreadable, or past half its lifetime.

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{bail, Context, Result};
 use serde_json::json;
 
-use super::{ClientConfigArgs, ClientKind, ConnectArgs};
+use super::{ClientConfigArgs, ClientKind, ConnectArgs, CredArgs, RenewArgs};
 use crate::bridge::{self, upstream::Upstream, Credentials};
 use crate::ca::Home;
 
@@ -15,7 +15,7 @@ fn absolute(p: &Path) -> Result<PathBuf> {
 
 /// Resolves certificate, key and CA paths: explicit flags win, `--name` fills in the files
 /// `issue` wrote under HOME.
-pub fn credentials(home: &Home, args: &ConnectArgs) -> Result<Credentials> {
+pub fn credentials(home: &Home, args: &CredArgs) -> Result<Credentials> {
     let from_name = |ext: &str| {
         args.name
             .as_ref()
@@ -45,17 +45,31 @@ pub fn run(home: &Home, args: ConnectArgs) -> Result<i32> {
     if url.scheme() != "https" {
         bail!("URL {url}: mcp-zt servers speak https only");
     }
-    let creds = credentials(home, &args)?;
+    let creds = credentials(home, &args.creds)?;
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
         .build()
         .context("start the async runtime")?;
     let result = runtime.block_on(async move {
+        // A certificate due for renewal is renewed before the first request.
+        if !args.no_renew && bridge::renew::due(&creds.cert)? {
+            match bridge::renew::renew(&creds, url.as_str()).await {
+                Ok(serial) => eprintln!("mcp-zt connect: certificate renewed, new serial {serial}"),
+                Err(e) if e.is_fatal() => return Err(e.into()),
+                Err(e) => eprintln!("mcp-zt connect: renewal failed, will retry: {e}"),
+            }
+        }
         if let Some(addr) = args.listen {
-            return Ok(bridge::listen::run(addr, url.to_string(), &creds).await?);
+            return Ok(bridge::listen::run(addr, url.to_string(), &creds, !args.no_renew).await?);
         }
         let up = std::sync::Arc::new(Upstream::new(url.as_str(), &creds)?);
+        if !args.no_renew {
+            let (up2, creds2, url2) = (up.clone(), creds.clone(), url.to_string());
+            tokio::spawn(bridge::renew::renew_loop(creds2, url2, move |c| {
+                up2.set_credentials(c)
+            }));
+        }
         eprintln!(
             "mcp-zt connect: bridging stdio to {url} as {}",
             creds.describe()
@@ -65,6 +79,21 @@ pub fn run(home: &Home, args: ConnectArgs) -> Result<i32> {
     // The stdin reader may sit in a blocking read that nothing can interrupt: do not wait.
     runtime.shutdown_background();
     result
+}
+
+/// `renew`: renews the certificate now.
+pub fn renew(home: &Home, args: RenewArgs) -> Result<()> {
+    let creds = credentials(home, &args.creds)?;
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .context("start the async runtime")?;
+    let serial = runtime.block_on(bridge::renew::renew(&creds, &args.url))?;
+    eprintln!(
+        "renewed: {} now holds serial {serial} (key and certificate replaced)",
+        creds.cert.display()
+    );
+    super::commands::print_out(&format!("{serial}\n"))
 }
 
 /// Prints the MCP configuration snippet for a client.

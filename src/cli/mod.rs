@@ -80,6 +80,10 @@ pub enum Command {
     Connect(ConnectArgs),
     /// Print the MCP configuration snippet that runs `mcp-zt connect` for a client app.
     ClientConfig(ClientConfigArgs),
+    /// Export a client certificate and key as a password-protected PKCS#12 bundle.
+    Export(ExportArgs),
+    /// Renew a client certificate with the server: same name and role, new key and serial.
+    Renew(RenewArgs),
     /// List the policy's roles and what each inherits.
     Roles {
         /// Print JSON.
@@ -120,8 +124,8 @@ pub struct IssueArgs {
     /// Holder name: subject CN, SPIFFE path and file name.
     #[arg(long)]
     pub name: String,
-    /// Lifetime, e.g. 30d, 12h, 90m.
-    #[arg(long, default_value = "30d")]
+    /// Lifetime, e.g. 24h, 7d, 90m. Short by default: `connect` renews automatically.
+    #[arg(long, default_value = "24h")]
     pub ttl: String,
     /// Folder for NAME.crt and NAME.key (default HOME/clients).
     #[arg(long)]
@@ -129,9 +133,31 @@ pub struct IssueArgs {
     /// Extra subject alternative names (DNS names or IP addresses).
     #[arg(long)]
     pub san: Vec<String>,
+    /// Also write NAME.p12: a password-protected PKCS#12 bundle (certificate, key, CA).
+    #[arg(long, requires = "p12_password_file")]
+    pub p12: bool,
+    /// File whose first line is the PKCS#12 password (at least 8 characters).
+    #[arg(long, env = "MCP_ZT_P12_PASSWORD_FILE")]
+    pub p12_password_file: Option<PathBuf>,
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `mcp-zt export ...`
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The holder whose HOME/clients/NAME.crt and NAME.key to bundle.
+    pub name: String,
+    /// Write a PKCS#12 bundle (the only export format).
+    #[arg(long)]
+    pub p12: bool,
+    /// File whose first line is the PKCS#12 password (at least 8 characters).
+    #[arg(long, env = "MCP_ZT_P12_PASSWORD_FILE")]
+    pub p12_password_file: PathBuf,
+    /// Output file (default HOME/clients/NAME.p12), written 0600.
+    #[arg(long)]
+    pub out: Option<PathBuf>,
 }
 
 /// `mcp-zt serve ...`
@@ -205,6 +231,21 @@ certificate (revoked, expired, not trusted), 1 on setup errors."
 pub struct ConnectArgs {
     /// The remote server, e.g. https://mcp.example.org:8443/mcp.
     pub url: String,
+    /// Which certificate to present.
+    #[command(flatten)]
+    pub creds: CredArgs,
+    /// Serve a local streamable HTTP endpoint at this loopback address instead of stdio.
+    #[arg(long)]
+    pub listen: Option<std::net::SocketAddr>,
+    /// Do not renew the certificate automatically (by default it is renewed when less than a
+    /// third of its lifetime is left).
+    #[arg(long)]
+    pub no_renew: bool,
+}
+
+/// The client certificate, key and CA to use.
+#[derive(Debug, clap::Args)]
+pub struct CredArgs {
     /// Use HOME/clients/NAME.crt and NAME.key (as written by `issue`).
     #[arg(long)]
     pub name: Option<String>,
@@ -217,9 +258,16 @@ pub struct ConnectArgs {
     /// CA certificate to pin for the server (default HOME/ca.crt).
     #[arg(long)]
     pub ca: Option<PathBuf>,
-    /// Serve a local streamable HTTP endpoint at this loopback address instead of stdio.
-    #[arg(long)]
-    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// `mcp-zt renew ...`
+#[derive(Debug, clap::Args)]
+pub struct RenewArgs {
+    /// The server's MCP URL, e.g. https://mcp.example.org:8443/mcp (renewal is at /renew).
+    pub url: String,
+    /// Which certificate to renew (its files are replaced by the new certificate and key).
+    #[command(flatten)]
+    pub creds: CredArgs,
 }
 
 /// Which client app's configuration format to print.

@@ -28,6 +28,10 @@ pub struct CertView {
     pub revoked_at: Option<String>,
     /// Reason, when revoked.
     pub revocation_reason: Option<&'static str>,
+    /// For a renewed certificate: the serial it replaced.
+    pub renewed_from: Option<String>,
+    /// For a renewed-away certificate: its successor.
+    pub superseded_by: Option<String>,
 }
 
 impl CertView {
@@ -44,11 +48,14 @@ impl CertView {
             status: r.status(now).as_str(),
             revoked_at: r.revocation.map(|x| rfc3339(x.at)),
             revocation_reason: r.revocation.map(|x| x.reason.as_str()),
+            renewed_from: r.renewed_from.clone(),
+            superseded_by: r.superseded_by.clone(),
         }
     }
 
     fn status_text(&self) -> String {
         match (&self.revoked_at, self.revocation_reason) {
+            (Some(at), Some("superseded")) => format!("superseded {at}"),
             (Some(at), Some(reason)) => format!("revoked {at} ({reason})"),
             _ => self.status.to_string(),
         }
@@ -92,6 +99,12 @@ pub fn detail(v: &CertView, fields: Option<&crate::pki::inspect::CertFields>) ->
     line("not before", &v.not_before);
     line("not after", &v.not_after);
     line("status", &v.status_text());
+    if let Some(s) = &v.renewed_from {
+        line("renewed from", s);
+    }
+    if let Some(s) = &v.superseded_by {
+        line("superseded by", s);
+    }
     if let Some(f) = fields {
         line(
             "role (decoded)",

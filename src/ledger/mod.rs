@@ -53,6 +53,9 @@ pub enum LedgerError {
     /// No such serial.
     #[error("no certificate with serial {0}")]
     NotFound(String),
+    /// The certificate was renewed before.
+    #[error("certificate {0} was already renewed; use its successor")]
+    AlreadyRenewed(String),
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -197,6 +200,29 @@ impl Ledger {
         }
     }
 
+    /// Records that `old` was renewed as `new` (compare-and-swap; a certificate is renewed once).
+    pub fn set_superseded_by(&self, old: &str, new: &str) -> Result<(), LedgerError> {
+        let key = hex::decode(old).map_err(|_| LedgerError::NotFound(old.into()))?;
+        loop {
+            let bytes = self
+                .certs
+                .get(&key)?
+                .ok_or_else(|| LedgerError::NotFound(old.into()))?;
+            let mut rec: CertRecord = decode(old, &bytes)?;
+            if rec.superseded_by.is_some() {
+                return Err(LedgerError::AlreadyRenewed(old.into()));
+            }
+            rec.superseded_by = Some(new.to_string());
+            if self
+                .certs
+                .compare_and_swap(&key, Some(bytes), Some(encode(&rec)?))?
+                .is_ok()
+            {
+                return self.flush();
+            }
+        }
+    }
+
     /// Reserves the next CRL number: strictly greater than every number handed out before,
     /// durable before it is returned.
     pub fn next_crl_number(&self) -> Result<u64, LedgerError> {
@@ -254,6 +280,8 @@ mod tests {
             issued_at: 1,
             cert_pem: String::new(),
             revocation: None,
+            renewed_from: None,
+            superseded_by: None,
         }
     }
 

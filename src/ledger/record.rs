@@ -54,6 +54,12 @@ pub struct CertRecord {
     pub cert_pem: String,
     /// Set once revoked; never cleared.
     pub revocation: Option<Revocation>,
+    /// For a renewed certificate: the serial it replaces.
+    #[serde(default)]
+    pub renewed_from: Option<String>,
+    /// For a certificate that was renewed: the serial of its successor.
+    #[serde(default)]
+    pub superseded_by: Option<String>,
 }
 
 /// A certificate's status at a given time.
@@ -64,6 +70,8 @@ pub enum Status {
     Active,
     /// Revoked (whatever its validity).
     Revoked,
+    /// Replaced by a renewed certificate (revoked with reason superseded).
+    Superseded,
     /// Past its notAfter.
     Expired,
 }
@@ -74,6 +82,7 @@ impl Status {
         match self {
             Status::Active => "active",
             Status::Revoked => "revoked",
+            Status::Superseded => "superseded",
             Status::Expired => "expired",
         }
     }
@@ -82,7 +91,12 @@ impl Status {
 impl CertRecord {
     /// Status at `now` (Unix seconds).
     pub fn status(&self, now: i64) -> Status {
-        if self.revocation.is_some() {
+        if self
+            .revocation
+            .is_some_and(|r| r.reason == crate::pki::build::Reason::Superseded)
+        {
+            Status::Superseded
+        } else if self.revocation.is_some() {
             Status::Revoked
         } else if now > self.not_after {
             Status::Expired

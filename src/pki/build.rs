@@ -151,6 +151,19 @@ pub fn leaf_certificate(
     now: OffsetDateTime,
 ) -> Result<Built, PkiError> {
     let key = KeyAlgorithm::EcdsaP256.generate()?;
+    let mut built = leaf_for_key(req, &key, issuer, now)?;
+    built.key_pem = Zeroizing::new(key.serialize_pem());
+    Ok(built)
+}
+
+/// Builds and signs a leaf certificate for a public key the caller holds the private half of
+/// (renewal: the key never leaves the client). `key_pem` of the result is empty.
+pub fn leaf_for_key(
+    req: &LeafRequest,
+    key: &impl rcgen::PublicKeyData,
+    issuer: &Issuer<'_, &KeyPair>,
+    now: OffsetDateTime,
+) -> Result<Built, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, req.name.as_str());
@@ -181,12 +194,12 @@ pub fn leaf_certificate(
     let not_after = now + req.lifetime;
     params.not_before = not_before;
     params.not_after = not_after;
-    let cert = params.signed_by(&key, issuer)?;
+    let cert = params.signed_by(key, issuer)?;
     Ok(Built {
         cert_pem: cert.pem(),
         cert_der: cert.der().to_vec(),
         serial,
-        key_pem: Zeroizing::new(key.serialize_pem()),
+        key_pem: Zeroizing::new(String::new()),
         not_before: not_before.unix_timestamp(),
         not_after: not_after.unix_timestamp(),
     })

@@ -5,6 +5,7 @@
 pub mod build;
 pub mod inspect;
 pub mod keyfile;
+pub mod p12;
 pub mod role_ext;
 
 use time::OffsetDateTime;

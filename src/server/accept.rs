@@ -174,6 +174,7 @@ impl Connection {
         self.state
             .audit
             .log(Event::new("handshake_ok").peer(peer).who(&identity));
+        self.state.certificate_seen(&identity.serial);
         let id = self.state.conns.next_id();
         let serial = identity.serial.clone();
         let revoked = self.state.conns.register(&serial, id);

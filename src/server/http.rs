@@ -32,7 +32,7 @@ pub struct HttpSettings {
     pub shutdown: CancellationToken,
 }
 
-/// Builds the router: `/mcp` only.
+/// Builds the router: `/mcp` (MCP) and `/renew` (certificate renewal).
 pub fn router(state: Arc<AppState>, s: &HttpSettings) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(s.allowed_hosts.clone())
@@ -47,7 +47,70 @@ pub fn router(state: Arc<AppState>, s: &HttpSettings) -> Router {
     );
     Router::new()
         .nest_service("/mcp", mcp)
-        .layer(middleware::from_fn_with_state(state, guard))
+        .route("/renew", axum::routing::post(renew))
+        .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .with_state(state)
+}
+
+/// Largest CSR accepted by `/renew`.
+const MAX_CSR_BYTES: usize = 16 * 1024;
+
+/// `POST /renew`: the body is a PEM CSR for a new key; the caller's verified certificate says
+/// who is renewing. Answers the new certificate (PEM).
+async fn renew(
+    State(state): State<Arc<AppState>>,
+    axum::Extension(conn): axum::Extension<Arc<ConnInfo>>,
+    body: Bytes,
+) -> Response {
+    let who = conn.identity.clone();
+    let audit = |kind: &str| Event::new(kind).peer(conn.peer).who(&who);
+    if body.len() > MAX_CSR_BYTES {
+        return plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
+    }
+    let Ok(csr) = String::from_utf8(body.to_vec()) else {
+        return plain(StatusCode::BAD_REQUEST, "the body must be a PEM CSR");
+    };
+    let st = state.clone();
+    let serial = who.serial.clone();
+    let result =
+        tokio::task::spawn_blocking(move || st.authority.renew(&st.signer, &serial, &csr)).await;
+    match result {
+        Ok(Ok(rec)) => {
+            state
+                .audit
+                .log(audit("certificate_renewed").reason(format!("new serial {}", rec.serial)));
+            {
+                let mut p = state
+                    .pending_renewals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                p.insert(
+                    rec.serial.clone(),
+                    (
+                        who.serial.clone(),
+                        rec.issued_at + crate::ca::RENEWAL_GRACE_SECS,
+                    ),
+                );
+            }
+            (
+                StatusCode::OK,
+                [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
+                rec.cert_pem,
+            )
+                .into_response()
+        }
+        Ok(Err(e)) => {
+            state
+                .audit
+                .log(audit("renewal_refused").reason(e.to_string()));
+            let status = match e {
+                crate::ca::CaError::NotRenewable(_) => StatusCode::CONFLICT,
+                _ => StatusCode::INTERNAL_SERVER_ERROR,
+            };
+            (status, e.to_string()).into_response()
+        }
+        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "renewal failed"),
+    }
 }
 
 fn plain(status: StatusCode, body: &'static str) -> Response {
@@ -112,7 +175,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     // POST bodies are read here, within the limit, so that oversized ones get 413 after the body
     // was consumed (clients see the status, not a reset stream) and malformed JSON-RPC gets a
     // JSON-RPC error instead of a transport error.
-    let req = if method == Method::POST {
+    let req = if method == Method::POST && req.uri().path().starts_with("/mcp") {
         let (parts, body) = req.into_parts();
         let bytes = match read_limited(body, state.max_body_bytes).await {
             Ok(b) => b,

@@ -79,6 +79,22 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     authority.publish_crl(&signer)?;
 
     let data = authority.ledger().data_tree()?;
+    // Renewals whose predecessor is still valid: retired at first use or after the grace period.
+    let mut pending = std::collections::HashMap::new();
+    let all = authority.ledger().all()?;
+    for rec in &all {
+        if let Some(old) = &rec.renewed_from {
+            let old_active = all
+                .iter()
+                .any(|o| &o.serial == old && o.revocation.is_none());
+            if old_active && rec.revocation.is_none() {
+                pending.insert(
+                    rec.serial.clone(),
+                    (old.clone(), rec.issued_at + ca::RENEWAL_GRACE_SECS),
+                );
+            }
+        }
+    }
     let state = Arc::new(AppState {
         authority,
         signer,
@@ -92,6 +108,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         verifier,
         allowed_origins: opts.allowed_origins.clone(),
         max_body_bytes: opts.max_body_bytes,
+        pending_renewals: std::sync::Mutex::new(pending),
     });
 
     let listener = TcpListener::bind(opts.listen)
@@ -129,6 +146,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
 
     tokio::spawn(ctl::serve(ctl_listener, state.clone(), shutdown.clone()));
     tokio::spawn(signals(state.clone(), shutdown.clone()));
+    tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
     tokio::spawn(renew_loop(
         state.clone(),
         server_cert,
@@ -159,6 +177,16 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     state.authority.ledger().flush()?;
     eprintln!("mcp-zt: stopped");
     Ok(())
+}
+
+async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        state.retire_expired_renewals(crate::pki::now().unix_timestamp());
+    }
 }
 
 async fn signals(state: Arc<AppState>, shutdown: CancellationToken) {

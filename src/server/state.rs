@@ -129,6 +129,9 @@ pub struct AppState {
     pub allowed_origins: Vec<String>,
     /// Largest accepted request body.
     pub max_body_bytes: usize,
+    /// Renewed certificates not seen yet: new serial → (old serial, Unix deadline). The old
+    /// one is revoked as superseded at the new one's first handshake or at the deadline.
+    pub pending_renewals: Mutex<HashMap<String, (String, i64)>>,
 }
 
 impl AppState {
@@ -146,6 +149,52 @@ impl AppState {
             self.apply_revocation(rec, actor);
         }
         Ok(revoked)
+    }
+
+    /// Called at every successful handshake: the first use of a renewed certificate retires
+    /// its predecessor.
+    pub fn certificate_seen(self: &Arc<Self>, serial: &str) {
+        let old = {
+            let mut p = self
+                .pending_renewals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            p.remove(serial)
+        };
+        if let Some((old, _)) = old {
+            self.retire(old, "its renewed successor was used");
+        }
+    }
+
+    /// Revokes a renewed certificate as superseded (off the async workers: it signs a CRL).
+    pub fn retire(self: &Arc<Self>, old: String, why: &'static str) {
+        let me = self.clone();
+        tokio::task::spawn_blocking(move || match me.revoke(&old, Reason::Superseded, why) {
+            Ok(_) | Err(CaError::AlreadyRevoked(_)) => {}
+            Err(e) => eprintln!("mcp-zt: could not retire renewed certificate {old}: {e}"),
+        });
+    }
+
+    /// Retires the predecessors whose grace period is over.
+    pub fn retire_expired_renewals(self: &Arc<Self>, now: i64) {
+        let due: Vec<String> = {
+            let mut p = self
+                .pending_renewals
+                .lock()
+                .unwrap_or_else(|e| e.into_inner());
+            let due: Vec<String> = p
+                .iter()
+                .filter(|(_, (_, deadline))| *deadline <= now)
+                .map(|(new, _)| new.clone())
+                .collect();
+            due.iter()
+                .filter_map(|n| p.remove(n))
+                .map(|(old, _)| old)
+                .collect()
+        };
+        for old in due {
+            self.retire(old, "renewal grace period over");
+        }
     }
 
     /// Applies one ledger revocation to the live server.

@@ -4,5 +4,6 @@
 mod common;
 mod connect;
 mod pki_cli;
+mod renewal;
 mod server;
 mod server_env;
