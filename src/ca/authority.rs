@@ -349,6 +349,19 @@ impl Authority {
         Ok(revoked)
     }
 
+    /// Republishes the CRL unless HOME/crl.pem is present and fresh; returns whether it did.
+    pub fn refresh_crl(&self, signer: &Signer) -> Result<bool, CaError> {
+        let fresh = fsutil::read(&self.home.crl())
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .is_some_and(|pem| crl_is_fresh(&pem));
+        if fresh {
+            return Ok(false);
+        }
+        self.publish_crl(signer)?;
+        Ok(true)
+    }
+
     /// Signs a new CRL with the next CRL number and replaces HOME/crl.pem atomically.
     pub fn publish_crl(&self, signer: &Signer) -> Result<String, CaError> {
         let entries: Vec<RevokedEntry> = self
@@ -393,6 +406,21 @@ pub fn find_in(records: Vec<CertRecord>, target: &str) -> Result<Vec<CertRecord>
         return Err(CaError::NotFound(target.to_string()));
     }
     Ok(by_name)
+}
+
+/// Whether a PEM CRL parses and is less than half-way from thisUpdate to nextUpdate.
+pub fn crl_is_fresh(pem: &str) -> bool {
+    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
+        return false;
+    };
+    let Ok((_, crl)) = x509_parser::parse_x509_crl(&block.contents) else {
+        return false;
+    };
+    let this = crl.last_update().timestamp();
+    let Some(next) = crl.next_update().map(|t| t.timestamp()) else {
+        return false;
+    };
+    pki::now().unix_timestamp() < this + (next - this) / 2
 }
 
 /// Loads and validates the policy of `home`.

@@ -6,7 +6,7 @@ mod home;
 mod init;
 
 pub use authority::{
-    find_in, load_policy, read_passphrase, Authority, IssueRequest, Issued, Signer,
+    crl_is_fresh, find_in, load_policy, read_passphrase, Authority, IssueRequest, Issued, Signer,
 };
 pub use home::Home;
 pub use init::{init, InitOptions};

@@ -294,26 +294,12 @@ fn write_p12(
 fn current_crl(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>) -> Result<String> {
     if let Ok(bytes) = fsutil::read(&home.crl()) {
         if let Ok(text) = String::from_utf8(bytes) {
-            if crl_is_fresh(&text) {
+            if ca::crl_is_fresh(&text) {
                 return Ok(text);
             }
         }
     }
     Backend::open(home)?.publish_crl(passphrase)
-}
-
-fn crl_is_fresh(pem: &str) -> bool {
-    let Ok((_, block)) = x509_parser::pem::parse_x509_pem(pem.as_bytes()) else {
-        return false;
-    };
-    let Ok((_, crl)) = x509_parser::parse_x509_crl(&block.contents) else {
-        return false;
-    };
-    let this = crl.last_update().timestamp();
-    let Some(next) = crl.next_update().map(|t| t.timestamp()) else {
-        return false;
-    };
-    pki::now().unix_timestamp() < this + (next - this) / 2
 }
 
 fn print_json<T: Serialize>(value: &T) -> Result<()> {

@@ -140,6 +140,24 @@ impl Ledger {
         self.flush()
     }
 
+    /// Imports many records in one batch and one flush (bulk loads, benchmarks). A serial that
+    /// is already present is an error and nothing is written.
+    pub fn insert_many(&self, recs: &[CertRecord]) -> Result<(), LedgerError> {
+        let mut batch = sled::Batch::default();
+        for rec in recs {
+            let key = hex::decode(&rec.serial).map_err(|e| LedgerError::Corrupt {
+                key: rec.serial.clone(),
+                message: e.to_string(),
+            })?;
+            if self.certs.contains_key(&key)? {
+                return Err(LedgerError::DuplicateSerial(rec.serial.clone()));
+            }
+            batch.insert(key, encode(rec)?);
+        }
+        self.certs.apply_batch(batch)?;
+        self.flush()
+    }
+
     /// Looks up one serial (hex).
     pub fn get(&self, serial_hex: &str) -> Result<Option<CertRecord>, LedgerError> {
         let Ok(key) = hex::decode(serial_hex) else {

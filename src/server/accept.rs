@@ -128,7 +128,7 @@ impl Connection {
             .scope(std::cell::RefCell::new(None), async {
                 let r = tokio::time::timeout(
                     self.settings.handshake_timeout,
-                    self.acceptor.accept(tcp),
+                    self.acceptor.accept(tcp).into_fallible(),
                 )
                 .await;
                 (r, REJECTION.with(|slot| slot.borrow_mut().take()))
@@ -143,7 +143,8 @@ impl Connection {
                         .reason("handshake timeout"),
                 )
             }
-            Ok(Err(e)) => {
+            Ok(Err((e, tcp))) => {
+                tokio::spawn(linger_close(tcp));
                 let event = Event::new("handshake_rejected").peer(peer);
                 let event = match rejection.or_else(|| rejection_of(&e)) {
                     Some(r) => event.cert(r.serial, r.name).reason(r.reason),
@@ -207,6 +208,26 @@ impl Connection {
         }
         self.state.conns.unregister(&serial, id);
     }
+}
+
+/// Closes a refused connection so the client can read the TLS alert: in TLS 1.3 the client
+/// sends its first request right after its Finished; closing with that unread would make the
+/// kernel send a reset, which destroys the alert in flight. So: FIN first, then read and
+/// discard what the client still sends, for a bounded time.
+async fn linger_close(mut tcp: TcpStream) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let _ = tcp.shutdown().await;
+    let mut sink = [0u8; 4096];
+    let _ = tokio::time::timeout(Duration::from_secs(2), async {
+        let mut total = 0usize;
+        while let Ok(n) = tcp.read(&mut sink).await {
+            total += n;
+            if n == 0 || total > 1 << 20 {
+                break;
+            }
+        }
+    })
+    .await;
 }
 
 fn handshake_reason(e: &std::io::Error) -> String {

@@ -38,6 +38,8 @@ pub fn router(state: Arc<AppState>, s: &HttpSettings) -> Router {
         .with_allowed_hosts(s.allowed_hosts.clone())
         .with_max_request_body_bytes(s.max_body_bytes)
         .with_legacy_session_mode(true)
+        // Stateless (2026-07-28) requests get plain JSON replies when nothing streams.
+        .with_json_response(true)
         .with_cancellation_token(s.shutdown.child_token());
     let handler_state = state.clone();
     let mcp = StreamableHttpService::new(

@@ -45,13 +45,11 @@ pub struct ServeOptions {
 pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Result<()> {
     let home = authority.home().clone();
     let policy = Arc::new(RwLock::new(Arc::new(authority.policy()?)));
+    let all = authority.ledger().all()?;
     let revoked = RevocationSet::new(
-        authority
-            .ledger()
-            .all()?
-            .into_iter()
+        all.iter()
             .filter(|r| r.revocation.is_some())
-            .map(|r| r.serial),
+            .map(|r| r.serial.clone()),
     );
     let audit = Audit::open(&home.audit_log(), opts.audit_to_stderr)
         .with_context(|| format!("open {}", home.audit_log().display()))?;
@@ -75,18 +73,20 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         policy: policy.clone(),
         revoked: revoked.clone(),
     })?;
-    // The CRL on disk is refreshed at start so other consumers never see a stale one.
-    authority.publish_crl(&signer)?;
+    // Other consumers must never see a stale CRL: refreshed at start if needed, then hourly.
+    authority.refresh_crl(&signer)?;
 
     let data = authority.ledger().data_tree()?;
     // Renewals whose predecessor is still valid: retired at first use or after the grace period.
     let mut pending = std::collections::HashMap::new();
-    let all = authority.ledger().all()?;
+    let active: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|r| r.revocation.is_none())
+        .map(|r| r.serial.as_str())
+        .collect();
     for rec in &all {
         if let Some(old) = &rec.renewed_from {
-            let old_active = all
-                .iter()
-                .any(|o| &o.serial == old && o.revocation.is_none());
+            let old_active = active.contains(old.as_str());
             if old_active && rec.revocation.is_none() {
                 pending.insert(
                     rec.serial.clone(),
@@ -179,13 +179,26 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     Ok(())
 }
 
+/// Every 30 s: retires renewed certificates past their grace period; every hour: keeps the
+/// CRL on disk fresh.
 async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
+    let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
         }
         state.retire_expired_renewals(crate::pki::now().unix_timestamp());
+        ticks += 1;
+        if ticks % 120 == 0 {
+            let st = state.clone();
+            let _ = tokio::task::spawn_blocking(move || {
+                if let Err(e) = st.authority.refresh_crl(&st.signer) {
+                    eprintln!("mcp-zt: CRL refresh failed: {e}");
+                }
+            })
+            .await;
+        }
     }
 }
 
