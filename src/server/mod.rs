@@ -190,7 +190,7 @@ async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
         }
         state.retire_expired_renewals(crate::pki::now().unix_timestamp());
         ticks += 1;
-        if ticks % 120 == 0 {
+        if ticks.is_multiple_of(120) {
             let st = state.clone();
             let _ = tokio::task::spawn_blocking(move || {
                 if let Err(e) = st.authority.refresh_crl(&st.signer) {
