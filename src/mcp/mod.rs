@@ -64,8 +64,9 @@ impl ServerHandler for ZtMcp {
         let conn = Self::conn(&context)?;
         let policy = current_policy(&self.state.policy);
         let visible: Vec<_> = tools::all()
-            .into_iter()
+            .iter()
             .filter(|t| policy.allows(&conn.identity.role, &t.name))
+            .cloned()
             .collect();
         // The list depends on who asks: never let a shared cache hand it to someone else.
         Ok(ListToolsResult::with_all_items(visible).with_cache_scope(CacheScope::Private))
@@ -81,7 +82,7 @@ impl ServerHandler for ZtMcp {
         let tool = request.name.as_ref();
         let audit = |kind: &str| Event::new(kind).peer(conn.peer).who(who).tool(tool);
         let policy = current_policy(&self.state.policy);
-        let implemented = tools::all().iter().any(|t| t.name == tool);
+        let implemented = tools::exists(tool);
         if !implemented || !policy.allows(&who.role, tool) {
             let reason = if implemented {
                 format!("role {:?} may not call {tool:?}", who.role)
@@ -110,6 +111,9 @@ impl ServerHandler for ZtMcp {
         }
         self.state.audit.log(audit("tool_allowed"));
         let args = request.arguments.unwrap_or_default();
+        if !tools::blocks(tool) {
+            return Ok(tools::run(&self.state, who, tool, &args)?.into());
+        }
         let state = self.state.clone();
         let who = who.clone();
         let name = tool.to_string();

@@ -23,8 +23,23 @@ fn schema(v: Value) -> Arc<JsonObject> {
     }
 }
 
-/// Every tool mcp-zt implements. The policy decides who sees which.
-pub fn all() -> Vec<Tool> {
+/// Every tool mcp-zt implements, built once. The policy decides who sees which.
+pub fn all() -> &'static [Tool] {
+    static TOOLS: std::sync::LazyLock<Vec<Tool>> = std::sync::LazyLock::new(build);
+    &TOOLS
+}
+
+/// Whether `name` is a tool mcp-zt implements.
+pub fn exists(name: &str) -> bool {
+    all().iter().any(|t| t.name == name)
+}
+
+/// Tools that touch storage (sled flushes, CRL signing) and so run off the async workers.
+pub fn blocks(name: &str) -> bool {
+    name != "whoami"
+}
+
+fn build() -> Vec<Tool> {
     let key = json!({"type": "string", "minLength": 1, "maxLength": MAX_KEY_LEN});
     vec![
         Tool::new(
