@@ -33,6 +33,12 @@ bash scripts/quickstart.sh >"$log" 2>&1 || {
 }
 echo "quickstart: ok" >&2
 
+step "scripts/crash-test.sh 6 (short form: SIGKILL during issue/revoke bursts, then doctor)"
+bash scripts/crash-test.sh 6 2>/dev/null
+
+step "scripts/bench.sh smoke (the benchmark still works; figures are meaningless in debug)"
+bash scripts/bench.sh smoke >/dev/null
+
 for script in scripts/interop-*.sh; do
   [ -e "$script" ] || continue
   step "$script"

@@ -135,6 +135,11 @@ impl Audit {
     }
 }
 
+/// Parses one audit line; `None` for anything that is not an event.
+pub fn parse_line(line: &[u8]) -> Option<Event> {
+    serde_json::from_slice::<Event>(line).ok()
+}
+
 /// Reads events from `path`, keeping those at or after `since` (RFC 3339 compare) and of one
 /// of `kinds` (all when empty). Lines that do not parse are counted, not fatal.
 pub fn read(
@@ -151,15 +156,15 @@ pub fn read(
         if line.is_empty() {
             continue;
         }
-        match serde_json::from_slice::<Event>(&line) {
-            Ok(ev) => {
+        match parse_line(&line) {
+            Some(ev) => {
                 let recent = since.as_deref().is_none_or(|s| ev.time.as_str() >= s);
                 let kind_ok = kinds.is_empty() || kinds.contains(&ev.event);
                 if recent && kind_ok {
                     events.push(ev);
                 }
             }
-            Err(_) => bad += 1,
+            None => bad += 1,
         }
     }
     Ok((events, bad))

@@ -2,6 +2,7 @@
 //! (issue, revoke + CRL). It joins the pure pieces (pki, policy) with storage (ledger, files).
 
 mod authority;
+pub mod doctor;
 mod home;
 mod init;
 

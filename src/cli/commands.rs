@@ -140,6 +140,7 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::ClientConfig(args) => super::connect::client_config(&home, args),
         Command::Renew(args) => super::connect::renew(&home, args),
+        Command::Doctor { repair, json } => doctor(&home, passphrase.as_ref(), repair, json),
         Command::Export(args) => {
             if !args.p12 {
                 anyhow::bail!("say which format: --p12 (the only export format)");
@@ -259,6 +260,47 @@ fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) 
         );
         print_out(&format!("{}\n", issued.record.serial))
     }
+}
+
+/// `doctor`: prints findings; exit 1 when any is an error.
+fn doctor(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, repair: bool, json: bool) -> Result<()> {
+    if crate::server::ctl::server_running(&home.ctl_socket()) {
+        anyhow::bail!("a server runs on this HOME and owns the ledger: stop it to run doctor");
+    }
+    let authority = ca::Authority::open(home)?;
+    let mut findings = ca::doctor::check(&authority)?;
+    if repair && findings.iter().any(|f| f.check == "crl") {
+        let signer = backend::load_signer(&authority, pass)?;
+        authority.publish_crl(&signer)?;
+        eprintln!("republished {}", home.crl().display());
+        findings = ca::doctor::check(&authority)?;
+    }
+    let errors = findings
+        .iter()
+        .filter(|f| f.severity == ca::doctor::Severity::Error)
+        .count();
+    if json {
+        print_json(&findings)?;
+    } else {
+        let mut out = String::new();
+        for f in &findings {
+            let sev = match f.severity {
+                ca::doctor::Severity::Error => "ERROR",
+                ca::doctor::Severity::Warning => "warning",
+            };
+            out.push_str(&format!("{sev:<8} {:<12} {}\n", f.check, f.message));
+        }
+        out.push_str(&format!(
+            "{} error(s), {} warning(s)\n",
+            errors,
+            findings.len() - errors
+        ));
+        print_out(&out)?;
+    }
+    if errors > 0 {
+        anyhow::bail!("{errors} error(s) found in {}", home.display());
+    }
+    Ok(())
 }
 
 /// Writes a PKCS#12 bundle of a certificate and key (0600).

@@ -84,6 +84,15 @@ pub enum Command {
     Export(ExportArgs),
     /// Renew a client certificate with the server: same name and role, new key and serial.
     Renew(RenewArgs),
+    /// Check the CA home: ledger vs files vs CRL, permissions, expiry, policy. Exit 1 on errors.
+    Doctor {
+        /// Republish the CRL if it is missing, stale or lacks a revocation.
+        #[arg(long)]
+        repair: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
     /// List the policy's roles and what each inherits.
     Roles {
         /// Print JSON.

@@ -261,7 +261,7 @@ fn jsonrpc_error(code: i64, message: &str, id: serde_json::Value) -> Box<Respons
 
 /// Refuses bytes that are not one JSON-RPC message (or batch) a client may send: -32700 for
 /// bytes that are not JSON (invalid UTF-8 included), -32600 for JSON that is not JSON-RPC.
-fn check_jsonrpc(bytes: &[u8]) -> Result<(), Box<Response>> {
+pub fn check_jsonrpc(bytes: &[u8]) -> Result<(), Box<Response>> {
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|_| jsonrpc_error(-32700, "Parse error", serde_json::Value::Null))?;
     let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);

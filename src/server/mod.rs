@@ -73,8 +73,18 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         policy: policy.clone(),
         revoked: revoked.clone(),
     })?;
-    // Other consumers must never see a stale CRL: refreshed at start if needed, then hourly.
-    authority.refresh_crl(&signer)?;
+    // Other consumers must never see a stale CRL, nor one missing a revocation (a revoke killed
+    // between the ledger and the CRL): republished at start if so, then kept fresh hourly.
+    let complete = std::fs::read_to_string(home.crl())
+        .ok()
+        .as_deref()
+        .and_then(ca::doctor::read_crl)
+        .is_some_and(|crl| ca::doctor::missing_from_crl(&all, &crl).is_empty());
+    if complete {
+        authority.refresh_crl(&signer)?;
+    } else {
+        authority.publish_crl(&signer)?;
+    }
 
     let data = authority.ledger().data_tree()?;
     // Renewals whose predecessor is still valid: retired at first use or after the grace period.

@@ -3,6 +3,7 @@
 
 mod common;
 mod connect;
+mod hostile;
 mod pki_cli;
 mod renewal;
 mod server;
