@@ -39,6 +39,9 @@ bash scripts/crash-test.sh 6 2>/dev/null
 step "scripts/bench.sh smoke (the benchmark still works; figures are meaningless in debug)"
 bash scripts/bench.sh smoke >/dev/null
 
+step "scripts/tls-scan.sh (sslyze with a client certificate, testssl.sh without)"
+bash scripts/tls-scan.sh
+
 for script in scripts/interop-*.sh; do
   [ -e "$script" ] || continue
   step "$script"
