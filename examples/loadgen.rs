@@ -484,6 +484,147 @@ async fn revocation(a: Args) {
     );
 }
 
+/// Who a soak worker is.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// Valid all along: every call must succeed.
+    Valid,
+    /// Valid, then revoked during the run: calls started after the revocation must fail.
+    RevokedMidRun,
+    /// Revoked, expired or from another CA: every attempt must be refused.
+    Invalid,
+}
+
+async fn soak(a: Args) {
+    let addr: SocketAddr = a.addr.parse().expect("--addr");
+    let clients = a.home.join("clients");
+    let rogue = a.ca.parent().map(|p| p.join("rogue")).unwrap_or_default();
+    // (kind, cert, key) per identity; workers take them round-robin.
+    let mut ids: Vec<(Kind, PathBuf, PathBuf)> = Vec::new();
+    let mut add = |kind: Kind, dir: &Path, name: &str| {
+        ids.push((
+            kind,
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        ))
+    };
+    for n in [
+        "admin0", "editor0", "viewer0", "admin1", "editor1", "viewer1",
+    ] {
+        add(Kind::Valid, &clients, n);
+    }
+    for n in ["mid0", "mid1"] {
+        add(Kind::RevokedMidRun, &clients, n);
+    }
+    add(Kind::Invalid, &clients, "revoked0");
+    add(Kind::Invalid, &clients, "expired0");
+    add(Kind::Invalid, &rogue, "admin0");
+    let revoked_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::new(std::sync::Mutex::new(None));
+    let counters: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
+    const VALID_OK: usize = 0;
+    const VALID_ERR: usize = 1;
+    const INVALID_REFUSED: usize = 2;
+    const INVALID_ACCEPTED: usize = 3;
+    const MID_BEFORE_OK: usize = 4;
+    const MID_AFTER_ACCEPTED: usize = 5;
+    let start = Instant::now();
+    let deadline = start + Duration::from_secs_f64(a.duration);
+    let mut tasks = Vec::new();
+    for w in 0..a.concurrency {
+        let (kind, cert, key) = ids[w % ids.len()].clone();
+        let tls = tls_connector(&a, &cert, &key);
+        let counters = counters.clone();
+        let revoked_at = revoked_at.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut id = (w as u64) << 32;
+            while Instant::now() < deadline {
+                let began = Instant::now();
+                let after_revocation = revoked_at
+                    .lock()
+                    .map(|g| g.is_some_and(|t| began > t))
+                    .unwrap_or(false);
+                // A connection serves up to 20 calls, then a new full handshake.
+                let mut ok_calls = 0u64;
+                let mut failed = false;
+                match connect(addr, &tls).await {
+                    Ok(mut s) => {
+                        for _ in 0..20 {
+                            id += 1;
+                            match post(&mut s, &stateless_call(id), STATELESS_HEADERS).await {
+                                Ok(r)
+                                    if r.status == 200 && r.body.iter().any(|v| v["id"] == id) =>
+                                {
+                                    ok_calls += 1
+                                }
+                                _ => {
+                                    failed = true;
+                                    break;
+                                }
+                            }
+                            if Instant::now() >= deadline {
+                                break;
+                            }
+                        }
+                    }
+                    Err(_) => failed = true,
+                }
+                let c = &counters;
+                match kind {
+                    Kind::Valid => {
+                        c[VALID_OK].fetch_add(ok_calls, Ordering::Relaxed);
+                        if failed && Instant::now() < deadline {
+                            c[VALID_ERR].fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
+                    Kind::Invalid => {
+                        c[INVALID_ACCEPTED].fetch_add(ok_calls, Ordering::Relaxed);
+                        c[INVALID_REFUSED].fetch_add(u64::from(failed), Ordering::Relaxed);
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                    }
+                    Kind::RevokedMidRun => {
+                        if after_revocation {
+                            c[MID_AFTER_ACCEPTED].fetch_add(ok_calls, Ordering::Relaxed);
+                            tokio::time::sleep(Duration::from_millis(20)).await;
+                        } else {
+                            c[MID_BEFORE_OK].fetch_add(ok_calls, Ordering::Relaxed);
+                        }
+                    }
+                }
+            }
+        }));
+    }
+    // Revocations during the run, from another process, at a third of the time.
+    tokio::time::sleep(Duration::from_secs_f64(a.duration / 3.0)).await;
+    for name in ["mid0", "mid1"] {
+        let ok = tokio::process::Command::new(&a.mcp_zt)
+            .arg("--home")
+            .arg(&a.home)
+            .args(["revoke", name])
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .status()
+            .await
+            .map(|s| s.success())
+            .unwrap_or(false);
+        assert!(ok, "revoke {name} failed");
+    }
+    if let Ok(mut g) = revoked_at.lock() {
+        *g = Some(Instant::now());
+    }
+    for t in tasks {
+        let _ = t.await;
+    }
+    let c = |i: usize| counters[i].load(Ordering::Relaxed);
+    println!(
+        "{}",
+        json!({"mode": "soak", "seconds": start.elapsed().as_secs_f64(), "clients": a.concurrency,
+               "valid_calls_ok": c(VALID_OK), "valid_errors": c(VALID_ERR),
+               "invalid_refused": c(INVALID_REFUSED), "invalid_accepted": c(INVALID_ACCEPTED),
+               "revoked_mid_run_calls_before": c(MID_BEFORE_OK),
+               "revoked_mid_run_accepted_after": c(MID_AFTER_ACCEPTED)})
+    );
+}
+
 fn main() {
     let a = parse_args();
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -496,6 +637,7 @@ fn main() {
             "calls" => calls(a).await,
             "idle" => idle(a).await,
             "revocation" => revocation(a).await,
+            "soak" => soak(a).await,
             _ => usage(),
         }
     });

@@ -39,6 +39,9 @@ bash scripts/crash-test.sh 6 2>/dev/null
 step "scripts/bench.sh smoke (the benchmark still works; figures are meaningless in debug)"
 bash scripts/bench.sh smoke >/dev/null
 
+step "scripts/soak.sh 10 16 (short form of the 120 s, 64-client soak)"
+MCP_ZT_PROFILE=debug bash scripts/soak.sh 10 16
+
 step "scripts/tls-scan.sh (sslyze with a client certificate, testssl.sh without)"
 bash scripts/tls-scan.sh
 
