@@ -508,17 +508,18 @@ async fn soak(a: Args) {
             dir.join(format!("{name}.key")),
         ))
     };
-    for n in [
-        "admin0", "editor0", "viewer0", "admin1", "editor1", "viewer1",
-    ] {
-        add(Kind::Valid, &clients, n);
-    }
-    for n in ["mid0", "mid1"] {
-        add(Kind::RevokedMidRun, &clients, n);
-    }
+    // Interleaved so that any 8 or more workers cover every kind.
+    add(Kind::Valid, &clients, "admin0");
     add(Kind::Invalid, &clients, "revoked0");
+    add(Kind::Valid, &clients, "editor0");
     add(Kind::Invalid, &clients, "expired0");
+    add(Kind::Valid, &clients, "viewer0");
     add(Kind::Invalid, &rogue, "admin0");
+    add(Kind::RevokedMidRun, &clients, "mid0");
+    add(Kind::Valid, &clients, "admin1");
+    add(Kind::Valid, &clients, "editor1");
+    add(Kind::Valid, &clients, "viewer1");
+    add(Kind::RevokedMidRun, &clients, "mid1");
     let revoked_at: Arc<std::sync::Mutex<Option<Instant>>> = Arc::new(std::sync::Mutex::new(None));
     let counters: Arc<[AtomicU64; 6]> = Arc::new(Default::default());
     const VALID_OK: usize = 0;

@@ -27,15 +27,9 @@ need nginx nginx-light
 need openssl
 need node nodejs
 need npm
-if [ "$profile" = release ]; then
-  (cd "$root" && cargo build --release --locked --quiet --bin mcp-zt --examples)
-else
-  (cd "$root" && cargo build --locked --quiet --bin mcp-zt --examples)
-fi
-tdir="${CARGO_TARGET_DIR:-$root/target}/$profile"
-MCP_ZT="$tdir/mcp-zt"
-LOADGEN="$tdir/examples/loadgen"
-SEED="$tdir/examples/seed_ledger"
+build_tools "$profile"
+LOADGEN="$TOOLS/examples/loadgen"
+SEED="$TOOLS/examples/seed_ledger"
 
 prefix="${MCP_ZT_NODE_PREFIX:-$here/.node}"
 if [ ! -d "$prefix/node_modules/@modelcontextprotocol/sdk" ]; then

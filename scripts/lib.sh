@@ -19,6 +19,16 @@ build_mcp_zt() {
   MCP_ZT="${CARGO_TARGET_DIR:-$root/target}/$profile/mcp-zt"
 }
 
+# build_tools PROFILE: builds mcp-zt and the benchmark tools (examples/) with PROFILE (release or
+# debug); sets MCP_ZT and TOOLS (the folder holding loadgen and seed_ledger).
+build_tools() {
+  local root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)" flag=""
+  [ "$1" = release ] && flag="--release"
+  (cd "$root" && cargo build $flag --locked --quiet --bin mcp-zt --examples)
+  TOOLS="${CARGO_TARGET_DIR:-$root/target}/$1"
+  MCP_ZT="$TOOLS/mcp-zt"
+}
+
 # start_server HOME LOGDIR [args...]: runs `mcp-zt serve` on a free port in the background;
 # sets SERVER_PID and PORT. Stops it on exit.
 start_server() {

@@ -6,19 +6,12 @@
 # Loopback only, bounded in time. Usage: scripts/soak.sh [SECONDS] [CLIENTS]
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
-root="$(cd "$here/.." && pwd)"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
 secs="${1:-120}"
 clients="${2:-64}"
-profile="${MCP_ZT_PROFILE:-release}"
-if [ "$profile" = release ]; then
-  (cd "$root" && cargo build --release --locked --quiet --bin mcp-zt --examples)
-else
-  (cd "$root" && cargo build --locked --quiet --bin mcp-zt --examples)
-fi
-tdir="${CARGO_TARGET_DIR:-$root/target}/$profile"
-MCP_ZT="$tdir/mcp-zt"
+[ "$clients" -ge 8 ] || { echo "soak: at least 8 clients, so that every kind of certificate is used" >&2; exit 2; }
+build_tools "${MCP_ZT_PROFILE:-release}"
 ulimit -n 65536 2>/dev/null || true
 
 work="$(mktemp -d)"
@@ -43,7 +36,7 @@ sample >"$work/samples"
 fd_start=$(ls "/proc/$SERVER_PID/fd" | wc -l)
 ( while kill -0 "$SERVER_PID" 2>/dev/null; do sleep 2; sample >>"$work/samples" 2>/dev/null || true; done ) &
 sampler=$!
-"$tdir/examples/loadgen" soak --addr "127.0.0.1:$PORT" --ca "$home/ca.crt" --cert "$home/clients/admin0.crt" \
+"$TOOLS/examples/loadgen" soak --addr "127.0.0.1:$PORT" --ca "$home/ca.crt" --cert "$home/clients/admin0.crt" \
   --key "$home/clients/admin0.key" --home "$home" --mcp-zt "$MCP_ZT" --concurrency "$clients" \
   --duration "$secs" >"$work/soak.json"
 sleep 3 # connections close, buffers are returned
