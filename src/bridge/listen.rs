@@ -52,30 +52,22 @@ pub fn check_loopback(addr: &SocketAddr) -> Result<(), BridgeError> {
     }
 }
 
-fn host_ok(p: &Proxy, host: Option<&str>) -> bool {
+/// Whether `value` names this bridge's own loopback address (`prefix` is "" for a Host header,
+/// "http://" for an Origin).
+fn is_local(p: &Proxy, prefix: &str, value: &str) -> bool {
     let port = p.local.port();
-    host.is_some_and(|h| {
-        [
-            format!("127.0.0.1:{port}"),
-            format!("localhost:{port}"),
-            format!("[::1]:{port}"),
-        ]
+    ["127.0.0.1", "localhost", "[::1]"]
         .iter()
-        .any(|ok| ok.eq_ignore_ascii_case(h))
-    })
+        .any(|h| value.eq_ignore_ascii_case(&format!("{prefix}{h}:{port}")))
 }
 
+fn host_ok(p: &Proxy, host: Option<&str>) -> bool {
+    host.is_some_and(|h| is_local(p, "", h))
+}
+
+/// No Origin (a non-browser client) is fine; a browser page must be served from here.
 fn origin_ok(p: &Proxy, origin: Option<&str>) -> bool {
-    let port = p.local.port();
-    origin.is_none_or(|o| {
-        [
-            format!("http://127.0.0.1:{port}"),
-            format!("http://localhost:{port}"),
-            format!("http://[::1]:{port}"),
-        ]
-        .iter()
-        .any(|ok| ok.eq_ignore_ascii_case(o))
-    })
+    origin.is_none_or(|o| is_local(p, "http://", o))
 }
 
 async fn forward(State(p): State<Arc<Proxy>>, req: Request) -> Response {
