@@ -333,3 +333,24 @@ fn client_config_prints_ready_to_paste_json_with_absolute_paths() {
     ])
     .fails_with("does not exist");
 }
+
+#[test]
+fn stdio_bridge_reinitializes_after_the_server_restarts() {
+    let env = Env::with_ca();
+    env.issue("vic", "viewer");
+    let first = Server::start(&env, &[]);
+    let port = first.port;
+    let url = first.url();
+    let mut b = Bridge::start(&env, &["--name", "vic", &url]);
+    initialize(&mut b);
+    let r = b.request(2, "tools/call", json!({"name": "whoami", "arguments": {}}));
+    assert!(r["result"].is_object(), "{r}");
+    // The server goes away and comes back on the same port: the session is gone.
+    drop(first);
+    let _second = Server::start_on(&env, port, &[]);
+    let r = b.request(3, "tools/call", json!({"name": "whoami", "arguments": {}}));
+    assert_eq!(r["result"]["structuredContent"]["name"], "vic", "{r}");
+    wait_audit(&env, |v| {
+        v["event"] == "session_created" && v["name"] == "vic"
+    });
+}

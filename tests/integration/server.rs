@@ -576,3 +576,51 @@ fn sigterm_stops_the_server_cleanly() {
     assert!(!env.home.join("ctl.sock").exists());
     wait_audit(&env, |v| v["event"] == "server_stopped");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn sighup_reloads_the_policy_without_dropping_connections() {
+    let env = Env::with_ca();
+    env.issue("vic", "viewer");
+    let server = Server::start(&env, &[]);
+    let viewer = mcp(&env, &server, "vic").await.expect("connect");
+    let before = tool_names(&viewer.list_tools(Default::default()).await.expect("list"));
+    assert!(before.contains("read_data"));
+    let path = env.home.join("policy.toml");
+    let original = std::fs::read_to_string(&path).expect("policy");
+    let hup = |pid: u32| {
+        std::process::Command::new("kill")
+            .args(["-HUP", &pid.to_string()])
+            .status()
+            .expect("kill")
+    };
+    // An invalid policy is refused and the old one stays in force.
+    std::fs::write(&path, "[roles.viewer]\ninherits = [\"ghost\"]\n").expect("write");
+    let mark = audit_len(&env);
+    assert!(hup(server.child.id()).success());
+    wait_audit_after(&env, mark, |v| v["event"] == "policy_reload_failed");
+    let still = tool_names(&viewer.list_tools(Default::default()).await.expect("list"));
+    assert_eq!(still, before);
+    // A valid change applies to the open session at once.
+    let narrowed = original.replace(
+        "[tools.read_data]\nroles = [\"viewer\"]",
+        "[tools.read_data]\nroles = [\"editor\"]",
+    );
+    assert_ne!(narrowed, original);
+    std::fs::write(&path, narrowed).expect("write");
+    let mark = audit_len(&env);
+    assert!(hup(server.child.id()).success());
+    wait_audit_after(&env, mark, |v| v["event"] == "policy_reloaded");
+    let after = tool_names(
+        &viewer
+            .list_tools(Default::default())
+            .await
+            .expect("same session"),
+    );
+    assert!(!after.contains("read_data"), "{after:?}");
+    assert!(after.contains("whoami"));
+    let denied = viewer
+        .call_tool(call("read_data", serde_json::json!({"key": "k"})))
+        .await
+        .expect_err("no longer allowed");
+    assert!(denied.to_string().contains("tool not found"), "{denied}");
+}

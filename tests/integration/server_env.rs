@@ -28,10 +28,15 @@ impl Drop for Server {
 impl Server {
     /// Starts `serve` on a free port with `extra` arguments and waits until it listens.
     pub fn start(env: &Env, extra: &[&str]) -> Server {
+        Server::start_on(env, 0, extra)
+    }
+
+    /// Starts `serve` on `port` (0: a free one).
+    pub fn start_on(env: &Env, port: u16, extra: &[&str]) -> Server {
         let mut child = Command::new(bin())
             .arg("--home")
             .arg(&env.home)
-            .args(["serve", "--listen", "127.0.0.1:0"])
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
