@@ -19,7 +19,7 @@ use tower::ServiceExt;
 use super::state::{AppState, ConnInfo};
 use crate::audit::Event;
 use crate::tls::lockout::Lockout;
-use crate::tls::verifier::{rejection_of, REJECTION};
+use crate::tls::verifier::{rejection_of, VERDICT};
 
 /// Accept-loop limits.
 #[derive(Debug, Clone, Copy)]
@@ -124,14 +124,14 @@ impl Connection {
     }
 
     async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
-        let (handshake, rejection) = REJECTION
+        let (handshake, verdict) = VERDICT
             .scope(std::cell::RefCell::new(None), async {
                 let r = tokio::time::timeout(
                     self.settings.handshake_timeout,
                     self.acceptor.accept(tcp).into_fallible(),
                 )
                 .await;
-                (r, REJECTION.with(|slot| slot.borrow_mut().take()))
+                (r, VERDICT.with(|slot| slot.borrow_mut().take()))
             })
             .await;
         let tls = match handshake {
@@ -146,6 +146,7 @@ impl Connection {
             Ok(Err((e, tcp))) => {
                 tokio::spawn(linger_close(tcp));
                 let event = Event::new("handshake_rejected").peer(peer);
+                let rejection = verdict.and_then(Result::err);
                 let event = match rejection.or_else(|| rejection_of(&e)) {
                     Some(r) => event.cert(r.serial, r.name).reason(r.reason),
                     None => event.reason(handshake_reason(&e)),
@@ -154,7 +155,11 @@ impl Connection {
             }
             Ok(Ok(tls)) => tls,
         };
-        let identity = {
+        let identity = if let Some(Ok(id)) = verdict {
+            id
+        } else {
+            // Not reached with ZtVerifier, which always leaves its verdict; kept so the identity
+            // never depends on that.
             let (_, session) = tls.get_ref();
             let checked = session
                 .peer_certificates()

@@ -85,10 +85,14 @@ impl fmt::Display for Rejection {
 
 impl std::error::Error for Rejection {}
 
+/// What the verifier decided about a connection's certificate.
+pub type Verdict = Result<Identity, Rejection>;
+
 tokio::task_local! {
-    /// The accept loop's slot for the details of a refused certificate: the verifier runs inside
-    /// the handshake future of that connection's task and leaves them here for the audit line.
-    pub static REJECTION: std::cell::RefCell<Option<Rejection>>;
+    /// The accept loop's slot for the verifier's verdict: the verifier runs inside the handshake
+    /// future of that connection's task and leaves the identity (so the certificate is parsed
+    /// once per handshake) or the details of a refusal (for the audit line) here.
+    pub static VERDICT: std::cell::RefCell<Option<Verdict>>;
 }
 
 /// Records why `der` was refused (for the audit log) and returns `err` for rustls, which turns
@@ -101,7 +105,7 @@ fn reject(der: &[u8], reason: String, err: rustls::Error) -> rustls::Error {
         serial,
         name,
     };
-    let stashed = REJECTION.try_with(|slot| *slot.borrow_mut() = Some(rejection.clone()));
+    let stashed = VERDICT.try_with(|slot| *slot.borrow_mut() = Some(Err(rejection.clone())));
     if stashed.is_ok() {
         err
     } else {
@@ -189,9 +193,10 @@ impl ClientCertVerifier for ZtVerifier {
         self.inner
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| reject(end_entity, webpki_reason(&e), e))?;
-        self.check(end_entity).map_err(|(reason, err)| {
+        let identity = self.check(end_entity).map_err(|(reason, err)| {
             reject(end_entity, reason, rustls::Error::InvalidCertificate(err))
         })?;
+        let _ = VERDICT.try_with(|slot| *slot.borrow_mut() = Some(Ok(identity)));
         Ok(ClientCertVerified::assertion())
     }
 
