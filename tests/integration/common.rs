@@ -119,6 +119,19 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
     (out.status.success(), text)
 }
 
+/// `openssl verify -CAfile HOME/ca.crt -purpose sslclient CERT`: (success, output).
+pub fn verify_client_cert(home: &Path, cert: &Path) -> (bool, String) {
+    let ca = home.join("ca.crt");
+    openssl(&[
+        "verify",
+        "-CAfile",
+        ca.to_str().expect("utf8"),
+        "-purpose",
+        "sslclient",
+        cert.to_str().expect("utf8"),
+    ])
+}
+
 /// Permission bits of a path.
 pub fn mode(path: &Path) -> u32 {
     use std::os::unix::fs::PermissionsExt;

@@ -6,7 +6,9 @@ use std::net::TcpStream;
 use std::time::{Duration, Instant};
 
 use crate::common::{mode, Env};
-use crate::server_env::{audit_len, client_of, post, wait_audit, wait_audit_after, Server, INIT};
+use crate::server_env::{
+    audit_len, client_of, post, post_with_header, wait_audit, wait_audit_after, Server, INIT,
+};
 
 #[test]
 fn slow_loris_handshake_is_dropped_after_the_timeout() {
@@ -109,13 +111,7 @@ async fn oversized_headers_and_wrong_host_get_4xx() {
         // HTTP/2 refuses an oversized header block at the protocol level.
         Err(e) => assert!(e.is_request() || e.is_body(), "{e:?}"),
     }
-    let r = c
-        .post(server.url())
-        .header("Host", "evil.example")
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .body(INIT)
-        .send()
+    let r = post_with_header(&c, &server, ("Host", "evil.example"), INIT)
         .await
         .expect("answer");
     assert_eq!(r.status(), 403, "DNS-rebinding Host");

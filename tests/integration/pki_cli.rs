@@ -3,23 +3,15 @@
 use std::collections::BTreeSet;
 use std::fs;
 
-use crate::common::{mode, openssl, Env};
+use crate::common::{mode, openssl, verify_client_cert, Env};
 
 #[test]
 fn issued_certificate_verifies_with_openssl_and_shows_its_extensions() {
     let env = Env::with_ca();
     let serial = env.issue("alice", "admin");
     assert_eq!(serial.len(), 32, "128-bit serial in hex: {serial}");
-    let ca = env.home.join("ca.crt");
     let crt = env.home.join("clients/alice.crt");
-    let (ok, text) = openssl(&[
-        "verify",
-        "-CAfile",
-        ca.to_str().expect("utf8"),
-        "-purpose",
-        "sslclient",
-        crt.to_str().expect("utf8"),
-    ]);
+    let (ok, text) = verify_client_cert(&env.home, &crt);
     assert!(ok && text.contains(": OK"), "{text}");
     let (ok, text) = openssl(&[
         "x509",

@@ -2,7 +2,7 @@
 
 use std::time::{Duration, Instant};
 
-use crate::common::{openssl, Env};
+use crate::common::{openssl, verify_client_cert, Env};
 use crate::server_env::{client_of, post, wait_audit, Server, INIT};
 
 fn record<'a>(list: &'a [serde_json::Value], serial: &str) -> &'a serde_json::Value {
@@ -173,15 +173,7 @@ fn pkcs12_bundle_is_readable_by_openssl_and_verifies_against_the_ca() {
     assert!(ok, "{pem}");
     let extracted = env.path("extracted.pem");
     std::fs::write(&extracted, pem).expect("write");
-    let ca = env.home.join("ca.crt");
-    let (ok, text) = openssl(&[
-        "verify",
-        "-CAfile",
-        ca.to_str().expect("utf8"),
-        "-purpose",
-        "sslclient",
-        extracted.to_str().expect("utf8"),
-    ]);
+    let (ok, text) = verify_client_cert(&env.home, &extracted);
     assert!(ok && text.contains(": OK"), "{text}");
     let wrong = env.path("wrong");
     std::fs::write(&wrong, "not the password\n").expect("write");

@@ -7,7 +7,8 @@ use rmcp::model::CallToolRequestParams;
 
 use crate::common::Env;
 use crate::server_env::{
-    audit_len, client_of, http_client, mcp, post, wait_audit, wait_audit_after, Server, INIT,
+    audit_len, client_of, http_client, mcp, post, post_with_header, wait_audit, wait_audit_after,
+    Server, INIT,
 };
 
 fn tool_names(list: &rmcp::model::ListToolsResult) -> BTreeSet<String> {
@@ -499,13 +500,7 @@ async fn hostile_http_gets_clear_4xx_answers() {
     );
     let r = post(&c, &server, &big).await.expect("answer");
     assert_eq!(r.status(), 413);
-    let r = c
-        .post(server.url())
-        .header("Origin", "https://evil.example")
-        .header("Accept", "application/json, text/event-stream")
-        .header("Content-Type", "application/json")
-        .body(INIT)
-        .send()
+    let r = post_with_header(&c, &server, ("Origin", "https://evil.example"), INIT)
         .await
         .expect("answer");
     assert_eq!(r.status(), 403);

@@ -156,4 +156,21 @@ pub async fn post(
         .await
 }
 
+/// A JSON-RPC POST with one extra header (a hostile Host or Origin, say).
+pub async fn post_with_header(
+    client: &reqwest::Client,
+    server: &Server,
+    header: (&str, &str),
+    body: &str,
+) -> reqwest::Result<reqwest::Response> {
+    client
+        .post(server.url())
+        .header(header.0, header.1)
+        .header("Accept", "application/json, text/event-stream")
+        .header("Content-Type", "application/json")
+        .body(body.to_string())
+        .send()
+        .await
+}
+
 pub const INIT: &str = r#"{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"test","version":"1"}}}"#;
