@@ -39,6 +39,8 @@ fn main() -> anyhow::Result<()> {
             }),
             renewed_from: None,
             superseded_by: None,
+            chain_root: None,
+            chain_started: None,
         });
         if batch.len() == 10_000 {
             authority.ledger().insert_many(&batch)?;

@@ -6,7 +6,7 @@
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode for secrets: private keys and the control socket.
@@ -43,9 +43,36 @@ fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) ->
     }
 }
 
-/// Creates `dir` (and parents) if needed and sets it to 0700.
+/// Creates `dir` and any missing parents, each 0700. Folders that exist already keep their
+/// mode: `issue --out /tmp` must not make /tmp private.
 pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
-    fs::create_dir_all(dir).map_err(io_err("create folder", dir))?;
+    let missing: Vec<&Path> = dir
+        .ancestors()
+        .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
+        .collect();
+    for d in missing.iter().rev() {
+        match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(d) {
+            Ok(()) => {}
+            // Another process made it in the meantime: not ours to change.
+            Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
+            Err(e) => return Err(io_err("create folder", d)(e)),
+        }
+        // The umask may have narrowed the mode; make it exact.
+        fs::set_permissions(d, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
+            .map_err(io_err("set permissions on", d))?;
+    }
+    if !dir.is_dir() {
+        return Err(io_err("create folder", dir)(io::Error::new(
+            io::ErrorKind::AlreadyExists,
+            "exists and is not a folder",
+        )));
+    }
+    Ok(())
+}
+
+/// Creates `dir` if needed and makes it 0700 even if it existed (the CA's HOME).
+pub fn make_private_dir(dir: &Path) -> Result<(), FsError> {
+    ensure_private_dir(dir)?;
     fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
         .map_err(io_err("set permissions on", dir))
 }
@@ -118,6 +145,12 @@ pub fn write_new(target: &Path, bytes: &[u8], mode: u32) -> Result<(), FsError> 
         }
         Err(e) => Err(io_err("create", target)(e)),
     }
+}
+
+/// Renames `from` to `to` (same folder) and makes the rename durable.
+pub fn rename_durable(from: &Path, to: &Path) -> Result<(), FsError> {
+    fs::rename(from, to).map_err(io_err("rename", from))?;
+    sync_parent(to)
 }
 
 /// Reads a file, naming it in the error.

@@ -68,6 +68,14 @@ mod record {
         /// For a certificate that was renewed: the serial of its successor.
         #[serde(default)]
         pub superseded_by: Option<String>,
+        /// For a renewed certificate: the serial of the first certificate of its renewal chain
+        /// (the one an operator issued). Absent on that first certificate itself.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub chain_root: Option<String>,
+        /// For a renewed certificate: when the operator issued the chain's first certificate
+        /// (Unix seconds). Renewal chains have a maximum age counted from here.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub chain_started: Option<i64>,
     }
 
     /// A certificate's status at a given time.
@@ -97,6 +105,16 @@ mod record {
     }
 
     impl CertRecord {
+        /// The serial of the first certificate of this certificate's renewal chain.
+        pub fn chain_root(&self) -> &str {
+            self.chain_root.as_deref().unwrap_or(&self.serial)
+        }
+
+        /// When the operator issued the first certificate of this renewal chain.
+        pub fn chain_started(&self) -> i64 {
+            self.chain_started.unwrap_or(self.issued_at)
+        }
+
         /// Status at `now` (Unix seconds).
         pub fn status(&self, now: i64) -> Status {
             if self
@@ -185,6 +203,72 @@ pub enum LedgerError {
     /// The certificate was renewed before.
     #[error("certificate {0} was already renewed; use its successor")]
     AlreadyRenewed(String),
+    /// A renewal the ledger refuses: the certificate is revoked or expired at commit time.
+    #[error("certificate {serial} is {why}")]
+    NotRenewable {
+        /// The certificate that was to be renewed.
+        serial: String,
+        /// "revoked" or "expired".
+        why: &'static str,
+    },
+}
+
+/// The longest renewal chain followed; a longer one means a corrupt ledger (a loop).
+const MAX_CHAIN: usize = 100_000;
+
+/// What [`Ledger::revoke_chain`] did.
+#[derive(Debug, Clone, Default)]
+pub struct ChainRevocation {
+    /// Certificates revoked by this call.
+    pub newly: Vec<CertRecord>,
+    /// Certificates of the chain that were revoked before (superseded ones included).
+    pub already: Vec<CertRecord>,
+}
+
+type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<LedgerError>>;
+
+fn abort<T>(e: LedgerError) -> TxResult<T> {
+    Err(sled::transaction::ConflictableTransactionError::Abort(e))
+}
+
+fn tx_error(e: sled::transaction::TransactionError<LedgerError>) -> LedgerError {
+    match e {
+        sled::transaction::TransactionError::Abort(e) => e,
+        sled::transaction::TransactionError::Storage(e) => LedgerError::Storage(e),
+    }
+}
+
+fn serial_key(serial_hex: &str) -> Result<Vec<u8>, LedgerError> {
+    hex::decode(serial_hex).map_err(|_| LedgerError::NotFound(serial_hex.into()))
+}
+
+fn tx_get(
+    tx: &sled::transaction::TransactionalTree,
+    serial_hex: &str,
+) -> TxResult<Option<CertRecord>> {
+    let Ok(key) = hex::decode(serial_hex) else {
+        return Ok(None);
+    };
+    match tx.get(key)? {
+        Some(bytes) => match decode(serial_hex, &bytes) {
+            Ok(rec) => Ok(Some(rec)),
+            Err(e) => abort(e),
+        },
+        None => Ok(None),
+    }
+}
+
+fn tx_put(tx: &sled::transaction::TransactionalTree, rec: &CertRecord) -> TxResult<()> {
+    let key = match serial_key(&rec.serial) {
+        Ok(k) => k,
+        Err(e) => return abort(e),
+    };
+    let value = match encode(rec) {
+        Ok(v) => v,
+        Err(e) => return abort(e),
+    };
+    tx.insert(key, value)?;
+    Ok(())
 }
 
 fn is_lock_error(e: &sled::Error) -> bool {
@@ -347,27 +431,98 @@ impl Ledger {
         }
     }
 
-    /// Records that `old` was renewed as `new` (compare-and-swap; a certificate is renewed once).
-    pub fn set_superseded_by(&self, old: &str, new: &str) -> Result<(), LedgerError> {
-        let key = hex::decode(old).map_err(|_| LedgerError::NotFound(old.into()))?;
-        loop {
-            let bytes = self
-                .certs
-                .get(&key)?
-                .ok_or_else(|| LedgerError::NotFound(old.into()))?;
-            let mut rec: CertRecord = decode(old, &bytes)?;
-            if rec.superseded_by.is_some() {
-                return Err(LedgerError::AlreadyRenewed(old.into()));
-            }
-            rec.superseded_by = Some(new.to_string());
-            if self
-                .certs
-                .compare_and_swap(&key, Some(bytes), Some(encode(&rec)?))?
-                .is_ok()
-            {
-                return self.flush();
-            }
-        }
+    /// Records a renewal in one transaction: the successor `new` is inserted and `old` is
+    /// linked to it, or nothing is written. The transaction is the compare-and-swap that makes
+    /// renewal and revocation of one chain serial: `old` must be unrevoked, unexpired at `now`
+    /// and not renewed before, and a concurrent [`Ledger::revoke_chain`] either commits first
+    /// (and this fails) or sees the new link (and revokes `new` as well). Durable on return.
+    pub fn record_renewal(&self, old: &str, new: &CertRecord, now: i64) -> Result<(), LedgerError> {
+        self.certs
+            .transaction(|tx| {
+                let Some(mut rec) = tx_get(tx, old)? else {
+                    return abort(LedgerError::NotFound(old.into()));
+                };
+                if rec.revocation.is_some() {
+                    return abort(LedgerError::NotRenewable {
+                        serial: old.into(),
+                        why: "revoked",
+                    });
+                }
+                if now > rec.not_after {
+                    return abort(LedgerError::NotRenewable {
+                        serial: old.into(),
+                        why: "expired",
+                    });
+                }
+                if rec.superseded_by.is_some() {
+                    return abort(LedgerError::AlreadyRenewed(old.into()));
+                }
+                if tx_get(tx, &new.serial)?.is_some() {
+                    return abort(LedgerError::DuplicateSerial(new.serial.clone()));
+                }
+                rec.superseded_by = Some(new.serial.clone());
+                tx_put(tx, &rec)?;
+                tx_put(tx, new)
+            })
+            .map_err(tx_error)?;
+        self.flush()
+    }
+
+    /// Revokes every certificate of the renewal chain `serial` belongs to: its predecessors
+    /// that are still valid (in their renewal grace period) and every certificate renewed from
+    /// it, forward to the newest. One transaction, so a renewal racing this either lands before
+    /// (and its certificate is revoked here too) or fails. Durable on return.
+    pub fn revoke_chain(
+        &self,
+        serial: &str,
+        reason: Reason,
+        at: i64,
+    ) -> Result<ChainRevocation, LedgerError> {
+        let out = self
+            .certs
+            .transaction(|tx| {
+                let Some(mut first) = tx_get(tx, serial)? else {
+                    return abort(LedgerError::NotFound(serial.into()));
+                };
+                // Back to the first certificate of the chain...
+                for _ in 0..MAX_CHAIN {
+                    let Some(prev) = first.renewed_from.clone() else {
+                        break;
+                    };
+                    match tx_get(tx, &prev)? {
+                        Some(p) => first = p,
+                        None => break,
+                    }
+                }
+                // ...then forward through every successor.
+                let mut out = ChainRevocation::default();
+                let mut next = Some(first);
+                let mut steps = 0;
+                while let Some(mut rec) = next.take() {
+                    steps += 1;
+                    if steps > MAX_CHAIN {
+                        return abort(LedgerError::Corrupt {
+                            key: serial.into(),
+                            message: "renewal chain loops".into(),
+                        });
+                    }
+                    let successor = rec.superseded_by.clone();
+                    if rec.revocation.is_some() {
+                        out.already.push(rec);
+                    } else {
+                        rec.revocation = Some(Revocation { at, reason });
+                        tx_put(tx, &rec)?;
+                        out.newly.push(rec);
+                    }
+                    if let Some(s) = successor {
+                        next = tx_get(tx, &s)?;
+                    }
+                }
+                Ok(out)
+            })
+            .map_err(tx_error)?;
+        self.flush()?;
+        Ok(out)
     }
 
     /// Reserves the next CRL number: strictly greater than every number handed out before,
@@ -429,7 +584,86 @@ mod tests {
             revocation: None,
             renewed_from: None,
             superseded_by: None,
+            chain_root: None,
+            chain_started: None,
         }
+    }
+
+    fn successor(old: &CertRecord, serial: &str) -> CertRecord {
+        CertRecord {
+            serial: serial.into(),
+            renewed_from: Some(old.serial.clone()),
+            chain_root: Some(old.chain_root().to_string()),
+            chain_started: Some(old.chain_started()),
+            ..record(serial, &old.name)
+        }
+    }
+
+    #[test]
+    fn revoking_any_certificate_of_a_chain_revokes_the_whole_chain() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+        let a = record("0a", "alice");
+        l.insert_new(&a).expect("insert");
+        let b = successor(&a, "0b");
+        l.record_renewal("0a", &b, 10).expect("renew a");
+        let c = successor(&b, "0c");
+        l.record_renewal("0b", &c, 11).expect("renew b");
+        // The middle one was retired as superseded already.
+        l.revoke("0b", Reason::Superseded, 12).expect("retire b");
+        let out = l
+            .revoke_chain("0a", Reason::KeyCompromise, 13)
+            .expect("chain");
+        let newly: Vec<&str> = out.newly.iter().map(|r| r.serial.as_str()).collect();
+        assert_eq!(newly, ["0a", "0c"]);
+        assert_eq!(out.already.len(), 1);
+        for s in ["0a", "0b", "0c"] {
+            assert!(l.get(s).expect("get").expect("rec").revocation.is_some());
+        }
+        assert_eq!(l.get("0c").expect("get").expect("c").chain_root(), "0a");
+        // Once revoked, nothing in the chain can be renewed.
+        let d = successor(&c, "0d");
+        assert!(matches!(
+            l.record_renewal("0c", &d, 14),
+            Err(LedgerError::NotRenewable { why: "revoked", .. })
+        ));
+        assert!(l.get("0d").expect("get").is_none());
+    }
+
+    #[test]
+    fn a_renewal_is_refused_for_expired_or_already_renewed_certificates_and_writes_nothing() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+        let a = CertRecord {
+            not_after: 100,
+            ..record("0a", "alice")
+        };
+        l.insert_new(&a).expect("insert");
+        assert!(matches!(
+            l.record_renewal("0a", &successor(&a, "0b"), 101),
+            Err(LedgerError::NotRenewable { why: "expired", .. })
+        ));
+        l.record_renewal("0a", &successor(&a, "0c"), 99)
+            .expect("renew");
+        assert!(matches!(
+            l.record_renewal("0a", &successor(&a, "0d"), 99),
+            Err(LedgerError::AlreadyRenewed(_))
+        ));
+        let serials: Vec<String> = l
+            .all()
+            .expect("all")
+            .into_iter()
+            .map(|r| r.serial)
+            .collect();
+        assert_eq!(serials.len(), 2, "{serials:?}");
+        assert_eq!(
+            l.get("0a")
+                .expect("get")
+                .expect("a")
+                .superseded_by
+                .as_deref(),
+            Some("0c")
+        );
     }
 
     #[test]

@@ -149,6 +149,7 @@ pub struct Credentials {
 impl Credentials {
     /// A reqwest client that presents the certificate and trusts only the CA.
     pub fn client(&self) -> Result<reqwest::Client, BridgeError> {
+        renew::finish_pending(self)?;
         let read = |p: &PathBuf| {
             std::fs::read(p).map_err(|e| BridgeError::Setup(format!("read {}: {e}", p.display())))
         };

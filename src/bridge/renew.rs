@@ -37,12 +37,62 @@ pub fn renew_url(mcp_url: &str) -> Result<reqwest::Url, BridgeError> {
     Ok(u)
 }
 
+/// Where a renewal keeps its new key until the new certificate is in place: `KEY.next`.
+pub fn pending_key_path(key: &Path) -> std::path::PathBuf {
+    let mut name = key.file_name().unwrap_or_default().to_os_string();
+    name.push(".next");
+    key.with_file_name(name)
+}
+
+/// Finishes a renewal that stopped between writing the new certificate and moving its key into
+/// place: when `KEY.next` holds the key of the certificate on disk, it becomes `KEY`. Anything
+/// else (no pending key, or one whose certificate never arrived) is left as it is.
+pub fn finish_pending(creds: &Credentials) -> Result<(), BridgeError> {
+    let next = pending_key_path(&creds.key);
+    let Ok(key_pem) = std::fs::read_to_string(&next) else {
+        return Ok(());
+    };
+    let setup = |e: String| BridgeError::Setup(e);
+    let key = crate::pki::keyfile::parse_pem(&key_pem, None).map_err(|e| setup(e.to_string()))?;
+    let cert_pem = std::fs::read_to_string(&creds.cert)
+        .map_err(|e| setup(format!("read {}: {e}", creds.cert.display())))?;
+    if certificate_is_for(&cert_pem, key.public_key_raw()) {
+        fsutil::rename_durable(&next, &creds.key).map_err(|e| setup(e.to_string()))?;
+    }
+    Ok(())
+}
+
+fn certificate_is_for(cert_pem: &str, raw_public_key: &[u8]) -> bool {
+    let Ok(der) = inspect::pem_to_der(cert_pem) else {
+        return false;
+    };
+    x509_parser::parse_x509_certificate(&der)
+        .is_ok_and(|(_, c)| c.public_key().subject_public_key.data.as_ref() == raw_public_key)
+}
+
 /// Renews `creds` with the server at `mcp_url`; on success the files at `creds.cert` and
 /// `creds.key` hold the new certificate and key. Returns the new serial.
+///
+/// Crash- and loss-safe: the new key is written to `KEY.next` before the request, so a renewal
+/// whose answer was lost is retried with the same key (the server then answers with the same
+/// certificate); the certificate is written next, and the key moved into place last
+/// ([`finish_pending`] completes that step if the process died in between).
 pub async fn renew(creds: &Credentials, mcp_url: &str) -> Result<String, BridgeError> {
-    let key = KeyAlgorithm::EcdsaP256
-        .generate()
-        .map_err(|e| BridgeError::Setup(e.to_string()))?;
+    let setup = |e: String| BridgeError::Setup(e);
+    finish_pending(creds)?;
+    let next = pending_key_path(&creds.key);
+    let key = match std::fs::read_to_string(&next) {
+        Ok(pem) => crate::pki::keyfile::parse_pem(&pem, None).map_err(|e| setup(e.to_string()))?,
+        Err(_) => {
+            let key = KeyAlgorithm::EcdsaP256
+                .generate()
+                .map_err(|e| setup(e.to_string()))?;
+            let pem = zeroize::Zeroizing::new(key.serialize_pem());
+            fsutil::write_atomic(&next, pem.as_bytes(), fsutil::SECRET_MODE)
+                .map_err(|e| setup(e.to_string()))?;
+            key
+        }
+    };
     let mut params = rcgen::CertificateParams::default();
     params
         .distinguished_name
@@ -70,19 +120,14 @@ pub async fn renew(creds: &Credentials, mcp_url: &str) -> Result<String, BridgeE
     let der = inspect::pem_to_der(&body)
         .map_err(|e| BridgeError::Protocol(format!("renewal answer: {e}")))?;
     let (serial, _) = crate::identity::serial_and_name(&der);
-    let (_, cert) = x509_parser::parse_x509_certificate(&der)
-        .map_err(|e| BridgeError::Protocol(format!("renewal answer: {e}")))?;
-    if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
+    if !certificate_is_for(&body, key.public_key_raw()) {
         return Err(BridgeError::Protocol(
             "the renewed certificate is not for the key we sent".into(),
         ));
     }
-    let key_pem = zeroize::Zeroizing::new(key.serialize_pem());
     let io = |e: fsutil::FsError| BridgeError::Setup(e.to_string());
-    // Key first: a crash between the two leaves a new key with the old certificate, which
-    // fails loudly at the next handshake instead of silently using a mismatched pair.
-    fsutil::write_atomic(&creds.key, key_pem.as_bytes(), fsutil::SECRET_MODE).map_err(io)?;
     fsutil::write_atomic(&creds.cert, body.as_bytes(), fsutil::PUBLIC_MODE).map_err(io)?;
+    fsutil::rename_durable(&next, &creds.key).map_err(io)?;
     serial.ok_or_else(|| BridgeError::Protocol("renewed certificate has no serial".into()))
 }
 

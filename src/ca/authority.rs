@@ -2,17 +2,20 @@
 
 use std::path::PathBuf;
 
-use rcgen::{Issuer, KeyPair};
+use rcgen::{Issuer, KeyPair, PublicKeyData};
 use time::Duration;
 use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
 use super::{CaError, Home, CRL_LIFETIME_DAYS};
 use crate::fsutil::{self, PUBLIC_MODE, SECRET_MODE};
-use crate::ledger::{CaMeta, CertKind, CertRecord, Ledger, LOCK_WAIT, RECORD_VERSION};
+use crate::ledger::{CaMeta, CertKind, CertRecord, Ledger, LedgerError, LOCK_WAIT, RECORD_VERSION};
 use crate::pki::build::{self, LeafKind, LeafRequest, Reason, RevokedEntry};
 use crate::pki::{self, keyfile, PkiError};
 use crate::policy::Policy;
+
+/// The holder name of the server's own certificate; no client certificate may carry it.
+pub const SERVER_NAME: &str = "server";
 
 /// The CA's private key and certificate, loaded only by commands that sign.
 pub struct Signer {
@@ -137,6 +140,16 @@ impl Authority {
     /// so no certificate exists that the ledger does not know.
     pub fn issue(&self, signer: &Signer, req: &IssueRequest) -> Result<Issued, CaError> {
         pki::validate_name(&req.name)?;
+        if req.name == SERVER_NAME {
+            return Err(CaError::ReservedName(req.name.clone()));
+        }
+        if req.ttl_secs <= 0 {
+            return Err(PkiError::Invalid(format!(
+                "invalid TTL of {} seconds: it must be positive",
+                req.ttl_secs
+            ))
+            .into());
+        }
         let policy = self.policy()?;
         if !policy.has_role(&req.role) {
             return Err(CaError::UnknownRole {
@@ -173,7 +186,7 @@ impl Authority {
         lifetime: Duration,
     ) -> Result<Issued, CaError> {
         let leaf = LeafRequest {
-            name: "server".into(),
+            name: SERVER_NAME.into(),
             spiffe_id: format!("spiffe://{}/server/mcp-zt", self.meta.trust_domain),
             extra_sans: sans.to_vec(),
             kind: LeafKind::Server,
@@ -191,7 +204,10 @@ impl Authority {
         out_dir: &std::path::Path,
     ) -> Result<Issued, CaError> {
         let now = pki::now();
-        let wanted_end = (now + leaf.lifetime).unix_timestamp();
+        // Checked: a lifetime of 10^11 days must be an error, not an overflow panic.
+        let wanted_end = now
+            .checked_add(leaf.lifetime)
+            .map_or(i64::MAX, |t| t.unix_timestamp());
         if wanted_end > self.meta.not_after {
             return Err(CaError::TtlBeyondCa {
                 wanted: pki::rfc3339(wanted_end),
@@ -214,6 +230,8 @@ impl Authority {
             revocation: None,
             renewed_from: None,
             superseded_by: None,
+            chain_root: None,
+            chain_started: None,
         };
         // Durable first: the ledger must know every certificate that leaves the CA.
         self.ledger.insert_new(&record)?;
@@ -230,50 +248,109 @@ impl Authority {
     }
 
     /// Renews a client certificate for a key the client proved it holds (the CSR's signature):
-    /// same name, role and lifetime, a new serial. The old record is linked to the new one; it
-    /// stays valid until the server sees the new one in use (or a grace period ends) and then
-    /// is revoked as superseded. Refused for unknown, revoked, expired or already renewed
-    /// certificates.
+    /// same name and role, a new serial, linked to the old record in one ledger transaction.
+    /// The old certificate stays valid until the server sees the new one in use (or a grace
+    /// period ends) and is then revoked as superseded.
+    ///
+    /// Refused for unknown, server, revoked or expired certificates, before the last part of
+    /// the lifetime ([`RenewalPolicy::window_percent`]), and once the chain is older than
+    /// [`RenewalPolicy::max_chain_age_secs`] counted from the operator's `issue`: a stolen key
+    /// cannot renew itself forever. A certificate renewed before answers again with the same
+    /// successor when the CSR is for the successor's key (the answer was lost in transit).
     pub fn renew(
         &self,
         signer: &Signer,
         old_serial: &str,
         csr_pem: &str,
-    ) -> Result<CertRecord, CaError> {
+        policy: &RenewalPolicy,
+        last_renewal_of_holder: Option<i64>,
+    ) -> Result<Renewal, CaError> {
+        let refused = |m: String| CaError::NotRenewable(m);
         let old = self
             .ledger
             .get(old_serial)?
             .ok_or_else(|| CaError::NotFound(old_serial.to_string()))?;
+        if old.kind != CertKind::Client {
+            return Err(refused("only client certificates are renewed".into()));
+        }
+        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem)
+            .map_err(|e| refused(format!("invalid certificate signing request: {e}")))?;
         let now = pki::now();
-        match old.status(now.unix_timestamp()) {
+        let t = now.unix_timestamp();
+        if let Some(next) = &old.superseded_by {
+            // The same key asking again: the answer was lost, hand out the same certificate.
+            if let Some(successor) = self.ledger.get(next)? {
+                if successor.revocation.is_none()
+                    && t <= successor.not_after
+                    && certificate_key_is(&successor.cert_pem, csr.public_key.der_bytes())
+                {
+                    return Ok(Renewal {
+                        record: successor,
+                        replayed: true,
+                    });
+                }
+            }
+            return Err(refused(format!(
+                "certificate {} was already renewed as {next}",
+                old.serial
+            )));
+        }
+        if let Some(wait) = last_renewal_of_holder
+            .map(|l| l.saturating_add(policy.min_interval_secs).saturating_sub(t))
+            .filter(|w| *w > 0)
+        {
+            return Err(CaError::RenewalRateLimited {
+                name: old.name,
+                interval: policy.min_interval_secs,
+                retry_after: wait,
+            });
+        }
+        match old.status(t) {
             crate::ledger::Status::Active => {}
             other => {
-                return Err(CaError::NotRenewable(format!(
+                return Err(refused(format!(
                     "certificate {} is {}",
                     old.serial,
                     other.as_str()
                 )))
             }
         }
-        if old.kind != CertKind::Client {
-            return Err(CaError::NotRenewable(
-                "only client certificates are renewed".into(),
-            ));
-        }
-        if let Some(next) = &old.superseded_by {
-            return Err(CaError::NotRenewable(format!(
-                "certificate {} was already renewed as {next}",
-                old.serial
-            )));
-        }
         let role = old
             .role
             .clone()
-            .ok_or_else(|| CaError::NotRenewable("the certificate has no role".into()))?;
-        let csr = rcgen::CertificateSigningRequestParams::from_pem(csr_pem).map_err(|e| {
-            CaError::NotRenewable(format!("invalid certificate signing request: {e}"))
-        })?;
-        let lifetime = (old.not_after - old.not_before - build::BACKDATE.whole_seconds()).max(60);
+            .ok_or_else(|| refused("the certificate has no role".into()))?;
+        let lifetime = old.not_after.saturating_sub(old.not_before);
+        let window = i64::from(policy.window_percent.min(100));
+        let left = old.not_after.saturating_sub(t);
+        if left.saturating_mul(100) > lifetime.saturating_mul(window) {
+            let opens = old
+                .not_after
+                .saturating_sub(lifetime.saturating_mul(window) / 100);
+            return Err(refused(format!(
+                "too early: certificate {} can be renewed once {window}% of its lifetime is left, from {}",
+                old.serial,
+                pki::rfc3339(opens)
+            )));
+        }
+        let chain_end = old
+            .chain_started()
+            .saturating_add(policy.max_chain_age_secs);
+        let wanted = lifetime
+            .saturating_sub(build::BACKDATE.whole_seconds())
+            .max(60);
+        let end = t
+            .saturating_add(wanted)
+            .min(chain_end)
+            .min(self.meta.not_after);
+        if end.saturating_sub(t) < 60 {
+            return Err(refused(format!(
+                "the renewal chain of {:?} began with `mcp-zt issue` at {} and renewals end {} days after that: an operator must issue a new certificate (mcp-zt issue --name {} --role {role})",
+                old.name,
+                pki::rfc3339(old.chain_started()),
+                policy.max_chain_age_secs / 86_400,
+                old.name
+            )));
+        }
         let leaf = LeafRequest {
             name: old.name.clone(),
             spiffe_id: old.spiffe_id.clone(),
@@ -282,15 +359,8 @@ impl Authority {
                 role: role.clone(),
                 role_oid: self.meta.role_oid.clone(),
             },
-            lifetime: Duration::seconds(lifetime),
+            lifetime: Duration::seconds(end - t),
         };
-        let wanted_end = (now + leaf.lifetime).unix_timestamp();
-        if wanted_end > self.meta.not_after {
-            return Err(CaError::TtlBeyondCa {
-                wanted: pki::rfc3339(wanted_end),
-                ca_end: pki::rfc3339(self.meta.not_after),
-            });
-        }
         let built = build::leaf_for_key(&leaf, &csr.public_key, &signer.issuer()?, now)?;
         let record = CertRecord {
             v: RECORD_VERSION,
@@ -302,16 +372,28 @@ impl Authority {
             sans: old.sans.clone(),
             not_before: built.not_before,
             not_after: built.not_after,
-            issued_at: now.unix_timestamp(),
+            issued_at: t,
             cert_pem: built.cert_pem,
             revocation: None,
             renewed_from: Some(old.serial.clone()),
             superseded_by: None,
+            chain_root: Some(old.chain_root().to_string()),
+            chain_started: Some(old.chain_started()),
         };
-        // Claim the renewal first: of two racing renewals only one gets a certificate.
-        self.ledger.set_superseded_by(&old.serial, &record.serial)?;
-        self.ledger.insert_new(&record)?;
-        Ok(record)
+        // One transaction: the successor and the link, or nothing; it re-checks that the old
+        // certificate is still unrevoked and unrenewed, so a racing revoke or renew wins cleanly.
+        self.ledger
+            .record_renewal(&old.serial, &record, t)
+            .map_err(|e| match e {
+                LedgerError::NotRenewable { .. } | LedgerError::AlreadyRenewed(_) => {
+                    refused(e.to_string())
+                }
+                e => e.into(),
+            })?;
+        Ok(Renewal {
+            record,
+            replayed: false,
+        })
     }
 
     /// Finds certificates by serial or by holder name (see [`find_in`]).
@@ -319,34 +401,78 @@ impl Authority {
         find_in(self.ledger.all()?, target)
     }
 
-    /// Revokes a serial, or every unrevoked certificate of a name, then republishes the CRL.
-    /// Returns the records revoked by this call.
+    /// Revokes in the ledger only (the CRL is the caller's next step): a serial, or every
+    /// certificate of a holder name, each with its whole renewal chain (see
+    /// [`Ledger::revoke_chain`]).
+    pub fn revoke_in_ledger(&self, target: &str, reason: Reason) -> Result<RevokeOutcome, CaError> {
+        let matches = self.find(target)?;
+        let now = pki::now().unix_timestamp();
+        let mut out = RevokeOutcome::default();
+        let mut seen = std::collections::HashSet::new();
+        for rec in &matches {
+            if seen.contains(&rec.serial) {
+                continue;
+            }
+            let chain = self.ledger.revoke_chain(&rec.serial, reason, now)?;
+            for r in chain.newly.iter().chain(&chain.already) {
+                seen.insert(r.serial.clone());
+            }
+            out.newly.extend(chain.newly);
+            out.already.extend(chain.already);
+        }
+        if out.newly.is_empty() {
+            let what = match matches.as_slice() {
+                [one] => format!("certificate {} ({})", one.serial, one.name),
+                _ => format!("every certificate of {target:?}"),
+            };
+            out.nothing_new = Some(what);
+        }
+        Ok(out)
+    }
+
+    /// Revokes (see [`Authority::revoke_in_ledger`]) and republishes the CRL. Returns the
+    /// records revoked by this call. Revoking what is already revoked is an error, but first
+    /// the CRL is republished if it lacks any of those serials (a revoke that died before
+    /// publishing).
     pub fn revoke(
         &self,
         signer: &Signer,
         target: &str,
         reason: Reason,
     ) -> Result<Vec<CertRecord>, CaError> {
-        let matches = self.find(target)?;
-        let now = pki::now().unix_timestamp();
-        let mut revoked = Vec::new();
-        for rec in matches.iter().filter(|r| r.revocation.is_none()) {
-            match self.ledger.revoke(&rec.serial, reason, now) {
-                Ok(r) => revoked.push(r),
-                // Lost a race with another revoke: that one counts, not ours.
-                Err(crate::ledger::LedgerError::AlreadyRevoked { .. }) => {}
-                Err(e) => return Err(e.into()),
+        let out = self.revoke_in_ledger(target, reason)?;
+        self.publish_crl_after_revoke(signer, &out)?;
+        out.into_result()
+    }
+
+    /// The CRL step of a revocation: always after new revocations; after a repeated one only
+    /// when the CRL on disk lacks one of its serials.
+    pub fn publish_crl_after_revoke(
+        &self,
+        signer: &Signer,
+        out: &RevokeOutcome,
+    ) -> Result<(), CaError> {
+        if out.newly.is_empty() {
+            let on_disk = std::fs::read_to_string(self.home.crl())
+                .ok()
+                .as_deref()
+                .and_then(super::doctor::read_crl);
+            let complete = on_disk
+                .is_some_and(|crl| super::doctor::missing_from_crl(&out.already, &crl).is_empty());
+            if complete {
+                return Ok(());
             }
         }
-        if revoked.is_empty() {
-            let what = match matches.as_slice() {
-                [one] => format!("certificate {} ({})", one.serial, one.name),
-                _ => format!("every certificate of {target:?}"),
-            };
-            return Err(CaError::AlreadyRevoked(what));
-        }
+        self.publish_crl(signer).map(|_| ())
+    }
+
+    /// Revokes exactly one certificate as superseded by its renewal (no chain: its successor
+    /// is the certificate in use).
+    pub fn retire(&self, signer: &Signer, serial: &str) -> Result<CertRecord, CaError> {
+        let now = pki::now().unix_timestamp();
+        let rec = self.ledger.revoke(serial, Reason::Superseded, now)?;
         self.publish_crl(signer)?;
-        Ok(revoked)
+        Ok(rec)
     }
 
     /// Republishes the CRL unless HOME/crl.pem is present and fresh; returns whether it did.
@@ -388,6 +514,66 @@ impl Authority {
         fsutil::write_atomic(&self.home.crl(), pem.as_bytes(), PUBLIC_MODE)?;
         Ok(pem)
     }
+}
+
+/// What the renewal policy allows; set by `serve`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RenewalPolicy {
+    /// Renewal opens when at most this share of the lifetime (percent) is left.
+    pub window_percent: u8,
+    /// How long a chain of renewals may go on after the operator's `issue` (seconds).
+    pub max_chain_age_secs: i64,
+    /// Fewest seconds between two renewals of one holder name.
+    pub min_interval_secs: i64,
+}
+
+impl Default for RenewalPolicy {
+    fn default() -> Self {
+        RenewalPolicy {
+            window_percent: 33,
+            max_chain_age_secs: 30 * 86_400,
+            min_interval_secs: 300,
+        }
+    }
+}
+
+/// A renewal's answer.
+#[derive(Debug, Clone)]
+pub struct Renewal {
+    /// The new certificate's record.
+    pub record: CertRecord,
+    /// True when this is a repeated request answered with the certificate issued before.
+    pub replayed: bool,
+}
+
+/// What a revocation did in the ledger.
+#[derive(Debug, Clone, Default)]
+pub struct RevokeOutcome {
+    /// Revoked by this call.
+    pub newly: Vec<CertRecord>,
+    /// Matched, or in a matched chain, and revoked before.
+    pub already: Vec<CertRecord>,
+    /// Set when nothing new was revoked: what the operator asked for.
+    pub nothing_new: Option<String>,
+}
+
+impl RevokeOutcome {
+    /// The newly revoked records, or [`CaError::AlreadyRevoked`] when there are none.
+    pub fn into_result(self) -> Result<Vec<CertRecord>, CaError> {
+        match self.nothing_new {
+            Some(what) => Err(CaError::AlreadyRevoked(what)),
+            None => Ok(self.newly),
+        }
+    }
+}
+
+/// Whether the PEM certificate `cert_pem` is for the public key `raw` (subjectPublicKey bits).
+fn certificate_key_is(cert_pem: &str, raw: &[u8]) -> bool {
+    let Ok(der) = pki::inspect::pem_to_der(cert_pem) else {
+        return false;
+    };
+    x509_parser::parse_x509_certificate(&der)
+        .is_ok_and(|(_, c)| c.public_key().subject_public_key.data.as_ref() == raw)
 }
 
 /// Picks the records matching `target`: a serial (hex, any case, optional `0x` or colons) or,
@@ -437,8 +623,27 @@ pub fn load_policy(home: &Home) -> Result<Policy, CaError> {
     })
 }
 
-/// Reads a passphrase file: the first line, without its line ending.
+/// Reads a passphrase file: the first line, without its line ending. A file that group or
+/// others may read is refused: the passphrase is what protects the key at rest.
 pub fn read_passphrase(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path)
+        .map_err(|source| crate::fsutil::FsError::Io {
+            action: "read",
+            path: path.to_path_buf(),
+            source,
+        })?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        return Err(PkiError::Key(format!(
+            "passphrase file {} has mode {:04o}: other users may read it; run chmod 600 {}",
+            path.display(),
+            mode & 0o7777,
+            path.display()
+        ))
+        .into());
+    }
     let bytes = Zeroizing::new(fsutil::read(path)?);
     let line = bytes.split(|b| *b == b'\n').next().unwrap_or(&[]);
     let line = line.strip_suffix(b"\r").unwrap_or(line);

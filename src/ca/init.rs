@@ -11,6 +11,10 @@ use crate::pki::role_ext::Oid;
 use crate::pki::{self, keyfile};
 use crate::policy::{Policy, DEFAULT_POLICY};
 
+/// Shortest CA passphrase `ca init` accepts: the encrypted key may be copied off the host and
+/// attacked offline, so the passphrase must not be guessable in reach of scrypt's cost.
+pub const MIN_PASSPHRASE_BYTES: usize = 12;
+
 /// Options of `ca init`.
 #[derive(Debug, Clone)]
 pub struct InitOptions {
@@ -39,10 +43,19 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<CaMeta, CaError> {
         ))
         .into());
     }
+    if let Some(pass) = &opts.passphrase {
+        if pass.len() < MIN_PASSPHRASE_BYTES {
+            return Err(pki::PkiError::Key(format!(
+                "the CA passphrase must have at least {MIN_PASSPHRASE_BYTES} characters (it has {})",
+                pass.len()
+            ))
+            .into());
+        }
+    }
     if home.ca_key().exists() || home.ca_cert().exists() {
         return Err(CaError::AlreadyInitialized(home.display()));
     }
-    fsutil::ensure_private_dir(home.dir())?;
+    fsutil::make_private_dir(home.dir())?;
 
     // Keep an existing policy (pki/ ships one), but only if it is valid.
     let policy_path = home.policy();

@@ -7,7 +7,8 @@ mod home;
 mod init;
 
 pub use authority::{
-    crl_is_fresh, find_in, load_policy, read_passphrase, Authority, IssueRequest, Issued, Signer,
+    crl_is_fresh, find_in, load_policy, read_passphrase, Authority, IssueRequest, Issued, Renewal,
+    RenewalPolicy, RevokeOutcome, Signer,
 };
 pub use home::Home;
 pub use init::{init, InitOptions};
@@ -54,9 +55,24 @@ pub enum CaError {
     /// No certificate matches a name or serial.
     #[error("no certificate matches {0:?} (give a name or a serial from `mcp-zt list`)")]
     NotFound(String),
+    /// A name kept for the server's own certificate.
+    #[error("the name {0:?} is reserved for the server's own certificate; choose another name")]
+    ReservedName(String),
     /// A renewal that is not allowed.
     #[error("renewal refused: {0}")]
     NotRenewable(String),
+    /// A holder renewing again too soon.
+    #[error(
+        "renewal refused: {name} was renewed less than {interval} s ago; retry in {retry_after} s"
+    )]
+    RenewalRateLimited {
+        /// The holder.
+        name: String,
+        /// The configured interval.
+        interval: i64,
+        /// Seconds until a renewal is allowed.
+        retry_after: i64,
+    },
     /// Every matching certificate is already revoked.
     #[error("{0} is already revoked")]
     AlreadyRevoked(String),

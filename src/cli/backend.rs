@@ -64,6 +64,7 @@ impl Backend {
                         ttl_secs: req.ttl_secs,
                         out_dir,
                         sans: req.sans,
+                        passphrase: pass.map(|p| p.to_vec()),
                     },
                 )?;
                 let record = r.records.into_iter().next();

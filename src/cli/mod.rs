@@ -183,6 +183,20 @@ pub struct ServeArgs {
     /// other Origin get 403. Requests without Origin (non-browser clients) are unaffected.
     #[arg(long)]
     pub allowed_origin: Vec<String>,
+    /// Renewal opens when at most this share of a certificate's lifetime (percent) is left.
+    #[arg(long, default_value_t = 33, value_parser = clap::value_parser!(u8).range(1..=100))]
+    pub renewal_window_percent: u8,
+    /// Fewest time between two renewals of one holder, e.g. 5m.
+    #[arg(long, default_value = "5m")]
+    pub renewal_min_interval: String,
+    /// How long a holder may keep renewing after the operator's `issue`, e.g. 30d; past it,
+    /// an operator must issue a new certificate.
+    #[arg(long, default_value = "30d")]
+    pub renewal_max_chain_age: String,
+    /// Let `issue` over the control socket sign without the CA passphrase (by default, when
+    /// ca.key is encrypted, the issuing command must give it too).
+    #[arg(long)]
+    pub allow_socket_issue: bool,
     /// TLS handshake timeout, e.g. 10s.
     #[arg(long, default_value = "10s")]
     pub handshake_timeout: String,

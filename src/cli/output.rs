@@ -32,6 +32,11 @@ pub struct CertView {
     pub renewed_from: Option<String>,
     /// For a renewed-away certificate: its successor.
     pub superseded_by: Option<String>,
+    /// The first certificate of the renewal chain (the operator's `issue`); revoking any
+    /// certificate of a chain revokes all of it.
+    pub chain_root: String,
+    /// RFC 3339: when the chain began; renewals stop at a maximum age from here.
+    pub chain_started: String,
 }
 
 impl CertView {
@@ -50,15 +55,30 @@ impl CertView {
             revocation_reason: r.revocation.map(|x| x.reason.as_str()),
             renewed_from: r.renewed_from.clone(),
             superseded_by: r.superseded_by.clone(),
+            chain_root: r.chain_root().to_string(),
+            chain_started: rfc3339(r.chain_started()),
         }
     }
 
     fn status_text(&self) -> String {
-        match (&self.revoked_at, self.revocation_reason) {
+        let status = match (&self.revoked_at, self.revocation_reason) {
             (Some(at), Some("superseded")) => format!("superseded {at}"),
             (Some(at), Some(reason)) => format!("revoked {at} ({reason})"),
             _ => self.status.to_string(),
+        };
+        // The table shows where a renewed certificate comes from.
+        match &self.renewed_from {
+            Some(prev) => format!("{status}, renewed from {}", short(prev)),
+            None => status,
         }
+    }
+}
+
+/// The first 8 hex digits of a serial, for tables.
+fn short(serial: &str) -> String {
+    match serial.get(..8) {
+        Some(head) if serial.len() > 8 => format!("{head}…"),
+        _ => serial.to_string(),
     }
 }
 
@@ -104,6 +124,10 @@ pub fn detail(v: &CertView, fields: Option<&crate::pki::inspect::CertFields>) ->
     }
     if let Some(s) = &v.superseded_by {
         line("superseded by", s);
+    }
+    if v.renewed_from.is_some() || v.superseded_by.is_some() {
+        line("chain began with", &v.chain_root);
+        line("chain began at", &v.chain_started);
     }
     if let Some(f) = fields {
         line(

@@ -7,7 +7,7 @@ use zeroize::Zeroizing;
 
 use super::backend::load_signer;
 use super::{AuditArgs, LogFormat, ServeArgs};
-use crate::ca::{Authority, Home};
+use crate::ca::{Authority, Home, RenewalPolicy};
 use crate::server::{self, ServeOptions};
 use crate::tls::lockout::LockoutPolicy;
 
@@ -36,6 +36,18 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
             block: duration("--lockout-duration", &args.lockout_duration)?,
         },
         max_body_bytes: args.max_body_bytes,
+        renewal: RenewalPolicy {
+            window_percent: args.renewal_window_percent,
+            min_interval_secs: duration("--renewal-min-interval", &args.renewal_min_interval)?
+                .as_secs()
+                .try_into()
+                .unwrap_or(i64::MAX),
+            max_chain_age_secs: duration("--renewal-max-chain-age", &args.renewal_max_chain_age)?
+                .as_secs()
+                .try_into()
+                .unwrap_or(i64::MAX),
+        },
+        allow_socket_issue: args.allow_socket_issue,
         audit_to_stderr: args.log_format == LogFormat::Json,
     };
     let authority = Authority::open(home)?;

@@ -1,9 +1,14 @@
 //! The control socket: how the CLI reaches the CA while `serve` owns the ledger.
 //!
 //! sled allows one process per database, so while the server runs, `issue`, `revoke`, `list`,
-//! `show` and `crl` send their request over `HOME/ctl.sock` (mode 0600 in a 0700 HOME: only the
-//! CA's owner, who could read `ca.key` anyway, can connect). One JSON line in, one JSON line out.
-//! A revocation made this way is applied to the live server at once.
+//! `show` and `crl` send their request over `HOME/ctl.sock`. One JSON line in, one JSON line
+//! out. A revocation made this way is applied to the live server at once.
+//!
+//! The socket can mint certificates with the unlocked CA key, so it is guarded three ways: it
+//! is bound inside a fresh 0700 folder and chmodded 0600 before it is moved into HOME (no moment
+//! where the umask's mode applies), `serve` refuses a HOME that group or others can enter, and
+//! each connection's peer uid (SO_PEERCRED) must be HOME's owner or root. When `ca.key` is
+//! encrypted, `issue` must carry the passphrase as well, unless `serve --allow-socket-issue`.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -14,7 +19,7 @@ use tokio::net::UnixListener;
 use tokio_util::sync::CancellationToken;
 
 use super::state::AppState;
-use crate::ca::{CaError, IssueRequest};
+use crate::ca::{CaError, IssueRequest, Signer};
 use crate::ledger::CertRecord;
 use crate::pki::build::Reason;
 
@@ -37,6 +42,9 @@ pub enum CtlRequest {
         out_dir: Option<PathBuf>,
         /// Extra SANs.
         sans: Vec<String>,
+        /// The CA passphrase, when `ca.key` is encrypted (checked against the key).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<Vec<u8>>,
     },
     /// Revoke by name or serial.
     Revoke {
@@ -75,7 +83,19 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
             ttl_secs,
             out_dir,
             sans,
+            passphrase,
         } => {
+            let passphrase = passphrase.map(zeroize::Zeroizing::new);
+            if state.authority.meta().key_encrypted && !state.allow_socket_issue {
+                let Some(pass) = passphrase.as_deref() else {
+                    return Err(crate::pki::PkiError::Key(
+                        "ca.key is encrypted: issuing through the running server needs its passphrase too (--passphrase-file FILE), unless the server runs with --allow-socket-issue".into(),
+                    )
+                    .into());
+                };
+                // Decrypting ca.key with it is the check: same key, same certificate.
+                Signer::load(state.authority.home(), Some(pass))?;
+            }
             let issued = state.authority.issue(
                 &state.signer,
                 &IssueRequest {
@@ -101,8 +121,10 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
     Ok(out)
 }
 
-/// Binds the socket, refusing if another server already answers on it.
+/// Binds the socket, refusing if another server already answers on it. The socket is created
+/// in a fresh private folder, made 0600 there, and only then renamed to `path`.
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if path.exists() {
         if std::os::unix::net::UnixStream::connect(path).is_ok() {
             return Err(std::io::Error::new(
@@ -113,10 +135,26 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
         // A stale socket from a server that died: nobody listens on it.
         std::fs::remove_file(path)?;
     }
-    let listener = UnixListener::bind(path)?;
-    use std::os::unix::fs::PermissionsExt;
-    std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))?;
-    Ok(listener)
+    let parent = path.parent().unwrap_or(Path::new("."));
+    let mut random = [0u8; 8];
+    crate::pki::fill_random(&mut random).map_err(std::io::Error::other)?;
+    let private = parent.join(format!(".ctl-{}", hex::encode(random)));
+    std::fs::DirBuilder::new().mode(0o700).create(&private)?;
+    let staged = private.join("ctl.sock");
+    let result = (|| {
+        let listener = UnixListener::bind(&staged)?;
+        std::fs::set_permissions(&staged, std::fs::Permissions::from_mode(0o600))?;
+        std::fs::rename(&staged, path)?;
+        Ok(listener)
+    })();
+    let _ = std::fs::remove_file(&staged);
+    let _ = std::fs::remove_dir(&private);
+    result
+}
+
+/// Whether a peer with `uid` may use the control socket of a HOME owned by `owner`.
+pub fn peer_allowed(uid: u32, owner: u32) -> bool {
+    uid == owner || uid == 0
 }
 
 /// Serves control requests until `shutdown`.
@@ -126,6 +164,24 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>, shutdown: Cance
             _ = shutdown.cancelled() => break,
             s = listener.accept() => match s { Ok((s, _)) => s, Err(_) => continue },
         };
+        let owner = {
+            use std::os::unix::fs::MetadataExt;
+            std::fs::metadata(state.authority.home().dir()).map(|m| m.uid())
+        };
+        let peer = stream.peer_cred().map(|c| c.uid());
+        match (peer, owner) {
+            (Ok(uid), Ok(owner)) if peer_allowed(uid, owner) => {}
+            (peer, _) => {
+                let who =
+                    peer.map_or_else(|e| format!("unknown uid ({e})"), |u| format!("uid {u}"));
+                state
+                    .audit
+                    .log(crate::audit::Event::new("control_refused").reason(format!(
+                        "control socket peer {who} is neither HOME's owner nor root"
+                    )));
+                continue;
+            }
+        }
         let state = state.clone();
         tokio::spawn(async move {
             let (read, mut write) = stream.into_split();

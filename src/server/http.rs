@@ -72,16 +72,35 @@ async fn renew(
     let Ok(csr) = String::from_utf8(body.to_vec()) else {
         return plain(StatusCode::BAD_REQUEST, "the body must be a PEM CSR");
     };
+    let now = crate::pki::now().unix_timestamp();
+    let last = {
+        let m = state.last_renewal.lock().unwrap_or_else(|e| e.into_inner());
+        m.get(&who.name).copied()
+    };
     let st = state.clone();
     let serial = who.serial.clone();
-    let result =
-        tokio::task::spawn_blocking(move || st.authority.renew(&st.signer, &serial, &csr)).await;
+    let policy = state.renewal_policy;
+    let result = tokio::task::spawn_blocking(move || {
+        st.authority.renew(&st.signer, &serial, &csr, &policy, last)
+    })
+    .await;
     match result {
-        Ok(Ok(rec)) => {
-            state
-                .audit
-                .log(audit("certificate_renewed").reason(format!("new serial {}", rec.serial)));
-            {
+        Ok(Ok(renewal)) => {
+            let rec = renewal.record;
+            if renewal.replayed {
+                state.audit.log(
+                    audit("certificate_renewed")
+                        .reason(format!("new serial {} (answer sent again)", rec.serial)),
+                );
+            } else {
+                state
+                    .last_renewal
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .insert(who.name.clone(), now);
+                state
+                    .audit
+                    .log(audit("certificate_renewed").reason(format!("new serial {}", rec.serial)));
                 let mut p = state
                     .pending_renewals
                     .lock()
@@ -107,6 +126,7 @@ async fn renew(
                 .log(audit("renewal_refused").reason(e.to_string()));
             let status = match e {
                 crate::ca::CaError::NotRenewable(_) => StatusCode::CONFLICT,
+                crate::ca::CaError::RenewalRateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             };
             (status, e.to_string()).into_response()

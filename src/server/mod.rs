@@ -39,11 +39,16 @@ pub struct ServeOptions {
     pub max_body_bytes: usize,
     /// Also print audit lines (JSON) on stderr.
     pub audit_to_stderr: bool,
+    /// Renewal rules.
+    pub renewal: ca::RenewalPolicy,
+    /// `issue` over the control socket without the CA passphrase.
+    pub allow_socket_issue: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
 pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Result<()> {
     let home = authority.home().clone();
+    check_home_mode(home.dir())?;
     let policy = Arc::new(RwLock::new(Arc::new(authority.policy()?)));
     let all = authority.ledger().all()?;
     let revoked = RevocationSet::new(
@@ -119,6 +124,10 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         allowed_origins: opts.allowed_origins.clone(),
         max_body_bytes: opts.max_body_bytes,
         pending_renewals: std::sync::Mutex::new(pending),
+        renewal_policy: opts.renewal,
+        last_renewal: Default::default(),
+        server_cert_revoked: Default::default(),
+        allow_socket_issue: opts.allow_socket_issue,
     });
 
     let listener = TcpListener::bind(opts.listen)
@@ -186,6 +195,25 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     state.audit.sync();
     state.authority.ledger().flush()?;
     eprintln!("mcp-zt: stopped");
+    Ok(())
+}
+
+/// Refuses a HOME that group or others can read or enter: it holds the CA key, the ledger
+/// and the control socket that issues certificates.
+fn check_home_mode(dir: &std::path::Path) -> Result<()> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(dir)
+        .with_context(|| format!("read {}", dir.display()))?
+        .permissions()
+        .mode();
+    if mode & 0o077 != 0 {
+        anyhow::bail!(
+            "{} has mode {:04o}: group or others can reach the CA key, the ledger and the control socket; run chmod 700 {} (refusing to serve)",
+            dir.display(),
+            mode & 0o7777,
+            dir.display()
+        );
+    }
     Ok(())
 }
 
@@ -261,12 +289,13 @@ async fn renew_loop(
     shutdown: CancellationToken,
 ) {
     loop {
-        tokio::select! {
+        let revoked = tokio::select! {
             _ = shutdown.cancelled() => return,
-            _ = tokio::time::sleep(Duration::from_secs(3600)) => {}
-        }
+            _ = tokio::time::sleep(Duration::from_secs(3600)) => false,
+            _ = state.server_cert_revoked.notified() => true,
+        };
         let now = crate::pki::now().unix_timestamp();
-        if !certs::needs_renewal(not_before, not_after, now) {
+        if !revoked && !certs::needs_renewal(not_before, not_after, now) {
             continue;
         }
         let st = state.clone();

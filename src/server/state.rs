@@ -8,9 +8,9 @@ use std::sync::{Arc, Mutex};
 use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Audit, Event};
-use crate::ca::{Authority, CaError, Signer};
+use crate::ca::{Authority, CaError, RenewalPolicy, Signer};
 use crate::identity::Identity;
-use crate::ledger::CertRecord;
+use crate::ledger::{CertKind, CertRecord};
 use crate::mcp::ratelimit::RateLimiter;
 use crate::pki::build::Reason;
 use crate::tls::{RevocationSet, SharedPolicy, ZtVerifier};
@@ -67,6 +67,11 @@ impl ConnRegistry {
             token.cancel();
         }
         conns.len()
+    }
+    /// Whether `serial` has open connections.
+    pub fn has(&self, serial: &str) -> bool {
+        let map = self.by_serial.lock().unwrap_or_else(|p| p.into_inner());
+        map.contains_key(serial)
     }
     /// Number of open connections.
     pub fn count(&self) -> usize {
@@ -132,11 +137,22 @@ pub struct AppState {
     /// Renewed certificates not seen yet: new serial → (old serial, Unix deadline). The old
     /// one is revoked as superseded at the new one's first handshake or at the deadline.
     pub pending_renewals: Mutex<HashMap<String, (String, i64)>>,
+    /// When renewal is allowed and how long chains may run.
+    pub renewal_policy: RenewalPolicy,
+    /// Last renewal per holder name (Unix seconds), for the rate limit.
+    pub last_renewal: Mutex<HashMap<String, i64>>,
+    /// Woken when the server's own certificate was revoked: a new one is issued at once.
+    pub server_cert_revoked: tokio::sync::Notify,
+    /// Whether `issue` over the control socket may skip the CA passphrase.
+    pub allow_socket_issue: bool,
 }
 
 impl AppState {
-    /// Revokes in the ledger (CRL republished), then applies it live: the serial joins the
-    /// revocation set (next handshakes and requests fail) and its open connections are closed.
+    /// Revokes in the ledger, applies it live at once (the serials join the revocation set, so
+    /// the next handshakes and requests fail, and their open connections are closed), and only
+    /// then republishes the CRL: a CRL that cannot be written (full disk) must not leave a
+    /// revoked certificate working. A repeated revoke re-applies the revocation live and
+    /// republishes a CRL that lacks it. Each revocation takes the whole renewal chain.
     /// The one revocation path for the CLI (via the control socket) and the `revoke_cert` tool.
     pub fn revoke(
         &self,
@@ -144,11 +160,33 @@ impl AppState {
         reason: Reason,
         actor: &str,
     ) -> Result<Vec<CertRecord>, CaError> {
-        let revoked = self.authority.revoke(&self.signer, target, reason)?;
-        for rec in &revoked {
+        let outcome = self.authority.revoke_in_ledger(target, reason)?;
+        for rec in &outcome.newly {
             self.apply_revocation(rec, actor);
         }
-        Ok(revoked)
+        for rec in &outcome.already {
+            if !self.revoked.contains(&rec.serial) || self.conns.has(&rec.serial) {
+                self.apply_revocation(rec, actor);
+            }
+        }
+        if outcome
+            .newly
+            .iter()
+            .chain(&outcome.already)
+            .any(|r| r.kind == CertKind::Server)
+        {
+            self.server_cert_revoked.notify_one();
+        }
+        self.authority
+            .publish_crl_after_revoke(&self.signer, &outcome)
+            .map_err(|e| {
+                self.audit.log(
+                    Event::new("crl_publish_failed")
+                        .reason(format!("revocation applied live; CRL not written: {e}")),
+                );
+                e
+            })?;
+        outcome.into_result()
     }
 
     /// Called at every successful handshake: the first use of a renewed certificate retires
@@ -166,11 +204,13 @@ impl AppState {
         }
     }
 
-    /// Revokes a renewed certificate as superseded (off the async workers: it signs a CRL).
+    /// Revokes a renewed certificate as superseded, alone: its successor is the one in use.
+    /// Off the async workers: it signs a CRL.
     pub fn retire(self: &Arc<Self>, old: String, why: &'static str) {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || match me.revoke(&old, Reason::Superseded, why) {
-            Ok(_) | Err(CaError::AlreadyRevoked(_)) => {}
+        tokio::task::spawn_blocking(move || match me.authority.retire(&me.signer, &old) {
+            Ok(rec) => me.apply_revocation(&rec, why),
+            Err(CaError::Ledger(crate::ledger::LedgerError::AlreadyRevoked { .. })) => {}
             Err(e) => eprintln!("mcp-zt: could not retire renewed certificate {old}: {e}"),
         });
     }

@@ -91,6 +91,15 @@ impl Env {
         self.dir.path().join(name)
     }
 
+    /// Writes a secret file (passphrase, password) with mode 0600, as mcp-zt requires.
+    pub fn secret_file(&self, name: &str, contents: &str) -> PathBuf {
+        use std::os::unix::fs::PermissionsExt;
+        let path = self.path(name);
+        std::fs::write(&path, contents).expect("write secret file");
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+        path
+    }
+
     /// `list --json`, parsed.
     pub fn list(&self) -> Vec<serde_json::Value> {
         serde_json::from_str(self.run(&["list", "--json"]).ok()).expect("list --json is JSON")
@@ -111,6 +120,31 @@ pub fn openssl(args: &[&str]) -> (bool, String) {
         .args(args)
         .output()
         .expect("openssl must be installed (scripts/test.sh installs it)");
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// Runs openssl with `args` and `input` on stdin; returns (success, stdout + stderr).
+pub fn openssl_stdin(args: &[&str], input: &str) -> (bool, String) {
+    use std::io::Write;
+    let mut child = Command::new("openssl")
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("openssl must be installed (scripts/test.sh installs it)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(input.as_bytes())
+        .expect("write to openssl");
+    let out = child.wait_with_output().expect("openssl");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),

@@ -6,5 +6,6 @@ mod connect;
 mod hostile;
 mod pki_cli;
 mod renewal;
+mod renewal_chain;
 mod server;
 mod server_env;

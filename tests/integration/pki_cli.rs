@@ -2,6 +2,7 @@
 
 use std::collections::BTreeSet;
 use std::fs;
+use std::os::unix::fs::PermissionsExt;
 
 use crate::common::{mode, openssl, verify_client_cert, Env};
 
@@ -289,11 +290,29 @@ fn bad_input_gets_one_clear_error_line_and_writes_nothing() {
 #[test]
 fn encrypted_ca_key_needs_the_right_passphrase() {
     let env = Env::new();
-    let pass = env.path("pass");
-    let wrong = env.path("wrong");
-    fs::write(&pass, "correct horse battery staple\n").expect("write");
-    fs::write(&wrong, "hunter2\n").expect("write");
+    let pass = env.secret_file("pass", "correct horse battery staple\n");
+    let wrong = env.secret_file("wrong", "hunter2 is wrong\n");
     let p = pass.to_str().expect("utf8");
+    // A passphrase file others may read is refused, and so is a short passphrase.
+    let loose = env.path("loose");
+    fs::write(&loose, "correct horse battery staple\n").expect("write");
+    fs::set_permissions(&loose, fs::Permissions::from_mode(0o644)).expect("chmod");
+    env.run(&[
+        "--passphrase-file",
+        loose.to_str().expect("utf8"),
+        "ca",
+        "init",
+    ])
+    .fails_with("chmod 600");
+    let short = env.secret_file("short", "hunter2\n");
+    env.run(&[
+        "--passphrase-file",
+        short.to_str().expect("utf8"),
+        "ca",
+        "init",
+    ])
+    .fails_with("at least 12 characters");
+    assert!(!env.home.join("ca.key").exists());
     env.run(&["--passphrase-file", p, "ca", "init"]).ok();
     let key = env.home.join("ca.key");
     assert!(fs::read_to_string(&key)

@@ -27,7 +27,14 @@ fn wait_list(env: &Env, pred: impl Fn(&[serde_json::Value]) -> bool) -> Vec<serd
 #[tokio::test(flavor = "multi_thread")]
 async fn renew_gives_a_new_serial_with_the_same_identity_and_supersedes_the_old() {
     let env = Env::with_ca();
-    let old = env.issue("erin", "editor");
+    // Short-lived, so that renewal is open at once (it opens in the last third of the lifetime).
+    let old = env
+        .run(&[
+            "issue", "--role", "editor", "--name", "erin", "--ttl", "20s",
+        ])
+        .ok()
+        .trim()
+        .to_string();
     let server = Server::start(&env, &[]);
     let out = env.run(&["renew", &server.url(), "--name", "erin"]);
     let new = out.ok().trim().to_string();
@@ -133,8 +140,7 @@ fn connect_renews_a_short_lived_certificate_by_itself() {
 #[test]
 fn pkcs12_bundle_is_readable_by_openssl_and_verifies_against_the_ca() {
     let env = Env::with_ca();
-    let pass = env.path("p12pass");
-    std::fs::write(&pass, "correct horse battery\n").expect("write");
+    let pass = env.secret_file("p12pass", "correct horse battery\n");
     let p = pass.to_str().expect("utf8");
     env.run(&[
         "issue",
@@ -200,8 +206,7 @@ fn pkcs12_bundle_is_readable_by_openssl_and_verifies_against_the_ca() {
     ])
     .ok();
     assert!(out.exists());
-    let short = env.path("short");
-    std::fs::write(&short, "short\n").expect("write");
+    let short = env.secret_file("short", "short\n");
     env.run(&[
         "export",
         "--p12",
