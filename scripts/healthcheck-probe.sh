@@ -23,7 +23,7 @@ work="$(mktemp -d)"
 home="$work/pki"
 "$MCP_ZT" --home "$home" ca init >/dev/null 2>&1
 "$MCP_ZT" --home "$home" issue --role viewer --name good >/dev/null 2>&1
-bad="$("$MCP_ZT" --home "$home" issue --role viewer --name looping)"
+bad="$("$MCP_ZT" --home "$home" issue --role viewer --name looping 2>/dev/null)"
 start_server "$home" "$work"
 echo "server on 127.0.0.1:$PORT (defaults), probing for ${secs}s"
 
