@@ -203,15 +203,36 @@ pub struct ServeArgs {
     /// Most simultaneous connections.
     #[arg(long, default_value_t = 1024)]
     pub max_connections: usize,
-    /// Failed handshakes from one address, within --lockout-window, that block it (0: off).
+    /// Failed handshakes of one certificate from one address, within --lockout-window, that
+    /// lock that certificate out from that address (0: off). Other certificates are unaffected.
     #[arg(long, default_value_t = 10)]
     pub lockout_threshold: usize,
-    /// Window for counting failed handshakes.
+    /// Window for counting failed handshakes, from the first one.
     #[arg(long, default_value = "60s")]
     pub lockout_window: String,
-    /// How long a blocked address stays blocked.
+    /// How long a locked-out certificate stays locked out.
     #[arg(long, default_value = "5m")]
     pub lockout_duration: String,
+    /// Handshakes without a certificate (health checks, scans, dropped connections) one address
+    /// may make back to back before it is slowed down.
+    #[arg(long, default_value_t = 64)]
+    pub handshake_burst: u32,
+    /// Handshakes without a certificate per second one address may sustain (0: no limit).
+    #[arg(long, default_value_t = 16)]
+    pub handshake_rate: u32,
+    /// Handshakes in progress at once from one address (IPv6: one /64) (0: no cap).
+    #[arg(long, default_value_t = 32)]
+    pub max_handshakes_per_address: usize,
+    /// Most simultaneous connections of one certificate (0: no cap).
+    #[arg(long, default_value_t = 32)]
+    pub max_connections_per_cert: usize,
+    /// HTTP/1.1: time to send a request head, and most idle time between requests (0: off).
+    #[arg(long, default_value = "30s")]
+    pub header_read_timeout: String,
+    /// A connection with no request in flight for this long is closed (0: never). Open SSE
+    /// streams count as requests in flight.
+    #[arg(long, default_value = "5m")]
+    pub idle_timeout: String,
     /// Largest request body in bytes (larger: 413).
     #[arg(long, default_value_t = 1024 * 1024)]
     pub max_body_bytes: usize,

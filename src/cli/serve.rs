@@ -9,11 +9,19 @@ use super::backend::load_signer;
 use super::{AuditArgs, LogFormat, ServeArgs};
 use crate::ca::{Authority, Home, RenewalPolicy};
 use crate::server::{self, ServeOptions};
-use crate::tls::lockout::LockoutPolicy;
+use crate::tls::lockout::{AdmissionPolicy, LockoutPolicy, DEFAULT_MAX_ENTRIES};
 
 fn duration(flag: &str, s: &str) -> Result<Duration> {
     let secs = crate::pki::parse_ttl(s).with_context(|| flag.to_string())?;
     Ok(Duration::from_secs(secs.unsigned_abs()))
+}
+
+/// A duration flag where 0 (with or without a unit) means off.
+fn optional(flag: &str, s: &str) -> Result<Option<Duration>> {
+    if s.trim_end_matches(|c: char| c.is_ascii_alphabetic()) == "0" {
+        return Ok(None);
+    }
+    duration(flag, s).map(Some)
 }
 
 /// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM.
@@ -30,11 +38,20 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
         allowed_origins: args.allowed_origin,
         handshake_timeout: duration("--handshake-timeout", &args.handshake_timeout)?,
         max_connections: args.max_connections.max(1),
-        lockout: LockoutPolicy {
-            threshold: args.lockout_threshold,
-            window: duration("--lockout-window", &args.lockout_window)?,
-            block: duration("--lockout-duration", &args.lockout_duration)?,
+        admission: AdmissionPolicy {
+            lockout: LockoutPolicy {
+                threshold: args.lockout_threshold,
+                window: duration("--lockout-window", &args.lockout_window)?,
+                block: duration("--lockout-duration", &args.lockout_duration)?,
+            },
+            handshake_burst: args.handshake_burst,
+            handshake_rate: args.handshake_rate,
+            max_handshakes: args.max_handshakes_per_address,
+            max_entries: DEFAULT_MAX_ENTRIES,
         },
+        max_connections_per_cert: args.max_connections_per_cert,
+        header_read_timeout: optional("--header-read-timeout", &args.header_read_timeout)?,
+        idle_timeout: optional("--idle-timeout", &args.idle_timeout)?,
         max_body_bytes: args.max_body_bytes,
         renewal: RenewalPolicy {
             window_percent: args.renewal_window_percent,

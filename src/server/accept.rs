@@ -1,12 +1,16 @@
-//! The TLS accept loop: connection cap, lockout, handshake timeout, identity, and per-connection
-//! cancellation so a revocation closes live connections.
+//! The TLS accept loop: connection caps, admission (handshake rate, concurrent handshakes and
+//! certificate lockout per address), handshake timeout, identity, HTTP timeouts, and
+//! per-connection cancellation so a revocation closes live connections.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use axum::Router;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::{TokioExecutor, TokioIo, TokioTimer};
 use hyper_util::server::conn::auto;
 use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
@@ -18,7 +22,7 @@ use tower::ServiceExt;
 
 use super::state::{AppState, ConnInfo};
 use crate::audit::Event;
-use crate::tls::lockout::Lockout;
+use crate::tls::lockout::{AddrGroup, Admission, Fingerprint, HandshakeGate, GATE};
 use crate::tls::verifier::{rejection_of, VERDICT};
 
 /// Accept-loop limits.
@@ -30,6 +34,12 @@ pub struct AcceptSettings {
     pub max_connections: usize,
     /// How long in-flight work may take at shutdown.
     pub drain_timeout: Duration,
+    /// Most simultaneous connections of one certificate; more are closed after the handshake.
+    pub max_connections_per_cert: usize,
+    /// HTTP/1.1: a request head must arrive within this (also ends idle keep-alive); None: off.
+    pub header_read_timeout: Option<Duration>,
+    /// A connection with no request in flight for this long is closed; None: never.
+    pub idle_timeout: Option<Duration>,
 }
 
 /// Accepts until `shutdown` fires, then drains connections (bounded).
@@ -38,7 +48,7 @@ pub async fn run(
     state: Arc<AppState>,
     tls: Arc<rustls::ServerConfig>,
     router: Router,
-    lockout: Arc<Lockout>,
+    admission: Arc<Admission>,
     settings: AcceptSettings,
     shutdown: CancellationToken,
 ) {
@@ -58,15 +68,6 @@ pub async fn run(
                 }
             },
         };
-        if let Some(left) = lockout.blocked(peer.ip(), Instant::now()) {
-            state
-                .audit
-                .log(Event::new("connection_refused").peer(peer).reason(format!(
-                    "address locked out for {}s more",
-                    left.as_secs() + 1
-                )));
-            continue;
-        }
         let Ok(permit) = slots.clone().try_acquire_owned() else {
             state.audit.log(
                 Event::new("connection_refused")
@@ -75,17 +76,32 @@ pub async fn run(
             );
             continue;
         };
+        let group = AddrGroup::from(peer.ip());
+        let delay = match admission.arrive(group, Instant::now()) {
+            Ok(delay) => delay,
+            Err(refusal) => {
+                state
+                    .audit
+                    .log(Event::new("connection_refused").peer(peer).reason(refusal));
+                continue;
+            }
+        };
+        let ticket = Ticket {
+            admission: admission.clone(),
+            group,
+            presented: false,
+            done: false,
+        };
         let _ = tcp.set_nodelay(true);
         let conn = Connection {
             state: state.clone(),
             acceptor: acceptor.clone(),
             router: router.clone(),
-            lockout: lockout.clone(),
             settings,
             shutdown: shutdown.clone(),
         };
         tracker.spawn(async move {
-            conn.serve(tcp, peer).await;
+            conn.serve(tcp, peer, delay, ticket).await;
             drop(permit);
         });
     }
@@ -106,42 +122,94 @@ struct Connection {
     state: Arc<AppState>,
     acceptor: TlsAcceptor,
     router: Router,
-    lockout: Arc<Lockout>,
     settings: AcceptSettings,
     shutdown: CancellationToken,
 }
 
+/// A handshake in progress, counted by [`Admission`] until it ends (also when the task is
+/// dropped at shutdown).
+struct Ticket {
+    admission: Arc<Admission>,
+    group: AddrGroup,
+    presented: bool,
+    done: bool,
+}
+
+impl Ticket {
+    fn finish(&mut self, presented: bool) {
+        self.presented = presented;
+        if !self.done {
+            self.done = true;
+            self.admission.finished(self.group, presented);
+        }
+    }
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        self.finish(self.presented);
+    }
+}
+
 impl Connection {
-    fn failed(&self, peer: SocketAddr, event: Event) {
+    /// A failed handshake. Only one that presented a certificate is an authentication failure,
+    /// counted against that certificate from that address; one that never presented a
+    /// certificate (closed, timed out, not TLS, declined to send one) already paid from the
+    /// address's handshake bucket and is audited as `handshake_incomplete` (or, when the client
+    /// declined to send a certificate, `handshake_rejected: no client certificate`).
+    fn failed(&self, peer: SocketAddr, ticket: &Ticket, seen: Option<Fingerprint>, event: Event) {
+        let Some(fp) = seen else {
+            let mut event = event;
+            if event.reason.as_deref() != Some(NO_CERT) {
+                event.event = "handshake_incomplete".into();
+            }
+            return self.state.audit.log(event);
+        };
+        let lockout = Event::new("lockout")
+            .peer(peer)
+            .cert(event.serial.clone(), event.name.clone());
         self.state.audit.log(event);
-        if self.lockout.failure(peer.ip(), Instant::now()) {
-            self.state.audit.log(
-                Event::new("lockout")
-                    .peer(peer)
-                    .reason("too many failed handshakes"),
-            );
+        if let Some(locked) = ticket.admission.failure(ticket.group, fp, Instant::now()) {
+            self.state.audit.log(lockout.reason(format!(
+                "certificate locked out from {} for {}s after {} failed handshakes",
+                ticket.group,
+                locked.left.as_secs(),
+                locked.failures
+            )));
         }
     }
 
-    async fn serve(self, tcp: TcpStream, peer: SocketAddr) {
-        let (handshake, verdict) = VERDICT
-            .scope(std::cell::RefCell::new(None), async {
-                let r = tokio::time::timeout(
-                    self.settings.handshake_timeout,
-                    self.acceptor.accept(tcp).into_fallible(),
-                )
-                .await;
-                (r, VERDICT.with(|slot| slot.borrow_mut().take()))
-            })
+    async fn serve(self, tcp: TcpStream, peer: SocketAddr, delay: Duration, mut ticket: Ticket) {
+        if !delay.is_zero() {
+            // The address's handshake bucket is empty: this connection waits for its token.
+            tokio::select! {
+                _ = self.shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+        }
+        let gate = HandshakeGate::new(ticket.admission.clone(), ticket.group);
+        let (handshake, verdict, seen) = GATE
+            .scope(
+                gate,
+                VERDICT.scope(std::cell::RefCell::new(None), async {
+                    let r = tokio::time::timeout(
+                        self.settings.handshake_timeout,
+                        self.acceptor.accept(tcp).into_fallible(),
+                    )
+                    .await;
+                    (
+                        r,
+                        VERDICT.with(|slot| slot.borrow_mut().take()),
+                        GATE.with(HandshakeGate::seen),
+                    )
+                }),
+            )
             .await;
+        ticket.finish(seen.is_some());
         let tls = match handshake {
             Err(_) => {
-                return self.failed(
-                    peer,
-                    Event::new("handshake_rejected")
-                        .peer(peer)
-                        .reason("handshake timeout"),
-                )
+                let event = Event::new("handshake_rejected").peer(peer);
+                return self.failed(peer, &ticket, seen, event.reason("handshake timeout"));
             }
             Ok(Err((e, tcp))) => {
                 tokio::spawn(linger_close(tcp));
@@ -151,7 +219,7 @@ impl Connection {
                     Some(r) => event.cert(r.serial, r.name).reason(r.reason),
                     None => event.reason(handshake_reason(&e)),
                 };
-                return self.failed(peer, event);
+                return self.failed(peer, &ticket, seen, event);
             }
             Ok(Ok(tls)) => tls,
         };
@@ -171,19 +239,40 @@ impl Connection {
                 Err(reason) => {
                     return self.failed(
                         peer,
+                        &ticket,
+                        seen,
                         Event::new("handshake_rejected").peer(peer).reason(reason),
                     )
                 }
             }
         };
-        self.lockout.success(peer.ip());
+        if let Some(fp) = seen {
+            ticket.admission.success(ticket.group, fp);
+        }
         self.state
             .audit
             .log(Event::new("handshake_ok").peer(peer).who(&identity));
         self.state.certificate_seen(&identity.serial);
         let id = self.state.conns.next_id();
         let serial = identity.serial.clone();
-        let revoked = self.state.conns.register(&serial, id);
+        let cap = self.settings.max_connections_per_cert;
+        let revoked = match self.state.conns.register(&serial, id, cap) {
+            Ok(token) => token,
+            Err(open) => {
+                self.state.audit.log(
+                    Event::new("connection_refused")
+                        .peer(peer)
+                        .who(&identity)
+                        .reason(format!(
+                            "certificate already has {open} connections open \
+                             (--max-connections-per-cert {cap})"
+                        )),
+                );
+                let mut tls = tls;
+                let _ = tokio::io::AsyncWriteExt::shutdown(&mut tls).await;
+                return;
+            }
+        };
         // A revocation may have landed between the verifier and the registration.
         if self.state.revoked.contains(&serial) {
             revoked.cancel();
@@ -191,16 +280,38 @@ impl Connection {
         let info = Arc::new(ConnInfo { id, peer, identity });
         let router = self.router.clone();
         let conn_info = info.clone();
+        let activity = Arc::new(Activity::new());
+        let active = activity.clone();
         let svc = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
+            // The request counts as in flight until its response body is gone.
+            let guard = active.begin();
             req.extensions_mut().insert(conn_info.clone());
-            router.clone().oneshot(req.map(axum::body::Body::new))
+            let response = router.clone().oneshot(req.map(axum::body::Body::new));
+            async move {
+                let response = response.await?;
+                Ok::<_, std::convert::Infallible>(response.map(|inner| {
+                    axum::body::Body::new(Tracked {
+                        inner,
+                        _guard: guard,
+                    })
+                }))
+            }
         });
-        let builder = auto::Builder::new(TokioExecutor::new());
+        let mut builder = auto::Builder::new(TokioExecutor::new());
+        builder
+            .http1()
+            .timer(TokioTimer::new())
+            .header_read_timeout(self.settings.header_read_timeout);
+        builder.http2().timer(TokioTimer::new());
         let conn = builder
             .serve_connection_with_upgrades(TokioIo::new(tls), TowerToHyperService::new(svc));
         tokio::pin!(conn);
         tokio::select! {
             _ = conn.as_mut() => {}
+            _ = idle(activity, self.settings.idle_timeout) => {
+                conn.as_mut().graceful_shutdown();
+                let _ = tokio::time::timeout(self.settings.drain_timeout, conn.as_mut()).await;
+            }
             _ = revoked.cancelled() => {
                 self.state.audit.log(
                     Event::new("connection_cut").peer(peer).who(&info.identity).reason("certificate revoked"),
@@ -235,10 +346,91 @@ async fn linger_close(mut tcp: TcpStream) {
     .await;
 }
 
+const NO_CERT: &str = "no client certificate";
+
 fn handshake_reason(e: &std::io::Error) -> String {
     match e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>()) {
-        Some(rustls::Error::NoCertificatesPresented) => "no client certificate".into(),
+        Some(rustls::Error::NoCertificatesPresented) => NO_CERT.into(),
         Some(other) => format!("TLS: {other}"),
+        None if e.kind() == std::io::ErrorKind::UnexpectedEof => {
+            "connection closed before the handshake finished".into()
+        }
         None => format!("connection: {e}"),
+    }
+}
+
+/// Requests in flight on one connection and when the last one ended.
+struct Activity {
+    in_flight: AtomicUsize,
+    last: Mutex<tokio::time::Instant>,
+}
+
+impl Activity {
+    fn new() -> Activity {
+        Activity {
+            in_flight: AtomicUsize::new(0),
+            last: Mutex::new(tokio::time::Instant::now()),
+        }
+    }
+    fn begin(self: &Arc<Self>) -> ActiveGuard {
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
+        ActiveGuard(self.clone())
+    }
+    fn last(&self) -> tokio::time::Instant {
+        *self.last.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// One request in flight; dropped with its response body (or with the request if it never got
+/// one), so an open SSE stream keeps its connection active.
+struct ActiveGuard(Arc<Activity>);
+
+impl Drop for ActiveGuard {
+    fn drop(&mut self) {
+        *self.0.last.lock().unwrap_or_else(|p| p.into_inner()) = tokio::time::Instant::now();
+        self.0.in_flight.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// A response body that holds its request's [`ActiveGuard`].
+struct Tracked {
+    inner: axum::body::Body,
+    _guard: ActiveGuard,
+}
+
+impl hyper::body::Body for Tracked {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}
+
+/// Resolves once the connection has had no request in flight for `timeout`; never with None.
+async fn idle(activity: Arc<Activity>, timeout: Option<Duration>) {
+    let Some(timeout) = timeout else {
+        return std::future::pending().await;
+    };
+    loop {
+        let busy = activity.in_flight.load(Ordering::SeqCst) > 0;
+        let deadline = activity.last() + timeout;
+        let now = tokio::time::Instant::now();
+        if !busy && now >= deadline {
+            return;
+        }
+        let wake = if busy { now + timeout } else { deadline };
+        tokio::time::sleep_until(wake).await;
     }
 }

@@ -30,6 +30,8 @@ pub struct HttpSettings {
     pub max_body_bytes: usize,
     /// Cancelled at shutdown: ends every MCP session and stream.
     pub shutdown: CancellationToken,
+    /// rmcp's session store, shared with the sweep that forgets bindings of expired sessions.
+    pub session_manager: Arc<LocalSessionManager>,
 }
 
 /// Builds the router: `/mcp` (MCP) and `/renew` (certificate renewal).
@@ -44,7 +46,7 @@ pub fn router(state: Arc<AppState>, s: &HttpSettings) -> Router {
     let handler_state = state.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(ZtMcp::new(handler_state.clone())),
-        Arc::new(LocalSessionManager::default()),
+        s.session_manager.clone(),
         config,
     );
     Router::new()
@@ -227,7 +229,13 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
             .get(SESSION_HEADER)
             .and_then(|v| v.to_str().ok())
         {
-            state.sessions.bind(new, &who.serial);
+            if !state.sessions.bind(new, &who.serial) {
+                // Unbound, the new session is unusable; rmcp expires it on its own.
+                state
+                    .audit
+                    .log(audit("request_rejected").reason("session limit reached"));
+                return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
+            }
             state.audit.log(audit("session_created"));
         }
     }
@@ -288,4 +296,33 @@ pub fn check_jsonrpc(bytes: &[u8]) -> Result<(), Box<Response>> {
     serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value)
         .map(|_| ())
         .map_err(|_| jsonrpc_error(-32600, "Invalid Request", id))
+}
+
+/// Every `every`: forgets the bindings of sessions rmcp no longer has (it closes a session idle
+/// for its keep-alive, 5 minutes, and has no hook to say so), so the bindings stay bounded by the
+/// live sessions.
+pub async fn sweep_sessions(
+    state: Arc<AppState>,
+    manager: Arc<LocalSessionManager>,
+    every: std::time::Duration,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(every) => {}
+        }
+        // Bound first, live second: a session bound in between is in both.
+        let bound = state.sessions.sessions();
+        let live: std::collections::HashSet<String> = manager
+            .sessions
+            .read()
+            .await
+            .keys()
+            .map(|id| id.to_string())
+            .collect();
+        for session in bound.iter().filter(|s| !live.contains(*s)) {
+            state.sessions.unbind(session);
+        }
+    }
 }

@@ -16,7 +16,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Audit, Event};
 use crate::ca::{self, Authority, Signer};
-use crate::tls::lockout::{Lockout, LockoutPolicy};
+use crate::tls::lockout::{Admission, AdmissionPolicy};
 use crate::tls::{self, RevocationSet, ServerCert, TlsSettings};
 use state::AppState;
 
@@ -33,8 +33,14 @@ pub struct ServeOptions {
     pub handshake_timeout: Duration,
     /// Connection cap.
     pub max_connections: usize,
-    /// Lockout settings.
-    pub lockout: LockoutPolicy,
+    /// Handshake rate, concurrent handshakes and certificate lockout per address.
+    pub admission: AdmissionPolicy,
+    /// Most simultaneous connections of one certificate (0: no cap).
+    pub max_connections_per_cert: usize,
+    /// HTTP/1.1 request-head timeout (None: off).
+    pub header_read_timeout: Option<Duration>,
+    /// Idle connection timeout (None: off).
+    pub idle_timeout: Option<Duration>,
     /// Request body limit.
     pub max_body_bytes: usize,
     /// Also print audit lines (JSON) on stderr.
@@ -145,12 +151,16 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
             allowed_hosts.push(format!("[{n}]"));
         }
     }
+    let session_manager = Arc::new(
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
+    );
     let router = http::router(
         state.clone(),
         &http::HttpSettings {
             allowed_hosts,
             max_body_bytes: opts.max_body_bytes,
             shutdown: shutdown.clone(),
+            session_manager: session_manager.clone(),
         },
     );
 
@@ -166,6 +176,12 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     tokio::spawn(ctl::serve(ctl_listener, state.clone(), shutdown.clone()));
     tokio::spawn(signals(state.clone(), shutdown.clone()));
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
+    tokio::spawn(http::sweep_sessions(
+        state.clone(),
+        session_manager,
+        Duration::from_secs(30),
+        shutdown.clone(),
+    ));
     tokio::spawn(renew_loop(
         state.clone(),
         server_cert,
@@ -180,11 +196,14 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         state.clone(),
         tls_config,
         router,
-        Arc::new(Lockout::new(opts.lockout)),
+        Arc::new(Admission::new(opts.admission)),
         accept::AcceptSettings {
             handshake_timeout: opts.handshake_timeout,
             max_connections: opts.max_connections,
             drain_timeout: Duration::from_secs(5),
+            max_connections_per_cert: opts.max_connections_per_cert,
+            header_read_timeout: opts.header_read_timeout,
+            idle_timeout: opts.idle_timeout,
         },
         shutdown,
     )

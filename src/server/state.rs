@@ -1,6 +1,6 @@
 //! State shared by the accept loop, the HTTP guard, the MCP handler and the control socket.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -38,14 +38,18 @@ impl ConnRegistry {
     pub fn next_id(&self) -> u64 {
         self.next.fetch_add(1, Ordering::Relaxed)
     }
-    /// Registers a connection; the token fires when its certificate is revoked.
-    pub fn register(&self, serial: &str, id: u64) -> CancellationToken {
+    /// Registers a connection; the token fires when its certificate is revoked. A certificate
+    /// that already has `cap` connections open (0: no cap) gets `Err` with that number, so one
+    /// certificate cannot take every connection slot.
+    pub fn register(&self, serial: &str, id: u64, cap: usize) -> Result<CancellationToken, usize> {
         let token = CancellationToken::new();
         let mut map = self.by_serial.lock().unwrap_or_else(|p| p.into_inner());
-        map.entry(serial.to_string())
-            .or_default()
-            .insert(id, token.clone());
-        token
+        let conns = map.entry(serial.to_string()).or_default();
+        if cap > 0 && conns.len() >= cap {
+            return Err(conns.len());
+        }
+        conns.insert(id, token.clone());
+        Ok(token)
     }
     /// Forgets a closed connection.
     pub fn unregister(&self, serial: &str, id: u64) {
@@ -80,31 +84,95 @@ impl ConnRegistry {
     }
 }
 
-/// Which certificate created each MCP session: a session id is only valid with the
-/// certificate that created it.
+/// Most session bindings held at once; [`SessionBindings::bind`] refuses more.
+pub const MAX_SESSIONS: usize = 65_536;
+
 #[derive(Debug, Default)]
-pub struct SessionBindings(Mutex<HashMap<String, String>>);
+struct Bindings {
+    owner: HashMap<String, String>,
+    by_serial: HashMap<String, HashSet<String>>,
+}
+
+/// Which certificate created each MCP session: a session id is only valid with the
+/// certificate that created it. Bounded by the live sessions: a binding goes when the session is
+/// deleted, when its certificate is revoked, and when rmcp expires the session (a periodic sweep
+/// in `server`); at most `cap` are held.
+#[derive(Debug)]
+pub struct SessionBindings {
+    inner: Mutex<Bindings>,
+    cap: usize,
+}
+
+impl Default for SessionBindings {
+    fn default() -> Self {
+        SessionBindings::with_cap(MAX_SESSIONS)
+    }
+}
 
 impl SessionBindings {
-    /// Binds `session` to `serial`.
-    pub fn bind(&self, session: &str, serial: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.insert(session.to_string(), serial.to_string());
+    /// Bindings holding at most `cap` sessions.
+    pub fn with_cap(cap: usize) -> Self {
+        SessionBindings {
+            inner: Mutex::new(Bindings::default()),
+            cap,
+        }
+    }
+    fn lock(&self) -> std::sync::MutexGuard<'_, Bindings> {
+        self.inner.lock().unwrap_or_else(|p| p.into_inner())
+    }
+    /// Binds `session` to `serial`; false (nothing bound) when `cap` sessions are bound already.
+    pub fn bind(&self, session: &str, serial: &str) -> bool {
+        let mut m = self.lock();
+        if !m.owner.contains_key(session) && m.owner.len() >= self.cap {
+            return false;
+        }
+        if let Some(old) = m.owner.insert(session.to_string(), serial.to_string()) {
+            Self::unindex(&mut m, session, &old);
+        }
+        m.by_serial
+            .entry(serial.to_string())
+            .or_default()
+            .insert(session.to_string());
+        true
+    }
+    fn unindex(m: &mut Bindings, session: &str, serial: &str) {
+        if let Some(set) = m.by_serial.get_mut(serial) {
+            set.remove(session);
+            if set.is_empty() {
+                m.by_serial.remove(serial);
+            }
+        }
     }
     /// The serial that created `session`.
     pub fn owner(&self, session: &str) -> Option<String> {
-        let m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.get(session).cloned()
+        self.lock().owner.get(session).cloned()
     }
     /// Forgets `session`.
     pub fn unbind(&self, session: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.remove(session);
+        let mut m = self.lock();
+        if let Some(serial) = m.owner.remove(session) {
+            Self::unindex(&mut m, session, &serial);
+        }
     }
-    /// Forgets every session of `serial`.
+    /// Forgets every session of `serial`: O(sessions of that serial).
     pub fn unbind_serial(&self, serial: &str) {
-        let mut m = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        m.retain(|_, s| s != serial);
+        let mut m = self.lock();
+        for session in m.by_serial.remove(serial).unwrap_or_default() {
+            m.owner.remove(&session);
+        }
+    }
+    /// Every bound session id: the expiry sweep takes this before it asks rmcp which sessions
+    /// live, so a session bound in between is never taken for dead.
+    pub fn sessions(&self) -> Vec<String> {
+        self.lock().owner.keys().cloned().collect()
+    }
+    /// Number of bound sessions.
+    pub fn len(&self) -> usize {
+        self.lock().owner.len()
+    }
+    /// Whether no session is bound.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
     }
 }
 
@@ -250,5 +318,44 @@ impl AppState {
                     "{reason}; by {actor}; {cut} open connection(s) closed"
                 )),
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bindings_index_by_serial_and_stay_bounded() {
+        let b = SessionBindings::with_cap(3);
+        assert!(b.bind("s1", "a"));
+        assert!(b.bind("s2", "a"));
+        assert!(b.bind("s3", "b"));
+        assert!(!b.bind("s4", "b"), "over the cap");
+        assert_eq!(b.owner("s4"), None);
+        // Re-binding an existing session is not a new one.
+        assert!(b.bind("s3", "b"));
+        b.unbind_serial("a");
+        assert_eq!((b.owner("s1"), b.owner("s2")), (None, None));
+        assert_eq!(b.owner("s3").as_deref(), Some("b"));
+        assert!(b.bind("s4", "b"));
+        assert_eq!(b.sessions().len(), 2);
+        b.unbind("s3");
+        b.unbind("s4");
+        assert!(b.is_empty());
+        assert!(b.lock().by_serial.is_empty());
+    }
+
+    #[test]
+    fn connections_per_certificate_are_capped() {
+        let r = ConnRegistry::default();
+        assert!(r.register("a", 1, 2).is_ok());
+        assert!(r.register("a", 2, 2).is_ok());
+        assert_eq!(r.register("a", 3, 2).err(), Some(2));
+        assert!(r.register("b", 4, 2).is_ok());
+        r.unregister("a", 1);
+        assert!(r.register("a", 5, 2).is_ok());
+        assert!(r.register("a", 6, 0).is_ok(), "0: no cap");
+        assert_eq!(r.count(), 4);
     }
 }

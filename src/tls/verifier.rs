@@ -190,6 +190,14 @@ impl ClientCertVerifier for ZtVerifier {
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
     ) -> Result<ClientCertVerified, rustls::Error> {
+        // A certificate locked out after failing in a loop is refused before any other work.
+        if let Some(locked) = super::lockout::check_presented(end_entity) {
+            return Err(reject(
+                end_entity,
+                locked.to_string(),
+                rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
+            ));
+        }
         self.inner
             .verify_client_cert(end_entity, intermediates, now)
             .map_err(|e| reject(end_entity, webpki_reason(&e), e))?;

@@ -32,7 +32,7 @@ fn slow_loris_handshake_is_dropped_after_the_timeout() {
         "{waited:?}"
     );
     wait_audit(&env, |v| {
-        v["event"] == "handshake_rejected" && v["reason"] == "handshake timeout"
+        v["event"] == "handshake_incomplete" && v["reason"] == "handshake timeout"
     });
 }
 
@@ -56,7 +56,7 @@ fn garbage_instead_of_a_client_hello_is_refused_and_audited() {
         assert!(buf.is_empty() || buf[0] == 0x15, "{buf:02x?}");
     }
     wait_audit(&env, |v| {
-        v["event"] == "handshake_rejected"
+        v["event"] == "handshake_incomplete"
             && v["reason"].as_str().is_some_and(|r| r.starts_with("TLS"))
     });
     let rt = tokio::runtime::Runtime::new().expect("rt");

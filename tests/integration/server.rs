@@ -521,34 +521,6 @@ async fn cli_issue_and_list_work_while_the_server_runs() {
     assert!(crl.ok().contains("BEGIN X509 CRL"));
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn repeated_failed_handshakes_lock_the_address_out() {
-    let env = Env::with_ca();
-    env.issue("alice", "admin");
-    let server = Server::start(
-        &env,
-        &["--lockout-threshold", "3", "--lockout-duration", "2s"],
-    );
-    let anon = http_client(&env, None);
-    for _ in 0..3 {
-        assert!(post(&anon, &server, INIT).await.is_err());
-    }
-    wait_audit(&env, |v| v["event"] == "lockout");
-    // Even a valid client from that address is refused while the block lasts.
-    assert!(post(&client_of(&env, "alice"), &server, INIT)
-        .await
-        .is_err());
-    wait_audit(&env, |v| v["event"] == "connection_refused");
-    tokio::time::sleep(Duration::from_millis(2500)).await;
-    assert_eq!(
-        post(&client_of(&env, "alice"), &server, INIT)
-            .await
-            .expect("after block")
-            .status(),
-        200
-    );
-}
-
 #[test]
 fn sigterm_stops_the_server_cleanly() {
     let env = Env::with_ca();
