@@ -4,6 +4,7 @@
 mod admission;
 mod common;
 mod connect;
+mod hardening;
 mod hostile;
 mod pki_cli;
 mod renewal;
