@@ -310,6 +310,43 @@ pub async fn run(
 mod tests {
     use super::*;
 
+    async fn event_stream(body: Vec<u8>, sse: bool) -> Vec<Result<bytes::Bytes, std::io::Error>> {
+        let ct = if sse {
+            "text/event-stream"
+        } else {
+            "application/json"
+        };
+        let resp = http::Response::builder()
+            .header("content-type", ct)
+            .body(body)
+            .expect("response");
+        let stream = capped(reqwest::Response::from(resp), sse);
+        stream.collect::<Vec<_>>().await
+    }
+
+    #[tokio::test]
+    async fn passed_through_bodies_are_cut_off_at_the_caps() {
+        let max_event = super::super::sse::MAX_EVENT;
+        let mut big = b"data: ".to_vec();
+        big.extend(vec![b'x'; max_event]);
+        let out = event_stream(big, true).await;
+        assert!(out.last().expect("an item").is_err());
+        // The same bytes split into events under the cap pass.
+        let mut ok = Vec::new();
+        for _ in 0..3 {
+            ok.extend(b"data: ");
+            ok.extend(vec![b'y'; max_event / 2]);
+            ok.extend(b"\n\n");
+        }
+        assert!(event_stream(ok, true).await.iter().all(Result::is_ok));
+        assert!(event_stream(vec![b' '; MAX_BODY], false)
+            .await
+            .iter()
+            .all(Result::is_ok));
+        let out = event_stream(vec![b' '; MAX_BODY + 1], false).await;
+        assert!(out.last().expect("an item").is_err());
+    }
+
     #[test]
     fn secret_paths_are_fresh_and_match_only_themselves() {
         let a = SecretPath::generate().expect("secret");

@@ -229,3 +229,46 @@ impl Credentials {
             .unwrap_or_else(|| self.cert.display().to_string())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: Vec<u8>, content_length: bool) -> reqwest::Response {
+        let mut b = http::Response::builder().status(200);
+        if content_length {
+            b = b.header("content-length", body.len());
+        }
+        reqwest::Response::from(b.body(body).expect("response"))
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_cap_are_refused_whether_announced_or_not() {
+        let at_cap = read_body(response(vec![b'x'; 1024], false), 1024).await;
+        assert_eq!(at_cap.expect("at the cap").len(), 1024);
+        for announced in [true, false] {
+            let err = read_body(response(vec![b'x'; 1025], announced), 1024)
+                .await
+                .expect_err("over the cap");
+            assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_answer_names_where_it_pointed_in_printable_text() {
+        // That the clients do not follow redirects is checked end to end in the integration
+        // test `connect::the_bridge_does_not_follow_redirects`.
+        let resp = reqwest::Response::from(
+            http::Response::builder()
+                .status(307)
+                .header("location", "https://elsewhere.example/\tmcp")
+                .body(Vec::new())
+                .expect("response"),
+        );
+        let err = redirect_error(&resp);
+        assert!(
+            matches!(err, BridgeError::Redirect(307, ref l) if l == "https://elsewhere.example/mcp"),
+            "{err:?}"
+        );
+    }
+}
