@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Interop: the official MCP Python SDK (pip package `mcp`) lists and calls tools over mTLS.
+# Interop: the official MCP Python SDK (pip package `mcp`) lists and calls tools over mTLS,
+# through `mcp-zt connect --listen` (its streamable HTTP client at the URL from --url-file),
+# and through `mcp-zt connect` on stdio.
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh
@@ -27,6 +29,14 @@ for pair in vic:viewer ada:admin; do
 done
 grep -q '"event":"tool_denied".*"name":"vic".*"tool":"delete_data"' "$home/audit.log" ||
   fail "the denied delete_data call is not in the audit log"
+
+# The SDK's streamable HTTP client at the bridge's secret URL, read from the url file.
+start_bridge "$home" "$work" vic "https://localhost:$PORT/mcp"
+[ "$(stat -c %a "$work/bridge.url")" = 600 ] || fail "the url file is not mode 0600"
+echo "python sdk: through connect --listen at the URL from --url-file"
+"$venv/bin/python" "$here/interop_python_client.py" "$BRIDGE_URL" - - - viewer
+stop_bridge
+[ ! -e "$work/bridge.url" ] || fail "the url file outlived the bridge"
 
 # The SDK's stdio client launches `mcp-zt connect`; the bridge's certificate is revoked while
 # connected and the next call must fail naming the revocation within 2 s.

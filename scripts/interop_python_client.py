@@ -1,4 +1,5 @@
-"""Drives mcp-zt with the official MCP Python SDK over mutual TLS.
+"""Drives mcp-zt with the official MCP Python SDK over mutual TLS, or over plain HTTP through
+`mcp-zt connect --listen` (then the URL is the bridge's secret URL and CA CERT KEY are "-").
 
 Usage: interop_python_client.py URL CA CERT KEY EXPECT_ROLE
 
@@ -26,9 +27,13 @@ EXPECTED = {
 
 
 async def main(url: str, ca: str, cert: str, key: str, role: str) -> None:
-    tls = ssl.create_default_context(cafile=ca)
-    tls.load_cert_chain(cert, key)
-    async with httpx2.AsyncClient(verify=tls) as http:
+    if ca == "-":
+        # The local bridge: plain HTTP on loopback; the bridge holds the certificate.
+        verify = True
+    else:
+        verify = ssl.create_default_context(cafile=ca)
+        verify.load_cert_chain(cert, key)
+    async with httpx2.AsyncClient(verify=verify) as http:
         async with streamable_http_client(url, http_client=http) as (read, write):
             async with ClientSession(read, write) as session:
                 await session.initialize()

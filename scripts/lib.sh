@@ -57,6 +57,39 @@ stop_server() {
   SERVER_PID=
 }
 
+# start_bridge HOME LOGDIR NAME URL: runs `mcp-zt connect --listen 127.0.0.1:0 --url-file` as
+# NAME in the background and reads the local endpoint's URL (a secret path made anew at each
+# launch) from the url file; sets BRIDGE_PID and BRIDGE_URL. Stops it (and the server) on exit.
+start_bridge() {
+  local home="$1" logs="$2" name="$3" url="$4"
+  rm -f "$logs/bridge.url"
+  "$MCP_ZT" --home "$home" connect --name "$name" --listen 127.0.0.1:0 \
+    --url-file "$logs/bridge.url" "$url" >"$logs/bridge.out" 2>"$logs/bridge.err" &
+  BRIDGE_PID=$!
+  trap 'stop_bridge; stop_server' EXIT
+  local i
+  for i in $(seq 1 200); do
+    # The file appears complete (written aside, then renamed) before the bridge answers.
+    if [ -s "$logs/bridge.url" ]; then
+      BRIDGE_URL=$(cat "$logs/bridge.url")
+      return 0
+    fi
+    kill -0 "$BRIDGE_PID" 2>/dev/null || break
+    sleep 0.05
+  done
+  echo "connect --listen did not start:" >&2
+  cat "$logs/bridge.err" >&2
+  return 1
+}
+
+stop_bridge() {
+  if [ -n "${BRIDGE_PID:-}" ] && kill -0 "$BRIDGE_PID" 2>/dev/null; then
+    kill -TERM "$BRIDGE_PID" 2>/dev/null || true
+    wait "$BRIDGE_PID" 2>/dev/null || true
+  fi
+  BRIDGE_PID=
+}
+
 # need CMD [apt-package]: installs a missing tool from Debian when running as root, else fails.
 need() {
   command -v "$1" >/dev/null 2>&1 && return 0

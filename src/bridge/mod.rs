@@ -20,6 +20,9 @@ use std::time::Duration;
 pub const EXIT_CERT_REFUSED: i32 = 3;
 /// Exit code when the server could not be reached at all.
 pub const EXIT_UNREACHABLE: i32 = 4;
+/// Largest response body (other than an event stream) read from the server. MCP answers are
+/// far smaller; the cap keeps a broken or hostile server from growing the bridge's memory.
+pub const MAX_BODY: usize = 16 * 1024 * 1024;
 
 /// Why forwarding failed.
 #[derive(Debug, Clone, thiserror::Error)]
@@ -42,6 +45,10 @@ pub enum BridgeError {
     /// The server's answer did not make sense.
     #[error("protocol error: {0}")]
     Protocol(String),
+    /// The server answered with a redirect. The bridge never follows one: the certificate
+    /// would go wherever the server points, and the pinned URL is what the user chose.
+    #[error("the server answered HTTP {0} (a redirect to {1}); mcp-zt does not follow redirects: use the final URL")]
+    Redirect(u16, String),
     /// Local setup (files, TLS configuration).
     #[error("{0}")]
     Setup(String),
@@ -135,6 +142,37 @@ fn classify_tls(t: &rustls::Error) -> BridgeError {
     }
 }
 
+/// The error for a redirect answer, naming where it pointed (as printable text, shortened).
+pub fn redirect_error(resp: &reqwest::Response) -> BridgeError {
+    let location = resp
+        .headers()
+        .get(reqwest::header::LOCATION)
+        .and_then(|v| v.to_str().ok())
+        .map(|l| l.chars().filter(|c| !c.is_control()).take(200).collect())
+        .unwrap_or_else(|| "nowhere".to_string());
+    BridgeError::Redirect(resp.status().as_u16(), location)
+}
+
+/// Reads a whole response body, refusing one larger than `limit` bytes instead of buffering it.
+pub async fn read_body(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>, BridgeError> {
+    use futures_util::StreamExt;
+    let too_large =
+        || BridgeError::Protocol(format!("the server's answer is larger than {limit} bytes"));
+    if resp.content_length().is_some_and(|n| n > limit as u64) {
+        return Err(too_large());
+    }
+    let mut body = Vec::new();
+    let mut stream = resp.bytes_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| BridgeError::from_reqwest(&e))?;
+        if body.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        body.extend_from_slice(&chunk);
+    }
+    Ok(body)
+}
+
 /// The user's certificate, key and the CA to pin.
 #[derive(Debug, Clone)]
 pub struct Credentials {
@@ -170,6 +208,7 @@ impl Credentials {
         reqwest::Client::builder()
             .tls_certs_only([ca])
             .identity(id)
+            .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .build()
             .map_err(|e| BridgeError::Setup(format!("TLS client: {e}")))
@@ -189,5 +228,48 @@ impl Credentials {
                 )
             })
             .unwrap_or_else(|| self.cert.display().to_string())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(body: Vec<u8>, content_length: bool) -> reqwest::Response {
+        let mut b = http::Response::builder().status(200);
+        if content_length {
+            b = b.header("content-length", body.len());
+        }
+        reqwest::Response::from(b.body(body).expect("response"))
+    }
+
+    #[tokio::test]
+    async fn bodies_over_the_cap_are_refused_whether_announced_or_not() {
+        let at_cap = read_body(response(vec![b'x'; 1024], false), 1024).await;
+        assert_eq!(at_cap.expect("at the cap").len(), 1024);
+        for announced in [true, false] {
+            let err = read_body(response(vec![b'x'; 1025], announced), 1024)
+                .await
+                .expect_err("over the cap");
+            assert!(err.to_string().contains("larger than 1024 bytes"), "{err}");
+        }
+    }
+
+    #[test]
+    fn a_redirect_answer_names_where_it_pointed_in_printable_text() {
+        // That the clients do not follow redirects is checked end to end in the integration
+        // test `connect::the_bridge_does_not_follow_redirects`.
+        let resp = reqwest::Response::from(
+            http::Response::builder()
+                .status(307)
+                .header("location", "https://elsewhere.example/\tmcp")
+                .body(Vec::new())
+                .expect("response"),
+        );
+        let err = redirect_error(&resp);
+        assert!(
+            matches!(err, BridgeError::Redirect(307, ref l) if l == "https://elsewhere.example/mcp"),
+            "{err:?}"
+        );
     }
 }

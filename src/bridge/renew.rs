@@ -110,13 +110,17 @@ pub async fn renew(creds: &Credentials, mcp_url: &str) -> Result<String, BridgeE
         .await
         .map_err(|e| BridgeError::from_reqwest(&e))?;
     let status = resp.status();
-    let body = resp
-        .text()
-        .await
-        .map_err(|e| BridgeError::from_reqwest(&e))?;
-    if !status.is_success() {
-        return Err(BridgeError::Http(status.as_u16(), body));
+    if status.is_redirection() {
+        return Err(super::redirect_error(&resp));
     }
+    // A certificate chain is a few kilobytes; anything near this is not an answer.
+    let body = super::read_body(resp, 1024 * 1024).await?;
+    if !status.is_success() {
+        let text = String::from_utf8_lossy(&body).into_owned();
+        return Err(BridgeError::Http(status.as_u16(), text));
+    }
+    let body = String::from_utf8(body)
+        .map_err(|_| BridgeError::Protocol("renewal answer is not UTF-8 PEM".into()))?;
     let der = inspect::pem_to_der(&body)
         .map_err(|e| BridgeError::Protocol(format!("renewal answer: {e}")))?;
     let (serial, _) = crate::identity::serial_and_name(&der);

@@ -8,7 +8,7 @@ use serde_json::Value;
 use tokio::sync::mpsc;
 
 use super::sse::SseParser;
-use super::{BridgeError, Credentials};
+use super::{read_body, redirect_error, BridgeError, Credentials, MAX_BODY};
 
 /// Where forwarded messages go (the local client).
 pub type Outbox = mpsc::Sender<Value>;
@@ -163,13 +163,17 @@ impl Upstream {
         if status == reqwest::StatusCode::NOT_FOUND && self.session().is_some() {
             return Err(BridgeError::SessionExpired);
         }
+        if status.is_redirection() {
+            return Err(redirect_error(&resp));
+        }
         let is_sse = resp
             .headers()
             .get("content-type")
             .and_then(|v| v.to_str().ok())
             .is_some_and(|c| c.starts_with("text/event-stream"));
         if !status.is_success() && !is_sse {
-            let body = resp.text().await.unwrap_or_default();
+            let body = read_body(resp, MAX_BODY).await?;
+            let body = String::from_utf8_lossy(&body);
             // A JSON-RPC error body (e.g. rate limits, bad requests) goes to the client as is.
             if let Ok(v) = serde_json::from_str::<Value>(&body) {
                 if v.get("error").is_some() && v.get("id").is_some() {
@@ -184,10 +188,7 @@ impl Upstream {
             ));
         }
         if !is_sse {
-            let bytes = resp
-                .bytes()
-                .await
-                .map_err(|e| BridgeError::from_reqwest(&e))?;
+            let bytes = read_body(resp, MAX_BODY).await?;
             let v: Value = serde_json::from_slice(&bytes)
                 .map_err(|e| BridgeError::Protocol(format!("bad JSON from server: {e}")))?;
             self.note_protocol(&v);
@@ -259,8 +260,12 @@ impl Upstream {
                     let mut body = resp.bytes_stream();
                     while let Some(chunk) = body.next().await {
                         let Ok(chunk) = chunk else { break };
-                        let Ok(events) = parser.push(&chunk) else {
-                            break;
+                        let events = match parser.push(&chunk) {
+                            Ok(events) => events,
+                            Err(e) => {
+                                eprintln!("mcp-zt connect: {e}; reopening the event stream");
+                                break;
+                            }
                         };
                         for ev in events {
                             if ev.id.is_some() {

@@ -61,7 +61,11 @@ pub fn run(home: &Home, args: ConnectArgs) -> Result<i32> {
             }
         }
         if let Some(addr) = args.listen {
-            return Ok(bridge::listen::run(addr, url.to_string(), &creds, !args.no_renew).await?);
+            let opts = bridge::listen::ListenOptions {
+                addr,
+                url_file: args.url_file,
+            };
+            return Ok(bridge::listen::run(opts, url.to_string(), &creds, !args.no_renew).await?);
         }
         let up = std::sync::Arc::new(Upstream::new(url.as_str(), &creds)?);
         if !args.no_renew {
@@ -139,5 +143,20 @@ pub fn client_config(home: &Home, args: ClientConfigArgs) -> Result<()> {
         ClientKind::Json => "any client that launches a stdio MCP server",
     };
     eprintln!("# merge into {where_}");
+    if args.client == ClientKind::Json {
+        // The HTTP endpoint's URL holds a secret made at each launch: no static config can
+        // carry it, so the client reads it from the file the bridge writes.
+        let listen: Vec<String> = cmd_args[..cmd_args.len() - 1]
+            .iter()
+            .cloned()
+            .chain(["--listen", "127.0.0.1:0", "--url-file", "FILE"].map(String::from))
+            .chain([args.url.clone()])
+            .collect();
+        eprintln!(
+            "# clients that only speak streamable HTTP: run `{exe} {}` and point them at the \
+URL in FILE (mode 0600; a new secret path at every launch, so read it after each start)",
+            listen.join(" ")
+        );
+    }
     super::commands::print_out(&format!("{}\n", serde_json::to_string_pretty(&snippet)?))
 }

@@ -268,8 +268,9 @@ pub struct AuditArgs {
 #[derive(Debug, clap::Args)]
 #[command(
     after_help = "With --listen, the bridge serves plain HTTP on a loopback address only \
-(other addresses are refused) and checks Host and Origin: anything that reaches it acts with \
-your certificate. Exit codes: 0 when the client closes, 3 when the server refuses the \
+(other addresses are refused), at a secret path made anew at every launch \
+(http://127.0.0.1:PORT/SECRET/mcp, printed on stderr and written to --url-file), and checks \
+Host and Origin: anything that has the URL acts with your certificate. Exit codes: 0 when the client closes, 3 when the server refuses the \
 certificate (revoked, expired, not trusted), 1 on setup errors."
 )]
 pub struct ConnectArgs {
@@ -281,6 +282,10 @@ pub struct ConnectArgs {
     /// Serve a local streamable HTTP endpoint at this loopback address instead of stdio.
     #[arg(long)]
     pub listen: Option<std::net::SocketAddr>,
+    /// With --listen: also write the endpoint's URL (new secret every launch) to this file,
+    /// mode 0600, before the first request is answered; removed at exit.
+    #[arg(long, requires = "listen")]
+    pub url_file: Option<PathBuf>,
     /// Do not renew the certificate automatically (by default it is renewed when less than a
     /// third of its lifetime is left).
     #[arg(long)]
