@@ -148,7 +148,7 @@ impl Connection {
                 let event = Event::new("handshake_rejected").peer(peer);
                 let rejection = verdict.and_then(Result::err);
                 let event = match rejection.or_else(|| rejection_of(&e)) {
-                    Some(r) => event.cert(r.serial, r.name).reason(r.reason),
+                    Some(r) => event.claimed(r.serial, r.name).reason(r.reason),
                     None => event.reason(handshake_reason(&e)),
                 };
                 return self.failed(peer, event);

@@ -1,6 +1,7 @@
 //! Integration tests: drive the real `mcp-zt` binary (and, for interop, `openssl`).
 //! Each test gets a fresh temporary CA home.
 
+mod audit_log;
 mod common;
 mod connect;
 mod hostile;
