@@ -306,7 +306,10 @@ impl Audit {
     pub fn log(&self, mut event: Event) {
         event.time = timestamp(OffsetDateTime::now_utc());
         let event = event.capped();
-        let sent = self.tx.as_ref().map(|tx| tx.try_send(Msg::Event(event)));
+        let sent = self
+            .tx
+            .as_ref()
+            .map(|tx| tx.try_send(Msg::Event(Box::new(event))));
         if !matches!(sent, Some(Ok(()))) {
             self.shared.dropped.fetch_add(1, Ordering::SeqCst);
         }

@@ -28,7 +28,7 @@ const BATCH: usize = 4096;
 /// What callers send to the writer thread.
 pub enum Msg {
     /// One event to write (its time is set).
-    Event(Event),
+    Event(Box<Event>),
     /// Write everything queued before, close open coalescing windows, fsync, then answer.
     Sync(Sender<()>),
     /// Look at the flags now (reopen requested).
@@ -195,7 +195,7 @@ impl Writer {
             let now = Instant::now();
             for msg in batch {
                 match msg {
-                    Msg::Event(ev) => coalescer.offer(ev, now, &mut out),
+                    Msg::Event(ev) => coalescer.offer(*ev, now, &mut out),
                     Msg::Sync(ack) => {
                         coalescer.drain(&mut out);
                         acks.push(ack);
