@@ -100,16 +100,20 @@ impl LogFile {
         })
     }
 
-    /// Appends one line (with its newline), rotating first if it would pass the size limit.
+    /// Appends one line (with its newline), rotating first if it would pass the size limit. A
+    /// rotation that fails is reported, and the line still goes to the current file: a bigger
+    /// file is better than a lost line.
     pub fn write_line(&mut self, line: &[u8]) -> std::io::Result<()> {
         let len = line.len() as u64;
         let max = self.rotation.max_size;
-        if max > 0 && self.size > 0 && self.size.saturating_add(len) > max {
-            self.rotate()?;
-        }
+        let rotated = if max > 0 && self.size > 0 && self.size.saturating_add(len) > max {
+            self.rotate()
+        } else {
+            Ok(())
+        };
         self.out.write_all(line)?;
         self.size = self.size.saturating_add(len);
-        Ok(())
+        rotated
     }
 
     /// Hands buffered lines to the kernel (visible to readers, survives a crash of the process).
@@ -258,13 +262,11 @@ impl Writer {
             if self.to_stderr {
                 echo.push_str(&line);
             }
-            if result.is_ok() {
-                result = self.file.write_line(line.as_bytes());
-            }
+            // Every line is tried, so one failure (a rotation, say) loses no other line.
+            let written = self.file.write_line(line.as_bytes());
+            result = result.and(written);
         }
-        if result.is_ok() {
-            result = self.file.flush();
-        }
+        result = result.and(self.file.flush());
         if !echo.is_empty() {
             eprint!("{echo}");
         }

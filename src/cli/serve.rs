@@ -11,8 +11,15 @@ use crate::ca::{Authority, Home};
 use crate::server::{self, ServeOptions};
 use crate::tls::lockout::LockoutPolicy;
 
+/// Longest server duration (timeouts, lockout): the server adds these to clock readings, which
+/// must not overflow.
+const MAX_DURATION_DAYS: i64 = 36_500;
+
 fn duration(flag: &str, s: &str) -> Result<Duration> {
     let secs = crate::pki::parse_ttl(s).with_context(|| flag.to_string())?;
+    if secs > MAX_DURATION_DAYS * 86_400 {
+        anyhow::bail!("{flag} {s}: too long (at most {MAX_DURATION_DAYS}d)");
+    }
     Ok(Duration::from_secs(secs.unsigned_abs()))
 }
 

@@ -233,5 +233,8 @@ fn huge_durations_fail_cleanly_instead_of_panicking() {
     .fails_with("TTL too long");
     env.run(&["serve", "--audit-max-size", "99999999999G"])
         .fails_with("--audit-max-size");
+    // Accepted before, and added to the clock at the first lockout: an overflow panic.
+    env.run(&["serve", "--lockout-duration", "9223372036854775807s"])
+        .fails_with("--lockout-duration 9223372036854775807s: too long");
     assert!(env.list().is_empty());
 }
