@@ -204,13 +204,11 @@ impl Authority {
         out_dir: &std::path::Path,
     ) -> Result<Issued, CaError> {
         let now = pki::now();
-        // Checked: a lifetime of 10^11 days must be an error, not an overflow panic.
-        let wanted_end = now
-            .checked_add(leaf.lifetime)
-            .map_or(i64::MAX, |t| t.unix_timestamp());
-        if wanted_end > self.meta.not_after {
+        // Checked: a TTL of billions of days passes the date range of `time` (year 9999).
+        let wanted_end = now.checked_add(leaf.lifetime).map(|t| t.unix_timestamp());
+        if wanted_end.is_none_or(|end| end > self.meta.not_after) {
             return Err(CaError::TtlBeyondCa {
-                wanted: pki::rfc3339(wanted_end),
+                wanted: wanted_end.map_or_else(|| "after the year 9999".into(), pki::rfc3339),
                 ca_end: pki::rfc3339(self.meta.not_after),
             });
         }

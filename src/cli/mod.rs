@@ -239,6 +239,13 @@ pub struct ServeArgs {
     /// Also write audit events to stderr: text (none) or json.
     #[arg(long, value_enum, default_value = "text")]
     pub log_format: LogFormat,
+    /// Rotate HOME/audit.log before it passes this size, e.g. 64MiB, 500K, 1G (0: never, for
+    /// logrotate; SIGHUP reopens the file).
+    #[arg(long, default_value = "64MiB")]
+    pub audit_max_size: String,
+    /// Rotated audit files kept: audit.log.1 (newest) to audit.log.N.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(1..))]
+    pub audit_keep: u16,
 }
 
 /// Whether audit events are echoed on stderr.

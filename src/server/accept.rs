@@ -167,7 +167,7 @@ impl Connection {
         };
         let lockout = Event::new("lockout")
             .peer(peer)
-            .cert(event.serial.clone(), event.name.clone());
+            .claimed(event.claimed_serial.clone(), event.claimed_name.clone());
         self.state.audit.log(event);
         if let Some(locked) = ticket.admission.failure(ticket.group, fp, Instant::now()) {
             self.state.audit.log(lockout.reason(format!(
@@ -216,7 +216,7 @@ impl Connection {
                 let event = Event::new("handshake_rejected").peer(peer);
                 let rejection = verdict.and_then(Result::err);
                 let event = match rejection.or_else(|| rejection_of(&e)) {
-                    Some(r) => event.cert(r.serial, r.name).reason(r.reason),
+                    Some(r) => event.claimed(r.serial, r.name).reason(r.reason),
                     None => event.reason(handshake_reason(&e)),
                 };
                 return self.failed(peer, &ticket, seen, event);

@@ -14,7 +14,7 @@ use anyhow::{Context, Result};
 use tokio::net::TcpListener;
 use tokio_util::sync::CancellationToken;
 
-use crate::audit::{Audit, Event};
+use crate::audit::{Audit, AuditSettings, Event};
 use crate::ca::{self, Authority, Signer};
 use crate::tls::lockout::{Admission, AdmissionPolicy};
 use crate::tls::{self, RevocationSet, ServerCert, TlsSettings};
@@ -49,6 +49,10 @@ pub struct ServeOptions {
     pub renewal: ca::RenewalPolicy,
     /// `issue` over the control socket without the CA passphrase.
     pub allow_socket_issue: bool,
+    /// Audit file size that triggers rotation (0: never).
+    pub audit_max_size: u64,
+    /// Rotated audit files kept.
+    pub audit_keep: usize,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -62,8 +66,15 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
             .filter(|r| r.revocation.is_some())
             .map(|r| r.serial.clone()),
     );
-    let audit = Audit::open(&home.audit_log(), opts.audit_to_stderr)
-        .with_context(|| format!("open {}", home.audit_log().display()))?;
+    let audit = Audit::open_with(
+        &home.audit_log(),
+        AuditSettings {
+            to_stderr: opts.audit_to_stderr,
+            max_size: opts.audit_max_size,
+            keep: opts.audit_keep,
+        },
+    )
+    .with_context(|| format!("open {}", home.audit_log().display()))?;
 
     let mut names = certs::default_names();
     for san in &opts.sans {
@@ -210,8 +221,15 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     .await;
 
     let _ = std::fs::remove_file(home.ctl_socket());
-    state.audit.log(Event::new("server_stopped"));
-    state.audit.sync();
+    // Waits for the audit writer to reach the disk, off the async workers: first the refusals
+    // still being counted, so the last line is the one saying the server stopped.
+    let st = state.clone();
+    let _ = tokio::task::spawn_blocking(move || {
+        st.audit.sync();
+        st.audit.log(Event::new("server_stopped"));
+        st.audit.sync();
+    })
+    .await;
     state.authority.ledger().flush()?;
     eprintln!("mcp-zt: stopped");
     Ok(())
@@ -273,7 +291,11 @@ async fn signals(state: Arc<AppState>, shutdown: CancellationToken) {
         tokio::select! {
             _ = term.recv() => break,
             _ = int.recv() => break,
-            _ = hup.recv() => reload_policy(&state),
+            _ = hup.recv() => {
+                // Reopen first, so the reload's own line lands in the new file after logrotate.
+                state.audit.reopen();
+                reload_policy(&state);
+            }
         }
     }
     eprintln!("mcp-zt: shutting down");

@@ -109,10 +109,10 @@ async fn health_checks_and_half_open_hellos_never_lock_out_a_good_client() {
         assert!(r.is_err(), "a revoked certificate must be refused");
     }
     let lockout = wait_audit(&env, |v| v["event"] == "lockout");
-    assert_eq!(lockout["serial"], mallory.as_str());
+    assert_eq!(lockout["claimed_serial"], mallory.as_str());
     wait_audit(&env, |v| {
         v["event"] == "handshake_rejected"
-            && v["serial"] == mallory.as_str()
+            && v["claimed_serial"] == mallory.as_str()
             && v["reason"]
                 .as_str()
                 .is_some_and(|r| r.starts_with("locked out: 5 failed handshakes"))
@@ -151,7 +151,7 @@ async fn a_certificate_lockout_ends_after_its_duration() {
             .is_err());
     }
     wait_audit(&env, |v| {
-        v["event"] == "lockout" && v["serial"] == mallory.as_str()
+        v["event"] == "lockout" && v["claimed_serial"] == mallory.as_str()
     });
     let before = audit_len(&env);
     assert!(post(&client_of(&env, "mallory"), &server, INIT)

@@ -2,6 +2,7 @@
 //! Each test gets a fresh temporary CA home.
 
 mod admission;
+mod audit_log;
 mod common;
 mod connect;
 mod hardening;

@@ -116,13 +116,14 @@ pub fn audit_len(env: &Env) -> usize {
     std::fs::read(env.home.join("audit.log")).map_or(0, |b| b.len())
 }
 
-/// Like [`wait_audit`], looking only at lines written after byte `offset`.
+/// Like [`wait_audit`], looking only at lines written after byte `offset`. Waits up to 15 s:
+/// repeated refusals are coalesced and their `count` line comes when a 10 s window closes.
 pub fn wait_audit_after(
     env: &Env,
     offset: usize,
     pred: impl Fn(&serde_json::Value) -> bool,
 ) -> serde_json::Value {
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(15);
     loop {
         let all = std::fs::read(env.home.join("audit.log")).unwrap_or_default();
         let text = String::from_utf8_lossy(all.get(offset..).unwrap_or_default()).into_owned();
