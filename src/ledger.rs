@@ -468,6 +468,25 @@ impl Ledger {
         self.flush()
     }
 
+    /// The first certificate of `rec`'s renewal chain and when it was issued. Records renewed
+    /// before chains were recorded carry only the link to their predecessor: walk it back.
+    pub fn chain_origin(&self, rec: &CertRecord) -> Result<(String, i64), LedgerError> {
+        if let (Some(root), Some(started)) = (&rec.chain_root, rec.chain_started) {
+            return Ok((root.clone(), started));
+        }
+        let mut first = rec.clone();
+        for _ in 0..MAX_CHAIN {
+            let Some(prev) = first.renewed_from.clone() else {
+                break;
+            };
+            match self.get(&prev)? {
+                Some(p) => first = p,
+                None => break,
+            }
+        }
+        Ok((first.chain_root().to_string(), first.chain_started()))
+    }
+
     /// Revokes every certificate of the renewal chain `serial` belongs to: its predecessors
     /// that are still valid (in their renewal grace period) and every certificate renewed from
     /// it, forward to the newest. One transaction, so a renewal racing this either lands before

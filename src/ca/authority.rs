@@ -330,9 +330,8 @@ impl Authority {
                 pki::rfc3339(opens)
             )));
         }
-        let chain_end = old
-            .chain_started()
-            .saturating_add(policy.max_chain_age_secs);
+        let (chain_root, chain_started) = self.ledger.chain_origin(&old)?;
+        let chain_end = chain_started.saturating_add(policy.max_chain_age_secs);
         let wanted = lifetime
             .saturating_sub(build::BACKDATE.whole_seconds())
             .max(60);
@@ -344,7 +343,7 @@ impl Authority {
             return Err(refused(format!(
                 "the renewal chain of {:?} began with `mcp-zt issue` at {} and renewals end {} days after that: an operator must issue a new certificate (mcp-zt issue --name {} --role {role})",
                 old.name,
-                pki::rfc3339(old.chain_started()),
+                pki::rfc3339(chain_started),
                 policy.max_chain_age_secs / 86_400,
                 old.name
             )));
@@ -375,8 +374,8 @@ impl Authority {
             revocation: None,
             renewed_from: Some(old.serial.clone()),
             superseded_by: None,
-            chain_root: Some(old.chain_root().to_string()),
-            chain_started: Some(old.chain_started()),
+            chain_root: Some(chain_root),
+            chain_started: Some(chain_started),
         };
         // One transaction: the successor and the link, or nothing; it re-checks that the old
         // certificate is still unrevoked and unrenewed, so a racing revoke or renew wins cleanly.
@@ -465,12 +464,10 @@ impl Authority {
     }
 
     /// Revokes exactly one certificate as superseded by its renewal (no chain: its successor
-    /// is the certificate in use).
-    pub fn retire(&self, signer: &Signer, serial: &str) -> Result<CertRecord, CaError> {
+    /// is the certificate in use). Ledger only: the caller applies it and publishes the CRL.
+    pub fn retire(&self, serial: &str) -> Result<CertRecord, CaError> {
         let now = pki::now().unix_timestamp();
-        let rec = self.ledger.revoke(serial, Reason::Superseded, now)?;
-        self.publish_crl(signer)?;
-        Ok(rec)
+        Ok(self.ledger.revoke(serial, Reason::Superseded, now)?)
     }
 
     /// Republishes the CRL unless HOME/crl.pem is present and fresh; returns whether it did.

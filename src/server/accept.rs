@@ -205,21 +205,27 @@ impl Connection {
                 }),
             )
             .await;
-        ticket.finish(seen.is_some());
+        // Only a completed handshake gets its token back: garbage certificates must not refill
+        // the bucket. Only a certificate the verifier refused counts towards its lockout: a
+        // valid certificate whose holder failed to prove the key (anyone can replay the public
+        // certificate) or whose connection dropped must not lock the real holder out.
+        ticket.finish(matches!(&handshake, Ok(Ok(_))));
+        let refused = seen.filter(|_| matches!(verdict, Some(Err(_))));
         let tls = match handshake {
             Err(_) => {
                 let event = Event::new("handshake_rejected").peer(peer);
-                return self.failed(peer, &ticket, seen, event.reason("handshake timeout"));
+                return self.failed(peer, &ticket, refused, event.reason("handshake timeout"));
             }
             Ok(Err((e, tcp))) => {
-                tokio::spawn(linger_close(tcp));
+                // Awaited, not spawned: the lingering socket stays under the connection permit.
+                linger_close(tcp).await;
                 let event = Event::new("handshake_rejected").peer(peer);
                 let rejection = verdict.and_then(Result::err);
                 let event = match rejection.or_else(|| rejection_of(&e)) {
                     Some(r) => event.claimed(r.serial, r.name).reason(r.reason),
                     None => event.reason(handshake_reason(&e)),
                 };
-                return self.failed(peer, &ticket, seen, event);
+                return self.failed(peer, &ticket, refused, event);
             }
             Ok(Ok(tls)) => tls,
         };

@@ -75,9 +75,21 @@ async fn renew(
         return plain(StatusCode::BAD_REQUEST, "the body must be a PEM CSR");
     };
     let now = crate::pki::now().unix_timestamp();
+    // Reserve this holder's renewal slot before signing, so concurrent renewals of one name
+    // (from different certificates) cannot all pass the rate limit; given back if this one
+    // does not issue a new certificate.
     let last = {
-        let m = state.last_renewal.lock().unwrap_or_else(|e| e.into_inner());
-        m.get(&who.name).copied()
+        let mut m = state.last_renewal.lock().unwrap_or_else(|e| e.into_inner());
+        m.insert(who.name.clone(), now)
+    };
+    let give_back = |state: &AppState| {
+        let mut m = state.last_renewal.lock().unwrap_or_else(|e| e.into_inner());
+        if m.get(&who.name) == Some(&now) {
+            match last {
+                Some(prev) => m.insert(who.name.clone(), prev),
+                None => m.remove(&who.name),
+            };
+        }
     };
     let st = state.clone();
     let serial = who.serial.clone();
@@ -90,16 +102,12 @@ async fn renew(
         Ok(Ok(renewal)) => {
             let rec = renewal.record;
             if renewal.replayed {
+                give_back(&state);
                 state.audit.log(
                     audit("certificate_renewed")
                         .reason(format!("new serial {} (answer sent again)", rec.serial)),
                 );
             } else {
-                state
-                    .last_renewal
-                    .lock()
-                    .unwrap_or_else(|e| e.into_inner())
-                    .insert(who.name.clone(), now);
                 state
                     .audit
                     .log(audit("certificate_renewed").reason(format!("new serial {}", rec.serial)));
@@ -123,6 +131,7 @@ async fn renew(
                 .into_response()
         }
         Ok(Err(e)) => {
+            give_back(&state);
             state
                 .audit
                 .log(audit("renewal_refused").reason(e.to_string()));
@@ -133,7 +142,10 @@ async fn renew(
             };
             (status, e.to_string()).into_response()
         }
-        Err(_) => plain(StatusCode::INTERNAL_SERVER_ERROR, "renewal failed"),
+        Err(_) => {
+            give_back(&state);
+            plain(StatusCode::INTERNAL_SERVER_ERROR, "renewal failed")
+        }
     }
 }
 
@@ -231,9 +243,11 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
         {
             if !state.sessions.bind(new, &who.serial) {
                 // Unbound, the new session is unusable; rmcp expires it on its own.
-                state
-                    .audit
-                    .log(audit("request_rejected").reason("session limit reached"));
+                state.audit.log(audit("request_rejected").reason(format!(
+                    "session limit reached ({} in all, {} per certificate)",
+                    crate::server::state::MAX_SESSIONS,
+                    crate::server::state::MAX_SESSIONS_PER_CERT
+                )));
                 return plain(StatusCode::SERVICE_UNAVAILABLE, "Service Unavailable");
             }
             state.audit.log(audit("session_created"));

@@ -182,10 +182,11 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     )));
     eprintln!("mcp-zt: serving MCP on https://{local}/mcp (client certificate required)");
     // Machine-readable line for scripts and tests: the bound address.
+    let sig = Signals::install().context("install signal handlers")?;
     println!("listening {local}");
 
     tokio::spawn(ctl::serve(ctl_listener, state.clone(), shutdown.clone()));
-    tokio::spawn(signals(state.clone(), shutdown.clone()));
+    tokio::spawn(signals(state.clone(), shutdown.clone(), sig));
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
     tokio::spawn(http::sweep_sessions(
         state.clone(),
@@ -277,16 +278,31 @@ async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
     }
 }
 
-async fn signals(state: Arc<AppState>, shutdown: CancellationToken) {
-    use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut term), Ok(mut int), Ok(mut hup)) = (
-        signal(SignalKind::terminate()),
-        signal(SignalKind::interrupt()),
-        signal(SignalKind::hangup()),
-    ) else {
-        eprintln!("mcp-zt: cannot install signal handlers");
-        return;
-    };
+/// SIGTERM, SIGINT and SIGHUP, installed before the server says it listens: a signal sent
+/// right after that line must reach these handlers, not the default action.
+struct Signals {
+    term: tokio::signal::unix::Signal,
+    int: tokio::signal::unix::Signal,
+    hup: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    fn install() -> std::io::Result<Signals> {
+        use tokio::signal::unix::{signal, SignalKind};
+        Ok(Signals {
+            term: signal(SignalKind::terminate())?,
+            int: signal(SignalKind::interrupt())?,
+            hup: signal(SignalKind::hangup())?,
+        })
+    }
+}
+
+async fn signals(state: Arc<AppState>, shutdown: CancellationToken, sig: Signals) {
+    let Signals {
+        mut term,
+        mut int,
+        mut hup,
+    } = sig;
     loop {
         tokio::select! {
             _ = term.recv() => break,

@@ -86,6 +86,9 @@ impl ConnRegistry {
 
 /// Most session bindings held at once; [`SessionBindings::bind`] refuses more.
 pub const MAX_SESSIONS: usize = 65_536;
+/// Most sessions one certificate may hold: one client must not use up [`MAX_SESSIONS`] and
+/// leave everybody else without sessions until rmcp expires them.
+pub const MAX_SESSIONS_PER_CERT: usize = 256;
 
 #[derive(Debug, Default)]
 struct Bindings {
@@ -101,30 +104,36 @@ struct Bindings {
 pub struct SessionBindings {
     inner: Mutex<Bindings>,
     cap: usize,
+    per_serial: usize,
 }
 
 impl Default for SessionBindings {
     fn default() -> Self {
-        SessionBindings::with_cap(MAX_SESSIONS)
+        SessionBindings::with_caps(MAX_SESSIONS, MAX_SESSIONS_PER_CERT)
     }
 }
 
 impl SessionBindings {
-    /// Bindings holding at most `cap` sessions.
-    pub fn with_cap(cap: usize) -> Self {
+    /// Bindings holding at most `cap` sessions, at most `per_serial` of one certificate.
+    pub fn with_caps(cap: usize, per_serial: usize) -> Self {
         SessionBindings {
             inner: Mutex::new(Bindings::default()),
             cap,
+            per_serial,
         }
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, Bindings> {
         self.inner.lock().unwrap_or_else(|p| p.into_inner())
     }
-    /// Binds `session` to `serial`; false (nothing bound) when `cap` sessions are bound already.
+    /// Binds `session` to `serial`; false (nothing bound) when `cap` sessions, or `per_serial`
+    /// of this certificate, are bound already.
     pub fn bind(&self, session: &str, serial: &str) -> bool {
         let mut m = self.lock();
-        if !m.owner.contains_key(session) && m.owner.len() >= self.cap {
-            return false;
+        if !m.owner.contains_key(session) {
+            let of_serial = m.by_serial.get(serial).map_or(0, HashSet::len);
+            if m.owner.len() >= self.cap || of_serial >= self.per_serial {
+                return false;
+            }
         }
         if let Some(old) = m.owner.insert(session.to_string(), serial.to_string()) {
             Self::unindex(&mut m, session, &old);
@@ -273,13 +282,33 @@ impl AppState {
     }
 
     /// Revokes a renewed certificate as superseded, alone: its successor is the one in use.
-    /// Off the async workers: it signs a CRL.
+    /// Applied live before the CRL is published, as every revocation. Off the async workers:
+    /// it signs a CRL.
     pub fn retire(self: &Arc<Self>, old: String, why: &'static str) {
         let me = self.clone();
-        tokio::task::spawn_blocking(move || match me.authority.retire(&me.signer, &old) {
-            Ok(rec) => me.apply_revocation(&rec, why),
-            Err(CaError::Ledger(crate::ledger::LedgerError::AlreadyRevoked { .. })) => {}
-            Err(e) => eprintln!("mcp-zt: could not retire renewed certificate {old}: {e}"),
+        tokio::task::spawn_blocking(move || {
+            match me.authority.retire(&old) {
+                Ok(rec) => me.apply_revocation(&rec, why),
+                Err(CaError::Ledger(crate::ledger::LedgerError::AlreadyRevoked { .. })) => {
+                    // Revoked before (perhaps by a retire whose CRL failed): make sure it is live.
+                    if !me.revoked.contains(&old) {
+                        if let Ok(Some(rec)) = me.authority.ledger().get(&old) {
+                            me.apply_revocation(&rec, why);
+                        }
+                    }
+                    return;
+                }
+                Err(e) => {
+                    eprintln!("mcp-zt: could not retire renewed certificate {old}: {e}");
+                    return;
+                }
+            }
+            if let Err(e) = me.authority.publish_crl(&me.signer) {
+                me.audit
+                    .log(Event::new("crl_publish_failed").reason(format!(
+                        "retirement of {old} applied live; CRL not written: {e}"
+                    )));
+            }
         });
     }
 
@@ -327,7 +356,7 @@ mod tests {
 
     #[test]
     fn bindings_index_by_serial_and_stay_bounded() {
-        let b = SessionBindings::with_cap(3);
+        let b = SessionBindings::with_caps(3, 3);
         assert!(b.bind("s1", "a"));
         assert!(b.bind("s2", "a"));
         assert!(b.bind("s3", "b"));
@@ -344,6 +373,17 @@ mod tests {
         b.unbind("s4");
         assert!(b.is_empty());
         assert!(b.lock().by_serial.is_empty());
+    }
+
+    #[test]
+    fn one_certificate_cannot_take_every_session() {
+        let b = SessionBindings::with_caps(10, 2);
+        assert!(b.bind("s1", "a"));
+        assert!(b.bind("s2", "a"));
+        assert!(!b.bind("s3", "a"), "over the per-certificate cap");
+        assert!(b.bind("s3", "b"), "others still get sessions");
+        b.unbind("s1");
+        assert!(b.bind("s4", "a"));
     }
 
     #[test]

@@ -7,9 +7,11 @@
 //!   scanner, a slow-loris, garbage bytes) are not authentication failures. They draw from a
 //!   per-address-group token bucket (`--handshake-burst`, `--handshake-rate`): once the bucket is
 //!   empty, new connections from that group wait for a token (at most [`MAX_DELAY`]) and beyond
-//!   that are refused. A handshake that does present a certificate gets its token back, so a
-//!   flood only slows its own group down while it lasts; it never blocks anyone for long.
-//! - **Failures that present a certificate** (unknown CA, revoked, expired, role not in the
+//!   that are refused. A handshake that completes with a verified certificate gets its token
+//!   back, so a flood only slows its own group down while it lasts; it never blocks anyone for
+//!   long. (Every other handshake keeps its token spent: a flood of garbage certificates
+//!   drains the bucket like any other flood.)
+//! - **Certificates the verifier refused** (unknown CA, revoked, expired, role not in the
 //!   policy, ...) are counted per (address group, SHA-256 of the leaf certificate): a client
 //!   failing in a loop locks out itself, not the other clients behind the same address (every
 //!   client of an L4 load balancer shares its address).
@@ -320,14 +322,14 @@ impl Admission {
         Ok(delay)
     }
 
-    /// A handshake of `group` is over; `presented_certificate` gives its token back, since those
-    /// are counted per certificate instead.
-    pub fn finished(&self, group: AddrGroup, presented_certificate: bool) {
+    /// A handshake of `group` is over; a `completed` one (a verified certificate) gives its
+    /// token back, so valid clients never drain their address's bucket.
+    pub fn finished(&self, group: AddrGroup, completed: bool) {
         let burst = f64::from(self.policy.handshake_burst.max(1));
         let mut t = self.tables();
         if let Some(g) = t.groups.get_mut(&group) {
             g.in_flight = g.in_flight.saturating_sub(1);
-            if presented_certificate {
+            if completed {
                 g.tokens = (g.tokens + 1.0).min(burst);
             }
         }
