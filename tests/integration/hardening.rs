@@ -23,8 +23,30 @@ fn is_root() -> bool {
 fn serve_refuses_a_home_that_others_can_reach() {
     let env = Env::with_ca();
     chmod(&env.home, 0o755);
-    let out = env.run(&["serve", "--listen", "127.0.0.1:0"]);
-    out.fails_with("chmod 700");
+    let mut child = Command::new(bin())
+        .arg("--home")
+        .arg(&env.home)
+        .args(["serve", "--listen", "127.0.0.1:0"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("serve");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("wait") {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("serve ran from a HOME with mode 0755");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    let mut err = String::new();
+    std::io::Read::read_to_string(&mut child.stderr.take().expect("stderr"), &mut err)
+        .expect("stderr");
+    assert_eq!(status.code(), Some(1), "{err}");
+    assert!(err.contains("chmod 700"), "{err}");
     assert!(!env.home.join("ctl.sock").exists());
 }
 
