@@ -98,16 +98,21 @@ lock_rc=0
 python3 - "$home/audit.log" "$bad" <<'PY' || lock_rc=$?
 import collections, json, sys
 events = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
-kinds = collections.Counter(e["event"] for e in events)
+# A coalesced line stands for `count` identical refusals.
+kinds = collections.Counter()
+for e in events:
+    kinds[e["event"]] += e.get("count", 1)
 for k, n in sorted(kinds.items()):
     print(f"  {k:22} {n}")
 for e in events:
     if e["event"] in ("lockout", "connection_refused"):
-        print(f"  {e['event']}: serial={e.get('serial', '-')} {e.get('reason', '')}")
-locked = [e for e in events if e["event"] == "handshake_rejected"
-          and e.get("reason", "").startswith("locked out")]
-print(f"  refused as locked out: {len(locked)}")
-ok = any(e["event"] == "lockout" and e.get("serial") == sys.argv[2] for e in events)
+        serial = e.get("claimed_serial") or e.get("serial", "-")
+        print(f"  {e['event']}: serial={serial} {e.get('reason', '')}")
+locked = sum(e.get("count", 1) for e in events if e["event"] == "handshake_rejected"
+             and e.get("reason", "").startswith("locked out"))
+print(f"  refused as locked out: {locked}")
+# Refused certificates are claims until verified: the lockout line names the claimed serial.
+ok = any(e["event"] == "lockout" and e.get("claimed_serial") == sys.argv[2] for e in events)
 sys.exit(0 if ok else 2)
 PY
 [ "$good_fail" = 0 ] || fail "the valid client was refused $good_fail times"
