@@ -2,6 +2,14 @@
 //!
 //! Pure logic over plain data, loaded from `HOME/policy.toml`. Deny by default: a tool that is
 //! not in the policy, or a role that is not in the policy, is allowed nothing.
+//!
+//! Two forms grant access and combine: `[tools.NAME] roles = [...]` (the tool's view) and a
+//! role's `allow = ["KIND:GLOB", ...]` (the role's view, see [`rules`]). A role's `deny` rules
+//! win over both. A role holds its own rules and those of every role it inherits.
+
+pub mod rules;
+
+pub use rules::{Kind, Rule};
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -49,6 +57,10 @@ struct RawPolicy {
 struct RawRole {
     #[serde(default)]
     inherits: Vec<Spanned<String>>,
+    #[serde(default)]
+    allow: Vec<Spanned<String>>,
+    #[serde(default)]
+    deny: Vec<Spanned<String>>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -73,8 +85,12 @@ pub struct ToolRule {
 pub struct Policy {
     /// role → the roles it directly inherits.
     inherits: BTreeMap<String, Vec<String>>,
-    /// tool → rule.
+    /// tool (or glob, for rate limits) → rule.
     tools: BTreeMap<String, ToolRule>,
+    /// role → its own `allow` rules.
+    allow: BTreeMap<String, Vec<Rule>>,
+    /// role → its own `deny` rules.
+    deny: BTreeMap<String, Vec<Rule>>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -102,8 +118,21 @@ impl Policy {
         }
         let known: BTreeSet<&str> = raw.roles.keys().map(|k| k.get_ref().as_str()).collect();
         let mut inherits = BTreeMap::new();
+        let mut allow = BTreeMap::new();
+        let mut deny = BTreeMap::new();
         for (name, role) in &raw.roles {
             validate_role(name.get_ref()).map_err(|e| invalid(name.span(), e.to_string()))?;
+            let parse_rules = |list: &[Spanned<String>]| -> Result<Vec<Rule>, PolicyError> {
+                list.iter()
+                    .map(|r| {
+                        r.get_ref().parse::<Rule>().map_err(|e| {
+                            invalid(r.span(), format!("role {:?}: {e}", name.get_ref()))
+                        })
+                    })
+                    .collect()
+            };
+            allow.insert(name.get_ref().clone(), parse_rules(&role.allow)?);
+            deny.insert(name.get_ref().clone(), parse_rules(&role.deny)?);
             let mut parents = Vec::new();
             for parent in &role.inherits {
                 if !known.contains(parent.get_ref().as_str()) {
@@ -150,7 +179,12 @@ impl Policy {
                 },
             );
         }
-        let policy = Policy { inherits, tools };
+        let policy = Policy {
+            inherits,
+            tools,
+            allow,
+            deny,
+        };
         for name in raw.roles.keys() {
             if policy.has_cycle_from(name.get_ref()) {
                 return Err(invalid(
@@ -212,9 +246,15 @@ impl Policy {
         out
     }
 
-    /// The rule for `tool`, if the policy names it.
+    /// The `[tools.NAME]` entry for `tool`: the one named exactly, else the first (in name
+    /// order) whose NAME is a glob matching it.
     pub fn tool(&self, tool: &str) -> Option<&ToolRule> {
-        self.tools.get(tool)
+        self.tools.get(tool).or_else(|| {
+            self.tools
+                .iter()
+                .find(|(name, _)| name.contains('*') && rules::glob_match(name, tool))
+                .map(|(_, rule)| rule)
+        })
     }
 
     /// Every tool the policy names.
@@ -222,28 +262,69 @@ impl Policy {
         self.tools.iter().map(|(k, v)| (k.as_str(), v))
     }
 
-    /// Whether `role` may call `tool`. Unknown roles and unknown tools are denied.
-    pub fn allows(&self, role: &str, tool: &str) -> bool {
-        let Some(rule) = self.tools.get(tool) else {
-            return false;
-        };
-        if !self.has_role(role) {
+    /// Whether `role` may see and use the item `name` of `kind`: a `deny` rule of the role (or
+    /// of a role it inherits) refuses it; otherwise an `allow` rule, or for tools the
+    /// `[tools.NAME] roles` list, grants it; nothing matching means denied. Unknown roles are
+    /// denied everything.
+    pub fn permits(&self, role: &str, kind: Kind, name: &str) -> bool {
+        let roles = self.effective_roles(role);
+        if roles.is_empty() {
             return false;
         }
-        rule.roles.contains(ANY_ROLE)
-            || self
-                .effective_roles(role)
-                .iter()
-                .any(|r| rule.roles.contains(r))
+        let any = |rules: &BTreeMap<String, Vec<Rule>>| {
+            roles.iter().any(|r| {
+                rules
+                    .get(r)
+                    .is_some_and(|list| list.iter().any(|rule| rule.matches(kind, name)))
+            })
+        };
+        if any(&self.deny) {
+            return false;
+        }
+        let by_table = kind == Kind::Tool
+            && self.tool(name).is_some_and(|rule| {
+                rule.roles.contains(ANY_ROLE) || roles.iter().any(|r| rule.roles.contains(r))
+            });
+        by_table || any(&self.allow)
     }
 
-    /// The tools `role` may call, sorted.
+    /// Whether `role` may call `tool`. Unknown roles and unknown tools are denied.
+    pub fn allows(&self, role: &str, tool: &str) -> bool {
+        self.permits(role, Kind::Tool, tool)
+    }
+
+    /// The tools of `candidates` that `role` may call, in the given order.
+    pub fn allowed_of<'a>(&self, role: &str, candidates: &[&'a str]) -> Vec<&'a str> {
+        candidates
+            .iter()
+            .copied()
+            .filter(|t| self.allows(role, t))
+            .collect()
+    }
+
+    /// The tools named in `[tools.NAME]` tables (globs excluded) that `role` may call, sorted.
     pub fn allowed_tools(&self, role: &str) -> Vec<&str> {
         self.tools
             .keys()
             .map(String::as_str)
-            .filter(|t| self.allows(role, t))
+            .filter(|t| !t.contains('*') && self.allows(role, t))
             .collect()
+    }
+
+    /// The `allow` and `deny` rules in force for `role`: its own and every inherited role's,
+    /// as written (`KIND:GLOB`), sorted and without repeats.
+    pub fn effective_rules(&self, role: &str) -> (Vec<String>, Vec<String>) {
+        let roles = self.effective_roles(role);
+        let collect = |rules: &BTreeMap<String, Vec<Rule>>| {
+            let set: BTreeSet<String> = roles
+                .iter()
+                .filter_map(|r| rules.get(r))
+                .flatten()
+                .map(Rule::to_string)
+                .collect();
+            set.into_iter().collect::<Vec<_>>()
+        };
+        (collect(&self.allow), collect(&self.deny))
     }
 }
 
@@ -337,6 +418,77 @@ mod tests {
         assert!(
             Policy::parse("[roles.v]\n[tools.t]\nroles=[\"v\"]\nrate_per_minute = 0\n").is_err()
         );
+    }
+
+    const RULES: &str = r#"
+[roles.viewer]
+allow = ["tool:read_*", "tool:whoami", "resource:docs://public/*", "prompt:*"]
+[roles.editor]
+inherits = ["viewer"]
+allow = ["tool:write_data"]
+deny = ["tool:read_secret*"]
+[roles.admin]
+inherits = ["editor"]
+allow = ["tool:*", "resource:*"]
+deny = ["tool:github__delete_*"]
+[tools.delete_data]
+roles = ["viewer"]
+[tools."github__*"]
+roles = ["admin"]
+rate_per_minute = 7
+"#;
+
+    #[test]
+    fn allow_and_deny_rules_combine_with_the_tool_tables_and_deny_wins() {
+        let p = Policy::parse(RULES).expect("parse");
+        assert!(p.allows("viewer", "read_data"));
+        assert!(p.allows("viewer", "read_secret_keys"));
+        assert!(!p.allows("viewer", "write_data"));
+        // The table grants, the rules do not deny: allowed.
+        assert!(p.allows("viewer", "delete_data"));
+        // The editor inherits read_* but its own deny wins.
+        assert!(p.allows("editor", "read_data"));
+        assert!(!p.allows("editor", "read_secret_keys"));
+        assert!(p.allows("editor", "write_data"));
+        // Deny is inherited too, and wins over the admin's tool:* and the table.
+        assert!(!p.allows("admin", "read_secret_keys"));
+        assert!(!p.allows("admin", "github__delete_repo"));
+        assert!(p.allows("admin", "github__list_repos"));
+        assert!(p.allows("admin", "anything_else"));
+        // Kinds are kept apart.
+        assert!(p.permits("viewer", Kind::Resource, "docs://public/readme"));
+        assert!(!p.permits("viewer", Kind::Resource, "docs://private/plan"));
+        assert!(p.permits("viewer", Kind::Prompt, "summarize"));
+        assert!(!p.permits("viewer", Kind::Tool, "summarize"));
+        assert!(!p.permits("ghost", Kind::Prompt, "summarize"));
+        // Rate limits may be set for a glob of tools.
+        assert_eq!(
+            p.tool("github__list_repos").and_then(|r| r.rate_per_minute),
+            Some(7)
+        );
+        assert_eq!(p.tool("delete_data").and_then(|r| r.rate_per_minute), None);
+        let (allow, deny) = p.effective_rules("editor");
+        assert_eq!(
+            allow,
+            [
+                "prompt:*",
+                "resource:docs://public/*",
+                "tool:read_*",
+                "tool:whoami",
+                "tool:write_data"
+            ]
+        );
+        assert_eq!(deny, ["tool:read_secret*"]);
+    }
+
+    #[test]
+    fn a_bad_rule_names_its_line() {
+        let err =
+            Policy::parse("[roles.viewer]\nallow = [\n  \"tool:ok\",\n  \"tools:nope\",\n]\n")
+                .expect_err("bad kind");
+        let msg = err.to_string();
+        assert!(msg.contains("line 4"), "{msg}");
+        assert!(msg.contains("unknown kind"), "{msg}");
     }
 
     #[test]

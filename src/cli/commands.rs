@@ -168,19 +168,34 @@ pub fn run(cli: Cli) -> Result<()> {
                 role: String,
                 inherits: Vec<String>,
                 effective: Vec<String>,
+                /// The built-in tools this role may call.
                 tools: Vec<String>,
+                /// `allow` rules in force (own and inherited).
+                allow: Vec<String>,
+                /// `deny` rules in force (own and inherited); they win over any grant.
+                deny: Vec<String>,
             }
+            let mut builtin: Vec<&str> = crate::mcp::tools::all()
+                .iter()
+                .map(|t| t.name.as_ref())
+                .collect();
+            builtin.sort_unstable();
             let views: Vec<RoleView> = policy
                 .roles()
-                .map(|r| RoleView {
-                    role: r.to_string(),
-                    inherits: policy.direct_parents(r).to_vec(),
-                    effective: policy.effective_roles(r).into_iter().collect(),
-                    tools: policy
-                        .allowed_tools(r)
-                        .into_iter()
-                        .map(str::to_string)
-                        .collect(),
+                .map(|r| {
+                    let (allow, deny) = policy.effective_rules(r);
+                    RoleView {
+                        role: r.to_string(),
+                        inherits: policy.direct_parents(r).to_vec(),
+                        effective: policy.effective_roles(r).into_iter().collect(),
+                        tools: policy
+                            .allowed_of(r, &builtin)
+                            .into_iter()
+                            .map(str::to_string)
+                            .collect(),
+                        allow,
+                        deny,
+                    }
                 })
                 .collect();
             if json {
@@ -199,6 +214,12 @@ pub fn run(cli: Cli) -> Result<()> {
                     inherits,
                     v.tools.join(", ")
                 ));
+                if !v.allow.is_empty() {
+                    out.push_str(&format!("{:<36}allow: {}\n", "", v.allow.join(", ")));
+                }
+                if !v.deny.is_empty() {
+                    out.push_str(&format!("{:<36}deny:  {}\n", "", v.deny.join(", ")));
+                }
             }
             print_out(&out)
         }

@@ -8,6 +8,7 @@ mod connect;
 mod hardening;
 mod hostile;
 mod pki_cli;
+mod policy_rules;
 mod renewal;
 mod renewal_chain;
 mod server;
