@@ -76,9 +76,12 @@ print("sslyze: only TLS 1.2/1.3 with ECDHE + AEAD, no compression, no renegotiat
 PY
 
 echo "== testssl.sh and openssl s_client without a client certificate"
-# testssl.sh detects client authentication from its probe request failing; that probe races the
-# server's alert, so it gets three tries.
-for _ in 1 2 3; do
+# testssl.sh detects client authentication from its probe request failing. In TLS 1.3 the
+# server's certificate_required alert comes after the client's Finished, and testssl's probe
+# (openssl s_client with stdin closed) may exit before reading it: measured here, about half the
+# probes see it, against this server and the previous release alike. So up to ten tries (about
+# one run in a thousand misses all of them), stopping at the first that sees it.
+for _ in $(seq 1 10); do
   testssl --quiet --color 0 --warnings off --protocols "localhost:$PORT" >"$work/testssl.txt" 2>&1 || true
   grep -q "certificate-based authentication" "$work/testssl.txt" && break
 done
