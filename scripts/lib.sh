@@ -49,11 +49,16 @@ start_server() {
   return 1
 }
 
-stop_server() {
-  if [ -n "${SERVER_PID:-}" ] && kill -0 "$SERVER_PID" 2>/dev/null; then
-    kill -TERM "$SERVER_PID" 2>/dev/null || true
-    wait "$SERVER_PID" 2>/dev/null || true
+# stop_pid PID: SIGTERM (both serve and connect exit cleanly on it) and wait, if it still runs.
+stop_pid() {
+  if [ -n "${1:-}" ] && kill -0 "$1" 2>/dev/null; then
+    kill -TERM "$1" 2>/dev/null || true
+    wait "$1" 2>/dev/null || true
   fi
+}
+
+stop_server() {
+  stop_pid "${SERVER_PID:-}"
   SERVER_PID=
 }
 
@@ -83,10 +88,7 @@ start_bridge() {
 }
 
 stop_bridge() {
-  if [ -n "${BRIDGE_PID:-}" ] && kill -0 "$BRIDGE_PID" 2>/dev/null; then
-    kill -TERM "$BRIDGE_PID" 2>/dev/null || true
-    wait "$BRIDGE_PID" 2>/dev/null || true
-  fi
+  stop_pid "${BRIDGE_PID:-}"
   BRIDGE_PID=
 }
 
