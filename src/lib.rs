@@ -16,3 +16,4 @@ pub mod pki;
 pub mod policy;
 pub mod server;
 pub mod tls;
+pub mod upstream;

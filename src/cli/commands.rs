@@ -161,6 +161,7 @@ pub fn run(cli: Cli) -> Result<()> {
             eprintln!("wrote {}", out.display());
             Ok(())
         }
+        Command::Upstream(cmd) => super::upstream::run(&home, cmd),
         Command::Roles { json } => {
             let policy = ca::load_policy(&home)?;
             #[derive(Serialize)]
@@ -365,7 +366,7 @@ fn current_crl(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>) -> Result<S
     Backend::open(home)?.publish_crl(passphrase)
 }
 
-fn print_json<T: Serialize>(value: &T) -> Result<()> {
+pub(super) fn print_json<T: Serialize>(value: &T) -> Result<()> {
     let mut text = serde_json::to_string_pretty(value)?;
     text.push('\n');
     print_out(&text)

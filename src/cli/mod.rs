@@ -6,6 +6,7 @@ mod commands;
 mod connect;
 mod output;
 mod serve;
+mod upstream;
 
 use std::path::PathBuf;
 
@@ -14,6 +15,7 @@ use clap::{Parser, Subcommand};
 use crate::pki::build::{KeyAlgorithm, Reason};
 
 pub use commands::run;
+pub use upstream::{ShareArg, UpstreamAddArgs, UpstreamCommand};
 
 /// mcp-zt: an MCP server where identity comes from client certificates.
 #[derive(Debug, Parser)]
@@ -99,6 +101,9 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Manage the MCP servers the gateway fronts (HOME/upstreams.toml).
+    #[command(subcommand)]
+    Upstream(UpstreamCommand),
 }
 
 /// `mcp-zt ca ...`

@@ -13,3 +13,4 @@ mod renewal;
 mod renewal_chain;
 mod server;
 mod server_env;
+mod upstream_cli;
