@@ -72,6 +72,18 @@ pub struct Event {
     /// Tool name.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tool: Option<String>,
+    /// A gated prompt or resource (or a forwarded item), as `KIND:NAME`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub item: Option<String>,
+    /// The upstream a request was forwarded to.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub upstream: Option<String>,
+    /// How a forwarded request ended: ok, tool_error, error, timeout, unavailable, cancelled.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub outcome: Option<String>,
+    /// How long a forwarded request took, in milliseconds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub latency_ms: Option<u64>,
     /// Why (for rejections and denials).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub reason: Option<String>,
@@ -107,6 +119,18 @@ impl Event {
         self.tool = Some(tool.to_string());
         self
     }
+    /// Sets the gated item (`KIND:NAME`).
+    pub fn item(mut self, item: impl ToString) -> Self {
+        self.item = Some(item.to_string());
+        self
+    }
+    /// Sets the upstream, the outcome and the latency of a forwarded request.
+    pub fn upstream(mut self, upstream: &str, outcome: &str, latency: Duration) -> Self {
+        self.upstream = Some(upstream.to_string());
+        self.outcome = Some(outcome.to_string());
+        self.latency_ms = Some(u64::try_from(latency.as_millis()).unwrap_or(u64::MAX));
+        self
+    }
     /// Sets the reason.
     pub fn reason(mut self, reason: impl ToString) -> Self {
         self.reason = Some(reason.to_string());
@@ -138,6 +162,8 @@ impl Event {
             self.claimed_name.as_mut(),
             self.claimed_serial.as_mut(),
             self.tool.as_mut(),
+            self.upstream.as_mut(),
+            self.outcome.as_mut(),
         ]
         .into_iter()
         .flatten()
@@ -146,6 +172,9 @@ impl Event {
         }
         if let Some(r) = self.reason.as_mut() {
             cap(r, REASON_CAP);
+        }
+        if let Some(i) = self.item.as_mut() {
+            cap(i, REASON_CAP);
         }
         cap(&mut self.time, NAME_CAP);
         self

@@ -7,6 +7,7 @@ mod connect;
 mod output;
 mod serve;
 mod upstream;
+mod upstream_check;
 
 use std::path::PathBuf;
 

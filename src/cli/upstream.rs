@@ -34,6 +34,15 @@ pub enum UpstreamCommand {
         /// The upstream's name.
         name: String,
     },
+    /// Connect to the upstreams (or one), print what each offers and what every role of the
+    /// policy would see through mcp-zt; exit 1 on clashing names or an unreachable upstream.
+    Check {
+        /// Only this upstream (the built-in tools are always included).
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// How many children a stdio upstream runs.
@@ -120,6 +129,10 @@ pub fn run(home: &Home, cmd: UpstreamCommand) -> Result<()> {
     match cmd {
         UpstreamCommand::Add(args) => add(home, *args),
         UpstreamCommand::List { json } => list(home, json),
+        UpstreamCommand::Check { name, json } => {
+            let policy = crate::ca::load_policy(home)?;
+            super::upstream_check::run(home, &policy, name.as_deref(), json)
+        }
         UpstreamCommand::Remove { name } => {
             let mut doc = Document::open(home.dir())?;
             doc.remove(&name)?;

@@ -1,75 +1,265 @@
-//! The MCP server handler: every tools/list and tools/call passes the policy first.
+//! The MCP server handler: every list and every use of a tool, prompt or resource passes the
+//! gate first, whichever provider (built-in or upstream) serves it.
 //!
-//! A tool the caller's role may not use is invisible in tools/list and answers tools/call exactly
-//! like a tool that does not exist; the real reason goes to the audit log.
+//! An item the caller's role may not use is invisible in its list and answers exactly like an
+//! item that does not exist, per method; the real reason goes to the audit log.
 
+pub mod builtin;
+pub mod gate;
+pub mod hub;
+pub mod provider;
 pub mod ratelimit;
 pub mod tools;
 
 use std::sync::Arc;
 use std::time::Instant;
 
+use base64::Engine;
 use rmcp::model::{
-    CacheScope, CallToolRequestParams, CallToolResponse, Implementation, ListToolsResult,
-    PaginatedRequestParams, ServerCapabilities, ServerConfig,
+    CacheScope, CallToolRequestParams, CallToolResponse, ClientRequest, CompleteRequestParams,
+    CompleteResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
+    ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
+    ReadResourceRequestParams, ReadResourceResponse, Reference, Request, ServerCapabilities,
+    ServerConfig, ServerResult, SubscribeRequestParams, UnsubscribeRequestParams,
 };
 use rmcp::service::RequestContext;
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
-use crate::audit::Event;
-use crate::server::state::{AppState, ConnInfo};
-use crate::tls::verifier::current_policy;
+use self::gate::Outcome;
+use self::hub::{Hub, ListKind, SessionSlot, View};
+use self::provider::Caller;
+use crate::identity::Identity;
+use crate::policy::rules::{glob_match, Kind};
+use crate::server::state::ConnInfo;
 
 /// The error for both unknown and forbidden tools: identical on the wire.
 pub fn tool_not_found() -> ErrorData {
     ErrorData::invalid_params("tool not found", None)
 }
 
+/// The error for both unknown and forbidden prompts.
+pub fn prompt_not_found() -> ErrorData {
+    ErrorData::invalid_params("prompt not found", None)
+}
+
+/// The error for both unknown and forbidden resources.
+pub fn resource_not_found(uri: &str) -> ErrorData {
+    ErrorData::resource_not_found(
+        "resource not found",
+        Some(serde_json::json!({ "uri": uri })),
+    )
+}
+
+/// Items per page of a list answer.
+pub const PAGE: usize = 200;
+
 /// One handler instance per MCP session (or per stateless request).
 #[derive(Clone)]
 pub struct ZtMcp {
-    state: Arc<AppState>,
+    hub: Arc<Hub>,
+    slot: Arc<SessionSlot>,
+}
+
+struct Ask {
+    conn: Arc<ConnInfo>,
+    peer: String,
 }
 
 impl ZtMcp {
-    /// A handler over the server state.
-    pub fn new(state: Arc<AppState>) -> Self {
-        ZtMcp { state }
+    /// A handler for one session.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        let slot = hub.session();
+        ZtMcp { hub, slot }
     }
 
-    fn conn(ctx: &RequestContext<RoleServer>) -> Result<Arc<ConnInfo>, ErrorData> {
-        ctx.extensions
+    fn ask(&self, ctx: &RequestContext<RoleServer>) -> Result<Ask, ErrorData> {
+        let conn = ctx
+            .extensions
             .get::<http::request::Parts>()
             .and_then(|p| p.extensions.get::<Arc<ConnInfo>>())
             .cloned()
             // Unreachable behind the TLS accept loop; refuse rather than guess an identity.
-            .ok_or_else(|| ErrorData::internal_error("no verified identity on this request", None))
+            .ok_or_else(|| {
+                ErrorData::internal_error("no verified identity on this request", None)
+            })?;
+        self.slot.attach(&ctx.peer, &conn.identity);
+        Ok(Ask {
+            peer: conn.peer.to_string(),
+            conn,
+        })
+    }
+
+    fn caller(&self, ask: &Ask, ctx: &RequestContext<RoleServer>) -> Caller {
+        Caller {
+            identity: ask.conn.identity.clone(),
+            peer: ctx.peer.clone(),
+            request_id: ctx.id.clone(),
+            progress_token: ctx.meta.get_progress_token(),
+            ct: self.hub.request_token(&ask.conn.identity.serial),
+        }
+    }
+
+    /// Runs `request` on provider `idx`; a client cancellation reaches the provider (which
+    /// cancels upstream) and the forwarded call is audited.
+    async fn forward(
+        &self,
+        view: &View,
+        idx: usize,
+        ask: &Ask,
+        ctx: &RequestContext<RoleServer>,
+        item: &str,
+        request: ClientRequest,
+    ) -> Result<ServerResult, ErrorData> {
+        let provider = view.providers[idx].clone();
+        let caller = self.caller(ask, ctx);
+        let started = Instant::now();
+        let result = {
+            let fut = provider.request(&caller, request);
+            tokio::pin!(fut);
+            tokio::select! {
+                r = &mut fut => r,
+                _ = ctx.ct.cancelled() => {
+                    caller.ct.cancel();
+                    fut.await
+                }
+            }
+        };
+        if provider.name() != "builtin" {
+            let (outcome, detail) = match &result {
+                Ok(ServerResult::CallToolResult(r)) if r.is_error == Some(true) => {
+                    (Outcome::ToolError, None)
+                }
+                Ok(_) => (Outcome::Ok, None),
+                Err(e) => (outcome_of(e), Some(e.message.to_string())),
+            };
+            self.hub.gate.forwarded(
+                &ask.conn.identity,
+                &ask.peer,
+                provider.name(),
+                item,
+                outcome,
+                started.elapsed(),
+                detail,
+            );
+        }
+        result
     }
 }
 
+/// The outcome word for an error a provider answered.
+fn outcome_of(e: &ErrorData) -> Outcome {
+    match e
+        .data
+        .as_ref()
+        .and_then(|d| d.get("mcp_zt"))
+        .and_then(|v| v.as_str())
+    {
+        Some("timeout") => Outcome::Timeout,
+        Some("unavailable") => Outcome::Unavailable,
+        Some("cancelled") => Outcome::Cancelled,
+        _ => Outcome::Error,
+    }
+}
+
+/// Opaque cursors over the merged list: the offset, encoded so clients do not rely on it.
+fn page<T>(items: Vec<T>, cursor: Option<&str>) -> Result<(Vec<T>, Option<String>), ErrorData> {
+    let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    let start = match cursor {
+        None => 0,
+        Some(c) => b64
+            .decode(c)
+            .ok()
+            .and_then(|b| String::from_utf8(b).ok())
+            .and_then(|s| {
+                s.strip_prefix("mcp-zt/")
+                    .and_then(|n| n.parse::<usize>().ok())
+            })
+            .filter(|n| *n <= items.len())
+            .ok_or_else(|| ErrorData::invalid_params("invalid cursor", None))?,
+    };
+    let end = (start + PAGE).min(items.len());
+    let next = (end < items.len()).then(|| b64.encode(format!("mcp-zt/{end}")));
+    Ok((
+        items.into_iter().skip(start).take(end - start).collect(),
+        next,
+    ))
+}
+
+fn cursor(p: &Option<PaginatedRequestParams>) -> Option<&str> {
+    p.as_ref().and_then(|p| p.cursor.as_deref())
+}
+
+/// Whether `uri` is an instance of the RFC 6570 template `template` (each `{...}` matches any
+/// run of characters): enough to find which upstream serves a URI read through a template.
+fn template_matches(template: &str, uri: &str) -> bool {
+    let mut pattern = String::with_capacity(template.len());
+    let mut in_var = false;
+    for c in template.chars() {
+        match (c, in_var) {
+            ('{', false) => {
+                in_var = true;
+                pattern.push('*');
+            }
+            ('}', true) => in_var = false,
+            (_, true) => {}
+            ('*', false) => pattern.push('*'),
+            (c, false) => pattern.push(c),
+        }
+    }
+    glob_match(&pattern, uri)
+}
+
+/// Where a URI is served: a listed resource, else the first template it matches. `None`:
+/// not found, or not visible to this role (answered alike).
+fn resource_owner(view: &View, who: &Identity, policy_ok: bool, uri: &str) -> Option<usize> {
+    if !policy_ok {
+        return None;
+    }
+    if let Some(e) = view.resources.iter().find(|e| e.item.uri == uri) {
+        return Some(e.provider);
+    }
+    let _ = who;
+    view.templates
+        .iter()
+        .find(|e| e.visible && template_matches(&e.item.uri_template, uri))
+        .map(|e| e.provider)
+}
+
 impl ServerHandler for ZtMcp {
+    #[allow(deprecated)]
     fn get_info(&self) -> ServerConfig {
-        ServerConfig::new(ServerCapabilities::builder().enable_tools().build())
+        let caps = ServerCapabilities::builder()
+            .enable_logging()
+            .enable_completions()
+            .enable_prompts()
+            .enable_resources()
+            .enable_tools()
+            .enable_prompts_list_changed()
+            .enable_resources_list_changed()
+            .enable_resources_subscribe()
+            .enable_tool_list_changed()
+            .build();
+        ServerConfig::new(caps)
             .with_server_info(Implementation::new("mcp-zt", env!("CARGO_PKG_VERSION")))
             .with_instructions(
-                "mcp-zt: tools are gated by the role in your client certificate; call whoami to see it.",
+                "mcp-zt: tools, prompts and resources are gated by the role in your client certificate; call whoami to see it.",
             )
     }
 
     async fn list_tools(
         &self,
-        _request: Option<PaginatedRequestParams>,
+        request: Option<PaginatedRequestParams>,
         context: RequestContext<RoleServer>,
     ) -> Result<ListToolsResult, ErrorData> {
-        let conn = Self::conn(&context)?;
-        let policy = current_policy(&self.state.policy);
-        let visible: Vec<_> = tools::all()
-            .iter()
-            .filter(|t| policy.allows(&conn.identity.role, &t.name))
-            .cloned()
-            .collect();
+        let ask = self.ask(&context)?;
+        let view = self.hub.view(&ask.conn.identity).await;
+        self.slot
+            .shown(ListKind::Tools, view.digest(ListKind::Tools));
+        let (items, next) = page(view.tools(), cursor(&request))?;
+        let mut result = ListToolsResult::with_all_items(items);
+        result.next_cursor = next;
         // The list depends on who asks: never let a shared cache hand it to someone else.
-        Ok(ListToolsResult::with_all_items(visible).with_cache_scope(CacheScope::Private))
+        Ok(result.with_cache_scope(CacheScope::Private))
     }
 
     async fn call_tool(
@@ -77,50 +267,307 @@ impl ServerHandler for ZtMcp {
         request: CallToolRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<CallToolResponse, ErrorData> {
-        let conn = Self::conn(&context)?;
-        let who = &conn.identity;
-        let tool = request.name.as_ref();
-        let audit = |kind: &str| Event::new(kind).peer(conn.peer).who(who).tool(tool);
-        let policy = current_policy(&self.state.policy);
-        let implemented = tools::exists(tool);
-        if !implemented || !policy.allows(&who.role, tool) {
-            let reason = if implemented {
-                format!("role {:?} may not call {tool:?}", who.role)
-            } else {
-                "no such tool".to_string()
-            };
-            self.state.audit.log(audit("tool_denied").reason(reason));
+        let ask = self.ask(&context)?;
+        let who = &ask.conn.identity;
+        let name = request.name.to_string();
+        let view = self.hub.view(who).await;
+        let Some(entry) = view.tools.iter().find(|e| e.item.name == name) else {
+            self.hub
+                .gate
+                .denied(who, &ask.peer, "tool", &name, "no such tool".into());
+            return Err(tool_not_found());
+        };
+        if !entry.visible {
+            let why = format!("role {:?} may not call {name:?}", who.role);
+            self.hub.gate.denied(who, &ask.peer, "tool", &name, why);
             return Err(tool_not_found());
         }
-        if let Some(limit) = policy.tool(tool).and_then(|r| r.rate_per_minute) {
-            if let Err(wait) = self
-                .state
-                .limiter
-                .check(&who.serial, tool, limit, Instant::now())
-            {
-                let secs = wait.as_secs() + 1;
-                self.state.audit.log(
-                    audit("rate_limited").reason(format!("{limit}/min exceeded, retry in {secs}s")),
-                );
-                return Err(ErrorData::new(
-                    rmcp::model::ErrorCode(-32029),
-                    format!("rate limit of {limit} calls per minute for {tool} exceeded: retry after {secs} s"),
-                    Some(serde_json::json!({"retry_after_secs": secs})),
-                ));
+        self.hub.gate.rate(who, &name, &ask.peer)?;
+        self.hub.gate.allowed(who, &ask.peer, &name);
+        let mut inner = request;
+        inner.name = entry.inner.clone().into();
+        let (idx, item) = (entry.provider, format!("tool:{name}"));
+        let req = ClientRequest::CallToolRequest(Request::new(inner));
+        let result = match self.forward(&view, idx, &ask, &context, &item, req).await {
+            // A tool that could not run (upstream down, timeout) answers a tool error the user
+            // can read; the audit line already says why.
+            Err(e) if outcome_of(&e) != Outcome::Error => Ok(ServerResult::CallToolResult(
+                rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                    e.message.to_string(),
+                )]),
+            )),
+            other => other,
+        };
+        match result? {
+            ServerResult::CallToolResult(r) => Ok(r.into()),
+            _ => Err(ErrorData::internal_error(
+                "the provider answered a different method",
+                None,
+            )),
+        }
+    }
+
+    async fn list_prompts(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListPromptsResult, ErrorData> {
+        let ask = self.ask(&context)?;
+        let view = self.hub.view(&ask.conn.identity).await;
+        self.slot
+            .shown(ListKind::Prompts, view.digest(ListKind::Prompts));
+        let (items, next) = page(view.prompts(), cursor(&request))?;
+        let mut result = ListPromptsResult::with_all_items(items);
+        result.next_cursor = next;
+        Ok(result.with_cache_scope(CacheScope::Private))
+    }
+
+    async fn get_prompt(
+        &self,
+        request: GetPromptRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<GetPromptResponse, ErrorData> {
+        let ask = self.ask(&context)?;
+        let who = &ask.conn.identity;
+        let name = request.name.clone();
+        let view = self.hub.view(who).await;
+        let entry = view.prompts.iter().find(|e| e.item.name == name);
+        let Some(entry) = entry.filter(|e| e.visible) else {
+            let why = match entry {
+                None => "no such prompt".to_string(),
+                Some(_) => format!("role {:?} may not get {name:?}", who.role),
+            };
+            self.hub.gate.denied(who, &ask.peer, "prompt", &name, why);
+            return Err(prompt_not_found());
+        };
+        let mut inner = request;
+        inner.name = entry.inner.clone();
+        let (idx, item) = (entry.provider, format!("prompt:{name}"));
+        let req = ClientRequest::GetPromptRequest(Request::new(inner));
+        match self.forward(&view, idx, &ask, &context, &item, req).await? {
+            ServerResult::GetPromptResult(r) => Ok(r.into()),
+            _ => Err(ErrorData::internal_error(
+                "the provider answered a different method",
+                None,
+            )),
+        }
+    }
+
+    async fn list_resources(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourcesResult, ErrorData> {
+        let ask = self.ask(&context)?;
+        let view = self.hub.view(&ask.conn.identity).await;
+        self.slot
+            .shown(ListKind::Resources, view.digest(ListKind::Resources));
+        let (items, next) = page(view.resources(), cursor(&request))?;
+        let mut result = ListResourcesResult::with_all_items(items);
+        result.next_cursor = next;
+        Ok(result.with_cache_scope(CacheScope::Private))
+    }
+
+    async fn list_resource_templates(
+        &self,
+        request: Option<PaginatedRequestParams>,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ListResourceTemplatesResult, ErrorData> {
+        let ask = self.ask(&context)?;
+        let view = self.hub.view(&ask.conn.identity).await;
+        self.slot
+            .shown(ListKind::Resources, view.digest(ListKind::Resources));
+        let (items, next) = page(view.templates(), cursor(&request))?;
+        let mut result = ListResourceTemplatesResult::with_all_items(items);
+        result.next_cursor = next;
+        Ok(result.with_cache_scope(CacheScope::Private))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let ask = self.ask(&context)?;
+        let uri = request.uri.clone();
+        let idx = self.resolve_uri(&ask, &uri, "read").await?;
+        let view = self.hub.view(&ask.conn.identity).await;
+        let req = ClientRequest::ReadResourceRequest(Request::new(request));
+        let item = format!("resource:{uri}");
+        match self.forward(&view, idx, &ask, &context, &item, req).await? {
+            ServerResult::ReadResourceResult(r) => Ok(r.into()),
+            _ => Err(ErrorData::internal_error(
+                "the provider answered a different method",
+                None,
+            )),
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn subscribe(
+        &self,
+        request: SubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let ask = self.ask(&context)?;
+        let uri = request.uri.clone();
+        let idx = self.resolve_uri(&ask, &uri, "subscribe to").await?;
+        let view = self.hub.view(&ask.conn.identity).await;
+        let req = ClientRequest::SubscribeRequest(Request::new(request));
+        let item = format!("resource:{uri}");
+        self.forward(&view, idx, &ask, &context, &item, req).await?;
+        self.slot.subscribe(&uri, true);
+        Ok(())
+    }
+
+    #[allow(deprecated)]
+    async fn unsubscribe(
+        &self,
+        request: UnsubscribeRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        let ask = self.ask(&context)?;
+        let uri = request.uri.clone();
+        self.slot.subscribe(&uri, false);
+        let idx = self.resolve_uri(&ask, &uri, "unsubscribe from").await?;
+        let view = self.hub.view(&ask.conn.identity).await;
+        let req = ClientRequest::UnsubscribeRequest(Request::new(request));
+        let item = format!("resource:{uri}");
+        self.forward(&view, idx, &ask, &context, &item, req).await?;
+        Ok(())
+    }
+
+    async fn complete(
+        &self,
+        request: CompleteRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<CompleteResult, ErrorData> {
+        let ask = self.ask(&context)?;
+        let who = &ask.conn.identity;
+        let view = self.hub.view(who).await;
+        let mut inner = request;
+        let (idx, item) = match &mut inner.r#ref {
+            Reference::Prompt(p) => {
+                let name = p.name.clone();
+                let entry = view.prompts.iter().find(|e| e.item.name == name);
+                let Some(entry) = entry.filter(|e| e.visible) else {
+                    let why = format!("completion for a prompt {:?} may not see", who.role);
+                    self.hub.gate.denied(who, &ask.peer, "prompt", &name, why);
+                    return Err(prompt_not_found());
+                };
+                p.name = entry.inner.clone();
+                (entry.provider, format!("prompt:{name}"))
+            }
+            Reference::Resource(r) => {
+                let uri = r.uri.clone();
+                let entry = view
+                    .templates
+                    .iter()
+                    .find(|e| e.visible && e.item.uri_template == uri)
+                    .map(|e| e.provider)
+                    .or_else(|| {
+                        view.resources
+                            .iter()
+                            .find(|e| e.visible && e.item.uri == uri)
+                            .map(|e| e.provider)
+                    });
+                let Some(idx) = entry else {
+                    let why = format!("completion for a resource {:?} may not see", who.role);
+                    self.hub.gate.denied(who, &ask.peer, "resource", &uri, why);
+                    return Err(resource_not_found(&uri));
+                };
+                (idx, format!("resource:{uri}"))
+            }
+            _ => {
+                return Err(ErrorData::invalid_params(
+                    "unknown completion reference",
+                    None,
+                ))
+            }
+        };
+        let req = ClientRequest::CompleteRequest(Request::new(inner));
+        match self.forward(&view, idx, &ask, &context, &item, req).await? {
+            ServerResult::CompleteResult(r) => Ok(r),
+            _ => Err(ErrorData::internal_error(
+                "the provider answered a different method",
+                None,
+            )),
+        }
+    }
+
+    #[allow(deprecated)]
+    async fn set_level(
+        &self,
+        _request: rmcp::model::SetLevelRequestParams,
+        context: RequestContext<RoleServer>,
+    ) -> Result<(), ErrorData> {
+        // Log messages of upstreams reach only the session whose request caused them; the
+        // level is accepted so clients that set it keep working.
+        self.ask(&context)?;
+        Ok(())
+    }
+}
+
+impl ZtMcp {
+    /// The provider serving `uri` for this caller, or the answer for a missing resource
+    /// (also when the role may not see it; the reason is audited).
+    async fn resolve_uri(&self, ask: &Ask, uri: &str, verb: &str) -> Result<usize, ErrorData> {
+        let who = &ask.conn.identity;
+        let view = self.hub.view(who).await;
+        let allowed = self
+            .hub
+            .gate
+            .policy()
+            .permits(&who.role, Kind::Resource, uri);
+        match resource_owner(&view, who, allowed, uri) {
+            Some(idx) => Ok(idx),
+            None => {
+                let exists = resource_owner(&view, who, true, uri).is_some()
+                    || view
+                        .templates
+                        .iter()
+                        .any(|e| template_matches(&e.item.uri_template, uri));
+                let why = if exists {
+                    format!("role {:?} may not {verb} {uri:?}", who.role)
+                } else {
+                    "no such resource".to_string()
+                };
+                self.hub.gate.denied(who, &ask.peer, "resource", uri, why);
+                Err(resource_not_found(uri))
             }
         }
-        self.state.audit.log(audit("tool_allowed"));
-        let args = request.arguments.unwrap_or_default();
-        if !tools::blocks(tool) {
-            return Ok(tools::run(&self.state, who, tool, &args)?.into());
-        }
-        let state = self.state.clone();
-        let who = who.clone();
-        let name = tool.to_string();
-        // sled and the CA do blocking I/O (fsync): keep it off the async workers.
-        let result = tokio::task::spawn_blocking(move || tools::run(&state, &who, &name, &args))
-            .await
-            .map_err(|e| ErrorData::internal_error(format!("tool task failed: {e}"), None))??;
-        Ok(result.into())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn templates_match_their_instances_only() {
+        assert!(template_matches(
+            "test://template/{id}/data",
+            "test://template/42/data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://other/42/data"
+        ));
+        assert!(template_matches("file:///{path}", "file:///etc/hosts"));
+        assert!(!template_matches("a://{x}", "b://y"));
+    }
+
+    #[test]
+    fn cursors_walk_the_whole_list_and_refuse_garbage() {
+        let items: Vec<usize> = (0..PAGE * 2 + 3).collect();
+        let (first, next) = page(items.clone(), None).unwrap();
+        assert_eq!(first.len(), PAGE);
+        let (second, next) = page(items.clone(), next.as_deref()).unwrap();
+        assert_eq!(second[0], PAGE);
+        let (third, next) = page(items.clone(), next.as_deref()).unwrap();
+        assert_eq!((third.len(), next), (3, None));
+        assert!(page(items.clone(), Some("bogus")).is_err());
+        let b64 = base64::engine::general_purpose::URL_SAFE_NO_PAD;
+        assert!(page(items, Some(&b64.encode("mcp-zt/99999"))).is_err());
     }
 }

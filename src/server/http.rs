@@ -35,7 +35,7 @@ pub struct HttpSettings {
 }
 
 /// Builds the router: `/mcp` (MCP) and `/renew` (certificate renewal).
-pub fn router(state: Arc<AppState>, s: &HttpSettings) -> Router {
+pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSettings) -> Router {
     let config = StreamableHttpServerConfig::default()
         .with_allowed_hosts(s.allowed_hosts.clone())
         .with_max_request_body_bytes(s.max_body_bytes)
@@ -43,9 +43,8 @@ pub fn router(state: Arc<AppState>, s: &HttpSettings) -> Router {
         // Stateless (2026-07-28) requests get plain JSON replies when nothing streams.
         .with_json_response(true)
         .with_cancellation_token(s.shutdown.child_token());
-    let handler_state = state.clone();
     let mcp = StreamableHttpService::new(
-        move || Ok(ZtMcp::new(handler_state.clone())),
+        move || Ok(ZtMcp::new(hub.clone())),
         s.session_manager.clone(),
         config,
     );

@@ -3,6 +3,7 @@
 pub mod accept;
 pub mod certs;
 pub mod ctl;
+pub mod gateway;
 pub mod http;
 pub mod state;
 
@@ -132,10 +133,10 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         signer,
         policy,
         revoked,
-        audit,
+        audit: Arc::new(audit),
         conns: Default::default(),
         sessions: Default::default(),
-        limiter: Default::default(),
+        hub: std::sync::OnceLock::new(),
         data,
         verifier,
         allowed_origins: opts.allowed_origins.clone(),
@@ -165,8 +166,16 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     let session_manager = Arc::new(
         rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
     );
+    let (hub, upstreams) = match gateway::start(&state, shutdown.child_token()).await {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(home.ctl_socket());
+            return Err(e);
+        }
+    };
     let router = http::router(
         state.clone(),
+        hub.clone(),
         &http::HttpSettings {
             allowed_hosts,
             max_body_bytes: opts.max_body_bytes,
@@ -186,7 +195,13 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     println!("listening {local}");
 
     tokio::spawn(ctl::serve(ctl_listener, state.clone(), shutdown.clone()));
-    tokio::spawn(signals(state.clone(), shutdown.clone(), sig));
+    tokio::spawn(signals(
+        state.clone(),
+        hub,
+        upstreams,
+        shutdown.clone(),
+        sig,
+    ));
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
     tokio::spawn(http::sweep_sessions(
         state.clone(),
@@ -297,7 +312,13 @@ impl Signals {
     }
 }
 
-async fn signals(state: Arc<AppState>, shutdown: CancellationToken, sig: Signals) {
+async fn signals(
+    state: Arc<AppState>,
+    hub: Arc<crate::mcp::hub::Hub>,
+    upstreams: Arc<gateway::Upstreams>,
+    shutdown: CancellationToken,
+    sig: Signals,
+) {
     let Signals {
         mut term,
         mut int,
@@ -311,6 +332,9 @@ async fn signals(state: Arc<AppState>, shutdown: CancellationToken, sig: Signals
                 // Reopen first, so the reload's own line lands in the new file after logrotate.
                 state.audit.reopen();
                 reload_policy(&state);
+                upstreams.reload(&state, &hub);
+                // The policy may have changed what each session sees.
+                let _ = hub.sender().send(crate::mcp::provider::HubEvent::Changed);
             }
         }
     }

@@ -11,7 +11,6 @@ use crate::audit::{Audit, Event};
 use crate::ca::{Authority, CaError, RenewalPolicy, Signer};
 use crate::identity::Identity;
 use crate::ledger::{CertKind, CertRecord};
-use crate::mcp::ratelimit::RateLimiter;
 use crate::pki::build::Reason;
 use crate::tls::{RevocationSet, SharedPolicy, ZtVerifier};
 
@@ -196,13 +195,14 @@ pub struct AppState {
     /// The live revocation set.
     pub revoked: RevocationSet,
     /// The audit log.
-    pub audit: Audit,
+    pub audit: Arc<Audit>,
     /// Open connections.
     pub conns: ConnRegistry,
     /// Session → certificate bindings.
     pub sessions: SessionBindings,
-    /// Rate limits.
-    pub limiter: RateLimiter,
+    /// The MCP side (providers, sessions): told of revocations so upstream connections and
+    /// per-identity children of a revoked certificate end at once.
+    pub hub: std::sync::OnceLock<Arc<crate::mcp::hub::Hub>>,
     /// The data tools' storage.
     pub data: sled::Tree,
     /// The verifier (for re-checks outside the handshake).
@@ -339,6 +339,9 @@ impl AppState {
         self.revoked.insert(rec.serial.clone());
         self.sessions.unbind_serial(&rec.serial);
         let cut = self.conns.cut(&rec.serial);
+        if let Some(hub) = self.hub.get() {
+            hub.revoked(&rec.serial);
+        }
         let reason = rec.revocation.map_or("unspecified", |r| r.reason.as_str());
         self.audit.log(
             Event::new("revocation_applied")

@@ -1,0 +1,76 @@
+//! The built-in demo tools (whoami, the data store, certificate administration) as one
+//! provider, gated like any upstream. Their names have no prefix.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rmcp::model::{ClientRequest, ServerResult};
+use rmcp::ErrorData;
+
+use super::provider::{Caller, Items, Provider};
+use super::tools;
+use crate::identity::Identity;
+use crate::server::state::AppState;
+
+/// The demo tools over the server's own store and CA.
+pub struct Builtin {
+    state: Arc<AppState>,
+    items: Arc<Items>,
+}
+
+impl Builtin {
+    /// The provider over the server state.
+    pub fn new(state: Arc<AppState>) -> Self {
+        let items = Items {
+            tools: tools::all().to_vec(),
+            ..Items::default()
+        };
+        Builtin {
+            state,
+            items: Arc::new(items),
+        }
+    }
+}
+
+impl Provider for Builtin {
+    fn name(&self) -> &str {
+        "builtin"
+    }
+
+    fn prefix(&self) -> &str {
+        ""
+    }
+
+    fn items<'a>(&'a self, _who: &'a Identity) -> BoxFuture<'a, Result<Arc<Items>, String>> {
+        futures_util::future::ready(Ok(self.items.clone())).boxed()
+    }
+
+    fn request<'a>(
+        &'a self,
+        caller: &'a Caller,
+        request: ClientRequest,
+    ) -> BoxFuture<'a, Result<ServerResult, ErrorData>> {
+        async move {
+            let ClientRequest::CallToolRequest(req) = request else {
+                return Err(ErrorData::method_not_found::<
+                    rmcp::model::GetPromptRequestMethod,
+                >());
+            };
+            let tool = req.params.name.to_string();
+            let args = req.params.arguments.unwrap_or_default();
+            if !tools::blocks(&tool) {
+                return tools::run(&self.state, &caller.identity, &tool, &args)
+                    .map(ServerResult::CallToolResult);
+            }
+            let state = self.state.clone();
+            let who = caller.identity.clone();
+            // sled and the CA do blocking I/O (fsync): keep it off the async workers.
+            tokio::task::spawn_blocking(move || tools::run(&state, &who, &tool, &args))
+                .await
+                .map_err(|e| ErrorData::internal_error(format!("tool task failed: {e}"), None))?
+                .map(ServerResult::CallToolResult)
+        }
+        .boxed()
+    }
+}

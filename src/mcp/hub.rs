@@ -1,0 +1,404 @@
+//! The providers and the live client sessions: builds each identity's view (exposed names,
+//! filtered by the policy), and tells a session about list changes only when its view changed.
+
+use std::collections::hash_map::DefaultHasher;
+use std::collections::{HashMap, HashSet};
+use std::hash::{Hash, Hasher};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, OnceLock, RwLock, Weak};
+use std::time::Duration;
+
+use futures_util::future::join_all;
+use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+use rmcp::{Peer, RoleServer};
+use tokio::sync::mpsc::UnboundedReceiver;
+use tokio_util::sync::CancellationToken;
+
+use super::gate::Gate;
+use super::provider::{valid_exposed, HubEvent, HubSender, SharedProvider};
+use crate::identity::Identity;
+use crate::policy::rules::Kind;
+
+/// One item as the client sees it, with where it comes from.
+#[derive(Debug, Clone)]
+pub struct Entry<T> {
+    /// The item with its exposed name.
+    pub item: T,
+    /// Index of the provider in [`View::providers`].
+    pub provider: usize,
+    /// The provider's own name for it (URIs: the same).
+    pub inner: String,
+    /// Whether the caller's role may see and use it.
+    pub visible: bool,
+}
+
+/// Everything the providers offer, named as exposed, each marked visible or not for one role.
+pub struct View {
+    /// The providers the entries index into.
+    pub providers: Arc<Vec<SharedProvider>>,
+    /// Tools.
+    pub tools: Vec<Entry<Tool>>,
+    /// Prompts.
+    pub prompts: Vec<Entry<Prompt>>,
+    /// Resources.
+    pub resources: Vec<Entry<Resource>>,
+    /// Resource templates.
+    pub templates: Vec<Entry<ResourceTemplate>>,
+}
+
+impl View {
+    /// The visible tools.
+    pub fn tools(&self) -> Vec<Tool> {
+        visible(&self.tools)
+    }
+    /// The visible prompts.
+    pub fn prompts(&self) -> Vec<Prompt> {
+        visible(&self.prompts)
+    }
+    /// The visible resources.
+    pub fn resources(&self) -> Vec<Resource> {
+        visible(&self.resources)
+    }
+    /// The visible resource templates.
+    pub fn templates(&self) -> Vec<ResourceTemplate> {
+        visible(&self.templates)
+    }
+    /// A digest of what one list kind shows, to tell whether it changed.
+    pub fn digest(&self, kind: ListKind) -> u64 {
+        let mut h = DefaultHasher::new();
+        let json = match kind {
+            ListKind::Tools => serde_json::to_string(&self.tools()),
+            ListKind::Prompts => serde_json::to_string(&self.prompts()),
+            ListKind::Resources => serde_json::to_string(&(self.resources(), self.templates())),
+        };
+        json.unwrap_or_default().hash(&mut h);
+        h.finish()
+    }
+}
+
+fn visible<T: Clone>(entries: &[Entry<T>]) -> Vec<T> {
+    entries
+        .iter()
+        .filter(|e| e.visible)
+        .map(|e| e.item.clone())
+        .collect()
+}
+
+/// The three lists a client can be told changed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ListKind {
+    /// tools/list.
+    Tools,
+    /// prompts/list.
+    Prompts,
+    /// resources/list and resources/templates/list.
+    Resources,
+}
+
+const KINDS: [ListKind; 3] = [ListKind::Tools, ListKind::Prompts, ListKind::Resources];
+
+/// One client session as the hub knows it.
+pub struct SessionSlot {
+    id: u64,
+    hub: Weak<Hub>,
+    peer: OnceLock<Peer<RoleServer>>,
+    who: OnceLock<Identity>,
+    /// Digest of each list as last sent to the client (None: never listed).
+    seen: Mutex<[Option<u64>; 3]>,
+    /// Resource URIs this session subscribed to.
+    subscriptions: Mutex<HashSet<String>>,
+}
+
+impl SessionSlot {
+    /// Records the client's peer and identity at its first request.
+    pub fn attach(&self, peer: &Peer<RoleServer>, who: &Identity) {
+        let _ = self.peer.set(peer.clone());
+        let _ = self.who.set(who.clone());
+    }
+
+    /// Remembers what the client was last shown of `kind`.
+    pub fn shown(&self, kind: ListKind, digest: u64) {
+        let mut seen = self.seen.lock().unwrap_or_else(|e| e.into_inner());
+        seen[kind as usize] = Some(digest);
+    }
+
+    /// Adds or removes a resource subscription.
+    pub fn subscribe(&self, uri: &str, on: bool) {
+        let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
+        if on {
+            subs.insert(uri.to_string());
+        } else {
+            subs.remove(uri);
+        }
+    }
+
+    fn subscribed(&self, uri: &str) -> bool {
+        self.subscriptions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(uri)
+    }
+}
+
+impl Drop for SessionSlot {
+    fn drop(&mut self) {
+        if let Some(hub) = self.hub.upgrade() {
+            hub.sessions
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&self.id);
+        }
+    }
+}
+
+/// The providers, the gate and the live sessions.
+pub struct Hub {
+    /// Policy, limits, audit.
+    pub gate: Arc<Gate>,
+    providers: RwLock<Arc<Vec<SharedProvider>>>,
+    sessions: Mutex<HashMap<u64, Weak<SessionSlot>>>,
+    next_id: AtomicU64,
+    /// Per-certificate tokens, cancelled at revocation: ends that certificate's requests.
+    serial_tokens: Mutex<HashMap<String, CancellationToken>>,
+    events: HubSender,
+}
+
+impl Hub {
+    /// A hub over `providers` (the order decides which wins a name clash at run time: the
+    /// first). Returns the receiver [`Hub::run`] consumes.
+    pub fn new(gate: Arc<Gate>, providers: Vec<SharedProvider>, events: HubSender) -> Arc<Hub> {
+        Arc::new(Hub {
+            gate,
+            providers: RwLock::new(Arc::new(providers)),
+            sessions: Mutex::new(HashMap::new()),
+            next_id: AtomicU64::new(1),
+            serial_tokens: Mutex::new(HashMap::new()),
+            events,
+        })
+    }
+
+    /// A sender providers use to report changes.
+    pub fn sender(&self) -> HubSender {
+        self.events.clone()
+    }
+
+    /// Replaces the providers (upstreams.toml reloaded) and tells sessions what changed.
+    pub fn set_providers(&self, providers: Vec<SharedProvider>) {
+        *self.providers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(providers);
+        let _ = self.events.send(HubEvent::Changed);
+    }
+
+    /// The current providers.
+    pub fn providers(&self) -> Arc<Vec<SharedProvider>> {
+        self.providers
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// A new session slot, registered until the session's handler is dropped.
+    pub fn session(self: &Arc<Self>) -> Arc<SessionSlot> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let slot = Arc::new(SessionSlot {
+            id,
+            hub: Arc::downgrade(self),
+            peer: OnceLock::new(),
+            who: OnceLock::new(),
+            seen: Mutex::new([None; 3]),
+            subscriptions: Mutex::new(HashSet::new()),
+        });
+        self.sessions
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(id, Arc::downgrade(&slot));
+        slot
+    }
+
+    /// A token for one request of `serial`: cancelled if that certificate is revoked.
+    pub fn request_token(&self, serial: &str) -> CancellationToken {
+        let mut map = self.serial_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        map.entry(serial.to_string()).or_default().child_token()
+    }
+
+    /// The certificate `serial` was revoked: its requests in flight are cancelled upstream and
+    /// every provider drops what it holds for it.
+    pub fn revoked(&self, serial: &str) {
+        let token = self
+            .serial_tokens
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(serial);
+        if let Some(t) = token {
+            t.cancel();
+        }
+        for p in self.providers().iter() {
+            p.revoked(serial);
+        }
+    }
+
+    /// What the providers offer, for `who`: exposed names, visibility by the current policy.
+    /// A name already taken (by an earlier provider) is left out: the first one keeps it.
+    pub async fn view(&self, who: &Identity) -> View {
+        let providers = self.providers();
+        let all = join_all(providers.iter().map(|p| p.items(who))).await;
+        let policy = self.gate.policy();
+        let role = who.role.as_str();
+        let mut view = View {
+            providers: providers.clone(),
+            tools: Vec::new(),
+            prompts: Vec::new(),
+            resources: Vec::new(),
+            templates: Vec::new(),
+        };
+        let (mut tool_names, mut prompt_names) = (HashSet::new(), HashSet::new());
+        let (mut uris, mut template_uris) = (HashSet::new(), HashSet::new());
+        for (idx, items) in all.into_iter().enumerate() {
+            let Ok(items) = items else { continue };
+            let prefix = providers[idx].prefix();
+            for t in &items.tools {
+                let exposed = format!("{prefix}{}", t.name);
+                if !valid_exposed(&exposed) || !tool_names.insert(exposed.clone()) {
+                    continue;
+                }
+                let mut item = t.clone();
+                item.name = exposed.clone().into();
+                view.tools.push(Entry {
+                    visible: policy.permits(role, Kind::Tool, &exposed),
+                    item,
+                    provider: idx,
+                    inner: t.name.to_string(),
+                });
+            }
+            for p in &items.prompts {
+                let exposed = format!("{prefix}{}", p.name);
+                if !valid_exposed(&exposed) || !prompt_names.insert(exposed.clone()) {
+                    continue;
+                }
+                let mut item = p.clone();
+                item.name = exposed.clone();
+                view.prompts.push(Entry {
+                    visible: policy.permits(role, Kind::Prompt, &exposed),
+                    item,
+                    provider: idx,
+                    inner: p.name.clone(),
+                });
+            }
+            for r in &items.resources {
+                if !uris.insert(r.uri.clone()) {
+                    continue;
+                }
+                view.resources.push(Entry {
+                    visible: policy.permits(role, Kind::Resource, &r.uri),
+                    item: r.clone(),
+                    provider: idx,
+                    inner: r.uri.clone(),
+                });
+            }
+            for t in &items.templates {
+                if !template_uris.insert(t.uri_template.clone()) {
+                    continue;
+                }
+                view.templates.push(Entry {
+                    visible: policy.permits(role, Kind::Resource, &t.uri_template),
+                    item: t.clone(),
+                    provider: idx,
+                    inner: t.uri_template.clone(),
+                });
+            }
+        }
+        view
+    }
+
+    /// Consumes provider events: list changes are debounced, then each session with a view
+    /// that changed gets the matching list_changed notification; resource updates go to the
+    /// sessions subscribed to the URI that may still read it.
+    pub async fn run(
+        self: Arc<Self>,
+        mut rx: UnboundedReceiver<HubEvent>,
+        stop: CancellationToken,
+    ) {
+        loop {
+            let ev = tokio::select! {
+                ev = rx.recv() => ev,
+                _ = stop.cancelled() => return,
+            };
+            let Some(ev) = ev else { return };
+            match ev {
+                HubEvent::ResourceUpdated(uri) => self.resource_updated(&uri).await,
+                HubEvent::Changed => {
+                    // Upstreams often send several changes at once: wait for the burst to end.
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    let mut more = Vec::new();
+                    while let Ok(ev) = rx.try_recv() {
+                        if ev != HubEvent::Changed {
+                            more.push(ev);
+                        }
+                    }
+                    self.lists_changed().await;
+                    for ev in more {
+                        if let HubEvent::ResourceUpdated(uri) = ev {
+                            self.resource_updated(&uri).await;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn live_sessions(&self) -> Vec<Arc<SessionSlot>> {
+        let mut map = self.sessions.lock().unwrap_or_else(|e| e.into_inner());
+        map.retain(|_, w| w.strong_count() > 0);
+        map.values().filter_map(Weak::upgrade).collect()
+    }
+
+    async fn lists_changed(&self) {
+        for slot in self.live_sessions() {
+            let (Some(peer), Some(who)) = (slot.peer.get(), slot.who.get()) else {
+                continue;
+            };
+            if peer.is_transport_closed() {
+                continue;
+            }
+            let view = self.view(who).await;
+            for kind in KINDS {
+                let now = view.digest(kind);
+                let before = {
+                    let mut seen = slot.seen.lock().unwrap_or_else(|e| e.into_inner());
+                    let before = seen[kind as usize];
+                    if before.is_some() {
+                        seen[kind as usize] = Some(now);
+                    }
+                    before
+                };
+                if before.is_none() || before == Some(now) {
+                    continue;
+                }
+                let sent = match kind {
+                    ListKind::Tools => peer.notify_tool_list_changed().await,
+                    ListKind::Prompts => peer.notify_prompt_list_changed().await,
+                    ListKind::Resources => peer.notify_resource_list_changed().await,
+                };
+                if sent.is_ok() {
+                    self.gate.audit_list_changed(who, kind);
+                }
+            }
+        }
+    }
+
+    async fn resource_updated(&self, uri: &str) {
+        let policy = self.gate.policy();
+        for slot in self.live_sessions() {
+            let (Some(peer), Some(who)) = (slot.peer.get(), slot.who.get()) else {
+                continue;
+            };
+            if !slot.subscribed(uri) || !policy.permits(&who.role, Kind::Resource, uri) {
+                continue;
+            }
+            let _ = peer
+                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
+                    uri.to_string(),
+                ))
+                .await;
+        }
+    }
+}

@@ -1,0 +1,95 @@
+//! What serves MCP items. The built-in demo tools and every upstream MCP server are providers
+//! behind this one trait, so the handler gates all of them the same way and never needs to know
+//! which kind answers.
+//!
+//! Providers speak in their own (inner) names; the handler adds and strips the prefix, checks
+//! the policy and writes the audit log before a provider sees a request.
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use rmcp::model::{
+    ClientRequest, ProgressToken, Prompt, RequestId, Resource, ResourceTemplate, ServerResult, Tool,
+};
+use rmcp::{ErrorData, Peer, RoleServer};
+use tokio_util::sync::CancellationToken;
+
+use crate::identity::Identity;
+
+/// Everything one provider offers to one identity, in its own names.
+#[derive(Debug, Default, Clone)]
+pub struct Items {
+    /// Tools.
+    pub tools: Vec<Tool>,
+    /// Prompts.
+    pub prompts: Vec<Prompt>,
+    /// Concrete resources (URIs are never renamed).
+    pub resources: Vec<Resource>,
+    /// Resource templates.
+    pub templates: Vec<ResourceTemplate>,
+}
+
+/// The client request being served: who asked, on which session, and how to reach it back
+/// (progress, sampling, elicitation go to this session and no other).
+#[derive(Clone)]
+pub struct Caller {
+    /// The verified identity of the certificate.
+    pub identity: Identity,
+    /// The client session's peer: server-to-client messages for this request go here.
+    pub peer: Peer<RoleServer>,
+    /// The client's id of this request.
+    pub request_id: RequestId,
+    /// The client's progress token, if it asked for progress.
+    pub progress_token: Option<ProgressToken>,
+    /// Cancelled when the client cancels the request or its certificate is revoked.
+    pub ct: CancellationToken,
+}
+
+/// Something changed behind a provider that sessions may need to hear about.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HubEvent {
+    /// A provider's lists changed (or it went down or came back): views are recomputed and
+    /// list_changed sent to the sessions whose view changed.
+    Changed,
+    /// A subscribed resource changed: sent to the sessions subscribed to this URI.
+    ResourceUpdated(String),
+}
+
+/// A sender of [`HubEvent`]s, handed to providers.
+pub type HubSender = tokio::sync::mpsc::UnboundedSender<HubEvent>;
+
+/// One source of tools, prompts and resources.
+pub trait Provider: Send + Sync {
+    /// The name used in audit lines: `builtin` or the upstream's name.
+    fn name(&self) -> &str;
+    /// Prepended to tool and prompt names to make the exposed names.
+    fn prefix(&self) -> &str;
+    /// What this provider offers to `who`, or why it cannot say now (an upstream that is
+    /// down): its items then leave every list.
+    fn items<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Arc<Items>, String>>;
+    /// Serves one request (tools/call, prompts/get, resources/read, resources/subscribe,
+    /// resources/unsubscribe, completion/complete) with inner names. The handler has already
+    /// checked that the caller may use the item.
+    fn request<'a>(
+        &'a self,
+        caller: &'a Caller,
+        request: ClientRequest,
+    ) -> BoxFuture<'a, Result<ServerResult, ErrorData>>;
+    /// The certificate `serial` was revoked: end everything held for it (sessions upstream,
+    /// per-identity children). Called from the revocation path; must not block.
+    fn revoked(&self, _serial: &str) {}
+}
+
+/// A shared provider.
+pub type SharedProvider = Arc<dyn Provider>;
+
+/// Longest exposed name a client is shown; longer ones are left out.
+pub const MAX_EXPOSED: usize = 128;
+
+/// Whether an exposed tool or prompt name keeps to `[A-Za-z0-9_.-]{1,128}`.
+pub fn valid_exposed(name: &str) -> bool {
+    (1..=MAX_EXPOSED).contains(&name.len())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
+}

@@ -1,0 +1,196 @@
+//! Wires the MCP side: the built-in provider and one provider per configured upstream behind
+//! one hub; refuses to start on clashing names; reloads upstreams.toml on SIGHUP (an invalid
+//! file is refused and the running upstreams stay).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Result};
+use tokio_util::sync::CancellationToken;
+
+use super::state::AppState;
+use crate::audit::Event;
+use crate::identity::Identity;
+use crate::mcp::builtin::Builtin;
+use crate::mcp::gate::Gate;
+use crate::mcp::hub::Hub;
+use crate::mcp::provider::{HubSender, Provider, SharedProvider};
+use crate::upstream::check_names;
+use crate::upstream::config::{self, Upstream};
+use crate::upstream::provider::UpstreamProvider;
+
+/// The running upstream providers, kept to reuse unchanged ones at reload.
+pub struct Upstreams {
+    running: std::sync::Mutex<Vec<Arc<UpstreamProvider>>>,
+    stop: CancellationToken,
+}
+
+/// Builds the hub, starts the upstreams, waits (up to each one's timeout) for the shared ones
+/// to connect and refuses to start if two of them expose one name.
+pub async fn start(
+    state: &Arc<AppState>,
+    stop: CancellationToken,
+) -> Result<(Arc<Hub>, Arc<Upstreams>)> {
+    let cfg = config::load(state.authority.home().dir())?;
+    let gate = Arc::new(Gate::new(state.policy.clone(), state.audit.clone()));
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let running: Vec<Arc<UpstreamProvider>> = cfg
+        .list
+        .iter()
+        .map(|u| {
+            UpstreamProvider::start(
+                u.clone(),
+                tx.clone(),
+                state.audit.clone(),
+                stop.child_token(),
+            )
+        })
+        .collect();
+    let builtin: SharedProvider = Arc::new(Builtin::new(state.clone()));
+    let ups = Arc::new(Upstreams {
+        running: std::sync::Mutex::new(running.clone()),
+        stop: stop.clone(),
+    });
+    let providers = providers_of(&builtin, &running);
+    if let Err(e) = check_at_load(&providers, &running).await {
+        for p in &running {
+            p.shutdown();
+        }
+        return Err(e);
+    }
+    for u in &cfg.list {
+        state.audit.log(
+            Event::new("upstream_configured")
+                .item(format!("upstream:{}", u.name))
+                .reason(describe(u)),
+        );
+    }
+    let hub = Hub::new(gate, providers, tx);
+    tokio::spawn(hub.clone().run(rx, stop));
+    let _ = state.hub.set(hub.clone());
+    Ok((hub, ups))
+}
+
+fn providers_of(
+    builtin: &SharedProvider,
+    running: &[Arc<UpstreamProvider>],
+) -> Vec<SharedProvider> {
+    let mut v = vec![builtin.clone()];
+    v.extend(running.iter().map(|p| p.clone() as SharedProvider));
+    v
+}
+
+/// One line about an upstream for the audit log (never a secret).
+pub fn describe(u: &Upstream) -> String {
+    let target = match &u.transport {
+        config::Transport::Stdio { command, args, .. } => {
+            format!("stdio {command} {}", args.join(" "))
+        }
+        config::Transport::Http { url, .. } => format!("http {url}"),
+    };
+    format!(
+        "{target}; prefix {:?}; share {}",
+        u.prefix,
+        u.share.as_str()
+    )
+}
+
+/// An identity that stands for nobody, for listing shared upstreams at load.
+fn loader() -> Identity {
+    Identity {
+        name: "mcp-zt-load-check".into(),
+        role: String::new(),
+        serial: "00".into(),
+        spiffe_id: String::new(),
+        not_after: 0,
+    }
+}
+
+/// Waits for the shared upstreams to answer their lists (each up to its timeout), then checks
+/// the exposed names. Upstreams still down are checked when they come up (the first keeps a
+/// clashing name then, and the clash is in the audit log of `upstream check`).
+async fn check_at_load(
+    providers: &[SharedProvider],
+    running: &[Arc<UpstreamProvider>],
+) -> Result<()> {
+    let who = loader();
+    let mut offers = Vec::new();
+    for p in providers {
+        if let Some(up) = running.iter().find(|u| u.name() == p.name()) {
+            if up.identity_bound() {
+                continue;
+            }
+            let deadline = Instant::now() + up.config().timeout;
+            loop {
+                match p.items(&who).await {
+                    Ok(items) => {
+                        offers.push((p.name().to_string(), p.prefix().to_string(), items));
+                        break;
+                    }
+                    Err(e) if Instant::now() >= deadline => {
+                        eprintln!("mcp-zt: upstream {} is not answering yet ({e}); serving without it until it does", p.name());
+                        break;
+                    }
+                    Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+                }
+            }
+        } else if let Ok(items) = p.items(&who).await {
+            offers.push((p.name().to_string(), p.prefix().to_string(), items));
+        }
+    }
+    let view: Vec<_> = offers
+        .iter()
+        .map(|(n, p, i)| (n.clone(), p.clone(), &**i))
+        .collect();
+    let report = check_names(&view);
+    for w in &report.warnings {
+        eprintln!("mcp-zt: warning: {w}");
+    }
+    if !report.clashes.is_empty() {
+        bail!(
+            "upstreams.toml: {} (refusing to serve)",
+            report.clashes.join("; ")
+        );
+    }
+    Ok(())
+}
+
+impl Upstreams {
+    /// Re-reads upstreams.toml: unchanged upstreams keep running, removed ones stop, new and
+    /// changed ones start. An invalid file is refused and nothing changes.
+    pub fn reload(&self, state: &AppState, hub: &Hub) {
+        let cfg = match config::load(state.authority.home().dir()) {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("mcp-zt: upstreams reload refused, keeping the running upstreams: {e}");
+                state
+                    .audit
+                    .log(Event::new("upstreams_reload_failed").reason(e.to_string()));
+                return;
+            }
+        };
+        let events: HubSender = hub.sender();
+        let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
+        let mut next = Vec::new();
+        for u in &cfg.list {
+            match running.iter().position(|p| p.config() == u) {
+                Some(i) => next.push(running.remove(i)),
+                None => next.push(UpstreamProvider::start(
+                    u.clone(),
+                    events.clone(),
+                    state.audit.clone(),
+                    self.stop.child_token(),
+                )),
+            }
+        }
+        for gone in running.drain(..) {
+            gone.shutdown();
+        }
+        *running = next.clone();
+        let builtin = hub.providers()[0].clone();
+        hub.set_providers(providers_of(&builtin, &next));
+        state
+            .audit
+            .log(Event::new("upstreams_reloaded").reason(format!("{} upstream(s)", next.len())));
+    }
+}

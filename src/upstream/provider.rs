@@ -1,0 +1,268 @@
+//! One configured upstream as a provider: a shared connection kept up by a supervisor
+//! (reconnect and restart with backoff), or one connection per certificate for per-identity
+//! children and identity-forwarding HTTP upstreams.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::{Duration, Instant};
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use rmcp::model::{ClientRequest, ServerResult};
+use rmcp::ErrorData;
+use tokio_util::sync::CancellationToken;
+
+use super::config::{Share, Transport, Upstream};
+use super::conn::{self, Instance};
+use crate::audit::{Audit, Event};
+use crate::identity::Identity;
+use crate::mcp::provider::{Caller, HubEvent, HubSender, Items, Provider};
+
+/// Longest wait between reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// How often an idle shared connection is pinged.
+const PING_EVERY: Duration = Duration::from_secs(10);
+
+type Slot = Arc<tokio::sync::Mutex<Option<Arc<Instance>>>>;
+
+/// An upstream behind the gate.
+pub struct UpstreamProvider {
+    cfg: Upstream,
+    events: HubSender,
+    audit: Arc<Audit>,
+    shared: RwLock<Option<Arc<Instance>>>,
+    per_identity: Mutex<HashMap<String, Slot>>,
+    stop: CancellationToken,
+}
+
+impl UpstreamProvider {
+    /// The provider for `cfg`; shared connections are started (in the background) at once.
+    pub fn start(
+        cfg: Upstream,
+        events: HubSender,
+        audit: Arc<Audit>,
+        stop: CancellationToken,
+    ) -> Arc<Self> {
+        let me = Arc::new(UpstreamProvider {
+            cfg,
+            events,
+            audit,
+            shared: RwLock::new(None),
+            per_identity: Mutex::new(HashMap::new()),
+            stop,
+        });
+        if !me.identity_bound() {
+            tokio::spawn(me.clone().supervise());
+        }
+        me
+    }
+
+    /// The configuration it runs.
+    pub fn config(&self) -> &Upstream {
+        &self.cfg
+    }
+
+    /// Stops everything it runs (configuration removed or server stopping).
+    pub fn shutdown(&self) {
+        self.stop.cancel();
+        if let Some(i) = self
+            .shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .as_ref()
+        {
+            i.close();
+        }
+        let slots: Vec<Slot> = self.lock_ids().drain().map(|(_, s)| s).collect();
+        for s in slots {
+            if let Ok(g) = s.try_lock() {
+                if let Some(i) = g.as_ref() {
+                    i.close();
+                }
+            }
+        }
+    }
+
+    /// Whether each certificate gets its own connection.
+    pub fn identity_bound(&self) -> bool {
+        match &self.cfg.transport {
+            Transport::Stdio { .. } => self.cfg.share == Share::PerIdentity,
+            Transport::Http { .. } => self.cfg.forward_identity,
+        }
+    }
+
+    fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
+        self.per_identity.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn log(&self, kind: &str, reason: String) {
+        self.audit.log(
+            Event::new(kind)
+                .item(format!("upstream:{}", self.cfg.name))
+                .reason(reason),
+        );
+    }
+
+    /// Keeps the shared connection up: connect, wait for it to end (or fail a ping), tell the
+    /// sessions, back off, again.
+    async fn supervise(self: Arc<Self>) {
+        let mut backoff = Duration::from_secs(1);
+        let mut last_error = String::new();
+        loop {
+            match conn::connect(&self.cfg, None, self.events.clone()).await {
+                Ok((inst, mut ended)) => {
+                    let pid = inst.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                    self.log("upstream_up", format!("connected{pid}"));
+                    last_error.clear();
+                    *self.shared.write().unwrap_or_else(|e| e.into_inner()) = Some(inst.clone());
+                    let _ = self.events.send(HubEvent::Changed);
+                    let since = Instant::now();
+                    let stopped = loop {
+                        tokio::select! {
+                            _ = &mut ended => break false,
+                            _ = self.stop.cancelled() => break true,
+                            _ = tokio::time::sleep(PING_EVERY) => {
+                                if inst.inflight() == 0 && !inst.ping().await {
+                                    inst.close();
+                                }
+                            }
+                        }
+                    };
+                    *self.shared.write().unwrap_or_else(|e| e.into_inner()) = None;
+                    inst.close();
+                    if stopped {
+                        return;
+                    }
+                    self.log("upstream_down", "connection ended; reconnecting".into());
+                    let _ = self.events.send(HubEvent::Changed);
+                    if since.elapsed() > MAX_BACKOFF {
+                        backoff = Duration::from_secs(1);
+                    }
+                }
+                Err(e) => {
+                    if e != last_error {
+                        self.log(
+                            "upstream_unavailable",
+                            format!(
+                                "{e}; retrying with backoff up to {} s",
+                                MAX_BACKOFF.as_secs()
+                            ),
+                        );
+                        last_error = e;
+                    }
+                }
+            }
+            tokio::select! {
+                _ = tokio::time::sleep(backoff) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            backoff = (backoff * 2).min(MAX_BACKOFF);
+        }
+    }
+
+    /// The connection serving `who`.
+    async fn instance(&self, who: &Identity) -> Result<Arc<Instance>, String> {
+        if !self.identity_bound() {
+            return self
+                .shared
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+                .ok_or_else(|| format!("upstream {} is unavailable", self.cfg.name));
+        }
+        let slot = {
+            let mut ids = self.lock_ids();
+            if !ids.contains_key(&who.serial) {
+                let live = ids.len();
+                if live >= self.cfg.max_children {
+                    drop(ids);
+                    self.log(
+                        "upstream_child_refused",
+                        format!(
+                            "max_children ({}) reached; refused for {}",
+                            self.cfg.max_children, who.serial
+                        ),
+                    );
+                    return Err(format!(
+                        "upstream {} has reached its limit of {} per-identity connections",
+                        self.cfg.name, self.cfg.max_children
+                    ));
+                }
+            }
+            ids.entry(who.serial.clone()).or_default().clone()
+        };
+        let mut guard = slot.lock().await;
+        if let Some(inst) = guard.as_ref() {
+            if !inst.is_closed() {
+                return Ok(inst.clone());
+            }
+        }
+        if self.stop.is_cancelled() {
+            return Err(format!("upstream {} is stopping", self.cfg.name));
+        }
+        let (inst, _ended) = conn::connect(&self.cfg, Some(who), self.events.clone())
+            .await
+            .map_err(|e| {
+                self.log("upstream_unavailable", format!("for {}: {e}", who.serial));
+                format!("upstream {} is unavailable: {e}", self.cfg.name)
+            })?;
+        let pid = inst.pid.map(|p| format!(" pid {p}")).unwrap_or_default();
+        self.audit.log(
+            Event::new("upstream_child_started")
+                .who(who)
+                .item(format!("upstream:{}", self.cfg.name))
+                .reason(format!("per-identity connection{pid}")),
+        );
+        *guard = Some(inst.clone());
+        Ok(inst)
+    }
+}
+
+impl Provider for UpstreamProvider {
+    fn name(&self) -> &str {
+        &self.cfg.name
+    }
+
+    fn prefix(&self) -> &str {
+        &self.cfg.prefix
+    }
+
+    fn items<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Arc<Items>, String>> {
+        async move { self.instance(who).await?.items().await }.boxed()
+    }
+
+    fn request<'a>(
+        &'a self,
+        caller: &'a Caller,
+        request: ClientRequest,
+    ) -> BoxFuture<'a, Result<ServerResult, ErrorData>> {
+        async move {
+            match self.instance(&caller.identity).await {
+                Ok(inst) => inst.request(&self.cfg.name, caller, request).await,
+                Err(e) => Err(conn::failure("unavailable", e)),
+            }
+        }
+        .boxed()
+    }
+
+    fn revoked(&self, serial: &str) {
+        let slot = self.lock_ids().remove(serial);
+        let Some(slot) = slot else { return };
+        let audit = self.audit.clone();
+        let name = self.cfg.name.clone();
+        let serial = serial.to_string();
+        tokio::spawn(async move {
+            let inst = slot.lock().await.take();
+            if let Some(inst) = inst {
+                inst.close();
+                let pid = inst.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                audit.log(
+                    Event::new("upstream_child_stopped")
+                        .cert(Some(serial), None)
+                        .item(format!("upstream:{name}"))
+                        .reason(format!("certificate revoked; connection closed{pid}")),
+                );
+            }
+        });
+    }
+}

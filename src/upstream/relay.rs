@@ -1,0 +1,251 @@
+//! The client side of one upstream connection: what the upstream sends us (progress, log
+//! messages, list changes, sampling/elicitation/roots requests) goes to the one client session
+//! whose request caused it, never to another.
+//!
+//! Over streamable HTTP the upstream sends such messages on the response stream of our request,
+//! so the origin is exact. Over stdio there is no such link: a server-to-client request is
+//! routed only when exactly one client request is in flight on that upstream, and refused
+//! otherwise (refusing is safe; guessing could hand one client's prompt to another).
+// Sampling, roots and logging are deprecated by SEP-2577 but are what today's servers send.
+#![allow(deprecated)]
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use rmcp::model::{
+    ClientCapabilities, ClientConfig, ClientResult, CreateMessageRequestParams,
+    CreateMessageResult, ElicitRequestParams, ElicitResult, GetExtensions, Implementation,
+    ListRootsResult, LoggingMessageNotificationParam, ProgressNotificationParam, ProgressToken,
+    Request, RequestId, RequestNoParam, ResourceUpdatedNotificationParam, ServerRequest,
+};
+use rmcp::service::{
+    InboundStreamOrigin, NotificationContext, OriginatingRequestId, RequestContext,
+};
+use rmcp::{ClientHandler, ErrorData, Peer, RoleClient, RoleServer};
+
+use crate::mcp::provider::{Caller, HubEvent, HubSender};
+
+/// Where to send what belongs to one forwarded request.
+#[derive(Clone)]
+pub struct Route {
+    peer: Peer<RoleServer>,
+    request_id: RequestId,
+    progress_token: Option<ProgressToken>,
+}
+
+impl Route {
+    /// The route back to `caller`.
+    pub fn of(caller: &Caller) -> Self {
+        Route {
+            peer: caller.peer.clone(),
+            request_id: caller.request_id.clone(),
+            progress_token: caller.progress_token.clone(),
+        }
+    }
+}
+
+/// The requests in flight on one upstream connection, by our request id and progress token.
+#[derive(Default)]
+pub struct Routes {
+    inflight: Mutex<HashMap<RequestId, Route>>,
+    progress: Mutex<HashMap<ProgressToken, Route>>,
+}
+
+impl Routes {
+    /// Records a request sent upstream.
+    pub fn add(&self, id: RequestId, token: ProgressToken, route: Route) {
+        lock(&self.progress).insert(token, route.clone());
+        lock(&self.inflight).insert(id, route);
+    }
+
+    /// Forgets a request that ended.
+    pub fn remove(&self, id: &RequestId, token: &ProgressToken) {
+        lock(&self.inflight).remove(id);
+        lock(&self.progress).remove(token);
+    }
+
+    /// How many requests are in flight.
+    pub fn len(&self) -> usize {
+        lock(&self.inflight).len()
+    }
+
+    /// Whether none is.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The client request an upstream message belongs to: the request whose response stream
+    /// carried it, or the only request in flight.
+    fn origin(&self, origin: Option<&InboundStreamOrigin>) -> Option<Route> {
+        let inflight = lock(&self.inflight);
+        if let Some(InboundStreamOrigin::OutboundRequest(id)) = origin {
+            return inflight.get(id).cloned();
+        }
+        if inflight.len() == 1 {
+            return inflight.values().next().cloned();
+        }
+        None
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// The handler of one upstream connection.
+pub struct Relay {
+    /// The upstream's name, for messages.
+    pub upstream: String,
+    /// Requests in flight.
+    pub routes: Arc<Routes>,
+    /// Where list changes and resource updates go.
+    pub events: HubSender,
+    /// Set when the upstream's lists changed: the cached catalog must be fetched again.
+    pub stale: Arc<AtomicBool>,
+}
+
+impl Relay {
+    fn route(&self, ctx: &RequestContext<RoleClient>, what: &str) -> Result<Route, ErrorData> {
+        self.routes
+            .origin(ctx.extensions.get::<InboundStreamOrigin>())
+            .ok_or_else(|| {
+                ErrorData::invalid_request(
+                    format!(
+                        "mcp-zt: {what} from upstream {} refused: it cannot be tied to one client request",
+                        self.upstream
+                    ),
+                    None,
+                )
+            })
+    }
+
+    /// Sends a server-to-client request to the client of `route`, on the response stream of
+    /// its request.
+    async fn ask_client(
+        &self,
+        route: &Route,
+        mut req: ServerRequest,
+    ) -> Result<ClientResult, ErrorData> {
+        req.extensions_mut()
+            .insert(OriginatingRequestId(route.request_id.clone()));
+        route.peer.send_request(req).await.map_err(|e| match e {
+            rmcp::ServiceError::McpError(e) => e,
+            other => ErrorData::internal_error(format!("client unreachable: {other}"), None),
+        })
+    }
+}
+
+fn unexpected() -> ErrorData {
+    ErrorData::internal_error("the client answered a different method", None)
+}
+
+impl ClientHandler for Relay {
+    #[allow(deprecated)]
+    fn get_info(&self) -> ClientConfig {
+        let caps = ClientCapabilities::builder()
+            .enable_roots()
+            .enable_sampling()
+            .enable_elicitation()
+            .build();
+        ClientConfig::new(
+            caps,
+            Implementation::new("mcp-zt-gateway", env!("CARGO_PKG_VERSION")),
+        )
+    }
+
+    async fn create_message(
+        &self,
+        params: CreateMessageRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<CreateMessageResult, ErrorData> {
+        let route = self.route(&context, "sampling request")?;
+        let req = ServerRequest::CreateMessageRequest(Request::new(params));
+        match self.ask_client(&route, req).await? {
+            ClientResult::CreateMessageResult(r) => Ok(*r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn list_roots(
+        &self,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ListRootsResult, ErrorData> {
+        let route = self.route(&context, "roots/list request")?;
+        let req = ServerRequest::ListRootsRequest(RequestNoParam::default());
+        match self.ask_client(&route, req).await? {
+            ClientResult::ListRootsResult(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn create_elicitation(
+        &self,
+        request: ElicitRequestParams,
+        context: RequestContext<RoleClient>,
+    ) -> Result<ElicitResult, ErrorData> {
+        let route = self.route(&context, "elicitation request")?;
+        let req = ServerRequest::ElicitRequest(Request::new(request));
+        match self.ask_client(&route, req).await? {
+            ClientResult::ElicitResult(r) => Ok(r),
+            _ => Err(unexpected()),
+        }
+    }
+
+    async fn on_progress(
+        &self,
+        params: ProgressNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let route = lock(&self.routes.progress)
+            .get(&params.progress_token)
+            .cloned();
+        let Some(route) = route else { return };
+        let Some(token) = route.progress_token.clone() else {
+            return;
+        };
+        let mut p = params;
+        p.progress_token = token;
+        let _ = route.peer.notify_progress(p).await;
+    }
+
+    async fn on_logging_message(
+        &self,
+        params: LoggingMessageNotificationParam,
+        context: NotificationContext<RoleClient>,
+    ) {
+        if let Some(route) = self
+            .routes
+            .origin(context.extensions.get::<InboundStreamOrigin>())
+        {
+            let _ = route.peer.notify_logging_message(params).await;
+        }
+    }
+
+    async fn on_resource_updated(
+        &self,
+        params: ResourceUpdatedNotificationParam,
+        _context: NotificationContext<RoleClient>,
+    ) {
+        let _ = self.events.send(HubEvent::ResourceUpdated(params.uri));
+    }
+
+    async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.changed();
+    }
+
+    async fn on_tool_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.changed();
+    }
+
+    async fn on_prompt_list_changed(&self, _context: NotificationContext<RoleClient>) {
+        self.changed();
+    }
+}
+
+impl Relay {
+    fn changed(&self) {
+        self.stale.store(true, Ordering::SeqCst);
+        let _ = self.events.send(HubEvent::Changed);
+    }
+}
