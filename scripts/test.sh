@@ -33,6 +33,13 @@ bash scripts/quickstart.sh >"$log" 2>&1 || {
 }
 echo "quickstart: ok" >&2
 
+step "scripts/quickstart-gateway.sh (the gateway quickstart, checked end to end with curl)"
+bash scripts/quickstart-gateway.sh >"$log" 2>&1 || {
+  cat "$log" >&2
+  exit 1
+}
+echo "quickstart-gateway: ok" >&2
+
 step "scripts/crash-test.sh 6 (short form: SIGKILL during issue/revoke bursts, then doctor)"
 bash scripts/crash-test.sh 6 2>/dev/null
 

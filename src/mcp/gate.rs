@@ -128,13 +128,20 @@ impl Gate {
         latency: Duration,
         detail: Option<String>,
     ) {
+        let ms = latency.as_millis();
+        let mut line = format!("{upstream}: {} in {ms} ms", outcome.as_str());
+        if let Some(d) = detail {
+            line.push_str(": ");
+            line.push_str(&d);
+        }
         let mut ev = Event::new("upstream_call")
             .peer(peer)
             .who(who)
             .item(item)
-            .upstream(upstream, outcome.as_str(), latency);
-        if let Some(d) = detail {
-            ev = ev.reason(d);
+            .upstream(upstream, outcome.as_str(), latency)
+            .reason(line);
+        if let Some(tool) = item.strip_prefix("tool:") {
+            ev = ev.tool(tool);
         }
         self.audit.log(ev);
     }
