@@ -28,6 +28,18 @@ pub struct Identity {
     pub not_after: i64,
 }
 
+/// One verified connection: what every request on it carries (the HTTP layer puts it in the
+/// request's extensions; the MCP handler reads it from there).
+#[derive(Debug)]
+pub struct ConnInfo {
+    /// Process-unique connection number.
+    pub id: u64,
+    /// Peer address.
+    pub peer: std::net::SocketAddr,
+    /// Who the client certificate says the peer is.
+    pub identity: Identity,
+}
+
 /// Why a certificate does not map to an identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum IdentityError {

@@ -9,19 +9,18 @@ use rmcp::model::{ClientRequest, ServerResult};
 use rmcp::ErrorData;
 
 use super::provider::{Caller, Items, Provider};
-use super::tools;
+use super::tools::{self, DemoStore};
 use crate::identity::Identity;
-use crate::server::state::AppState;
 
 /// The demo tools over the server's own store and CA.
 pub struct Builtin {
-    state: Arc<AppState>,
+    state: Arc<dyn DemoStore>,
     items: Arc<Items>,
 }
 
 impl Builtin {
-    /// The provider over the server state.
-    pub fn new(state: Arc<AppState>) -> Self {
+    /// The provider over the server's store.
+    pub fn new(state: Arc<dyn DemoStore>) -> Self {
         let items = Items {
             tools: tools::all().to_vec(),
             ..Items::default()
@@ -60,13 +59,13 @@ impl Provider for Builtin {
             let tool = req.params.name.to_string();
             let args = req.params.arguments.unwrap_or_default();
             if !tools::blocks(&tool) {
-                return tools::run(&self.state, &caller.identity, &tool, &args)
+                return tools::run(&*self.state, &caller.identity, &tool, &args)
                     .map(ServerResult::CallToolResult);
             }
             let state = self.state.clone();
             let who = caller.identity.clone();
             // sled and the CA do blocking I/O (fsync): keep it off the async workers.
-            tokio::task::spawn_blocking(move || tools::run(&state, &who, &tool, &args))
+            tokio::task::spawn_blocking(move || tools::run(&*state, &who, &tool, &args))
                 .await
                 .map_err(|e| ErrorData::internal_error(format!("tool task failed: {e}"), None))?
                 .map(ServerResult::CallToolResult)

@@ -28,9 +28,9 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use self::gate::Outcome;
 use self::hub::{Hub, ListKind, SessionSlot, View};
 use self::provider::Caller;
+use crate::identity::ConnInfo;
 use crate::identity::Identity;
 use crate::policy::rules::{glob_match, Kind};
-use crate::server::state::ConnInfo;
 
 /// The error for both unknown and forbidden tools: identical on the wire.
 pub fn tool_not_found() -> ErrorData {

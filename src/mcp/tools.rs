@@ -7,9 +7,10 @@ use rmcp::model::{CallToolResult, ContentBlock as Content, JsonObject, Tool};
 use rmcp::ErrorData;
 use serde_json::{json, Value};
 
+use crate::ca::CaError;
 use crate::identity::Identity;
+use crate::ledger::CertRecord;
 use crate::pki::build::Reason;
-use crate::server::state::AppState;
 
 /// Longest key accepted by the data tools, in bytes.
 pub const MAX_KEY_LEN: usize = 256;
@@ -111,9 +112,21 @@ fn internal(e: impl std::fmt::Display) -> ErrorData {
     ErrorData::internal_error(format!("server error: {e}"), None)
 }
 
+/// What the demo tools need from the server: their key-value store, the ledger's records and
+/// the revocation path. The server state implements it; the tools never see the rest of it.
+pub trait DemoStore: Send + Sync {
+    /// The data tools' storage.
+    fn data(&self) -> &sled::Tree;
+    /// Every certificate the CA issued.
+    fn certificates(&self) -> Result<Vec<CertRecord>, CaError>;
+    /// Revokes a serial or every active certificate of a name, live and in the CRL.
+    fn revoke(&self, target: &str, reason: Reason, actor: &str)
+        -> Result<Vec<CertRecord>, CaError>;
+}
+
 /// Runs an allowed tool.
 pub fn run(
-    state: &AppState,
+    state: &dyn DemoStore,
     who: &Identity,
     tool: &str,
     args: &JsonObject,
@@ -125,7 +138,7 @@ pub fn run(
         }))),
         "read_data" => {
             let key = str_arg(args, "key", MAX_KEY_LEN)?;
-            match state.data.get(key.as_bytes()).map_err(internal)? {
+            match state.data().get(key.as_bytes()).map_err(internal)? {
                 Some(v) => Ok(text(
                     json!({"key": key, "value": String::from_utf8_lossy(&v)}),
                 )),
@@ -136,7 +149,7 @@ pub fn run(
         }
         "list_keys" => {
             let keys: Vec<String> = state
-                .data
+                .data()
                 .iter()
                 .keys()
                 .filter_map(Result::ok)
@@ -148,28 +161,26 @@ pub fn run(
             let key = str_arg(args, "key", MAX_KEY_LEN)?;
             let value = str_arg(args, "value", MAX_VALUE_LEN)?;
             state
-                .data
+                .data()
                 .insert(key.as_bytes(), value.as_bytes())
                 .map_err(internal)?;
-            state.data.flush().map_err(internal)?;
+            state.data().flush().map_err(internal)?;
             Ok(text(json!({"key": key, "written": true})))
         }
         "delete_data" => {
             let key = str_arg(args, "key", MAX_KEY_LEN)?;
             let existed = state
-                .data
+                .data()
                 .remove(key.as_bytes())
                 .map_err(internal)?
                 .is_some();
-            state.data.flush().map_err(internal)?;
+            state.data().flush().map_err(internal)?;
             Ok(text(json!({"key": key, "deleted": existed})))
         }
         "list_certs" => {
             let now = crate::pki::now().unix_timestamp();
             let certs: Vec<Value> = state
-                .authority
-                .ledger()
-                .all()
+                .certificates()
                 .map_err(internal)?
                 .iter()
                 .map(|r| {

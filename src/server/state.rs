@@ -1,7 +1,6 @@
 //! State shared by the accept loop, the HTTP guard, the MCP handler and the control socket.
 
 use std::collections::{HashMap, HashSet};
-use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
@@ -9,21 +8,12 @@ use tokio_util::sync::CancellationToken;
 
 use crate::audit::{Audit, Event};
 use crate::ca::{Authority, CaError, RenewalPolicy, Signer};
-use crate::identity::Identity;
 use crate::ledger::{CertKind, CertRecord};
 use crate::pki::build::Reason;
 use crate::tls::{RevocationSet, SharedPolicy, ZtVerifier};
 
 /// One verified TLS connection; attached to every HTTP request that arrives on it.
-#[derive(Debug)]
-pub struct ConnInfo {
-    /// Process-unique connection number.
-    pub id: u64,
-    /// Peer address.
-    pub peer: SocketAddr,
-    /// Who the client certificate says the peer is.
-    pub identity: Identity,
-}
+pub use crate::identity::ConnInfo;
 
 /// Open connections by certificate serial, so a revocation can close them at once.
 #[derive(Debug, Default)]
@@ -350,6 +340,23 @@ impl AppState {
                     "{reason}; by {actor}; {cut} open connection(s) closed"
                 )),
         );
+    }
+}
+
+impl crate::mcp::tools::DemoStore for AppState {
+    fn data(&self) -> &sled::Tree {
+        &self.data
+    }
+    fn certificates(&self) -> Result<Vec<CertRecord>, CaError> {
+        Ok(self.authority.ledger().all()?)
+    }
+    fn revoke(
+        &self,
+        target: &str,
+        reason: Reason,
+        actor: &str,
+    ) -> Result<Vec<CertRecord>, CaError> {
+        AppState::revoke(self, target, reason, actor)
     }
 }
 

@@ -5,6 +5,7 @@ mod admission;
 mod audit_log;
 mod common;
 mod connect;
+mod gateway;
 mod hardening;
 mod hostile;
 mod pki_cli;
