@@ -278,14 +278,15 @@ impl Instance {
             .send_request_with_option(request, PeerRequestOptions::no_options())
             .await
             .map_err(|e| self.transport_failed(upstream, e))?;
+        let route = Route::of(caller);
+        let progress = route.progress();
         let RequestHandle {
             rx,
             id,
             progress_token,
             ..
         } = handle;
-        self.routes
-            .add(id.clone(), progress_token.clone(), Route::of(caller));
+        self.routes.add(id.clone(), progress_token.clone(), route);
         let cancel = |reason: &str| {
             let peer = self.peer.clone();
             let param = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
@@ -311,6 +312,7 @@ impl Instance {
                 Err(failure("cancelled", "request cancelled".to_string()))
             }
         };
+        progress.settle().await;
         self.routes.remove(&id, &progress_token);
         result
     }

@@ -10,7 +10,7 @@
 #![allow(deprecated)]
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use rmcp::model::{
@@ -32,6 +32,33 @@ pub struct Route {
     peer: Peer<RoleServer>,
     request_id: RequestId,
     progress_token: Option<ProgressToken>,
+    progress: Arc<ProgressCount>,
+}
+
+/// Progress notifications of one request: seen, and still being forwarded. rmcp hands each
+/// notification to its own task, so one sent just before the answer may still be on its way
+/// when the answer arrives; the answer waits for it (the client's stream closes with the
+/// answer, and a progress notification after it would be lost).
+#[derive(Default)]
+pub struct ProgressCount {
+    seen: AtomicUsize,
+    active: AtomicUsize,
+}
+
+impl ProgressCount {
+    /// Waits (200 ms at most) for progress notifications still being forwarded, if the
+    /// request had any.
+    pub async fn settle(&self) {
+        if self.seen.load(Ordering::SeqCst) == 0 {
+            return;
+        }
+        for _ in 0..20 {
+            tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+            if self.active.load(Ordering::SeqCst) == 0 {
+                return;
+            }
+        }
+    }
 }
 
 impl Route {
@@ -41,7 +68,13 @@ impl Route {
             peer: caller.peer.clone(),
             request_id: caller.request_id.clone(),
             progress_token: caller.progress_token.clone(),
+            progress: Arc::default(),
         }
+    }
+
+    /// The request's progress counter.
+    pub fn progress(&self) -> Arc<ProgressCount> {
+        self.progress.clone()
     }
 }
 
@@ -50,13 +83,42 @@ impl Route {
 pub struct Routes {
     inflight: Mutex<HashMap<RequestId, Route>>,
     progress: Mutex<HashMap<ProgressToken, Route>>,
+    /// Woken at each [`Routes::add`].
+    added: tokio::sync::Notify,
 }
+
+/// How long a message from the upstream may wait for the request it belongs to to be
+/// recorded: the request is on the wire a moment before [`Routes::add`] runs, and a fast
+/// upstream answers (progress, sampling) in that moment.
+const ROUTE_WAIT: std::time::Duration = std::time::Duration::from_millis(500);
 
 impl Routes {
     /// Records a request sent upstream.
     pub fn add(&self, id: RequestId, token: ProgressToken, route: Route) {
         lock(&self.progress).insert(token, route.clone());
         lock(&self.inflight).insert(id, route);
+        self.added.notify_waiters();
+    }
+
+    /// Runs `find` until it finds a route or [`ROUTE_WAIT`] has passed, looking again after
+    /// every new request.
+    async fn wait_for(&self, find: impl Fn(&Routes) -> Option<Route>) -> Option<Route> {
+        let deadline = tokio::time::Instant::now() + ROUTE_WAIT;
+        loop {
+            let added = self.added.notified();
+            tokio::pin!(added);
+            added.as_mut().enable();
+            if let Some(r) = find(self) {
+                return Some(r);
+            }
+            if tokio::time::timeout_at(deadline, added).await.is_err() {
+                return None;
+            }
+        }
+    }
+
+    fn progress_route(&self, token: &ProgressToken) -> Option<Route> {
+        lock(&self.progress).get(token).cloned()
     }
 
     /// Forgets a request that ended.
@@ -106,9 +168,15 @@ pub struct Relay {
 }
 
 impl Relay {
-    fn route(&self, ctx: &RequestContext<RoleClient>, what: &str) -> Result<Route, ErrorData> {
+    async fn route(
+        &self,
+        ctx: &RequestContext<RoleClient>,
+        what: &str,
+    ) -> Result<Route, ErrorData> {
+        let origin = ctx.extensions.get::<InboundStreamOrigin>();
         self.routes
-            .origin(ctx.extensions.get::<InboundStreamOrigin>())
+            .wait_for(|r| r.origin(origin))
+            .await
             .ok_or_else(|| {
                 ErrorData::invalid_request(
                     format!(
@@ -159,7 +227,7 @@ impl ClientHandler for Relay {
         params: CreateMessageRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<CreateMessageResult, ErrorData> {
-        let route = self.route(&context, "sampling request")?;
+        let route = self.route(&context, "sampling request").await?;
         let req = ServerRequest::CreateMessageRequest(Request::new(params));
         match self.ask_client(&route, req).await? {
             ClientResult::CreateMessageResult(r) => Ok(*r),
@@ -171,7 +239,7 @@ impl ClientHandler for Relay {
         &self,
         context: RequestContext<RoleClient>,
     ) -> Result<ListRootsResult, ErrorData> {
-        let route = self.route(&context, "roots/list request")?;
+        let route = self.route(&context, "roots/list request").await?;
         let req = ServerRequest::ListRootsRequest(RequestNoParam::default());
         match self.ask_client(&route, req).await? {
             ClientResult::ListRootsResult(r) => Ok(r),
@@ -184,7 +252,7 @@ impl ClientHandler for Relay {
         request: ElicitRequestParams,
         context: RequestContext<RoleClient>,
     ) -> Result<ElicitResult, ErrorData> {
-        let route = self.route(&context, "elicitation request")?;
+        let route = self.route(&context, "elicitation request").await?;
         let req = ServerRequest::ElicitRequest(Request::new(request));
         match self.ask_client(&route, req).await? {
             ClientResult::ElicitResult(r) => Ok(r),
@@ -197,16 +265,18 @@ impl ClientHandler for Relay {
         params: ProgressNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let route = lock(&self.routes.progress)
-            .get(&params.progress_token)
-            .cloned();
+        let token = params.progress_token.clone();
+        let route = self.routes.wait_for(|r| r.progress_route(&token)).await;
         let Some(route) = route else { return };
         let Some(token) = route.progress_token.clone() else {
             return;
         };
+        route.progress.seen.fetch_add(1, Ordering::SeqCst);
+        route.progress.active.fetch_add(1, Ordering::SeqCst);
         let mut p = params;
         p.progress_token = token;
         let _ = route.peer.notify_progress(p).await;
+        route.progress.active.fetch_sub(1, Ordering::SeqCst);
     }
 
     async fn on_logging_message(
@@ -214,10 +284,8 @@ impl ClientHandler for Relay {
         params: LoggingMessageNotificationParam,
         context: NotificationContext<RoleClient>,
     ) {
-        if let Some(route) = self
-            .routes
-            .origin(context.extensions.get::<InboundStreamOrigin>())
-        {
+        let origin = context.extensions.get::<InboundStreamOrigin>();
+        if let Some(route) = self.routes.wait_for(|r| r.origin(origin)).await {
             let _ = route.peer.notify_logging_message(params).await;
         }
     }
