@@ -288,6 +288,31 @@ impl Policy {
         by_table || any(&self.allow)
     }
 
+    /// Whether anything exposed under `prefix` could be granted to `role`: a tool or prompt
+    /// rule (or tool table) whose glob can match a name starting with `prefix`, or any
+    /// resource rule (URIs carry no prefix). Lets the gateway avoid starting a per-identity
+    /// child for a certificate whose role could use nothing behind it.
+    pub fn may_use_under(&self, role: &str, prefix: &str) -> bool {
+        let roles = self.effective_roles(role);
+        let compatible = |glob: &str| {
+            let literal = glob.split('*').next().unwrap_or("");
+            literal.starts_with(prefix) || prefix.starts_with(literal)
+        };
+        let by_rules = roles.iter().any(|r| {
+            self.allow.get(r).is_some_and(|rules| {
+                rules.iter().any(|rule| match rule.kind {
+                    Kind::Resource => true,
+                    Kind::Tool | Kind::Prompt => compatible(&rule.glob),
+                })
+            })
+        });
+        let by_table = self.tools.iter().any(|(name, rule)| {
+            compatible(name)
+                && (rule.roles.contains(ANY_ROLE) || roles.iter().any(|r| rule.roles.contains(r)))
+        });
+        by_rules || by_table
+    }
+
     /// Whether `role` may call `tool`. Unknown roles and unknown tools are denied.
     pub fn allows(&self, role: &str, tool: &str) -> bool {
         self.permits(role, Kind::Tool, tool)

@@ -41,6 +41,10 @@ impl Provider for Builtin {
         ""
     }
 
+    fn is_builtin(&self) -> bool {
+        true
+    }
+
     fn items<'a>(&'a self, _who: &'a Identity) -> BoxFuture<'a, Result<Arc<Items>, String>> {
         futures_util::future::ready(Ok(self.items.clone())).boxed()
     }

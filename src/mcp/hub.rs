@@ -97,6 +97,13 @@ pub enum ListKind {
 
 const KINDS: [ListKind; 3] = [ListKind::Tools, ListKind::Prompts, ListKind::Resources];
 
+/// Most resource subscriptions one session may hold.
+pub const MAX_SUBSCRIPTIONS: usize = 1024;
+
+/// Longest wait for one session to take a notification: a client that stops reading must
+/// not hold up the others.
+const NOTIFY_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// One client session as the hub knows it.
 pub struct SessionSlot {
     id: u64,
@@ -105,8 +112,8 @@ pub struct SessionSlot {
     who: OnceLock<Identity>,
     /// Digest of each list as last sent to the client (None: never listed).
     seen: Mutex<[Option<u64>; 3]>,
-    /// Resource URIs this session subscribed to.
-    subscriptions: Mutex<HashSet<String>>,
+    /// Resources this session subscribed to: (provider, URI).
+    subscriptions: Mutex<HashSet<(String, String)>>,
 }
 
 impl SessionSlot {
@@ -122,21 +129,27 @@ impl SessionSlot {
         seen[kind as usize] = Some(digest);
     }
 
-    /// Adds or removes a resource subscription.
-    pub fn subscribe(&self, uri: &str, on: bool) {
+    /// Adds or removes a subscription to `uri` served by `provider`. Refused (false) past
+    /// [`MAX_SUBSCRIPTIONS`].
+    pub fn subscribe(&self, provider: &str, uri: &str, on: bool) -> bool {
         let mut subs = self.subscriptions.lock().unwrap_or_else(|e| e.into_inner());
-        if on {
-            subs.insert(uri.to_string());
-        } else {
-            subs.remove(uri);
+        let key = (provider.to_string(), uri.to_string());
+        if !on {
+            subs.remove(&key);
+            return true;
         }
+        if subs.len() >= MAX_SUBSCRIPTIONS && !subs.contains(&key) {
+            return false;
+        }
+        subs.insert(key);
+        true
     }
 
-    fn subscribed(&self, uri: &str) -> bool {
+    fn subscribed(&self, provider: &str, uri: &str) -> bool {
         self.subscriptions
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .contains(uri)
+            .contains(&(provider.to_string(), uri.to_string()))
     }
 }
 
@@ -160,6 +173,10 @@ pub struct Hub {
     next_id: AtomicU64,
     /// Per-certificate tokens, cancelled at revocation: ends that certificate's requests.
     serial_tokens: Mutex<HashMap<String, CancellationToken>>,
+    /// Certificates revoked while running: nothing is started or sent for them any more.
+    revoked: Mutex<HashSet<String>>,
+    /// Name clashes already reported in the audit log.
+    clashes: Mutex<HashSet<String>>,
     events: HubSender,
 }
 
@@ -173,6 +190,8 @@ impl Hub {
             sessions: Mutex::new(HashMap::new()),
             next_id: AtomicU64::new(1),
             serial_tokens: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(HashSet::new()),
+            clashes: Mutex::new(HashSet::new()),
             events,
         })
     }
@@ -215,14 +234,32 @@ impl Hub {
     }
 
     /// A token for one request of `serial`: cancelled if that certificate is revoked.
+    /// (Born cancelled if the certificate already is revoked.)
     pub fn request_token(&self, serial: &str) -> CancellationToken {
+        if self.is_revoked(serial) {
+            let t = CancellationToken::new();
+            t.cancel();
+            return t;
+        }
         let mut map = self.serial_tokens.lock().unwrap_or_else(|e| e.into_inner());
         map.entry(serial.to_string()).or_default().child_token()
+    }
+
+    /// Whether `serial` was revoked while the server ran.
+    pub fn is_revoked(&self, serial: &str) -> bool {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(serial)
     }
 
     /// The certificate `serial` was revoked: its requests in flight are cancelled upstream and
     /// every provider drops what it holds for it.
     pub fn revoked(&self, serial: &str) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(serial.to_string());
         let token = self
             .serial_tokens
             .lock()
@@ -240,9 +277,22 @@ impl Hub {
     /// A name already taken (by an earlier provider) is left out: the first one keeps it.
     pub async fn view(&self, who: &Identity) -> View {
         let providers = self.providers();
-        let all = join_all(providers.iter().map(|p| p.items(who))).await;
         let policy = self.gate.policy();
         let role = who.role.as_str();
+        // A per-identity upstream is not started for a certificate that could use nothing
+        // behind it, nor for a revoked one.
+        let wanted = |p: &SharedProvider| {
+            !p.identity_bound()
+                || (!self.is_revoked(&who.serial) && policy.may_use_under(role, p.prefix()))
+        };
+        let all = join_all(providers.iter().map(|p| async move {
+            if wanted(p) {
+                p.items(who).await
+            } else {
+                Err(String::new())
+            }
+        }))
+        .await;
         let mut view = View {
             providers: providers.clone(),
             tools: Vec::new(),
@@ -250,14 +300,12 @@ impl Hub {
             resources: Vec::new(),
             templates: Vec::new(),
         };
-        let (mut tool_names, mut prompt_names) = (HashSet::new(), HashSet::new());
-        let (mut uris, mut template_uris) = (HashSet::new(), HashSet::new());
-        for (idx, items) in all.into_iter().enumerate() {
+        for (idx, items) in all.iter().enumerate() {
             let Ok(items) = items else { continue };
             let prefix = providers[idx].prefix();
             for t in &items.tools {
                 let exposed = format!("{prefix}{}", t.name);
-                if !valid_exposed(&exposed) || !tool_names.insert(exposed.clone()) {
+                if !valid_exposed(&exposed) {
                     continue;
                 }
                 let mut item = t.clone();
@@ -271,7 +319,7 @@ impl Hub {
             }
             for p in &items.prompts {
                 let exposed = format!("{prefix}{}", p.name);
-                if !valid_exposed(&exposed) || !prompt_names.insert(exposed.clone()) {
+                if !valid_exposed(&exposed) {
                     continue;
                 }
                 let mut item = p.clone();
@@ -284,9 +332,6 @@ impl Hub {
                 });
             }
             for r in &items.resources {
-                if !uris.insert(r.uri.clone()) {
-                    continue;
-                }
                 view.resources.push(Entry {
                     visible: policy.permits(role, Kind::Resource, &r.uri),
                     item: r.clone(),
@@ -295,9 +340,6 @@ impl Hub {
                 });
             }
             for t in &items.templates {
-                if !template_uris.insert(t.uri_template.clone()) {
-                    continue;
-                }
                 view.templates.push(Entry {
                     visible: policy.permits(role, Kind::Resource, &t.uri_template),
                     item: t.clone(),
@@ -306,7 +348,64 @@ impl Hub {
                 });
             }
         }
+        // A name two providers expose (an upstream that changed its lists since the load
+        // check) is served by neither: no provider can take over another's calls.
+        let names = |v: &Vec<Entry<Tool>>| {
+            v.iter()
+                .map(|e| e.item.name.to_string())
+                .collect::<Vec<_>>()
+        };
+        let tools = names(&view.tools);
+        let prompts: Vec<String> = view.prompts.iter().map(|e| e.item.name.clone()).collect();
+        let uris: Vec<String> = view.resources.iter().map(|e| e.item.uri.clone()).collect();
+        let templates: Vec<String> = view
+            .templates
+            .iter()
+            .map(|e| e.item.uri_template.clone())
+            .collect();
+        let (dt, dp, du, dtp) = (
+            dupes(&tools),
+            dupes(&prompts),
+            dupes(&uris),
+            dupes(&templates),
+        );
+        view.tools.retain(|e| !dt.contains(e.item.name.as_ref()));
+        view.prompts.retain(|e| !dp.contains(&e.item.name));
+        view.resources.retain(|e| !du.contains(&e.item.uri));
+        view.templates
+            .retain(|e| !dtp.contains(&e.item.uri_template));
+        for (kind, set) in [
+            ("tool", &dt),
+            ("prompt", &dp),
+            ("resource", &du),
+            ("resource template", &dtp),
+        ] {
+            for name in set.iter() {
+                self.report_clash(kind, name, &providers);
+            }
+        }
         view
+    }
+
+    fn report_clash(&self, kind: &str, name: &str, providers: &[SharedProvider]) {
+        let key = format!("{kind}:{name}");
+        if !self
+            .clashes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key.clone())
+        {
+            return;
+        }
+        let names: Vec<&str> = providers.iter().map(|p| p.name()).collect();
+        self.gate.audit.log(
+            crate::audit::Event::new("name_clash")
+                .item(key)
+                .reason(format!(
+                    "offered by more than one of {}: hidden until one of them is given a prefix",
+                    names.join(", ")
+                )),
+        );
     }
 
     /// Consumes provider events: list changes are debounced, then each session with a view
@@ -324,7 +423,14 @@ impl Hub {
             };
             let Some(ev) = ev else { return };
             match ev {
-                HubEvent::ResourceUpdated(uri) => self.resource_updated(&uri).await,
+                HubEvent::ResourceUpdated {
+                    upstream,
+                    serial,
+                    uri,
+                } => {
+                    self.resource_updated(&upstream, serial.as_deref(), &uri)
+                        .await
+                }
                 HubEvent::Changed => {
                     // Upstreams often send several changes at once: wait for the burst to end.
                     tokio::time::sleep(Duration::from_millis(100)).await;
@@ -336,8 +442,14 @@ impl Hub {
                     }
                     self.lists_changed().await;
                     for ev in more {
-                        if let HubEvent::ResourceUpdated(uri) = ev {
-                            self.resource_updated(&uri).await;
+                        if let HubEvent::ResourceUpdated {
+                            upstream,
+                            serial,
+                            uri,
+                        } = ev
+                        {
+                            self.resource_updated(&upstream, serial.as_deref(), &uri)
+                                .await;
                         }
                     }
                 }
@@ -356,7 +468,7 @@ impl Hub {
             let (Some(peer), Some(who)) = (slot.peer.get(), slot.who.get()) else {
                 continue;
             };
-            if peer.is_transport_closed() {
+            if peer.is_transport_closed() || self.is_revoked(&who.serial) {
                 continue;
             }
             let view = self.view(who).await;
@@ -373,32 +485,45 @@ impl Hub {
                 if before.is_none() || before == Some(now) {
                     continue;
                 }
-                let sent = match kind {
-                    ListKind::Tools => peer.notify_tool_list_changed().await,
-                    ListKind::Prompts => peer.notify_prompt_list_changed().await,
-                    ListKind::Resources => peer.notify_resource_list_changed().await,
+                let send = async {
+                    match kind {
+                        ListKind::Tools => peer.notify_tool_list_changed().await,
+                        ListKind::Prompts => peer.notify_prompt_list_changed().await,
+                        ListKind::Resources => peer.notify_resource_list_changed().await,
+                    }
                 };
-                if sent.is_ok() {
+                if matches!(tokio::time::timeout(NOTIFY_TIMEOUT, send).await, Ok(Ok(()))) {
                     self.gate.audit_list_changed(who, kind);
                 }
             }
         }
     }
 
-    async fn resource_updated(&self, uri: &str) {
+    async fn resource_updated(&self, upstream: &str, serial: Option<&str>, uri: &str) {
         let policy = self.gate.policy();
         for slot in self.live_sessions() {
             let (Some(peer), Some(who)) = (slot.peer.get(), slot.who.get()) else {
                 continue;
             };
-            if !slot.subscribed(uri) || !policy.permits(&who.role, Kind::Resource, uri) {
+            if !slot.subscribed(upstream, uri)
+                || serial.is_some_and(|s| s != who.serial)
+                || self.is_revoked(&who.serial)
+                || !policy.permits(&who.role, Kind::Resource, uri)
+            {
                 continue;
             }
-            let _ = peer
-                .notify_resource_updated(rmcp::model::ResourceUpdatedNotificationParam::new(
-                    uri.to_string(),
-                ))
-                .await;
+            let note = rmcp::model::ResourceUpdatedNotificationParam::new(uri.to_string());
+            let _ = tokio::time::timeout(NOTIFY_TIMEOUT, peer.notify_resource_updated(note)).await;
         }
     }
+}
+
+/// The values that occur more than once.
+fn dupes(names: &[String]) -> HashSet<String> {
+    let mut seen = HashSet::new();
+    names
+        .iter()
+        .filter(|n| !seen.insert(n.as_str()))
+        .cloned()
+        .collect()
 }

@@ -29,7 +29,6 @@ use self::gate::Outcome;
 use self::hub::{Hub, ListKind, SessionSlot, View};
 use self::provider::Caller;
 use crate::identity::ConnInfo;
-use crate::identity::Identity;
 use crate::policy::rules::{glob_match, Kind};
 
 /// The error for both unknown and forbidden tools: identical on the wire.
@@ -63,6 +62,8 @@ pub struct ZtMcp {
 struct Ask {
     conn: Arc<ConnInfo>,
     peer: String,
+    /// Taken before anything awaits: a revocation from then on cancels this request.
+    ct: tokio_util::sync::CancellationToken,
 }
 
 impl ZtMcp {
@@ -83,9 +84,14 @@ impl ZtMcp {
                 ErrorData::internal_error("no verified identity on this request", None)
             })?;
         self.slot.attach(&ctx.peer, &conn.identity);
+        let ct = self.hub.request_token(&conn.identity.serial);
+        if ct.is_cancelled() {
+            return Err(ErrorData::invalid_request("certificate revoked", None));
+        }
         Ok(Ask {
             peer: conn.peer.to_string(),
             conn,
+            ct,
         })
     }
 
@@ -95,7 +101,7 @@ impl ZtMcp {
             peer: ctx.peer.clone(),
             request_id: ctx.id.clone(),
             progress_token: ctx.meta.get_progress_token(),
-            ct: self.hub.request_token(&ask.conn.identity.serial),
+            ct: ask.ct.clone(),
         }
     }
 
@@ -124,13 +130,21 @@ impl ZtMcp {
                 }
             }
         };
-        if provider.name() != "builtin" {
+        if !provider.is_builtin() {
             let (outcome, detail) = match &result {
                 Ok(ServerResult::CallToolResult(r)) if r.is_error == Some(true) => {
                     (Outcome::ToolError, None)
                 }
                 Ok(_) => (Outcome::Ok, None),
-                Err(e) => (outcome_of(e), Some(e.message.to_string())),
+                Err(e) => {
+                    let detail = e
+                        .data
+                        .as_ref()
+                        .and_then(|d| d.get("detail"))
+                        .and_then(|d| d.as_str())
+                        .map_or_else(|| e.message.to_string(), |d| format!("{}: {d}", e.message));
+                    (outcome_of(e), Some(detail))
+                }
             };
             self.hub.gate.forwarded(
                 &ask.conn.identity,
@@ -142,7 +156,15 @@ impl ZtMcp {
                 detail,
             );
         }
-        result
+        // The detail of the gateway's own failures is for the audit log, not the client.
+        result.map_err(|mut e| {
+            if let Some(serde_json::Value::Object(data)) = e.data.as_mut() {
+                if data.contains_key(provider::FAILURE_MARK) {
+                    data.remove("detail");
+                }
+            }
+            e
+        })
     }
 }
 
@@ -211,18 +233,40 @@ fn template_matches(template: &str, uri: &str) -> bool {
 
 /// Where a URI is served: a listed resource, else the first template it matches. `None`:
 /// not found, or not visible to this role (answered alike).
-fn resource_owner(view: &View, who: &Identity, policy_ok: bool, uri: &str) -> Option<usize> {
+fn resource_owner(view: &View, policy_ok: bool, uri: &str) -> Option<usize> {
     if !policy_ok {
         return None;
     }
     if let Some(e) = view.resources.iter().find(|e| e.item.uri == uri) {
         return Some(e.provider);
     }
-    let _ = who;
+    // Through a template only a canonical URI: `.`/`..` segments, empty segments and
+    // percent-escapes could make a URI pass the policy's globs yet name something else.
+    if !canonical_uri(uri) {
+        return None;
+    }
     view.templates
         .iter()
         .find(|e| e.visible && template_matches(&e.item.uri_template, uri))
         .map(|e| e.provider)
+}
+
+/// Whether `uri` has no dot segments, no empty segments after the authority, no
+/// percent-escapes, no backslashes and no control characters.
+fn canonical_uri(uri: &str) -> bool {
+    if uri.contains(['%', '\\']) || uri.chars().any(char::is_control) {
+        return false;
+    }
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
 }
 
 impl ServerHandler for ZtMcp {
@@ -390,8 +434,7 @@ impl ServerHandler for ZtMcp {
     ) -> Result<ReadResourceResponse, ErrorData> {
         let ask = self.ask(&context)?;
         let uri = request.uri.clone();
-        let idx = self.resolve_uri(&ask, &uri, "read").await?;
-        let view = self.hub.view(&ask.conn.identity).await;
+        let (view, idx) = self.resolve_uri(&ask, &uri, "read").await?;
         let req = ClientRequest::ReadResourceRequest(Request::new(request));
         let item = format!("resource:{uri}");
         match self.forward(&view, idx, &ask, &context, &item, req).await? {
@@ -411,12 +454,23 @@ impl ServerHandler for ZtMcp {
     ) -> Result<(), ErrorData> {
         let ask = self.ask(&context)?;
         let uri = request.uri.clone();
-        let idx = self.resolve_uri(&ask, &uri, "subscribe to").await?;
-        let view = self.hub.view(&ask.conn.identity).await;
+        let (view, idx) = self.resolve_uri(&ask, &uri, "subscribe to").await?;
         let req = ClientRequest::SubscribeRequest(Request::new(request));
         let item = format!("resource:{uri}");
-        self.forward(&view, idx, &ask, &context, &item, req).await?;
-        self.slot.subscribe(&uri, true);
+        let provider = view.providers[idx].name().to_string();
+        if !self.slot.subscribe(&provider, &uri, true) {
+            return Err(ErrorData::invalid_request(
+                format!(
+                    "too many subscriptions (at most {})",
+                    hub::MAX_SUBSCRIPTIONS
+                ),
+                None,
+            ));
+        }
+        if let Err(e) = self.forward(&view, idx, &ask, &context, &item, req).await {
+            self.slot.subscribe(&provider, &uri, false);
+            return Err(e);
+        }
         Ok(())
     }
 
@@ -428,9 +482,8 @@ impl ServerHandler for ZtMcp {
     ) -> Result<(), ErrorData> {
         let ask = self.ask(&context)?;
         let uri = request.uri.clone();
-        self.slot.subscribe(&uri, false);
-        let idx = self.resolve_uri(&ask, &uri, "unsubscribe from").await?;
-        let view = self.hub.view(&ask.conn.identity).await;
+        let (view, idx) = self.resolve_uri(&ask, &uri, "unsubscribe from").await?;
+        self.slot.subscribe(view.providers[idx].name(), &uri, false);
         let req = ClientRequest::UnsubscribeRequest(Request::new(request));
         let item = format!("resource:{uri}");
         self.forward(&view, idx, &ask, &context, &item, req).await?;
@@ -511,7 +564,12 @@ impl ServerHandler for ZtMcp {
 impl ZtMcp {
     /// The provider serving `uri` for this caller, or the answer for a missing resource
     /// (also when the role may not see it; the reason is audited).
-    async fn resolve_uri(&self, ask: &Ask, uri: &str, verb: &str) -> Result<usize, ErrorData> {
+    async fn resolve_uri(
+        &self,
+        ask: &Ask,
+        uri: &str,
+        verb: &str,
+    ) -> Result<(View, usize), ErrorData> {
         let who = &ask.conn.identity;
         let view = self.hub.view(who).await;
         let allowed = self
@@ -519,10 +577,10 @@ impl ZtMcp {
             .gate
             .policy()
             .permits(&who.role, Kind::Resource, uri);
-        match resource_owner(&view, who, allowed, uri) {
-            Some(idx) => Ok(idx),
+        match resource_owner(&view, allowed, uri) {
+            Some(idx) => Ok((view, idx)),
             None => {
-                let exists = resource_owner(&view, who, true, uri).is_some()
+                let exists = resource_owner(&view, true, uri).is_some()
                     || view
                         .templates
                         .iter()
@@ -542,6 +600,24 @@ impl ZtMcp {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_canonical_uris_resolve_through_templates() {
+        assert!(canonical_uri("file:///srv/pub/notes.txt"));
+        assert!(canonical_uri("test://template/42/data"));
+        assert!(canonical_uri("docs://public/dir/"));
+        for bad in [
+            "file:///srv/pub/./priv/x",
+            "file:///srv/pub//priv/x",
+            "file:///srv/pub/%70riv/x",
+            "file:///srv/pub/../../etc/passwd",
+            "file:///srv/pub/..",
+            "docs://public\\..\\x",
+            "docs://public/a\nb",
+        ] {
+            assert!(!canonical_uri(bad), "{bad}");
+        }
+    }
 
     #[test]
     fn templates_match_their_instances_only() {

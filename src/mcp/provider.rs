@@ -51,8 +51,16 @@ pub enum HubEvent {
     /// A provider's lists changed (or it went down or came back): views are recomputed and
     /// list_changed sent to the sessions whose view changed.
     Changed,
-    /// A subscribed resource changed: sent to the sessions subscribed to this URI.
-    ResourceUpdated(String),
+    /// A subscribed resource changed: sent to the sessions that subscribed to this URI
+    /// through this provider (and, for a per-identity connection, hold that certificate).
+    ResourceUpdated {
+        /// The provider's name.
+        upstream: String,
+        /// The certificate of a per-identity connection.
+        serial: Option<String>,
+        /// The resource.
+        uri: String,
+    },
 }
 
 /// A sender of [`HubEvent`]s, handed to providers.
@@ -78,6 +86,16 @@ pub trait Provider: Send + Sync {
     /// The certificate `serial` was revoked: end everything held for it (sessions upstream,
     /// per-identity children). Called from the revocation path; must not block.
     fn revoked(&self, _serial: &str) {}
+    /// Whether each certificate gets a connection of its own (listing it for a caller may
+    /// start a child).
+    fn identity_bound(&self) -> bool {
+        false
+    }
+    /// Whether this is the built-in provider (its calls are audited as tool calls, not as
+    /// forwarded requests).
+    fn is_builtin(&self) -> bool {
+        false
+    }
 }
 
 /// A shared provider.
@@ -93,3 +111,8 @@ pub fn valid_exposed(name: &str) -> bool {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'_' | b'.' | b'-'))
 }
+
+/// The key marking, in an error's data, a failure of the gateway itself (not an upstream's
+/// answer): `timeout`, `unavailable` or `cancelled`, with an optional `detail` for the audit
+/// log that is removed before the client sees the error.
+pub const FAILURE_MARK: &str = "mcp_zt";

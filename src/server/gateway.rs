@@ -117,7 +117,7 @@ async fn check_at_load(
     let mut offers = Vec::new();
     for p in providers {
         if let Some(up) = running.iter().find(|u| u.name() == p.name()) {
-            if up.identity_bound() {
+            if up.is_identity_bound() {
                 continue;
             }
             let deadline = Instant::now() + up.config().timeout;

@@ -318,7 +318,9 @@ impl Secret {
 /// Whether `name` may name an upstream: 1 to 32 characters among `a-z`, `0-9`, `-` and `_`,
 /// so it is safe in file names, log lines and the default prefix.
 pub fn valid_name(name: &str) -> bool {
-    (1..=MAX_NAME_LEN).contains(&name.len())
+    // `builtin` names the demo tools' provider in audit lines and checks.
+    name != "builtin"
+        && (1..=MAX_NAME_LEN).contains(&name.len())
         && name
             .bytes()
             .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_')

@@ -22,6 +22,9 @@ use crate::mcp::provider::{Caller, HubSender, Items};
 /// (the server's own settings and secrets) is withheld.
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"];
 
+/// Most items of one kind taken from an upstream's lists.
+pub const MAX_ITEMS: usize = 10_000;
+
 /// Identity headers sent to HTTP upstreams with `forward_identity = true`.
 pub const IDENTITY_HEADERS: [&str; 4] = [
     "x-mcp-zt-name",
@@ -49,15 +52,39 @@ pub struct Instance {
     routes: Arc<Routes>,
     stale: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
-    catalog: tokio::sync::Mutex<Option<Arc<Items>>>,
+    catalog: std::sync::RwLock<Option<Arc<Items>>>,
+    /// Held while the lists are fetched: one fetch at a time.
+    fetching: tokio::sync::Mutex<()>,
     timeout: Duration,
     /// The child's process id (stdio).
     pub pid: Option<u32>,
 }
 
-/// Why a request could not be served; the `mcp_zt` data field is read by the audit.
-pub fn failure(kind: &str, message: String) -> ErrorData {
-    ErrorData::internal_error(message, Some(serde_json::json!({ "mcp_zt": kind })))
+/// The key marking the gateway's own failure reports in an error's data.
+pub const MARK: &str = crate::mcp::provider::FAILURE_MARK;
+
+/// A failure of the gateway's own (not the upstream's answer): `kind` is timeout,
+/// unavailable or cancelled; `message` is what the client reads; `detail` (never sent to the
+/// client) goes to the audit log.
+pub fn failure(kind: &str, message: String, detail: Option<String>) -> ErrorData {
+    let mut data = serde_json::Map::new();
+    data.insert(MARK.into(), kind.into());
+    if let Some(d) = detail {
+        data.insert("detail".into(), d.into());
+    }
+    ErrorData::internal_error(message, Some(serde_json::Value::Object(data)))
+}
+
+/// Whether `e` is the gateway's own failure of `kind`.
+pub fn is_failure(e: &ErrorData, kind: &str) -> bool {
+    e.data
+        .as_ref()
+        .and_then(|d| d.get(MARK))
+        .is_some_and(|v| v == kind)
+}
+
+fn cancelled() -> ErrorData {
+    failure("cancelled", "request cancelled".to_string(), None)
 }
 
 /// Connects (spawns the child or opens the HTTP session) and initializes. `who` is set for
@@ -75,6 +102,8 @@ pub async fn connect(
         routes: routes.clone(),
         events,
         stale: stale.clone(),
+        serial: who.map(|w| w.serial.clone()),
+        timeout: cfg.timeout,
     };
     let close = CancellationToken::new();
     let (running, pid) = match &cfg.transport {
@@ -153,7 +182,8 @@ pub async fn connect(
         routes,
         stale,
         closed: closed.clone(),
-        catalog: tokio::sync::Mutex::new(None),
+        catalog: std::sync::RwLock::new(None),
+        fetching: tokio::sync::Mutex::new(()),
         timeout: cfg.timeout,
         pid,
     });
@@ -219,29 +249,42 @@ impl Instance {
     /// The upstream's tools, prompts, resources and templates (cached until it reports a
     /// change).
     pub async fn items(&self) -> Result<Arc<Items>, String> {
-        let mut cache = self.catalog.lock().await;
-        if let Some(items) = cache.as_ref() {
-            if !self.stale.load(Ordering::SeqCst) {
-                return Ok(items.clone());
-            }
+        let cached = || {
+            self.catalog
+                .read()
+                .unwrap_or_else(|e| e.into_inner())
+                .clone()
+        };
+        let fresh =
+            |c: &Option<Arc<Items>>| c.clone().filter(|_| !self.stale.load(Ordering::SeqCst));
+        if let Some(items) = fresh(&cached()) {
+            return Ok(items);
+        }
+        // One fetch at a time; while it runs, others get the previous lists rather than wait
+        // on a slow upstream.
+        let _fetching = match self.fetching.try_lock() {
+            Ok(g) => g,
+            Err(_) => match cached() {
+                Some(items) => return Ok(items),
+                None => self.fetching.lock().await,
+            },
+        };
+        if let Some(items) = fresh(&cached()) {
+            return Ok(items);
         }
         self.stale.store(false, Ordering::SeqCst);
-        let fetched = tokio::time::timeout(self.timeout, self.fetch()).await;
-        match fetched {
+        let failed = match tokio::time::timeout(self.timeout, self.fetch()).await {
             Ok(Ok(items)) => {
                 let items = Arc::new(items);
-                *cache = Some(items.clone());
-                Ok(items)
+                *self.catalog.write().unwrap_or_else(|e| e.into_inner()) = Some(items.clone());
+                return Ok(items);
             }
-            Ok(Err(e)) => {
-                self.stale.store(true, Ordering::SeqCst);
-                Err(e)
-            }
-            Err(_) => {
-                self.stale.store(true, Ordering::SeqCst);
-                Err(format!("no list answer within {:?}", self.timeout))
-            }
-        }
+            Ok(Err(e)) => e,
+            Err(_) => format!("no list answer within {:?}", self.timeout),
+        };
+        self.stale.store(true, Ordering::SeqCst);
+        // A connection that is up but failed one fetch keeps its previous lists.
+        cached().ok_or(failed)
     }
 
     async fn fetch(&self) -> Result<Items, String> {
@@ -262,6 +305,10 @@ impl Instance {
             items.resources = self.peer.list_all_resources().await.map_err(e)?;
             items.templates = self.peer.list_all_resource_templates().await.map_err(e)?;
         }
+        items.tools.truncate(MAX_ITEMS);
+        items.prompts.truncate(MAX_ITEMS);
+        items.resources.truncate(MAX_ITEMS);
+        items.templates.truncate(MAX_ITEMS);
         Ok(items)
     }
 
@@ -273,11 +320,16 @@ impl Instance {
         caller: &Caller,
         request: ClientRequest,
     ) -> Result<ServerResult, ErrorData> {
-        let handle = self
-            .peer
-            .send_request_with_option(request, PeerRequestOptions::no_options())
-            .await
-            .map_err(|e| self.transport_failed(upstream, e))?;
+        let timeout = tokio::time::sleep(self.timeout);
+        tokio::pin!(timeout);
+        // Even queueing the request may wait (a child that stopped reading): bounded too.
+        let handle = tokio::select! {
+            h = self.peer.send_request_with_option(request, PeerRequestOptions::no_options()) => {
+                h.map_err(|e| self.transport_failed(upstream, e))?
+            }
+            _ = &mut timeout => return Err(self.timed_out(upstream)),
+            _ = caller.ct.cancelled() => return Err(cancelled()),
+        };
         let route = Route::of(caller);
         let progress = route.progress();
         let RequestHandle {
@@ -290,31 +342,50 @@ impl Instance {
         let cancel = |reason: &str| {
             let peer = self.peer.clone();
             let param = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
-            async move {
-                let _ = peer.notify_cancelled(param).await;
-            }
+            // Never wait on an upstream that stopped reading.
+            tokio::spawn(async move {
+                let _ = tokio::time::timeout(Duration::from_secs(5), peer.notify_cancelled(param))
+                    .await;
+            });
         };
         let result = tokio::select! {
             r = rx => match r {
                 Ok(Ok(result)) => Ok(result),
-                Ok(Err(ServiceError::McpError(e))) => Err(e),
+                Ok(Err(ServiceError::McpError(mut e))) => {
+                    // An upstream cannot pose as the gateway's own failure reports.
+                    if let Some(serde_json::Value::Object(data)) = e.data.as_mut() {
+                        data.remove(MARK);
+                    }
+                    Err(e)
+                }
                 Ok(Err(e)) => Err(self.transport_failed(upstream, e)),
                 Err(_) => Err(self.transport_failed(upstream, ServiceError::TransportClosed)),
             },
-            _ = tokio::time::sleep(self.timeout) => {
-                cancel("mcp-zt: timeout").await;
-                Err(failure("timeout", format!(
-                    "upstream {upstream} did not answer within {} s", self.timeout.as_secs()
-                )))
+            _ = &mut timeout => {
+                cancel("mcp-zt: timeout");
+                Err(self.timed_out(upstream))
             }
             _ = caller.ct.cancelled() => {
-                cancel("cancelled by the client").await;
-                Err(failure("cancelled", "request cancelled".to_string()))
+                cancel("cancelled by the client");
+                Err(cancelled())
             }
         };
+        let answered =
+            !matches!(&result, Err(e) if is_failure(e, "timeout") || is_failure(e, "cancelled"));
         progress.settle().await;
-        self.routes.remove(&id, &progress_token);
+        self.routes.remove(&id, &progress_token, answered);
         result
+    }
+
+    fn timed_out(&self, upstream: &str) -> ErrorData {
+        failure(
+            "timeout",
+            format!(
+                "upstream {upstream} did not answer within {} s",
+                self.timeout.as_secs()
+            ),
+            None,
+        )
     }
 
     /// A transport failure ends this connection (the supervisor reconnects with backoff).
@@ -322,7 +393,8 @@ impl Instance {
         self.close();
         failure(
             "unavailable",
-            format!("upstream {upstream} is unavailable: {e}"),
+            format!("upstream {upstream} is unavailable"),
+            Some(e.to_string()),
         )
     }
 

@@ -32,6 +32,10 @@ pub struct UpstreamProvider {
     audit: Arc<Audit>,
     shared: RwLock<Option<Arc<Instance>>>,
     per_identity: Mutex<HashMap<String, Slot>>,
+    /// Certificates revoked while running: never given a connection again.
+    revoked: Mutex<std::collections::HashSet<String>>,
+    /// The last certificate refused for `max_children` (one audit line per refusal run).
+    last_refused: Mutex<Option<String>>,
     stop: CancellationToken,
 }
 
@@ -49,6 +53,8 @@ impl UpstreamProvider {
             audit,
             shared: RwLock::new(None),
             per_identity: Mutex::new(HashMap::new()),
+            revoked: Mutex::new(std::collections::HashSet::new()),
+            last_refused: Mutex::new(None),
             stop,
         });
         if !me.identity_bound() {
@@ -84,7 +90,7 @@ impl UpstreamProvider {
     }
 
     /// Whether each certificate gets its own connection.
-    pub fn identity_bound(&self) -> bool {
+    pub fn is_identity_bound(&self) -> bool {
         match &self.cfg.transport {
             Transport::Stdio { .. } => self.cfg.share == Share::PerIdentity,
             Transport::Http { .. } => self.cfg.forward_identity,
@@ -162,7 +168,7 @@ impl UpstreamProvider {
 
     /// The connection serving `who`.
     async fn instance(&self, who: &Identity) -> Result<Arc<Instance>, String> {
-        if !self.identity_bound() {
+        if !self.is_identity_bound() {
             return self
                 .shared
                 .read()
@@ -170,24 +176,45 @@ impl UpstreamProvider {
                 .clone()
                 .ok_or_else(|| format!("upstream {} is unavailable", self.cfg.name));
         }
+        let unusable = || {
+            self.stop.is_cancelled()
+                || self
+                    .revoked
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .contains(&who.serial)
+        };
+        if unusable() {
+            return Err(format!(
+                "upstream {} is not available to this certificate",
+                self.cfg.name
+            ));
+        }
         let slot = {
             let mut ids = self.lock_ids();
-            if !ids.contains_key(&who.serial) {
-                let live = ids.len();
-                if live >= self.cfg.max_children {
-                    drop(ids);
-                    self.log(
-                        "upstream_child_refused",
-                        format!(
-                            "max_children ({}) reached; refused for {}",
-                            self.cfg.max_children, who.serial
-                        ),
+            // Dead connections and failed starts do not count against the cap (a slot being
+            // connected right now is locked and kept).
+            ids.retain(|_, slot| {
+                slot.try_lock()
+                    .map(|g| g.as_ref().is_some_and(|i| !i.is_closed()))
+                    .unwrap_or(true)
+            });
+            if !ids.contains_key(&who.serial) && ids.len() >= self.cfg.max_children {
+                drop(ids);
+                let mut last = self.last_refused.lock().unwrap_or_else(|e| e.into_inner());
+                if last.as_deref() != Some(who.serial.as_str()) {
+                    *last = Some(who.serial.clone());
+                    self.audit.log(
+                        Event::new("upstream_child_refused")
+                            .who(who)
+                            .item(format!("upstream:{}", self.cfg.name))
+                            .reason(format!("max_children ({}) reached", self.cfg.max_children)),
                     );
-                    return Err(format!(
-                        "upstream {} has reached its limit of {} per-identity connections",
-                        self.cfg.name, self.cfg.max_children
-                    ));
                 }
+                return Err(format!(
+                    "upstream {} has reached its limit of {} per-identity connections",
+                    self.cfg.name, self.cfg.max_children
+                ));
             }
             ids.entry(who.serial.clone()).or_default().clone()
         };
@@ -197,15 +224,27 @@ impl UpstreamProvider {
                 return Ok(inst.clone());
             }
         }
-        if self.stop.is_cancelled() {
-            return Err(format!("upstream {} is stopping", self.cfg.name));
+        // Checked again under the slot's lock: a revocation or shutdown that came while this
+        // request waited must not be undone by starting a child now.
+        if unusable() {
+            return Err(format!(
+                "upstream {} is not available to this certificate",
+                self.cfg.name
+            ));
         }
         let (inst, _ended) = conn::connect(&self.cfg, Some(who), self.events.clone())
             .await
             .map_err(|e| {
                 self.log("upstream_unavailable", format!("for {}: {e}", who.serial));
-                format!("upstream {} is unavailable: {e}", self.cfg.name)
+                e
             })?;
+        if unusable() {
+            inst.close();
+            return Err(format!(
+                "upstream {} is not available to this certificate",
+                self.cfg.name
+            ));
+        }
         let pid = inst.pid.map(|p| format!(" pid {p}")).unwrap_or_default();
         self.audit.log(
             Event::new("upstream_child_started")
@@ -239,13 +278,25 @@ impl Provider for UpstreamProvider {
         async move {
             match self.instance(&caller.identity).await {
                 Ok(inst) => inst.request(&self.cfg.name, caller, request).await,
-                Err(e) => Err(conn::failure("unavailable", e)),
+                Err(e) => Err(conn::failure(
+                    "unavailable",
+                    format!("upstream {} is unavailable", self.cfg.name),
+                    Some(e),
+                )),
             }
         }
         .boxed()
     }
 
+    fn identity_bound(&self) -> bool {
+        self.is_identity_bound()
+    }
+
     fn revoked(&self, serial: &str) {
+        self.revoked
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(serial.to_string());
         let slot = self.lock_ids().remove(serial);
         let Some(slot) = slot else { return };
         let audit = self.audit.clone();

@@ -85,6 +85,10 @@ pub struct Routes {
     progress: Mutex<HashMap<ProgressToken, Route>>,
     /// Woken at each [`Routes::add`].
     added: tokio::sync::Notify,
+    /// Set when a request ended without its answer (timeout, cancellation): the upstream may
+    /// still be working on it, so "the only request in flight" no longer tells whose a
+    /// message is. Cleared when nothing is in flight.
+    abandoned: AtomicBool,
 }
 
 /// How long a message from the upstream may wait for the request it belongs to to be
@@ -121,10 +125,16 @@ impl Routes {
         lock(&self.progress).get(token).cloned()
     }
 
-    /// Forgets a request that ended.
-    pub fn remove(&self, id: &RequestId, token: &ProgressToken) {
-        lock(&self.inflight).remove(id);
+    /// Forgets a request that ended; `answered` is false when it ended without its answer.
+    pub fn remove(&self, id: &RequestId, token: &ProgressToken, answered: bool) {
+        let mut inflight = lock(&self.inflight);
+        inflight.remove(id);
         lock(&self.progress).remove(token);
+        if !answered {
+            self.abandoned.store(true, Ordering::SeqCst);
+        } else if inflight.is_empty() {
+            self.abandoned.store(false, Ordering::SeqCst);
+        }
     }
 
     /// How many requests are in flight.
@@ -137,17 +147,20 @@ impl Routes {
         self.len() == 0
     }
 
-    /// The client request an upstream message belongs to: the request whose response stream
-    /// carried it, or the only request in flight.
+    /// The client request an upstream message belongs to. Over HTTP: the request whose
+    /// response stream carried it, and nothing else (a message on the standalone stream is
+    /// tied to no request). Over stdio (no origin at all): the only request in flight, unless
+    /// a request was abandoned since the connection was last idle.
     fn origin(&self, origin: Option<&InboundStreamOrigin>) -> Option<Route> {
         let inflight = lock(&self.inflight);
-        if let Some(InboundStreamOrigin::OutboundRequest(id)) = origin {
-            return inflight.get(id).cloned();
+        match origin {
+            Some(InboundStreamOrigin::OutboundRequest(id)) => inflight.get(id).cloned(),
+            Some(InboundStreamOrigin::Unassociated) => None,
+            None if inflight.len() == 1 && !self.abandoned.load(Ordering::SeqCst) => {
+                inflight.values().next().cloned()
+            }
+            None => None,
         }
-        if inflight.len() == 1 {
-            return inflight.values().next().cloned();
-        }
-        None
     }
 }
 
@@ -165,6 +178,11 @@ pub struct Relay {
     pub events: HubSender,
     /// Set when the upstream's lists changed: the cached catalog must be fetched again.
     pub stale: Arc<AtomicBool>,
+    /// The certificate of a per-identity connection (its resource updates go to that
+    /// certificate's sessions only).
+    pub serial: Option<String>,
+    /// How long a client may take to answer a sampling, elicitation or roots request.
+    pub timeout: std::time::Duration,
 }
 
 impl Relay {
@@ -194,13 +212,29 @@ impl Relay {
         &self,
         route: &Route,
         mut req: ServerRequest,
+        ct: tokio_util::sync::CancellationToken,
     ) -> Result<ClientResult, ErrorData> {
         req.extensions_mut()
             .insert(OriginatingRequestId(route.request_id.clone()));
-        route.peer.send_request(req).await.map_err(|e| match e {
-            rmcp::ServiceError::McpError(e) => e,
-            other => ErrorData::internal_error(format!("client unreachable: {other}"), None),
-        })
+        let peer = route.peer.clone();
+        let timeout = self.timeout;
+        // A task of its own: inside this handler rmcp's task-local request id (the upstream's)
+        // would replace the client request id set above, and the request would miss the
+        // client's stream.
+        let asked = tokio::spawn(async move {
+            tokio::select! {
+                r = tokio::time::timeout(timeout, peer.send_request(req)) => match r {
+                    Ok(Ok(r)) => Ok(r),
+                    Ok(Err(rmcp::ServiceError::McpError(e))) => Err(e),
+                    Ok(Err(other)) => Err(ErrorData::internal_error(format!("client unreachable: {other}"), None)),
+                    Err(_) => Err(ErrorData::internal_error("the client did not answer in time", None)),
+                },
+                _ = ct.cancelled() => Err(ErrorData::internal_error("cancelled by the upstream", None)),
+            }
+        });
+        asked
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("relay task failed: {e}"), None))?
     }
 }
 
@@ -229,7 +263,7 @@ impl ClientHandler for Relay {
     ) -> Result<CreateMessageResult, ErrorData> {
         let route = self.route(&context, "sampling request").await?;
         let req = ServerRequest::CreateMessageRequest(Request::new(params));
-        match self.ask_client(&route, req).await? {
+        match self.ask_client(&route, req, context.ct.clone()).await? {
             ClientResult::CreateMessageResult(r) => Ok(*r),
             _ => Err(unexpected()),
         }
@@ -241,7 +275,7 @@ impl ClientHandler for Relay {
     ) -> Result<ListRootsResult, ErrorData> {
         let route = self.route(&context, "roots/list request").await?;
         let req = ServerRequest::ListRootsRequest(RequestNoParam::default());
-        match self.ask_client(&route, req).await? {
+        match self.ask_client(&route, req, context.ct.clone()).await? {
             ClientResult::ListRootsResult(r) => Ok(r),
             _ => Err(unexpected()),
         }
@@ -254,7 +288,7 @@ impl ClientHandler for Relay {
     ) -> Result<ElicitResult, ErrorData> {
         let route = self.route(&context, "elicitation request").await?;
         let req = ServerRequest::ElicitRequest(Request::new(request));
-        match self.ask_client(&route, req).await? {
+        match self.ask_client(&route, req, context.ct.clone()).await? {
             ClientResult::ElicitResult(r) => Ok(r),
             _ => Err(unexpected()),
         }
@@ -295,7 +329,11 @@ impl ClientHandler for Relay {
         params: ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let _ = self.events.send(HubEvent::ResourceUpdated(params.uri));
+        let _ = self.events.send(HubEvent::ResourceUpdated {
+            upstream: self.upstream.clone(),
+            serial: self.serial.clone(),
+            uri: params.uri,
+        });
     }
 
     async fn on_resource_list_changed(&self, _context: NotificationContext<RoleClient>) {
