@@ -538,9 +538,30 @@ impl ServerHandler for ZtMcp {
                 ))
             }
         };
+        // For a resource template, a value is kept only if the URI it completes is one the
+        // role may read: completion must not list what the policy hides.
+        let template = match &inner.r#ref {
+            Reference::Resource(r) => Some((r.uri.clone(), inner.argument.name.clone())),
+            _ => None,
+        };
         let req = ClientRequest::CompleteRequest(Request::new(inner));
         match self.forward(&view, idx, &ask, &context, &item, req).await? {
-            ServerResult::CompleteResult(r) => Ok(r),
+            ServerResult::CompleteResult(mut r) => {
+                if let Some((uri, arg)) = template {
+                    let policy = self.hub.gate.policy();
+                    let var = format!("{{{arg}}}");
+                    let before = r.completion.values.len();
+                    r.completion.values.retain(|v| {
+                        let concrete = uri.replace(&var, v);
+                        canonical_uri(&concrete)
+                            && policy.permits(&who.role, Kind::Resource, &concrete)
+                    });
+                    if r.completion.values.len() != before {
+                        r.completion.total = None;
+                    }
+                }
+                Ok(r)
+            }
             _ => Err(ErrorData::internal_error(
                 "the provider answered a different method",
                 None,
