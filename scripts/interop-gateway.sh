@@ -169,6 +169,10 @@ step "B. server-everything as a stdio upstream: progress and sampling go to thei
 "$PY" "$gw_py" every "$url" "$home" ada abe || fail "B (server-everything: progress, sampling)"
 grep -q '"event":"upstream_call".*"upstream":"every"' "$home/audit.log" ||
   fail "B: no upstream_call line for 'every' in the audit log"
+relayed=$(grep '"event":"upstream_request_relayed"' "$home/audit.log" | grep '"item":"upstream:every"' |
+  grep 'sampling request') || fail "B: the relayed sampling request is not in the audit log"
+grep -q '"name":"ada"' <<<"$relayed" || fail "B: the sampling request was audited for another caller: $relayed"
+echo "B: audit: $(head -n 1 <<<"$relayed")"
 
 step "C. per-identity stdio children, one stopped at revocation"
 "$PY" "$gw_py" pid "$url" "$home" "$MCP_ZT" alice bob || fail "C (per-identity children, revocation)"

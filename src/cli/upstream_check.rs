@@ -26,7 +26,7 @@ async fn probe(u: &Upstream) -> Result<Items, String> {
         not_after: 0,
     };
     let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
-    let (inst, _) = conn::connect(u, bound.then_some(&checker), tx).await?;
+    let (inst, _) = conn::connect(u, bound.then_some(&checker), tx, None).await?;
     let items = inst.items().await;
     inst.close();
     items.map(|i| (*i).clone())

@@ -58,6 +58,8 @@ pub struct Instance {
     timeout: Duration,
     /// The child's process id (stdio).
     pub pid: Option<u32>,
+    /// When a request last used it.
+    last_used: std::sync::Mutex<std::time::Instant>,
 }
 
 /// The key marking the gateway's own failure reports in an error's data.
@@ -94,6 +96,7 @@ pub async fn connect(
     cfg: &Upstream,
     who: Option<&Identity>,
     events: HubSender,
+    audit: Option<Arc<crate::audit::Audit>>,
 ) -> Result<(Arc<Instance>, oneshot::Receiver<()>), String> {
     let routes = Arc::new(Routes::default());
     let stale = Arc::new(AtomicBool::new(true));
@@ -104,6 +107,7 @@ pub async fn connect(
         stale: stale.clone(),
         serial: who.map(|w| w.serial.clone()),
         timeout: cfg.timeout,
+        audit,
     };
     let close = CancellationToken::new();
     let (running, pid) = match &cfg.transport {
@@ -186,6 +190,7 @@ pub async fn connect(
         fetching: tokio::sync::Mutex::new(()),
         timeout: cfg.timeout,
         pid,
+        last_used: std::sync::Mutex::new(std::time::Instant::now()),
     });
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -244,6 +249,22 @@ impl Instance {
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
         self.routes.len()
+    }
+
+    /// Whether nothing used it for `idle` and nothing is in flight.
+    pub fn idle_for(&self, idle: Duration) -> bool {
+        self.inflight() == 0
+            && self
+                .last_used
+                .lock()
+                .map(|t| t.elapsed() >= idle)
+                .unwrap_or(false)
+    }
+
+    fn touch(&self) {
+        if let Ok(mut t) = self.last_used.lock() {
+            *t = std::time::Instant::now();
+        }
     }
 
     /// The upstream's tools, prompts, resources and templates (cached until it reports a
@@ -320,6 +341,7 @@ impl Instance {
         caller: &Caller,
         request: ClientRequest,
     ) -> Result<ServerResult, ErrorData> {
+        self.touch();
         let timeout = tokio::time::sleep(self.timeout);
         tokio::pin!(timeout);
         // Even queueing the request may wait (a child that stopped reading): bounded too.
@@ -374,6 +396,7 @@ impl Instance {
             !matches!(&result, Err(e) if is_failure(e, "timeout") || is_failure(e, "cancelled"));
         progress.settle().await;
         self.routes.remove(&id, &progress_token, answered);
+        self.touch();
         result
     }
 

@@ -20,6 +20,10 @@ use crate::mcp::provider::{Caller, HubEvent, HubSender, Items, Provider};
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
+/// A per-identity connection unused this long is closed (the next request opens a new one).
+const IDLE_CLOSE: Duration = Duration::from_secs(600);
+/// How often idle per-identity connections are looked for.
+const REAP_EVERY: Duration = Duration::from_secs(30);
 /// How often an idle shared connection is pinged.
 const PING_EVERY: Duration = Duration::from_secs(10);
 
@@ -57,7 +61,9 @@ impl UpstreamProvider {
             last_refused: Mutex::new(None),
             stop,
         });
-        if !me.identity_bound() {
+        if me.is_identity_bound() {
+            tokio::spawn(me.clone().reap());
+        } else {
             tokio::spawn(me.clone().supervise());
         }
         me
@@ -115,7 +121,14 @@ impl UpstreamProvider {
         let mut backoff = Duration::from_secs(1);
         let mut last_error = String::new();
         loop {
-            match conn::connect(&self.cfg, None, self.events.clone()).await {
+            match conn::connect(
+                &self.cfg,
+                None,
+                self.events.clone(),
+                Some(self.audit.clone()),
+            )
+            .await
+            {
                 Ok((inst, mut ended)) => {
                     let pid = inst.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
                     self.log("upstream_up", format!("connected{pid}"));
@@ -166,6 +179,51 @@ impl UpstreamProvider {
         }
     }
 
+    /// Closes per-identity connections idle for [`IDLE_CLOSE`], so certificates seen once
+    /// (or expired since) do not keep children and their slots under `max_children`.
+    async fn reap(self: Arc<Self>) {
+        loop {
+            tokio::select! {
+                _ = tokio::time::sleep(REAP_EVERY) => {}
+                _ = self.stop.cancelled() => return,
+            }
+            let idle: Vec<(String, Arc<Instance>)> = {
+                let mut ids = self.lock_ids();
+                let mut idle = Vec::new();
+                ids.retain(|serial, slot| {
+                    if Arc::strong_count(slot) > 1 {
+                        return true;
+                    }
+                    let Ok(guard) = slot.try_lock() else {
+                        return true;
+                    };
+                    match guard.as_ref() {
+                        Some(i) if i.idle_for(IDLE_CLOSE) => {
+                            idle.push((serial.clone(), i.clone()));
+                            false
+                        }
+                        Some(i) => !i.is_closed(),
+                        None => false,
+                    }
+                });
+                idle
+            };
+            for (serial, inst) in idle {
+                inst.close();
+                let pid = inst.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+                self.audit.log(
+                    Event::new("upstream_child_stopped")
+                        .cert(Some(serial), None)
+                        .item(format!("upstream:{}", self.cfg.name))
+                        .reason(format!(
+                            "idle for {} s; connection closed{pid}",
+                            IDLE_CLOSE.as_secs()
+                        )),
+                );
+            }
+        }
+    }
+
     /// The connection serving `who`.
     async fn instance(&self, who: &Identity) -> Result<Arc<Instance>, String> {
         if !self.is_identity_bound() {
@@ -194,10 +252,13 @@ impl UpstreamProvider {
             let mut ids = self.lock_ids();
             // Dead connections and failed starts do not count against the cap (a slot being
             // connected right now is locked and kept).
+            // (A slot another request holds is kept: it is about to be filled.)
             ids.retain(|_, slot| {
-                slot.try_lock()
-                    .map(|g| g.as_ref().is_some_and(|i| !i.is_closed()))
-                    .unwrap_or(true)
+                Arc::strong_count(slot) > 1
+                    || slot
+                        .try_lock()
+                        .map(|g| g.as_ref().is_some_and(|i| !i.is_closed()))
+                        .unwrap_or(true)
             });
             if !ids.contains_key(&who.serial) && ids.len() >= self.cfg.max_children {
                 drop(ids);
@@ -232,12 +293,17 @@ impl UpstreamProvider {
                 self.cfg.name
             ));
         }
-        let (inst, _ended) = conn::connect(&self.cfg, Some(who), self.events.clone())
-            .await
-            .map_err(|e| {
-                self.log("upstream_unavailable", format!("for {}: {e}", who.serial));
-                e
-            })?;
+        let (inst, _ended) = conn::connect(
+            &self.cfg,
+            Some(who),
+            self.events.clone(),
+            Some(self.audit.clone()),
+        )
+        .await
+        .map_err(|e| {
+            self.log("upstream_unavailable", format!("for {}: {e}", who.serial));
+            e
+        })?;
         if unusable() {
             inst.close();
             return Err(format!(

@@ -30,6 +30,7 @@ use crate::mcp::provider::{Caller, HubEvent, HubSender};
 #[derive(Clone)]
 pub struct Route {
     peer: Peer<RoleServer>,
+    who: crate::identity::Identity,
     request_id: RequestId,
     progress_token: Option<ProgressToken>,
     progress: Arc<ProgressCount>,
@@ -66,6 +67,7 @@ impl Route {
     pub fn of(caller: &Caller) -> Self {
         Route {
             peer: caller.peer.clone(),
+            who: caller.identity.clone(),
             request_id: caller.request_id.clone(),
             progress_token: caller.progress_token.clone(),
             progress: Arc::default(),
@@ -183,6 +185,9 @@ pub struct Relay {
     pub serial: Option<String>,
     /// How long a client may take to answer a sampling, elicitation or roots request.
     pub timeout: std::time::Duration,
+    /// Where relayed and refused server-to-client requests are recorded (none for the
+    /// one-off connections of `upstream check`).
+    pub audit: Option<Arc<crate::audit::Audit>>,
 }
 
 impl Relay {
@@ -192,18 +197,39 @@ impl Relay {
         what: &str,
     ) -> Result<Route, ErrorData> {
         let origin = ctx.extensions.get::<InboundStreamOrigin>();
-        self.routes
-            .wait_for(|r| r.origin(origin))
-            .await
-            .ok_or_else(|| {
-                ErrorData::invalid_request(
+        let route = self.routes.wait_for(|r| r.origin(origin)).await;
+        let event =
+            |kind: &str| crate::audit::Event::new(kind).item(format!("upstream:{}", self.upstream));
+        match route {
+            Some(route) => {
+                if let Some(audit) = &self.audit {
+                    audit.log(
+                        event("upstream_request_relayed")
+                            .who(&route.who)
+                            .reason(format!(
+                                "{what} relayed to the session of request {}",
+                                route.request_id
+                            )),
+                    );
+                }
+                Ok(route)
+            }
+            None => {
+                if let Some(audit) = &self.audit {
+                    audit.log(
+                        event("upstream_request_refused")
+                            .reason(format!("{what}: not tied to exactly one client request")),
+                    );
+                }
+                Err(ErrorData::invalid_request(
                     format!(
                         "mcp-zt: {what} from upstream {} refused: it cannot be tied to one client request",
                         self.upstream
                     ),
                     None,
-                )
-            })
+                ))
+            }
+        }
     }
 
     /// Sends a server-to-client request to the client of `route`, on the response stream of
