@@ -25,7 +25,7 @@ async fn probe(u: &Upstream) -> Result<Items, String> {
         spiffe_id: String::new(),
         not_after: 0,
     };
-    let (tx, _rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, _rx) = tokio::sync::mpsc::channel(crate::mcp::provider::HUB_QUEUE);
     let (inst, _) = conn::connect(u, bound.then_some(&checker), tx, None).await?;
     let items = inst.items().await;
     inst.close();

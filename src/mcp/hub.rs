@@ -11,7 +11,7 @@ use std::time::Duration;
 use futures_util::future::join_all;
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
 use rmcp::{Peer, RoleServer};
-use tokio::sync::mpsc::UnboundedReceiver;
+use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::Gate;
@@ -204,7 +204,7 @@ impl Hub {
     /// Replaces the providers (upstreams.toml reloaded) and tells sessions what changed.
     pub fn set_providers(&self, providers: Vec<SharedProvider>) {
         *self.providers.write().unwrap_or_else(|e| e.into_inner()) = Arc::new(providers);
-        let _ = self.events.send(HubEvent::Changed);
+        let _ = self.events.try_send(HubEvent::Changed);
     }
 
     /// The current providers.
@@ -411,11 +411,7 @@ impl Hub {
     /// Consumes provider events: list changes are debounced, then each session with a view
     /// that changed gets the matching list_changed notification; resource updates go to the
     /// sessions subscribed to the URI that may still read it.
-    pub async fn run(
-        self: Arc<Self>,
-        mut rx: UnboundedReceiver<HubEvent>,
-        stop: CancellationToken,
-    ) {
+    pub async fn run(self: Arc<Self>, mut rx: Receiver<HubEvent>, stop: CancellationToken) {
         loop {
             let ev = tokio::select! {
                 ev = rx.recv() => ev,

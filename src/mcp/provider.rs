@@ -64,7 +64,12 @@ pub enum HubEvent {
 }
 
 /// A sender of [`HubEvent`]s, handed to providers.
-pub type HubSender = tokio::sync::mpsc::UnboundedSender<HubEvent>;
+pub type HubSender = tokio::sync::mpsc::Sender<HubEvent>;
+
+/// Events queued for the hub at most. Senders never wait: past this, events are dropped (a
+/// list change already queued covers a dropped one; resource updates are best effort), so
+/// an upstream that floods notifications cannot grow the server's memory.
+pub const HUB_QUEUE: usize = 1024;
 
 /// One source of tools, prompts and resources.
 pub trait Provider: Send + Sync {

@@ -33,7 +33,7 @@ pub async fn start(
 ) -> Result<(Arc<Hub>, Arc<Upstreams>)> {
     let cfg = config::load(state.authority.home().dir())?;
     let gate = Arc::new(Gate::new(state.policy.clone(), state.audit.clone()));
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::mcp::provider::HUB_QUEUE);
     let running: Vec<Arc<UpstreamProvider>> = cfg
         .list
         .iter()

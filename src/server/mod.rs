@@ -334,7 +334,7 @@ async fn signals(
                 reload_policy(&state);
                 upstreams.reload(&state, &hub);
                 // The policy may have changed what each session sees.
-                let _ = hub.sender().send(crate::mcp::provider::HubEvent::Changed);
+                let _ = hub.sender().try_send(crate::mcp::provider::HubEvent::Changed);
             }
         }
     }

@@ -45,6 +45,20 @@ fn identity_values(who: &Identity) -> [&str; 4] {
     [&who.name, &who.role, &who.serial, &who.spiffe_id]
 }
 
+/// Removes a request's route when the request ends, however it ends.
+struct RouteGuard<'a> {
+    routes: &'a Routes,
+    id: rmcp::model::RequestId,
+    token: rmcp::model::ProgressToken,
+    answered: bool,
+}
+
+impl Drop for RouteGuard<'_> {
+    fn drop(&mut self) {
+        self.routes.remove(&self.id, &self.token, self.answered);
+    }
+}
+
 /// A connected upstream.
 pub struct Instance {
     peer: Peer<RoleClient>,
@@ -361,6 +375,14 @@ impl Instance {
             ..
         } = handle;
         self.routes.add(id.clone(), progress_token.clone(), route);
+        // If this future is dropped (the client went away), the route still goes, marked
+        // abandoned: the upstream may still be working on it.
+        let mut guard = RouteGuard {
+            routes: &self.routes,
+            id: id.clone(),
+            token: progress_token.clone(),
+            answered: false,
+        };
         let cancel = |reason: &str| {
             let peer = self.peer.clone();
             let param = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
@@ -395,7 +417,8 @@ impl Instance {
         let answered =
             !matches!(&result, Err(e) if is_failure(e, "timeout") || is_failure(e, "cancelled"));
         progress.settle().await;
-        self.routes.remove(&id, &progress_token, answered);
+        guard.answered = answered;
+        drop(guard);
         self.touch();
         result
     }

@@ -134,7 +134,7 @@ impl UpstreamProvider {
                     self.log("upstream_up", format!("connected{pid}"));
                     last_error.clear();
                     *self.shared.write().unwrap_or_else(|e| e.into_inner()) = Some(inst.clone());
-                    let _ = self.events.send(HubEvent::Changed);
+                    let _ = self.events.try_send(HubEvent::Changed);
                     let since = Instant::now();
                     let stopped = loop {
                         tokio::select! {
@@ -153,7 +153,7 @@ impl UpstreamProvider {
                         return;
                     }
                     self.log("upstream_down", "connection ended; reconnecting".into());
-                    let _ = self.events.send(HubEvent::Changed);
+                    let _ = self.events.try_send(HubEvent::Changed);
                     if since.elapsed() > MAX_BACKOFF {
                         backoff = Duration::from_secs(1);
                     }

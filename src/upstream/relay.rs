@@ -355,7 +355,7 @@ impl ClientHandler for Relay {
         params: ResourceUpdatedNotificationParam,
         _context: NotificationContext<RoleClient>,
     ) {
-        let _ = self.events.send(HubEvent::ResourceUpdated {
+        let _ = self.events.try_send(HubEvent::ResourceUpdated {
             upstream: self.upstream.clone(),
             serial: self.serial.clone(),
             uri: params.uri,
@@ -378,6 +378,6 @@ impl ClientHandler for Relay {
 impl Relay {
     fn changed(&self) {
         self.stale.store(true, Ordering::SeqCst);
-        let _ = self.events.send(HubEvent::Changed);
+        let _ = self.events.try_send(HubEvent::Changed);
     }
 }
