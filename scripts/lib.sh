@@ -38,7 +38,9 @@ start_server() {
   SERVER_PID=$!
   trap 'stop_server' EXIT
   local i
-  for i in $(seq 1 200); do
+  # Up to 60 s: with upstreams configured, serve first waits (each up to its timeout) for
+  # them to list what they offer, to refuse clashing names before it listens.
+  for i in $(seq 1 1200); do
     PORT=$(sed -n 's/^listening 127\.0\.0\.1://p' "$logs/serve.out" 2>/dev/null)
     [ -n "$PORT" ] && return 0
     kill -0 "$SERVER_PID" 2>/dev/null || break
