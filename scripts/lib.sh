@@ -112,3 +112,21 @@ fail() {
   echo "FAIL: $*" >&2
   exit 1
 }
+
+# The quickstarts' curl client. mcp NAME ARGS...: curl presenting NAME's certificate from
+# $home/clients and trusting only $home/ca.crt. session NAME: initializes a session at $url as
+# NAME and prints its id.
+MCP_INIT='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
+mcp() {
+  local who="$1"
+  shift
+  curl -sS --cacert "$home/ca.crt" --cert "$home/clients/$who.crt" --key "$home/clients/$who.key" \
+    -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' "$@"
+}
+session() {
+  local sid
+  sid=$(mcp "$1" -D - -o /dev/null "$url" -d "$MCP_INIT" | tr -d '\r' | sed -n 's/^mcp-session-id: //Ip')
+  [ -n "$sid" ] || fail "initialize as $1 gave no session"
+  mcp "$1" "$url" -H "Mcp-Session-Id: $sid" -d '{"jsonrpc":"2.0","method":"notifications/initialized"}'
+  echo "$sid"
+}

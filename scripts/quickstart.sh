@@ -29,21 +29,7 @@ start_server "$home" "$work"
 url="https://localhost:$PORT/mcp"
 echo "server at $url (pid $SERVER_PID)"
 
-# mcp NAME ARGS...: curl with NAME's certificate, trusting only our CA.
-mcp() {
-  local who="$1"
-  shift
-  curl -sS --cacert "$home/ca.crt" --cert "$home/clients/$who.crt" --key "$home/clients/$who.key" \
-    -H 'Accept: application/json, text/event-stream' -H 'Content-Type: application/json' "$@"
-}
-init='{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"curl","version":"1"}}}'
-session() {
-  local sid
-  sid=$(mcp "$1" -D - -o /dev/null "$url" -d "$init" | tr -d '\r' | sed -n 's/^mcp-session-id: //Ip')
-  [ -n "$sid" ] || fail "initialize as $1 gave no session"
-  mcp "$1" "$url" -H "Mcp-Session-Id: $sid" -d '{"jsonrpc":"2.0","method":"notifications/initialized"}'
-  echo "$sid"
-}
+init="$MCP_INIT"
 
 say "4. alice (admin) calls write_data and whoami: allowed"
 alice=$(session alice)

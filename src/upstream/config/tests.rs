@@ -1,3 +1,6 @@
+//! Unit tests of the upstreams file: every rule accepted and refused, secrets, editing.
+//! (Compiled only for tests: see the `mod tests` declaration in `config.rs`.)
+#[cfg(test)]
 use std::os::unix::fs::PermissionsExt;
 
 use super::*;
