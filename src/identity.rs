@@ -28,6 +28,20 @@ pub struct Identity {
     pub not_after: i64,
 }
 
+impl Identity {
+    /// An identity that stands for nobody (no role, serial `00`): what the gateway uses to
+    /// list upstreams at load and in `upstream check`.
+    pub fn stand_in(name: &str) -> Identity {
+        Identity {
+            name: name.to_string(),
+            role: String::new(),
+            serial: "00".into(),
+            spiffe_id: String::new(),
+            not_after: 0,
+        }
+    }
+}
+
 /// One verified connection: what every request on it carries (the HTTP layer puts it in the
 /// request's extensions; the MCP handler reads it from there).
 #[derive(Debug)]

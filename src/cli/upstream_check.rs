@@ -9,24 +9,14 @@ use crate::identity::Identity;
 use crate::mcp::provider::Items;
 use crate::policy::rules::Kind;
 use crate::policy::Policy;
-use crate::upstream::config::{self, Share, Transport, Upstream};
+use crate::upstream::config::{self, Upstream};
 use crate::upstream::{check_names, conn};
 
 /// Connects to `u` once (as a stand-in identity for per-identity upstreams) and lists it.
 async fn probe(u: &Upstream) -> Result<Items, String> {
-    let bound = match &u.transport {
-        Transport::Stdio { .. } => u.share == Share::PerIdentity,
-        Transport::Http { .. } => u.forward_identity,
-    };
-    let checker = Identity {
-        name: "mcp-zt-check".into(),
-        role: String::new(),
-        serial: "00".into(),
-        spiffe_id: String::new(),
-        not_after: 0,
-    };
+    let checker = Identity::stand_in("mcp-zt-check");
     let (tx, _rx) = tokio::sync::mpsc::channel(crate::mcp::provider::HUB_QUEUE);
-    let (inst, _) = conn::connect(u, bound.then_some(&checker), tx, None).await?;
+    let (inst, _) = conn::connect(u, u.identity_bound().then_some(&checker), tx, None).await?;
     let items = inst.items().await;
     inst.close();
     items.map(|i| (*i).clone())
@@ -64,10 +54,7 @@ pub fn run(home: &Home, policy: &Policy, name: Option<&str>, as_json: bool) -> R
     });
     rt.shutdown_timeout(std::time::Duration::from_secs(2));
 
-    let builtin = Items {
-        tools: crate::mcp::tools::all().to_vec(),
-        ..Items::default()
-    };
+    let builtin = crate::mcp::builtin::items();
     let mut offers: Vec<(String, String, &Items)> =
         vec![("builtin".into(), String::new(), &builtin)];
     for (n, p, r) in &results {

@@ -12,6 +12,14 @@ use super::provider::{Caller, Items, Provider};
 use super::tools::{self, DemoStore};
 use crate::identity::Identity;
 
+/// What the built-in provider offers (the same to everyone; the policy filters).
+pub fn items() -> Items {
+    Items {
+        tools: tools::all().to_vec(),
+        ..Items::default()
+    }
+}
+
 /// The demo tools over the server's own store and CA.
 pub struct Builtin {
     state: Arc<dyn DemoStore>,
@@ -21,13 +29,9 @@ pub struct Builtin {
 impl Builtin {
     /// The provider over the server's store.
     pub fn new(state: Arc<dyn DemoStore>) -> Self {
-        let items = Items {
-            tools: tools::all().to_vec(),
-            ..Items::default()
-        };
         Builtin {
             state,
-            items: Arc::new(items),
+            items: Arc::new(items()),
         }
     }
 }

@@ -181,8 +181,8 @@ pub struct Hub {
 }
 
 impl Hub {
-    /// A hub over `providers` (the order decides which wins a name clash at run time: the
-    /// first). Returns the receiver [`Hub::run`] consumes.
+    /// A hub over `providers` (in the order lists show them); `events` is the sending side
+    /// of the queue [`Hub::run`] consumes.
     pub fn new(gate: Arc<Gate>, providers: Vec<SharedProvider>, events: HubSender) -> Arc<Hub> {
         Arc::new(Hub {
             gate,
@@ -274,7 +274,7 @@ impl Hub {
     }
 
     /// What the providers offer, for `who`: exposed names, visibility by the current policy.
-    /// A name already taken (by an earlier provider) is left out: the first one keeps it.
+    /// A name two providers expose is left out of both (and audited once as `name_clash`).
     pub async fn view(&self, who: &Identity) -> View {
         let providers = self.providers();
         let policy = self.gate.policy();

@@ -601,7 +601,8 @@ impl ZtMcp {
         match resource_owner(&view, allowed, uri) {
             Some(idx) => Ok((view, idx)),
             None => {
-                let exists = resource_owner(&view, true, uri).is_some()
+                // For the audit line only: listed, or the shape of a template (visible or not).
+                let exists = view.resources.iter().any(|e| e.item.uri == uri)
                     || view
                         .templates
                         .iter()

@@ -95,29 +95,18 @@ pub fn describe(u: &Upstream) -> String {
     )
 }
 
-/// An identity that stands for nobody, for listing shared upstreams at load.
-fn loader() -> Identity {
-    Identity {
-        name: "mcp-zt-load-check".into(),
-        role: String::new(),
-        serial: "00".into(),
-        spiffe_id: String::new(),
-        not_after: 0,
-    }
-}
-
 /// Waits for the shared upstreams to answer their lists (each up to its timeout), then checks
-/// the exposed names. Upstreams still down are checked when they come up (the first keeps a
-/// clashing name then, and the clash is in the audit log of `upstream check`).
+/// the exposed names. An upstream still down is not checked here: if it comes up with a name
+/// another provider exposes, the hub hides that name on both sides and audits `name_clash`.
 async fn check_at_load(
     providers: &[SharedProvider],
     running: &[Arc<UpstreamProvider>],
 ) -> Result<()> {
-    let who = loader();
+    let who = Identity::stand_in("mcp-zt-load-check");
     let mut offers = Vec::new();
     for p in providers {
         if let Some(up) = running.iter().find(|u| u.name() == p.name()) {
-            if up.is_identity_bound() {
+            if up.config().identity_bound() {
                 continue;
             }
             let deadline = Instant::now() + up.config().timeout;

@@ -75,6 +75,17 @@ pub const IDENTITY_HEADERS: [&str; 4] = [
     "x-mcp-zt-spiffe-id",
 ];
 
+impl Upstream {
+    /// Whether each client certificate gets a connection of its own: per-identity stdio
+    /// children, and HTTP upstreams that are sent the caller's identity.
+    pub fn identity_bound(&self) -> bool {
+        match &self.transport {
+            Transport::Stdio { .. } => self.share == Share::PerIdentity,
+            Transport::Http { .. } => self.forward_identity,
+        }
+    }
+}
+
 /// What went wrong with the upstreams file or one of its secrets; each message says what to
 /// change.
 #[derive(Debug, thiserror::Error)]

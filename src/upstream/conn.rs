@@ -13,7 +13,7 @@ use rmcp::{ErrorData, Peer, RoleClient, ServiceError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{Transport, Upstream};
+use super::config::{Transport, Upstream, IDENTITY_ENV, IDENTITY_HEADERS};
 use super::relay::{Relay, Route, Routes};
 use crate::identity::Identity;
 use crate::mcp::provider::{Caller, HubSender, Items};
@@ -23,23 +23,7 @@ use crate::mcp::provider::{Caller, HubSender, Items};
 const INHERITED_ENV: &[&str] = &["PATH", "HOME", "LANG", "LC_ALL", "TZ", "TMPDIR", "USER"];
 
 /// Most items of one kind taken from an upstream's lists.
-pub const MAX_ITEMS: usize = 10_000;
-
-/// Identity headers sent to HTTP upstreams with `forward_identity = true`.
-pub const IDENTITY_HEADERS: [&str; 4] = [
-    "x-mcp-zt-name",
-    "x-mcp-zt-role",
-    "x-mcp-zt-serial",
-    "x-mcp-zt-spiffe-id",
-];
-
-/// Identity environment variables of per-identity children.
-pub const IDENTITY_ENV: [&str; 4] = [
-    "MCP_ZT_NAME",
-    "MCP_ZT_ROLE",
-    "MCP_ZT_SERIAL",
-    "MCP_ZT_SPIFFE_ID",
-];
+const MAX_ITEMS: usize = 10_000;
 
 fn identity_values(who: &Identity) -> [&str; 4] {
     [&who.name, &who.role, &who.serial, &who.spiffe_id]
@@ -262,7 +246,7 @@ impl Instance {
 
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
-        self.routes.len()
+        self.routes.count()
     }
 
     /// Whether nothing used it for `idle` and nothing is in flight.

@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 
 use crate::mcp::provider::Items;
 
-pub use crate::mcp::provider::{valid_exposed, MAX_EXPOSED};
+use crate::mcp::provider::{valid_exposed, MAX_EXPOSED};
 
 /// Exposed names longer than this work but are warned about (some clients cut them).
 pub const WARN_EXPOSED: usize = 64;

@@ -12,7 +12,7 @@ use rmcp::model::{ClientRequest, ServerResult};
 use rmcp::ErrorData;
 use tokio_util::sync::CancellationToken;
 
-use super::config::{Share, Transport, Upstream};
+use super::config::Upstream;
 use super::conn::{self, Instance};
 use crate::audit::{Audit, Event};
 use crate::identity::Identity;
@@ -61,7 +61,7 @@ impl UpstreamProvider {
             last_refused: Mutex::new(None),
             stop,
         });
-        if me.is_identity_bound() {
+        if me.cfg.identity_bound() {
             tokio::spawn(me.clone().reap());
         } else {
             tokio::spawn(me.clone().supervise());
@@ -92,14 +92,6 @@ impl UpstreamProvider {
                     i.close();
                 }
             }
-        }
-    }
-
-    /// Whether each certificate gets its own connection.
-    pub fn is_identity_bound(&self) -> bool {
-        match &self.cfg.transport {
-            Transport::Stdio { .. } => self.cfg.share == Share::PerIdentity,
-            Transport::Http { .. } => self.cfg.forward_identity,
         }
     }
 
@@ -226,7 +218,7 @@ impl UpstreamProvider {
 
     /// The connection serving `who`.
     async fn instance(&self, who: &Identity) -> Result<Arc<Instance>, String> {
-        if !self.is_identity_bound() {
+        if !self.cfg.identity_bound() {
             return self
                 .shared
                 .read()
@@ -355,7 +347,7 @@ impl Provider for UpstreamProvider {
     }
 
     fn identity_bound(&self) -> bool {
-        self.is_identity_bound()
+        self.cfg.identity_bound()
     }
 
     fn revoked(&self, serial: &str) {

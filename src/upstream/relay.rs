@@ -140,13 +140,8 @@ impl Routes {
     }
 
     /// How many requests are in flight.
-    pub fn len(&self) -> usize {
+    pub fn count(&self) -> usize {
         lock(&self.inflight).len()
-    }
-
-    /// Whether none is.
-    pub fn is_empty(&self) -> bool {
-        self.len() == 0
     }
 
     /// The client request an upstream message belongs to. Over HTTP: the request whose
@@ -269,7 +264,6 @@ fn unexpected() -> ErrorData {
 }
 
 impl ClientHandler for Relay {
-    #[allow(deprecated)]
     fn get_info(&self) -> ClientConfig {
         let caps = ClientCapabilities::builder()
             .enable_roots()
