@@ -199,6 +199,11 @@ pub struct ServeArgs {
     /// an operator must issue a new certificate.
     #[arg(long, default_value = "30d")]
     pub renewal_max_chain_age: String,
+    /// Also serve diagnostic tools (`test_*`) that make the protocol machinery observable to
+    /// checkers such as the official MCP conformance suite. Off by default; gated by the
+    /// policy like any tool.
+    #[arg(long)]
+    pub diagnostic_tools: bool,
     /// Let `issue` over the control socket sign without the CA passphrase (by default, when
     /// ca.key is encrypted, the issuing command must give it too).
     #[arg(long)]

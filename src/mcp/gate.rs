@@ -159,4 +159,45 @@ impl Gate {
                 .reason(format!("{what} view changed")),
         );
     }
+
+    /// Audits a refused `requestState` (tampered, another certificate's, revoked, expired).
+    pub fn request_state_refused(
+        &self,
+        who: &Identity,
+        peer: &str,
+        method: &str,
+        name: &str,
+        why: &super::state::StateError,
+    ) {
+        self.audit.log(
+            Event::new("request_state_refused")
+                .peer(peer)
+                .who(who)
+                .item(format!("{method} {name}"))
+                .reason(why.to_string()),
+        );
+    }
+
+    /// Audits an opened `subscriptions/listen` stream and what it listens to.
+    pub fn listening(&self, who: &Identity, peer: &str, filter: &rmcp::model::SubscriptionFilter) {
+        let mut what = Vec::new();
+        if filter.tools_list_changed == Some(true) {
+            what.push("tools".to_string());
+        }
+        if filter.prompts_list_changed == Some(true) {
+            what.push("prompts".to_string());
+        }
+        if filter.resources_list_changed == Some(true) {
+            what.push("resources".to_string());
+        }
+        if let Some(uris) = &filter.resource_subscriptions {
+            what.push(format!("{} resource(s)", uris.len()));
+        }
+        self.audit.log(
+            Event::new("subscription_opened")
+                .peer(peer)
+                .who(who)
+                .reason(format!("listening to: {}", what.join(", "))),
+        );
+    }
 }

@@ -10,12 +10,14 @@ use std::time::Duration;
 
 use futures_util::future::join_all;
 use rmcp::model::{Prompt, Resource, ResourceTemplate, Tool};
+use rmcp::service::SubscriptionSink;
 use rmcp::{Peer, RoleServer};
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 
 use super::gate::Gate;
 use super::provider::{valid_exposed, HubEvent, HubSender, SharedProvider};
+use super::state::Sealer;
 use crate::identity::Identity;
 use crate::policy::rules::Kind;
 
@@ -114,6 +116,12 @@ pub struct SessionSlot {
     seen: Mutex<[Option<u64>; 3]>,
     /// Resources this session subscribed to: (provider, URI).
     subscriptions: Mutex<HashSet<(String, String)>>,
+    /// For a `subscriptions/listen` stream (MCP 2026-07-28): notifications go through this
+    /// sink, which keeps to the client's filter and tags each with the subscription id.
+    listener: Mutex<Option<SubscriptionSink>>,
+    /// The level an older client set with `logging/setLevel`.
+    #[allow(deprecated)]
+    log_level: Mutex<Option<rmcp::model::LoggingLevel>>,
 }
 
 impl SessionSlot {
@@ -143,6 +151,32 @@ impl SessionSlot {
         }
         subs.insert(key);
         true
+    }
+
+    /// Makes this slot a `subscriptions/listen` stream: from now on it hears of changes to
+    /// the lists as they are now (`digests`), through `sink`.
+    pub fn listen(&self, sink: SubscriptionSink, digests: [u64; 3]) {
+        *self.seen.lock().unwrap_or_else(|e| e.into_inner()) = digests.map(Some);
+        *self.listener.lock().unwrap_or_else(|e| e.into_inner()) = Some(sink);
+    }
+
+    /// Records an older client's `logging/setLevel`.
+    #[allow(deprecated)]
+    pub fn set_log_level(&self, level: rmcp::model::LoggingLevel) {
+        *self.log_level.lock().unwrap_or_else(|e| e.into_inner()) = Some(level);
+    }
+
+    /// The level an older client set, if any.
+    #[allow(deprecated)]
+    pub fn log_level(&self) -> Option<rmcp::model::LoggingLevel> {
+        *self.log_level.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn sink(&self) -> Option<SubscriptionSink> {
+        self.listener
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     fn subscribed(&self, provider: &str, uri: &str) -> bool {
@@ -178,12 +212,19 @@ pub struct Hub {
     /// Name clashes already reported in the audit log.
     clashes: Mutex<HashSet<String>>,
     events: HubSender,
+    /// Seals the `requestState` of multi-round-trip requests.
+    pub sealer: Sealer,
 }
 
 impl Hub {
     /// A hub over `providers` (in the order lists show them); `events` is the sending side
     /// of the queue [`Hub::run`] consumes.
-    pub fn new(gate: Arc<Gate>, providers: Vec<SharedProvider>, events: HubSender) -> Arc<Hub> {
+    pub fn new(
+        gate: Arc<Gate>,
+        providers: Vec<SharedProvider>,
+        events: HubSender,
+        sealer: Sealer,
+    ) -> Arc<Hub> {
         Arc::new(Hub {
             gate,
             providers: RwLock::new(Arc::new(providers)),
@@ -193,6 +234,7 @@ impl Hub {
             revoked: Mutex::new(HashSet::new()),
             clashes: Mutex::new(HashSet::new()),
             events,
+            sealer,
         })
     }
 
@@ -225,6 +267,8 @@ impl Hub {
             who: OnceLock::new(),
             seen: Mutex::new([None; 3]),
             subscriptions: Mutex::new(HashSet::new()),
+            listener: Mutex::new(None),
+            log_level: Mutex::new(None),
         });
         self.sessions
             .lock()
@@ -481,14 +525,27 @@ impl Hub {
                 if before.is_none() || before == Some(now) {
                     continue;
                 }
+                let sink = slot.sink();
                 let send = async {
-                    match kind {
-                        ListKind::Tools => peer.notify_tool_list_changed().await,
-                        ListKind::Prompts => peer.notify_prompt_list_changed().await,
-                        ListKind::Resources => peer.notify_resource_list_changed().await,
+                    match (kind, &sink) {
+                        // A listen stream gets only what its filter asked for, tagged.
+                        (ListKind::Tools, Some(s)) => s.notify_tool_list_changed().await.is_ok(),
+                        (ListKind::Prompts, Some(s)) => {
+                            s.notify_prompt_list_changed().await.is_ok()
+                        }
+                        (ListKind::Resources, Some(s)) => {
+                            s.notify_resource_list_changed().await.is_ok()
+                        }
+                        (ListKind::Tools, None) => peer.notify_tool_list_changed().await.is_ok(),
+                        (ListKind::Prompts, None) => {
+                            peer.notify_prompt_list_changed().await.is_ok()
+                        }
+                        (ListKind::Resources, None) => {
+                            peer.notify_resource_list_changed().await.is_ok()
+                        }
                     }
                 };
-                if matches!(tokio::time::timeout(NOTIFY_TIMEOUT, send).await, Ok(Ok(()))) {
+                if matches!(tokio::time::timeout(NOTIFY_TIMEOUT, send).await, Ok(true)) {
                     self.gate.audit_list_changed(who, kind);
                 }
             }
@@ -506,6 +563,11 @@ impl Hub {
                 || self.is_revoked(&who.serial)
                 || !policy.permits(&who.role, Kind::Resource, uri)
             {
+                continue;
+            }
+            if let Some(sink) = slot.sink() {
+                let _ =
+                    tokio::time::timeout(NOTIFY_TIMEOUT, sink.notify_resource_updated(uri)).await;
                 continue;
             }
             let note = rmcp::model::ResourceUpdatedNotificationParam::new(uri.to_string());

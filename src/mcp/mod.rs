@@ -5,10 +5,12 @@
 //! item that does not exist, per method; the real reason goes to the audit log.
 
 pub mod builtin;
+pub mod diagnostics;
 pub mod gate;
 pub mod hub;
 pub mod provider;
 pub mod ratelimit;
+pub mod state;
 pub mod tools;
 
 use std::sync::Arc;
@@ -20,14 +22,16 @@ use rmcp::model::{
     CompleteResult, GetPromptRequestParams, GetPromptResponse, Implementation, ListPromptsResult,
     ListResourceTemplatesResult, ListResourcesResult, ListToolsResult, PaginatedRequestParams,
     ReadResourceRequestParams, ReadResourceResponse, Reference, Request, ServerCapabilities,
-    ServerConfig, ServerResult, SubscribeRequestParams, UnsubscribeRequestParams,
+    ServerConfig, ServerResult, SubscribeRequestParams, SubscriptionFilter,
+    UnsubscribeRequestParams,
 };
-use rmcp::service::RequestContext;
+use rmcp::service::{RequestContext, SubscriptionContext};
 use rmcp::{ErrorData, RoleServer, ServerHandler};
 
 use self::gate::Outcome;
 use self::hub::{Hub, ListKind, SessionSlot, View};
-use self::provider::Caller;
+use self::provider::{Caller, ClientSide};
+use self::state::Binding;
 use crate::identity::ConnInfo;
 use crate::policy::rules::{glob_match, Kind};
 
@@ -102,6 +106,82 @@ impl ZtMcp {
             request_id: ctx.id.clone(),
             progress_token: ctx.meta.get_progress_token(),
             ct: ask.ct.clone(),
+            client: self.client_side(ctx),
+        }
+    }
+
+    /// What the client says about itself on this request.
+    fn client_side(&self, ctx: &RequestContext<RoleServer>) -> ClientSide {
+        let modern = ctx
+            .meta
+            .protocol_version()
+            .is_some_and(|v| !v.has_initialize());
+        ClientSide {
+            modern,
+            capabilities: ctx.client_capabilities(),
+            log_level: if modern {
+                ctx.meta.log_level()
+            } else {
+                self.slot.log_level()
+            },
+            meta: ctx.meta.clone(),
+        }
+    }
+
+    /// Opens the `requestState` a client brought back (sealed by [`Self::seal`]) for the
+    /// provider; a state that fails any check is refused and audited.
+    fn unseal(
+        &self,
+        ask: &Ask,
+        method: &str,
+        name: &str,
+        state: &mut Option<String>,
+    ) -> Result<(), ErrorData> {
+        let Some(token) = state.take() else {
+            return Ok(());
+        };
+        let who = &ask.conn.identity;
+        let to = Binding {
+            serial: &who.serial,
+            role: &who.role,
+            method,
+            name,
+        };
+        let now = crate::pki::now().unix_timestamp();
+        match self
+            .hub
+            .sealer
+            .open(&token, &to, now, |s| self.hub.is_revoked(s))
+        {
+            Ok(inner) => {
+                *state = inner;
+                Ok(())
+            }
+            Err(e) => {
+                self.hub
+                    .gate
+                    .request_state_refused(who, &ask.peer, method, name, &e);
+                Err(ErrorData::invalid_params(
+                    "invalid requestState: start the request over",
+                    None,
+                ))
+            }
+        }
+    }
+
+    /// Seals the state of an `input_required` answer for this caller, method and item, so
+    /// only this certificate, under this role, can continue it, and only for a while.
+    fn seal(&self, ask: &Ask, method: &str, name: &str, result: &mut ServerResult) {
+        if let ServerResult::InputRequiredResult(r) = result {
+            let who = &ask.conn.identity;
+            let to = Binding {
+                serial: &who.serial,
+                role: &who.role,
+                method,
+                name,
+            };
+            let now = crate::pki::now().unix_timestamp();
+            r.request_state = Some(self.hub.sealer.seal(&to, r.request_state.as_deref(), now));
         }
     }
 
@@ -330,6 +410,7 @@ impl ServerHandler for ZtMcp {
         self.hub.gate.allowed(who, &ask.peer, &name);
         let mut inner = request;
         inner.name = entry.inner.clone().into();
+        self.unseal(&ask, "tools/call", &name, &mut inner.request_state)?;
         let (idx, item) = (entry.provider, format!("tool:{name}"));
         let req = ClientRequest::CallToolRequest(Request::new(inner));
         let result = match self.forward(&view, idx, &ask, &context, &item, req).await {
@@ -342,8 +423,11 @@ impl ServerHandler for ZtMcp {
             )),
             other => other,
         };
-        match result? {
+        let mut result = result?;
+        self.seal(&ask, "tools/call", &name, &mut result);
+        match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),
+            ServerResult::InputRequiredResult(r) => Ok(r.into()),
             _ => Err(ErrorData::internal_error(
                 "the provider answered a different method",
                 None,
@@ -386,10 +470,14 @@ impl ServerHandler for ZtMcp {
         };
         let mut inner = request;
         inner.name = entry.inner.clone();
+        self.unseal(&ask, "prompts/get", &name, &mut inner.request_state)?;
         let (idx, item) = (entry.provider, format!("prompt:{name}"));
         let req = ClientRequest::GetPromptRequest(Request::new(inner));
-        match self.forward(&view, idx, &ask, &context, &item, req).await? {
+        let mut result = self.forward(&view, idx, &ask, &context, &item, req).await?;
+        self.seal(&ask, "prompts/get", &name, &mut result);
+        match result {
             ServerResult::GetPromptResult(r) => Ok(r.into()),
+            ServerResult::InputRequiredResult(r) => Ok(r.into()),
             _ => Err(ErrorData::internal_error(
                 "the provider answered a different method",
                 None,
@@ -435,10 +523,15 @@ impl ServerHandler for ZtMcp {
         let ask = self.ask(&context)?;
         let uri = request.uri.clone();
         let (view, idx) = self.resolve_uri(&ask, &uri, "read").await?;
+        let mut request = request;
+        self.unseal(&ask, "resources/read", &uri, &mut request.request_state)?;
         let req = ClientRequest::ReadResourceRequest(Request::new(request));
         let item = format!("resource:{uri}");
-        match self.forward(&view, idx, &ask, &context, &item, req).await? {
+        let mut result = self.forward(&view, idx, &ask, &context, &item, req).await?;
+        self.seal(&ask, "resources/read", &uri, &mut result);
+        match result {
             ServerResult::ReadResourceResult(r) => Ok(r.into()),
+            ServerResult::InputRequiredResult(r) => Ok(r.into()),
             _ => Err(ErrorData::internal_error(
                 "the provider answered a different method",
                 None,
@@ -572,12 +665,65 @@ impl ServerHandler for ZtMcp {
     #[allow(deprecated)]
     async fn set_level(
         &self,
-        _request: rmcp::model::SetLevelRequestParams,
+        request: rmcp::model::SetLevelRequestParams,
         context: RequestContext<RoleServer>,
     ) -> Result<(), ErrorData> {
-        // Log messages of upstreams reach only the session whose request caused them; the
-        // level is accepted so clients that set it keep working.
+        // Log messages reach only the session whose request caused them, at or above the
+        // level it set.
         self.ask(&context)?;
+        self.slot.set_log_level(request.level);
+        Ok(())
+    }
+
+    fn accepted_subscription_filter(
+        &self,
+        requested: &SubscriptionFilter,
+    ) -> Option<SubscriptionFilter> {
+        // Everything may be asked for; resource URIs the role may not read are dropped in
+        // `listen`, where the caller is known.
+        Some(requested.clone())
+    }
+
+    async fn listen(&self, context: SubscriptionContext) -> Result<(), ErrorData> {
+        let ctx = context.request_context();
+        let ask = self.ask(ctx)?;
+        let who = &ask.conn.identity;
+        let view = self.hub.view(who).await;
+        let digests =
+            [ListKind::Tools, ListKind::Prompts, ListKind::Resources].map(|k| view.digest(k));
+        let uris = context
+            .accepted()
+            .resource_subscriptions
+            .clone()
+            .unwrap_or_default();
+        let policy = self.hub.gate.policy();
+        for uri in uris.iter().take(hub::MAX_SUBSCRIPTIONS) {
+            let allowed = policy.permits(&who.role, Kind::Resource, uri);
+            let Some(idx) = resource_owner(&view, allowed, uri) else {
+                let why = format!(
+                    "subscriptions/listen: role {:?} may not read {uri:?}, or it does not exist",
+                    who.role
+                );
+                self.hub.gate.denied(who, &ask.peer, "resource", uri, why);
+                continue;
+            };
+            let provider = view.providers[idx].clone();
+            self.slot.subscribe(provider.name(), uri, true);
+            if !provider.is_builtin() {
+                // The upstream keeps sending updates for this URI; the hub routes them here.
+                let req = ClientRequest::SubscribeRequest(Request::new(
+                    SubscribeRequestParams::new(uri.clone()),
+                ));
+                let item = format!("resource:{uri}");
+                let _ = self.forward(&view, idx, &ask, ctx, &item, req).await;
+            }
+        }
+        self.slot.listen(context.sink().clone(), digests);
+        self.hub.gate.listening(who, &ask.peer, context.accepted());
+        tokio::select! {
+            _ = context.cancelled() => {}
+            _ = ask.ct.cancelled() => {}
+        }
         Ok(())
     }
 }

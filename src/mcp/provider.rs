@@ -9,7 +9,8 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use rmcp::model::{
-    ClientRequest, ProgressToken, Prompt, RequestId, Resource, ResourceTemplate, ServerResult, Tool,
+    ClientCapabilities, ClientRequest, ProgressToken, Prompt, RequestId, RequestMetaObject,
+    Resource, ResourceTemplate, ServerResult, Tool,
 };
 use rmcp::{ErrorData, Peer, RoleServer};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,68 @@ pub struct Caller {
     pub progress_token: Option<ProgressToken>,
     /// Cancelled when the client cancels the request or its certificate is revoked.
     pub ct: CancellationToken,
+    /// What the client said about itself for this request.
+    pub client: ClientSide,
+}
+
+/// The client's protocol era, capabilities and log level, as this request states them (MCP
+/// 2026-07-28: in its `_meta`) or as its session declared them (older revisions).
+#[derive(Clone, Debug, Default)]
+pub struct ClientSide {
+    /// Speaks 2026-07-28 or later: no server-to-client requests on its calls (a provider
+    /// that needs input answers `input_required` instead), no log messages unless it set a
+    /// log level on the request.
+    pub modern: bool,
+    /// The capabilities it declared (none known: treat as none declared).
+    pub capabilities: Option<ClientCapabilities>,
+    /// Lowest level of log messages it wants: from the request's `_meta` (modern) or its
+    /// session's `logging/setLevel` (older).
+    #[allow(deprecated)]
+    pub log_level: Option<rmcp::model::LoggingLevel>,
+    /// The request's own `_meta` as the client sent it (forwarded to modern upstreams).
+    pub meta: RequestMetaObject,
+}
+
+impl ClientSide {
+    /// Whether a log message at `level` may be sent to this client now: a modern client only
+    /// gets those at or above the level it set on the request; an older one those at or
+    /// above its session's level (all of them if it set none).
+    #[allow(deprecated)]
+    pub fn wants_log(&self, level: rmcp::model::LoggingLevel) -> bool {
+        match self.log_level {
+            Some(min) => log_rank(level) >= log_rank(min),
+            None => !self.modern,
+        }
+    }
+
+    /// Whether the client declared sampling, elicitation or roots.
+    pub fn declared(&self, capability: &str) -> bool {
+        let Some(c) = &self.capabilities else {
+            return false;
+        };
+        match capability {
+            "sampling" => c.sampling.is_some(),
+            "elicitation" => c.elicitation.is_some(),
+            "roots" => c.roots.is_some(),
+            _ => false,
+        }
+    }
+}
+
+/// Severity order of log levels (debug lowest).
+#[allow(deprecated)]
+pub fn log_rank(level: rmcp::model::LoggingLevel) -> u8 {
+    use rmcp::model::LoggingLevel as L;
+    match level {
+        L::Debug => 0,
+        L::Info => 1,
+        L::Notice => 2,
+        L::Warning => 3,
+        L::Error => 4,
+        L::Critical => 5,
+        L::Alert => 6,
+        L::Emergency => 7,
+    }
 }
 
 /// Something changed behind a provider that sessions may need to hear about.

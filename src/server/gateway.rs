@@ -12,9 +12,11 @@ use super::state::AppState;
 use crate::audit::Event;
 use crate::identity::Identity;
 use crate::mcp::builtin::Builtin;
+use crate::mcp::diagnostics::Diagnostics;
 use crate::mcp::gate::Gate;
 use crate::mcp::hub::Hub;
 use crate::mcp::provider::{HubSender, Provider, SharedProvider};
+use crate::mcp::state::Sealer;
 use crate::upstream::check_names;
 use crate::upstream::config::{self, Upstream};
 use crate::upstream::provider::UpstreamProvider;
@@ -30,6 +32,7 @@ pub struct Upstreams {
 pub async fn start(
     state: &Arc<AppState>,
     stop: CancellationToken,
+    diagnostics: bool,
 ) -> Result<(Arc<Hub>, Arc<Upstreams>)> {
     let cfg = config::load(state.authority.home().dir())?;
     let gate = Arc::new(Gate::new(state.policy.clone(), state.audit.clone()));
@@ -46,12 +49,15 @@ pub async fn start(
             )
         })
         .collect();
-    let builtin: SharedProvider = Arc::new(Builtin::new(state.clone()));
+    let mut local: Vec<SharedProvider> = vec![Arc::new(Builtin::new(state.clone()))];
+    if diagnostics {
+        local.push(Arc::new(Diagnostics::new(tx.clone())));
+    }
     let ups = Arc::new(Upstreams {
         running: std::sync::Mutex::new(running.clone()),
         stop: stop.clone(),
     });
-    let providers = providers_of(&builtin, &running);
+    let providers = providers_of(&local, &running);
     if let Err(e) = check_at_load(&providers, &running).await {
         for p in &running {
             p.shutdown();
@@ -65,17 +71,18 @@ pub async fn start(
                 .reason(describe(u)),
         );
     }
-    let hub = Hub::new(gate, providers, tx);
+    let sealer = Sealer::new().map_err(|_| anyhow::anyhow!("no random key for requestState"))?;
+    let hub = Hub::new(gate, providers, tx, sealer);
     tokio::spawn(hub.clone().run(rx, stop));
     let _ = state.hub.set(hub.clone());
     Ok((hub, ups))
 }
 
 fn providers_of(
-    builtin: &SharedProvider,
+    local: &[SharedProvider],
     running: &[Arc<UpstreamProvider>],
 ) -> Vec<SharedProvider> {
-    let mut v = vec![builtin.clone()];
+    let mut v = local.to_vec();
     v.extend(running.iter().map(|p| p.clone() as SharedProvider));
     v
 }
@@ -176,8 +183,13 @@ impl Upstreams {
             gone.shutdown();
         }
         *running = next.clone();
-        let builtin = hub.providers()[0].clone();
-        hub.set_providers(providers_of(&builtin, &next));
+        let local: Vec<SharedProvider> = hub
+            .providers()
+            .iter()
+            .filter(|p| p.is_builtin())
+            .cloned()
+            .collect();
+        hub.set_providers(providers_of(&local, &next));
         state
             .audit
             .log(Event::new("upstreams_reloaded").reason(format!("{} upstream(s)", next.len())));

@@ -54,6 +54,8 @@ pub struct ServeOptions {
     pub audit_max_size: u64,
     /// Rotated audit files kept.
     pub audit_keep: usize,
+    /// Serve the diagnostic `test_*` tools (protocol checks).
+    pub diagnostic_tools: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -166,13 +168,14 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     let session_manager = Arc::new(
         rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
     );
-    let (hub, upstreams) = match gateway::start(&state, shutdown.child_token()).await {
-        Ok(x) => x,
-        Err(e) => {
-            let _ = std::fs::remove_file(home.ctl_socket());
-            return Err(e);
-        }
-    };
+    let (hub, upstreams) =
+        match gateway::start(&state, shutdown.child_token(), opts.diagnostic_tools).await {
+            Ok(x) => x,
+            Err(e) => {
+                let _ = std::fs::remove_file(home.ctl_socket());
+                return Err(e);
+            }
+        };
     let router = http::router(
         state.clone(),
         hub.clone(),
