@@ -204,6 +204,11 @@ pub struct ServeArgs {
     /// policy like any tool.
     #[arg(long)]
     pub diagnostic_tools: bool,
+    /// How long a client may take to continue an `input_required` answer (MCP 2026-07-28)
+    /// with its `requestState`, e.g. 10m; an upstream call waiting for that answer is
+    /// cancelled after it.
+    #[arg(long, default_value = "10m")]
+    pub request_state_ttl: String,
     /// Let `issue` over the control socket sign without the CA passphrase (by default, when
     /// ca.key is encrypted, the issuing command must give it too).
     #[arg(long)]

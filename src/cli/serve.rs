@@ -93,6 +93,7 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
         audit_max_size: parse_size(&args.audit_max_size).context("--audit-max-size")?,
         audit_keep: usize::from(args.audit_keep),
         diagnostic_tools: args.diagnostic_tools,
+        request_state_ttl: duration("--request-state-ttl", &args.request_state_ttl)?,
     };
     let authority = Authority::open(home)?;
     let signer = load_signer(&authority, pass)?;

@@ -214,6 +214,8 @@ pub struct Hub {
     events: HubSender,
     /// Seals the `requestState` of multi-round-trip requests.
     pub sealer: Sealer,
+    /// Upstream calls waiting for a 2026-07-28 client's answers.
+    pub pending: super::mrtr::PendingCalls,
 }
 
 impl Hub {
@@ -235,6 +237,7 @@ impl Hub {
             clashes: Mutex::new(HashSet::new()),
             events,
             sealer,
+            pending: Default::default(),
         })
     }
 
@@ -312,6 +315,7 @@ impl Hub {
         if let Some(t) = token {
             t.cancel();
         }
+        self.pending.revoked(serial);
         for p in self.providers().iter() {
             p.revoked(serial);
         }

@@ -8,6 +8,7 @@ pub mod builtin;
 pub mod diagnostics;
 pub mod gate;
 pub mod hub;
+pub mod mrtr;
 pub mod provider;
 pub mod ratelimit;
 pub mod state;
@@ -107,6 +108,7 @@ impl ZtMcp {
             progress_token: ctx.meta.get_progress_token(),
             ct: ask.ct.clone(),
             client: self.client_side(ctx),
+            asker: None,
         }
     }
 
@@ -128,17 +130,18 @@ impl ZtMcp {
         }
     }
 
-    /// Opens the `requestState` a client brought back (sealed by [`Self::seal`]) for the
-    /// provider; a state that fails any check is refused and audited.
+    /// Opens the `requestState` a client brought back (sealed by [`Self::seal`]): the
+    /// provider's own state goes back into `state`; the id of a call held for this client is
+    /// returned. A state that fails any check is refused and audited.
     fn unseal(
         &self,
         ask: &Ask,
         method: &str,
         name: &str,
         state: &mut Option<String>,
-    ) -> Result<(), ErrorData> {
+    ) -> Result<Option<String>, ErrorData> {
         let Some(token) = state.take() else {
-            return Ok(());
+            return Ok(None);
         };
         let who = &ask.conn.identity;
         let to = Binding {
@@ -153,10 +156,14 @@ impl ZtMcp {
             .sealer
             .open(&token, &to, now, |s| self.hub.is_revoked(s))
         {
-            Ok(inner) => {
-                *state = inner;
-                Ok(())
-            }
+            Ok(inner) => match inner.as_deref().and_then(|i| i.split_once(':')) {
+                Some(("p", id)) => Ok(Some(id.to_string())),
+                Some(("u", provider_state)) => {
+                    *state = Some(provider_state.to_string());
+                    Ok(None)
+                }
+                _ => Ok(None),
+            },
             Err(e) => {
                 self.hub
                     .gate
@@ -185,28 +192,121 @@ impl ZtMcp {
         }
     }
 
+    /// Runs (or, with `resume`, continues) a call of a 2026-07-28 client on an upstream: a
+    /// question an older upstream asks the client mid-call holds the call and becomes an
+    /// `input_required` answer; the client's retry brings the answers.
+    async fn translated(
+        &self,
+        provider: provider::SharedProvider,
+        mut caller: Caller,
+        request: ClientRequest,
+        ctx: &RequestContext<RoleServer>,
+        resume: Option<String>,
+    ) -> Result<ServerResult, ErrorData> {
+        let serial = caller.identity.serial.clone();
+        let (pending, answers) = match resume {
+            Some(id) => {
+                let p = self.hub.pending.take(&id, &serial).ok_or_else(|| {
+                    ErrorData::invalid_params(
+                        "this request can no longer be continued (expired or already answered): start it over",
+                        None,
+                    )
+                })?;
+                (p, mrtr::answers_of(&request))
+            }
+            None => {
+                let (tx, rx) = tokio::sync::mpsc::channel(8);
+                caller.asker = Some(tx);
+                let ct = caller.ct.clone();
+                let task = tokio::spawn(async move { provider.request(&caller, request).await });
+                (mrtr::Pending::new(&serial, task, rx, ct), None)
+            }
+        };
+        match mrtr::drive(pending, answers, &ctx.ct).await {
+            mrtr::Step::Done(mut r) => {
+                if let Ok(r) = r.as_mut() {
+                    mrtr::mark_complete(r);
+                    provider_state(r);
+                }
+                r
+            }
+            mrtr::Step::Ask(p, mut asking) => {
+                let id = self.hub.pending.hold(p, self.hub.sealer.ttl())?;
+                asking.request_state = Some(format!("p:{id}"));
+                Ok(ServerResult::InputRequiredResult(asking))
+            }
+        }
+    }
+
     /// Runs `request` on provider `idx`; a client cancellation reaches the provider (which
     /// cancels upstream) and the forwarded call is audited.
     async fn forward(
         &self,
-        view: &View,
-        idx: usize,
+        provider: &provider::SharedProvider,
         ask: &Ask,
         ctx: &RequestContext<RoleServer>,
         item: &str,
         request: ClientRequest,
+        resume: Option<String>,
     ) -> Result<ServerResult, ErrorData> {
-        let provider = view.providers[idx].clone();
+        let provider = provider.clone();
         let caller = self.caller(ask, ctx);
         let started = Instant::now();
-        let result = {
-            let fut = provider.request(&caller, request);
-            tokio::pin!(fut);
-            tokio::select! {
-                r = &mut fut => r,
-                _ = ctx.ct.cancelled() => {
-                    caller.ct.cancel();
-                    fut.await
+        let mut request = request;
+        let mut rounds = 0;
+        let result = if caller.client.modern && !provider.is_builtin() {
+            self.translated(provider.clone(), caller.clone(), request, ctx, resume)
+                .await
+        } else if resume.is_some() {
+            Err(ErrorData::invalid_params(
+                "invalid requestState: start the request over",
+                None,
+            ))
+        } else {
+            loop {
+                let result = {
+                    let fut = provider.request(&caller, request.clone());
+                    tokio::pin!(fut);
+                    tokio::select! {
+                        r = &mut fut => r,
+                        _ = ctx.ct.cancelled() => {
+                            caller.ct.cancel();
+                            fut.await
+                        }
+                    }
+                };
+                // A client of an older revision cannot take `input_required`: ask it the classic
+                // way and retry with its answers.
+                match result {
+                    Ok(ServerResult::InputRequiredResult(asked))
+                        if !caller.client.modern && rounds < mrtr::MAX_ROUNDS =>
+                    {
+                        rounds += 1;
+                        let answers = tokio::select! {
+                            a = mrtr::ask_classic(&ctx.peer, &asked) => a,
+                            _ = caller.ct.cancelled() => Err(ErrorData::invalid_request("request cancelled", None)),
+                        };
+                        match answers
+                            .and_then(|a| mrtr::retry_with(&request, a, asked.request_state))
+                        {
+                            Ok(next) => request = next,
+                            Err(e) => break Err(e),
+                        }
+                    }
+                    Ok(ServerResult::InputRequiredResult(_)) if !caller.client.modern => {
+                        break Err(ErrorData::internal_error(
+                            "the provider kept asking for input",
+                            None,
+                        ))
+                    }
+                    Ok(mut r) => {
+                        if caller.client.modern {
+                            mrtr::mark_complete(&mut r);
+                            provider_state(&mut r);
+                        }
+                        break Ok(r);
+                    }
+                    Err(e) => break Err(e),
                 }
             }
         };
@@ -245,6 +345,14 @@ impl ZtMcp {
             }
             e
         })
+    }
+}
+
+/// Marks the state of an `input_required` answer as the provider's own (`u:`), apart from
+/// the ids of calls mcp-zt holds (`p:`), before it is sealed.
+fn provider_state(result: &mut ServerResult) {
+    if let ServerResult::InputRequiredResult(r) = result {
+        r.request_state = r.request_state.take().map(|s| format!("u:{s}"));
     }
 }
 
@@ -410,10 +518,13 @@ impl ServerHandler for ZtMcp {
         self.hub.gate.allowed(who, &ask.peer, &name);
         let mut inner = request;
         inner.name = entry.inner.clone().into();
-        self.unseal(&ask, "tools/call", &name, &mut inner.request_state)?;
+        let resume = self.unseal(&ask, "tools/call", &name, &mut inner.request_state)?;
         let (idx, item) = (entry.provider, format!("tool:{name}"));
         let req = ClientRequest::CallToolRequest(Request::new(inner));
-        let result = match self.forward(&view, idx, &ask, &context, &item, req).await {
+        let result = match self
+            .forward(&view.providers[idx], &ask, &context, &item, req, resume)
+            .await
+        {
             // A tool that could not run (upstream down, timeout) answers a tool error the user
             // can read; the audit line already says why.
             Err(e) if outcome_of(&e) != Outcome::Error => Ok(ServerResult::CallToolResult(
@@ -470,10 +581,12 @@ impl ServerHandler for ZtMcp {
         };
         let mut inner = request;
         inner.name = entry.inner.clone();
-        self.unseal(&ask, "prompts/get", &name, &mut inner.request_state)?;
+        let resume = self.unseal(&ask, "prompts/get", &name, &mut inner.request_state)?;
         let (idx, item) = (entry.provider, format!("prompt:{name}"));
         let req = ClientRequest::GetPromptRequest(Request::new(inner));
-        let mut result = self.forward(&view, idx, &ask, &context, &item, req).await?;
+        let mut result = self
+            .forward(&view.providers[idx], &ask, &context, &item, req, resume)
+            .await?;
         self.seal(&ask, "prompts/get", &name, &mut result);
         match result {
             ServerResult::GetPromptResult(r) => Ok(r.into()),
@@ -524,10 +637,12 @@ impl ServerHandler for ZtMcp {
         let uri = request.uri.clone();
         let (view, idx) = self.resolve_uri(&ask, &uri, "read").await?;
         let mut request = request;
-        self.unseal(&ask, "resources/read", &uri, &mut request.request_state)?;
+        let resume = self.unseal(&ask, "resources/read", &uri, &mut request.request_state)?;
         let req = ClientRequest::ReadResourceRequest(Request::new(request));
         let item = format!("resource:{uri}");
-        let mut result = self.forward(&view, idx, &ask, &context, &item, req).await?;
+        let mut result = self
+            .forward(&view.providers[idx], &ask, &context, &item, req, resume)
+            .await?;
         self.seal(&ask, "resources/read", &uri, &mut result);
         match result {
             ServerResult::ReadResourceResult(r) => Ok(r.into()),
@@ -560,7 +675,10 @@ impl ServerHandler for ZtMcp {
                 None,
             ));
         }
-        if let Err(e) = self.forward(&view, idx, &ask, &context, &item, req).await {
+        if let Err(e) = self
+            .forward(&view.providers[idx], &ask, &context, &item, req, None)
+            .await
+        {
             self.slot.subscribe(&provider, &uri, false);
             return Err(e);
         }
@@ -579,7 +697,8 @@ impl ServerHandler for ZtMcp {
         self.slot.subscribe(view.providers[idx].name(), &uri, false);
         let req = ClientRequest::UnsubscribeRequest(Request::new(request));
         let item = format!("resource:{uri}");
-        self.forward(&view, idx, &ask, &context, &item, req).await?;
+        self.forward(&view.providers[idx], &ask, &context, &item, req, None)
+            .await?;
         Ok(())
     }
 
@@ -638,7 +757,10 @@ impl ServerHandler for ZtMcp {
             _ => None,
         };
         let req = ClientRequest::CompleteRequest(Request::new(inner));
-        match self.forward(&view, idx, &ask, &context, &item, req).await? {
+        match self
+            .forward(&view.providers[idx], &ask, &context, &item, req, None)
+            .await?
+        {
             ServerResult::CompleteResult(mut r) => {
                 if let Some((uri, arg)) = template {
                     let policy = self.hub.gate.policy();
@@ -715,7 +837,9 @@ impl ServerHandler for ZtMcp {
                     SubscribeRequestParams::new(uri.clone()),
                 ));
                 let item = format!("resource:{uri}");
-                let _ = self.forward(&view, idx, &ask, ctx, &item, req).await;
+                let _ = self
+                    .forward(&view.providers[idx], &ask, ctx, &item, req, None)
+                    .await;
             }
         }
         self.slot.listen(context.sink().clone(), digests);

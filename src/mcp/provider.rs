@@ -46,7 +46,23 @@ pub struct Caller {
     pub ct: CancellationToken,
     /// What the client said about itself for this request.
     pub client: ClientSide,
+    /// Set for a 2026-07-28 client: a server-to-client request an older upstream makes
+    /// during this call goes here (it becomes an `input_required` answer) instead of to the
+    /// client's session, which has no way to take it.
+    pub asker: Option<Asker>,
 }
+
+/// One question an upstream asks the client (sampling, elicitation, roots) during a call,
+/// with where its answer goes.
+pub struct Question {
+    /// The upstream's request, as a client of an older revision would receive it.
+    pub request: rmcp::model::ServerRequest,
+    /// The client's answer, or why there is none.
+    pub answer: tokio::sync::oneshot::Sender<Result<rmcp::model::ClientResult, ErrorData>>,
+}
+
+/// Where a call's questions go (see [`Caller::asker`]).
+pub type Asker = tokio::sync::mpsc::Sender<Question>;
 
 /// The client's protocol era, capabilities and log level, as this request states them (MCP
 /// 2026-07-28: in its `_meta`) or as its session declared them (older revisions).

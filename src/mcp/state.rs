@@ -17,7 +17,7 @@ use aws_lc_rs::aead::{Aad, LessSafeKey, Nonce, UnboundKey, AES_256_GCM, NONCE_LE
 use base64::Engine;
 use serde::{Deserialize, Serialize};
 
-/// How long a sealed state may be brought back.
+/// How long a sealed state may be brought back, by default.
 pub const STATE_TTL_SECS: i64 = 600;
 
 /// Prefix of every sealed state (format version).
@@ -82,6 +82,7 @@ struct Sealed {
 /// Seals and opens request states under one random key.
 pub struct Sealer {
     key: LessSafeKey,
+    ttl_secs: i64,
 }
 
 impl std::fmt::Debug for Sealer {
@@ -91,14 +92,20 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    /// A sealer with a fresh random key.
-    pub fn new() -> Result<Self, aws_lc_rs::error::Unspecified> {
+    /// A sealer with a fresh random key whose states live `ttl_secs`.
+    pub fn new(ttl_secs: i64) -> Result<Self, aws_lc_rs::error::Unspecified> {
         let mut raw = zeroize::Zeroizing::new([0u8; 32]);
         aws_lc_rs::rand::fill(&mut raw[..])?;
         let key = UnboundKey::new(&AES_256_GCM, &raw[..])?;
         Ok(Sealer {
             key: LessSafeKey::new(key),
+            ttl_secs,
         })
+    }
+
+    /// How long its states live.
+    pub fn ttl(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(self.ttl_secs.unsigned_abs())
     }
 
     /// Seals `inner` (a provider's state, or none) for `to`, valid until `now + ttl`.
@@ -108,7 +115,7 @@ impl Sealer {
             r: to.role.into(),
             m: to.method.into(),
             n: to.name.into(),
-            e: now.saturating_add(STATE_TTL_SECS),
+            e: now.saturating_add(self.ttl_secs),
             i: inner.map(str::to_string),
         };
         // Serializing a struct of strings and an integer cannot fail.
@@ -199,7 +206,7 @@ mod tests {
 
     #[test]
     fn a_state_opens_for_its_holder_only() {
-        let s = Sealer::new().unwrap();
+        let s = Sealer::new(STATE_TTL_SECS).unwrap();
         let t = s.seal(&alice(), Some("upstream-state"), 1000);
         assert!(
             !t.contains("upstream-state"),
@@ -248,7 +255,7 @@ mod tests {
 
     #[test]
     fn tampered_expired_revoked_and_foreign_states_are_refused() {
-        let s = Sealer::new().unwrap();
+        let s = Sealer::new(STATE_TTL_SECS).unwrap();
         let t = s.seal(&alice(), Some("x"), 1000);
         assert_eq!(
             s.open(&t, &alice(), 1000 + STATE_TTL_SECS + 1, |_| false),
@@ -277,7 +284,7 @@ mod tests {
             );
         }
         // Another process (another key) cannot open it.
-        let other = Sealer::new().unwrap();
+        let other = Sealer::new(STATE_TTL_SECS).unwrap();
         assert_eq!(
             other.open(&t, &alice(), 1000, |_| false),
             Err(StateError::Tampered)

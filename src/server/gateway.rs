@@ -33,6 +33,7 @@ pub async fn start(
     state: &Arc<AppState>,
     stop: CancellationToken,
     diagnostics: bool,
+    request_state_ttl: Duration,
 ) -> Result<(Arc<Hub>, Arc<Upstreams>)> {
     let cfg = config::load(state.authority.home().dir())?;
     let gate = Arc::new(Gate::new(state.policy.clone(), state.audit.clone()));
@@ -71,7 +72,8 @@ pub async fn start(
                 .reason(describe(u)),
         );
     }
-    let sealer = Sealer::new().map_err(|_| anyhow::anyhow!("no random key for requestState"))?;
+    let ttl = i64::try_from(request_state_ttl.as_secs()).unwrap_or(i64::MAX);
+    let sealer = Sealer::new(ttl).map_err(|_| anyhow::anyhow!("no random key for requestState"))?;
     let hub = Hub::new(gate, providers, tx, sealer);
     tokio::spawn(hub.clone().run(rx, stop));
     let _ = state.hub.set(hub.clone());

@@ -56,6 +56,8 @@ pub struct ServeOptions {
     pub audit_keep: usize,
     /// Serve the diagnostic `test_*` tools (protocol checks).
     pub diagnostic_tools: bool,
+    /// How long an `input_required` answer may be continued.
+    pub request_state_ttl: Duration,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -168,14 +170,20 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     let session_manager = Arc::new(
         rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
     );
-    let (hub, upstreams) =
-        match gateway::start(&state, shutdown.child_token(), opts.diagnostic_tools).await {
-            Ok(x) => x,
-            Err(e) => {
-                let _ = std::fs::remove_file(home.ctl_socket());
-                return Err(e);
-            }
-        };
+    let (hub, upstreams) = match gateway::start(
+        &state,
+        shutdown.child_token(),
+        opts.diagnostic_tools,
+        opts.request_state_ttl,
+    )
+    .await
+    {
+        Ok(x) => x,
+        Err(e) => {
+            let _ = std::fs::remove_file(home.ctl_socket());
+            return Err(e);
+        }
+    };
     let router = http::router(
         state.clone(),
         hub.clone(),

@@ -6,8 +6,14 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use rmcp::model::{CancelledNotificationParam, ClientRequest, ServerResult};
-use rmcp::service::{serve_client_with_ct, PeerRequestOptions, RequestHandle};
+use rmcp::model::{
+    CancelledNotificationParam, ClientRequest, ProtocolVersion, RequestMetaObject,
+    ServerNotification, ServerResult, SubscriptionFilter,
+};
+use rmcp::service::{
+    serve_client_with_ct, serve_client_with_lifecycle_and_ct, ClientLifecycleMode,
+    PeerRequestOptions, RequestHandle,
+};
 use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
 use rmcp::{ErrorData, Peer, RoleClient, ServiceError};
 use tokio::sync::oneshot;
@@ -58,6 +64,9 @@ pub struct Instance {
     pub pid: Option<u32>,
     /// When a request last used it.
     last_used: std::sync::Mutex<std::time::Instant>,
+    /// Speaks MCP 2026-07-28 or later (no session: each request carries the caller's
+    /// capabilities; `input_required` instead of server-to-client requests).
+    pub modern: bool,
 }
 
 /// The key marking the gateway's own failure reports in an error's data.
@@ -98,6 +107,7 @@ pub async fn connect(
 ) -> Result<(Arc<Instance>, oneshot::Receiver<()>), String> {
     let routes = Arc::new(Routes::default());
     let stale = Arc::new(AtomicBool::new(true));
+    let events_for_watch = events.clone();
     let relay = Relay {
         upstream: cfg.name.clone(),
         routes: routes.clone(),
@@ -167,17 +177,42 @@ pub async fn connect(
             let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
                 .custom_headers(map);
             let transport = StreamableHttpClientTransport::with_client(client, config);
+            // The newest revision if the server speaks it (server/discover), else the
+            // initialize handshake of 2025-11-25 and older.
+            let lifecycle = ClientLifecycleMode::Auto {
+                preferred_versions: vec![ProtocolVersion::V_2026_07_28],
+                legacy_version: Some(ProtocolVersion::V_2025_11_25),
+            };
             let running = tokio::time::timeout(
                 cfg.timeout,
-                serve_client_with_ct(relay, transport, close.clone()),
+                serve_client_with_lifecycle_and_ct(relay, transport, lifecycle, close.clone()),
             )
             .await
-            .map_err(|_| format!("no answer to initialize within {:?}", cfg.timeout))?
-            .map_err(|e| format!("initialize failed: {e}"))?;
+            .map_err(|_| {
+                format!(
+                    "no answer to discover or initialize within {:?}",
+                    cfg.timeout
+                )
+            })?
+            .map_err(|e| format!("discover and initialize failed: {e}"))?;
             (running, None)
         }
     };
     let closed = Arc::new(AtomicBool::new(false));
+    let info = running.peer().peer_info();
+    let modern = info
+        .as_ref()
+        .is_some_and(|i| !i.protocol_version.has_initialize());
+    if modern {
+        let caps = info.map(|i| i.capabilities.clone()).unwrap_or_default();
+        tokio::spawn(watch_lists(
+            running.peer().clone(),
+            caps,
+            stale.clone(),
+            events_for_watch,
+            close.clone(),
+        ));
+    }
     let instance = Arc::new(Instance {
         peer: running.peer().clone(),
         close: close.clone(),
@@ -189,6 +224,7 @@ pub async fn connect(
         timeout: cfg.timeout,
         pid,
         last_used: std::sync::Mutex::new(std::time::Instant::now()),
+        modern,
     });
     let (tx, rx) = oneshot::channel();
     tokio::spawn(async move {
@@ -197,6 +233,80 @@ pub async fn connect(
         let _ = tx.send(());
     });
     Ok((instance, rx))
+}
+
+/// A modern upstream has no session to send list_changed on: a `subscriptions/listen` stream
+/// for its lists takes its place, and each change marks the cached lists stale. If the
+/// stream ends, the lists are fetched again on every use until the connection is replaced.
+async fn watch_lists(
+    peer: Peer<RoleClient>,
+    caps: rmcp::model::ServerCapabilities,
+    stale: Arc<AtomicBool>,
+    events: HubSender,
+    close: CancellationToken,
+) {
+    let mut filter = SubscriptionFilter::new();
+    if caps
+        .tools
+        .as_ref()
+        .is_some_and(|t| t.list_changed == Some(true))
+    {
+        filter.tools_list_changed = Some(true);
+    }
+    if caps
+        .prompts
+        .as_ref()
+        .is_some_and(|t| t.list_changed == Some(true))
+    {
+        filter.prompts_list_changed = Some(true);
+    }
+    if caps
+        .resources
+        .as_ref()
+        .is_some_and(|t| t.list_changed == Some(true))
+    {
+        filter.resources_list_changed = Some(true);
+    }
+    if filter == SubscriptionFilter::new() {
+        return;
+    }
+    let changed = || {
+        stale.store(true, Ordering::SeqCst);
+        let _ = events.try_send(crate::mcp::provider::HubEvent::Changed);
+    };
+    let Ok(mut sub) = peer.listen(filter).await else {
+        return;
+    };
+    loop {
+        let next = tokio::select! {
+            n = sub.next() => n,
+            _ = close.cancelled() => return,
+        };
+        match next {
+            Ok(Some(
+                ServerNotification::ToolListChangedNotification(_)
+                | ServerNotification::PromptListChangedNotification(_)
+                | ServerNotification::ResourceListChangedNotification(_),
+            )) => changed(),
+            Ok(Some(_)) => {}
+            Ok(None) | Err(_) => {
+                changed();
+                return;
+            }
+        }
+    }
+}
+
+/// The `_meta` a modern upstream gets with a request: the calling client's own capabilities
+/// (so the upstream asks only for input the client can give) and log level.
+fn caller_meta(caller: &Caller) -> RequestMetaObject {
+    let mut meta = RequestMetaObject::new();
+    meta.set_client_capabilities(caller.client.capabilities.clone().unwrap_or_default());
+    if let Some(level) = caller.client.log_level {
+        #[allow(deprecated)]
+        meta.set_log_level(level);
+    }
+    meta
 }
 
 fn header_name(k: &str) -> Result<http::HeaderName, String> {
@@ -257,6 +367,14 @@ impl Instance {
                 .lock()
                 .map(|t| t.elapsed() >= idle)
                 .unwrap_or(false)
+    }
+
+    fn options(&self, caller: &Caller) -> PeerRequestOptions {
+        let mut options = PeerRequestOptions::no_options();
+        if self.modern {
+            options.meta = Some(caller_meta(caller));
+        }
+        options
     }
 
     fn touch(&self) {
@@ -344,7 +462,7 @@ impl Instance {
         tokio::pin!(timeout);
         // Even queueing the request may wait (a child that stopped reading): bounded too.
         let handle = tokio::select! {
-            h = self.peer.send_request_with_option(request, PeerRequestOptions::no_options()) => {
+            h = self.peer.send_request_with_option(request, self.options(caller)) => {
                 h.map_err(|e| self.transport_failed(upstream, e))?
             }
             _ = &mut timeout => return Err(self.timed_out(upstream)),

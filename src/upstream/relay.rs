@@ -34,6 +34,7 @@ pub struct Route {
     request_id: RequestId,
     progress_token: Option<ProgressToken>,
     progress: Arc<ProgressCount>,
+    asker: Option<crate::mcp::provider::Asker>,
 }
 
 /// Progress notifications of one request: seen, and still being forwarded. rmcp hands each
@@ -71,6 +72,7 @@ impl Route {
             request_id: caller.request_id.clone(),
             progress_token: caller.progress_token.clone(),
             progress: Arc::default(),
+            asker: caller.asker.clone(),
         }
     }
 
@@ -235,10 +237,32 @@ impl Relay {
         mut req: ServerRequest,
         ct: tokio_util::sync::CancellationToken,
     ) -> Result<ClientResult, ErrorData> {
+        let timeout = self.timeout;
+        if let Some(asker) = &route.asker {
+            // A 2026-07-28 client: the question becomes part of an `input_required` answer.
+            let (tx, rx) = tokio::sync::oneshot::channel();
+            let question = crate::mcp::provider::Question {
+                request: req,
+                answer: tx,
+            };
+            if asker.send(question).await.is_err() {
+                return Err(ErrorData::internal_error(
+                    "the client request has ended",
+                    None,
+                ));
+            }
+            return tokio::select! {
+                r = tokio::time::timeout(timeout, rx) => match r {
+                    Ok(Ok(answer)) => answer,
+                    Ok(Err(_)) => Err(ErrorData::internal_error("the client request has ended", None)),
+                    Err(_) => Err(ErrorData::internal_error("the client did not answer in time", None)),
+                },
+                _ = ct.cancelled() => Err(ErrorData::internal_error("cancelled by the upstream", None)),
+            };
+        }
         req.extensions_mut()
             .insert(OriginatingRequestId(route.request_id.clone()));
         let peer = route.peer.clone();
-        let timeout = self.timeout;
         // A task of its own: inside this handler rmcp's task-local request id (the upstream's)
         // would replace the client request id set above, and the request would miss the
         // client's stream.
