@@ -518,7 +518,7 @@ impl Instance {
         };
         let answered =
             !matches!(&result, Err(e) if is_failure(e, "timeout") || is_failure(e, "cancelled"));
-        progress.settle().await;
+        progress.settle(caller.progress_token.is_some()).await;
         guard.answered = answered;
         drop(guard);
         self.touch();

@@ -49,8 +49,13 @@ pub struct ProgressCount {
 
 impl ProgressCount {
     /// Waits (200 ms at most) for progress notifications still being forwarded, if the
-    /// request had any.
-    pub async fn settle(&self) {
+    /// request had any. `asked`: the client asked for progress. An upstream may send all its
+    /// progress just before the answer (some write them in one burst); rmcp has then spawned
+    /// their tasks but perhaps not run them yet, so a moment is given for them to start.
+    pub async fn settle(&self, asked: bool) {
+        if asked && self.seen.load(Ordering::SeqCst) == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        }
         if self.seen.load(Ordering::SeqCst) == 0 {
             return;
         }
