@@ -105,6 +105,14 @@ impl Resolved {
                 cert.display()
             );
         }
+        if let Some(ca) = ca {
+            // Another CA than HOME's: name every file.
+            return Ok(Resolved::Files {
+                cert: absolute(&cert)?,
+                key: absolute(&home.clients().join(format!("{name}.key")))?,
+                ca,
+            });
+        }
         Ok(Resolved::Named {
             home: absolute(home.dir())?,
             name: name.to_string(),

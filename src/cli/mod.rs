@@ -81,7 +81,8 @@ pub enum Command {
     /// Bridge a local MCP client (stdio, or HTTP on loopback with --listen) to a remote mcp-zt
     /// server over mTLS, for clients that cannot present a client certificate.
     Connect(ConnectArgs),
-    /// Print the MCP configuration snippet that runs `mcp-zt connect` for a client app.
+    /// Print the MCP configuration snippet that runs `mcp-zt connect` for a client app, from
+    /// NAME under HOME or, on a holder's machine without HOME, from the holder's own files.
     ClientConfig(ClientConfigArgs),
     /// Export a client certificate and key as a password-protected PKCS#12 bundle.
     Export(ExportArgs),
@@ -325,25 +326,25 @@ pub struct CredArgs {
 #[derive(Debug, Clone, clap::Args)]
 pub struct HolderFiles {
     /// Client certificate (PEM).
-    #[arg(long, requires = "key")]
+    #[arg(long, requires = "key", value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// Client private key (PEM, mode 0600).
-    #[arg(long, requires = "cert")]
+    #[arg(long, requires = "cert", value_name = "FILE")]
     pub key: Option<PathBuf>,
     /// A PKCS#12 file with the client certificate, its key and the CA (`issue --bundle
     /// FILE.p12`, `issue --p12`, `export --p12`); needs --p12-password-file.
-    #[arg(long, conflicts_with_all = ["cert", "key", "bundle"])]
+    #[arg(long, conflicts_with_all = ["cert", "key", "bundle"], value_name = "FILE")]
     pub p12: Option<PathBuf>,
     /// File whose first line is the PKCS#12 password (mode 0600).
-    #[arg(long, env = "MCP_ZT_P12_PASSWORD_FILE")]
+    #[arg(long, env = "MCP_ZT_P12_PASSWORD_FILE", value_name = "FILE")]
     pub p12_password_file: Option<PathBuf>,
     /// One PEM file (mode 0600) with the private key, the client certificate and the CA
     /// (`issue --bundle FILE`).
-    #[arg(long, conflicts_with_all = ["cert", "key"])]
+    #[arg(long, conflicts_with_all = ["cert", "key"], value_name = "FILE")]
     pub bundle: Option<PathBuf>,
     /// CA certificate to pin for the server. With --cert/--key: default HOME/ca.crt. With
     /// --p12/--bundle: replaces the CA in the bundle (or supplies a missing one).
-    #[arg(long)]
+    #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
 }
 
