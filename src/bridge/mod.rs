@@ -7,14 +7,14 @@
 //! certificate (revoked, expired, not trusted) the client gets an MCP error that says so and the
 //! bridge exits non-zero, instead of hanging or vanishing.
 
+pub mod creds;
 pub mod listen;
 pub mod renew;
 pub mod sse;
 pub mod stdio;
 pub mod upstream;
 
-use std::path::PathBuf;
-use std::time::Duration;
+pub use creds::Credentials;
 
 /// Exit code when the server refused the certificate.
 pub const EXIT_CERT_REFUSED: i32 = 3;
@@ -171,64 +171,6 @@ pub async fn read_body(resp: reqwest::Response, limit: usize) -> Result<Vec<u8>,
         body.extend_from_slice(&chunk);
     }
     Ok(body)
-}
-
-/// The user's certificate, key and the CA to pin.
-#[derive(Debug, Clone)]
-pub struct Credentials {
-    /// Client certificate (PEM).
-    pub cert: PathBuf,
-    /// Client key (PEM).
-    pub key: PathBuf,
-    /// CA certificate (PEM): the only trust anchor for the server.
-    pub ca: PathBuf,
-}
-
-impl Credentials {
-    /// A reqwest client that presents the certificate and trusts only the CA.
-    pub fn client(&self) -> Result<reqwest::Client, BridgeError> {
-        renew::finish_pending(self)?;
-        let read = |p: &PathBuf| {
-            std::fs::read(p).map_err(|e| BridgeError::Setup(format!("read {}: {e}", p.display())))
-        };
-        let ca = reqwest::Certificate::from_pem(&read(&self.ca)?)
-            .map_err(|e| BridgeError::Setup(format!("{}: {e}", self.ca.display())))?;
-        crate::pki::keyfile::check_permissions(&self.key)
-            .map_err(|e| BridgeError::Setup(e.to_string()))?;
-        let mut pem = read(&self.cert)?;
-        pem.push(b'\n');
-        pem.extend(read(&self.key)?);
-        let id = reqwest::Identity::from_pem(&pem).map_err(|e| {
-            BridgeError::Setup(format!(
-                "{} / {}: not a PEM certificate and key: {e}",
-                self.cert.display(),
-                self.key.display()
-            ))
-        })?;
-        reqwest::Client::builder()
-            .tls_certs_only([ca])
-            .identity(id)
-            .redirect(reqwest::redirect::Policy::none())
-            .connect_timeout(Duration::from_secs(10))
-            .build()
-            .map_err(|e| BridgeError::Setup(format!("TLS client: {e}")))
-    }
-
-    /// The serial and holder of the certificate, for messages.
-    pub fn describe(&self) -> String {
-        std::fs::read_to_string(&self.cert)
-            .ok()
-            .and_then(|pem| crate::pki::inspect::pem_to_der(&pem).ok())
-            .map(|der| crate::identity::serial_and_name(&der))
-            .map(|(s, n)| {
-                format!(
-                    "{} (serial {})",
-                    n.unwrap_or_else(|| "?".into()),
-                    s.unwrap_or_else(|| "?".into())
-                )
-            })
-            .unwrap_or_else(|| self.cert.display().to_string())
-    }
 }
 
 #[cfg(test)]

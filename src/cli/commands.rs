@@ -227,8 +227,85 @@ pub fn run(cli: Cli) -> Result<()> {
     }
 }
 
+/// The file `issue --bundle` writes for the holder, planned before anything is issued so that a
+/// missing password or folder refuses the command instead of leaving a certificate behind.
+enum BundleOut {
+    /// A PKCS#12 file (.p12 or .pfx) and its password.
+    Pkcs12 {
+        path: std::path::PathBuf,
+        password: Zeroizing<String>,
+    },
+    /// One PEM file: key, certificate, CA certificate.
+    Pem { path: std::path::PathBuf },
+}
+
+impl BundleOut {
+    fn plan(path: &std::path::Path, password_file: Option<&std::path::Path>) -> Result<BundleOut> {
+        let parent = match path.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p,
+            _ => std::path::Path::new("."),
+        };
+        if !parent.is_dir() {
+            anyhow::bail!(
+                "--bundle {}: the folder {} does not exist",
+                path.display(),
+                parent.display()
+            );
+        }
+        let ext = path
+            .extension()
+            .and_then(|e| e.to_str())
+            .map(str::to_ascii_lowercase);
+        if !matches!(ext.as_deref(), Some("p12" | "pfx")) {
+            return Ok(BundleOut::Pem {
+                path: path.to_path_buf(),
+            });
+        }
+        let Some(password_file) = password_file else {
+            anyhow::bail!(
+                "--bundle {}: a PKCS#12 bundle needs a password: --p12-password-file FILE",
+                path.display()
+            );
+        };
+        Ok(BundleOut::Pkcs12 {
+            path: path.to_path_buf(),
+            password: read_p12_password(password_file)?,
+        })
+    }
+
+    fn path(&self) -> &std::path::Path {
+        match self {
+            BundleOut::Pkcs12 { path, .. } | BundleOut::Pem { path } => path,
+        }
+    }
+
+    /// Writes the bundle of `cert` and `key` with the CA of HOME (0600, atomically).
+    fn write(
+        &self,
+        home: &Home,
+        alias: &str,
+        cert: &std::path::Path,
+        key: &std::path::Path,
+    ) -> Result<()> {
+        let creds = holder_files(home, cert, key)?;
+        let bytes = match self {
+            BundleOut::Pkcs12 { password, .. } => {
+                Zeroizing::new(pki::p12::bundle(alias, &creds, password)?)
+            }
+            BundleOut::Pem { .. } => Zeroizing::new(creds.to_pem_bundle()?.as_bytes().to_vec()),
+        };
+        fsutil::write_atomic(self.path(), &bytes, fsutil::SECRET_MODE)?;
+        Ok(())
+    }
+}
+
 fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) -> Result<()> {
     let ttl_secs = pki::parse_ttl(&args.ttl)?;
+    let bundle = args
+        .bundle
+        .as_deref()
+        .map(|p| BundleOut::plan(p, args.p12_password_file.as_deref()))
+        .transpose()?;
     let issued = Backend::open(home)?.issue(
         passphrase,
         IssueRequest {
@@ -254,26 +331,48 @@ fn issue(home: &Home, passphrase: Option<&Zeroizing<Vec<u8>>>, args: IssueArgs) 
         }
         _ => None,
     };
+    if let Some(b) = &bundle {
+        b.write(
+            home,
+            &issued.record.name,
+            &issued.cert_path,
+            &issued.key_path,
+        )?;
+    }
+    // The extra files, listed under the certificate and key.
+    let mut extra = String::new();
     if let Some(p) = &p12_path {
-        eprintln!("  PKCS#12:     {}", p.display());
+        extra.push_str(&format!("\n  PKCS#12:     {}", p.display()));
+    }
+    if let Some(b) = &bundle {
+        extra.push_str(&format!(
+            "\n  bundle:      {} (the one file to hand to the holder)",
+            b.path().display()
+        ));
     }
     let now = pki::now().unix_timestamp();
     if args.json {
+        if !extra.is_empty() {
+            eprintln!("{}", extra.trim_start_matches('\n'));
+        }
         #[derive(Serialize)]
         struct IssuedView {
             #[serde(flatten)]
             cert: CertView,
             cert_path: String,
             key_path: String,
+            #[serde(skip_serializing_if = "Option::is_none")]
+            bundle_path: Option<String>,
         }
         print_json(&IssuedView {
             cert: CertView::new(&issued.record, now),
             cert_path: issued.cert_path.display().to_string(),
             key_path: issued.key_path.display().to_string(),
+            bundle_path: bundle.as_ref().map(|b| b.path().display().to_string()),
         })
     } else {
         eprintln!(
-            "issued {} certificate for {:?}, valid until {}\n  certificate: {}\n  key:         {}",
+            "issued {} certificate for {:?}, valid until {}\n  certificate: {}\n  key:         {}{extra}",
             issued.record.role.as_deref().unwrap_or("-"),
             issued.record.name,
             pki::rfc3339(issued.record.not_after),
@@ -325,6 +424,37 @@ fn doctor(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, repair: bool, json: bo
     Ok(())
 }
 
+/// Reads a PKCS#12 password file (mode 0600, first line, at least 8 characters).
+fn read_p12_password(path: &std::path::Path) -> Result<Zeroizing<String>> {
+    let bytes = ca::read_passphrase(path)?;
+    let text = std::str::from_utf8(&bytes).context("the PKCS#12 password must be UTF-8")?;
+    if text.chars().count() < pki::p12::MIN_PASSWORD_LEN {
+        anyhow::bail!(
+            "the PKCS#12 password in {} must have at least {} characters",
+            path.display(),
+            pki::p12::MIN_PASSWORD_LEN
+        );
+    }
+    Ok(Zeroizing::new(text.to_string()))
+}
+
+/// The certificate and key files `issue` wrote, with the CA of HOME.
+fn holder_files(
+    home: &Home,
+    cert: &std::path::Path,
+    key: &std::path::Path,
+) -> Result<pki::holder::HolderCredentials> {
+    pki::keyfile::check_permissions(key)?;
+    let ca = home.ca_cert();
+    let (c, k, a) = (
+        Zeroizing::new(fsutil::read(cert)?),
+        Zeroizing::new(fsutil::read(key)?),
+        Zeroizing::new(fsutil::read(&ca)?),
+    );
+    pki::holder::HolderCredentials::from_pem_parts(&c, &k, &a)
+        .with_context(|| format!("{} / {} / {}", cert.display(), key.display(), ca.display()))
+}
+
 /// Writes a PKCS#12 bundle of a certificate and key (0600).
 fn write_p12(
     home: &Home,
@@ -334,24 +464,11 @@ fn write_p12(
     password_file: &std::path::Path,
     out: &std::path::Path,
 ) -> Result<()> {
-    let password = ca::read_passphrase(password_file)?;
-    let password = std::str::from_utf8(&password).context("the PKCS#12 password must be UTF-8")?;
-    let text = |p: &std::path::Path| -> Result<zeroize::Zeroizing<String>> {
-        let bytes = fsutil::read(p)?;
-        Ok(zeroize::Zeroizing::new(
-            String::from_utf8(bytes).with_context(|| format!("{} is not PEM text", p.display()))?,
-        ))
-    };
-    crate::pki::keyfile::check_permissions(key)?;
-    let der = pki::p12::bundle(
-        alias,
-        &text(cert)?,
-        &text(key)?,
-        &text(&home.ca_cert())?,
-        password,
-    )?;
-    fsutil::write_atomic(out, &der, fsutil::SECRET_MODE)?;
-    Ok(())
+    BundleOut::Pkcs12 {
+        path: out.to_path_buf(),
+        password: read_p12_password(password_file)?,
+    }
+    .write(home, alias, cert, key)
 }
 
 /// The CRL in HOME, re-signed first if it is missing, unreadable, or past half its lifetime.

@@ -81,7 +81,8 @@ pub enum Command {
     /// Bridge a local MCP client (stdio, or HTTP on loopback with --listen) to a remote mcp-zt
     /// server over mTLS, for clients that cannot present a client certificate.
     Connect(ConnectArgs),
-    /// Print the MCP configuration snippet that runs `mcp-zt connect` for a client app.
+    /// Print the MCP configuration snippet that runs `mcp-zt connect` for a client app, from
+    /// NAME under HOME or, on a holder's machine without HOME, from the holder's own files.
     ClientConfig(ClientConfigArgs),
     /// Export a client certificate and key as a password-protected PKCS#12 bundle.
     Export(ExportArgs),
@@ -151,6 +152,11 @@ pub struct IssueArgs {
     /// Also write NAME.p12: a password-protected PKCS#12 bundle (certificate, key, CA).
     #[arg(long, requires = "p12_password_file")]
     pub p12: bool,
+    /// Also write FILE, the one file to hand to the holder (mode 0600): a PKCS#12 (certificate,
+    /// key, CA; needs --p12-password-file) when FILE ends in .p12 or .pfx, else one PEM file
+    /// with the key, the certificate and the CA certificate.
+    #[arg(long, value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
     /// File whose first line is the PKCS#12 password (at least 8 characters).
     #[arg(long, env = "MCP_ZT_P12_PASSWORD_FILE")]
     pub p12_password_file: Option<PathBuf>,
@@ -318,17 +324,37 @@ pub struct ConnectArgs {
 /// The client certificate, key and CA to use.
 #[derive(Debug, clap::Args)]
 pub struct CredArgs {
-    /// Use HOME/clients/NAME.crt and NAME.key (as written by `issue`).
-    #[arg(long)]
+    /// Use HOME/clients/NAME.crt and NAME.key (as written by `issue`), on the CA's machine.
+    #[arg(long, conflicts_with_all = ["cert", "key", "p12", "bundle"])]
     pub name: Option<String>,
+    /// The certificate files, on a machine without a CA home.
+    #[command(flatten)]
+    pub files: HolderFiles,
+}
+
+/// A certificate holder's own files: no CA home is read or written when they are given.
+#[derive(Debug, Clone, clap::Args)]
+pub struct HolderFiles {
     /// Client certificate (PEM).
-    #[arg(long)]
+    #[arg(long, requires = "key", value_name = "FILE")]
     pub cert: Option<PathBuf>,
     /// Client private key (PEM, mode 0600).
-    #[arg(long)]
+    #[arg(long, requires = "cert", value_name = "FILE")]
     pub key: Option<PathBuf>,
-    /// CA certificate to pin for the server (default HOME/ca.crt).
-    #[arg(long)]
+    /// A PKCS#12 file with the client certificate, its key and the CA (`issue --bundle
+    /// FILE.p12`, `issue --p12`, `export --p12`); needs --p12-password-file.
+    #[arg(long, conflicts_with_all = ["cert", "key", "bundle"], value_name = "FILE")]
+    pub p12: Option<PathBuf>,
+    /// File whose first line is the PKCS#12 password (mode 0600).
+    #[arg(long, env = "MCP_ZT_P12_PASSWORD_FILE", value_name = "FILE")]
+    pub p12_password_file: Option<PathBuf>,
+    /// One PEM file (mode 0600) with the private key, the client certificate and the CA
+    /// (`issue --bundle FILE`).
+    #[arg(long, conflicts_with_all = ["cert", "key"], value_name = "FILE")]
+    pub bundle: Option<PathBuf>,
+    /// CA certificate to pin for the server. With --cert/--key: default HOME/ca.crt. With
+    /// --p12/--bundle: replaces the CA in the bundle (or supplies a missing one).
+    #[arg(long, value_name = "FILE")]
     pub ca: Option<PathBuf>,
 }
 
@@ -353,15 +379,29 @@ pub enum ClientKind {
     Vscode,
     /// Cursor (~/.cursor/mcp.json).
     Cursor,
+    /// Codex CLI (~/.codex/config.toml, TOML).
+    Codex,
+    /// Gemini CLI (~/.gemini/settings.json).
+    GeminiCli,
     /// A generic {command, args} object.
     Json,
 }
 
 /// `mcp-zt client-config ...`
 #[derive(Debug, clap::Args)]
+#[command(
+    after_help = "On the CA's machine, NAME is enough (the files `issue` wrote under HOME). \
+On the holder's machine, with no CA home, give the files instead: --cert C --key K --ca CA, \
+--p12 FILE --p12-password-file F, or --bundle FILE. The files are read and checked now, and the \
+printed command names them by absolute path."
+)]
 pub struct ClientConfigArgs {
-    /// The certificate holder (files from `issue` under HOME/clients).
-    pub name: String,
+    /// The certificate holder (files from `issue` under HOME/clients), on the CA's machine.
+    #[arg(conflicts_with_all = ["cert", "key", "p12", "bundle"])]
+    pub name: Option<String>,
+    /// The certificate files, on a machine without a CA home.
+    #[command(flatten)]
+    pub files: HolderFiles,
     /// The remote server URL.
     #[arg(long)]
     pub url: String,

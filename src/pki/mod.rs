@@ -3,6 +3,7 @@
 //! the caller's step (see [`crate::ca`]).
 
 pub mod build;
+pub mod holder;
 pub mod inspect;
 pub mod keyfile;
 pub mod p12;

@@ -114,6 +114,56 @@ impl Env {
     }
 }
 
+/// A certificate holder's machine: an empty folder with no CA home, where commands run with
+/// that folder as their working directory and `MCP_ZT_HOME` pointing at a folder that does not
+/// exist (and must still not exist afterwards).
+pub struct Holder {
+    pub dir: tempfile::TempDir,
+}
+
+impl Holder {
+    pub fn new() -> Holder {
+        Holder {
+            dir: tempfile::tempdir().expect("tempdir"),
+        }
+    }
+
+    /// Path inside the holder's folder.
+    pub fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// Copies a file the operator handed over into the holder's folder (mode kept).
+    pub fn receive(&self, from: &Path) -> PathBuf {
+        let to = self.path(&from.file_name().expect("file name").to_string_lossy());
+        std::fs::copy(from, &to).expect("copy to the holder");
+        to
+    }
+
+    /// `program` set up to run on the holder's machine.
+    pub fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
+        let mut cmd = Command::new(program);
+        cmd.current_dir(self.dir.path())
+            .env("MCP_ZT_HOME", self.path("no-home"))
+            .env_remove("MCP_ZT_CA_PASSPHRASE_FILE")
+            .env_remove("MCP_ZT_P12_PASSWORD_FILE");
+        cmd
+    }
+
+    /// Runs `mcp-zt args...` on the holder's machine.
+    pub fn run(&self, args: &[&str]) -> Run {
+        Run::from(self.command(bin()).args(args).output().expect("run mcp-zt"))
+    }
+
+    /// Nothing made a CA home: neither `MCP_ZT_HOME` nor the default `./pki` exists.
+    #[track_caller]
+    pub fn assert_no_home(&self) {
+        for home in ["no-home", "pki"] {
+            assert!(!self.path(home).exists(), "{home} was created");
+        }
+    }
+}
+
 /// Runs openssl with `args`; returns (success, stdout + stderr).
 pub fn openssl(args: &[&str]) -> (bool, String) {
     let out = Command::new("openssl")

@@ -11,7 +11,7 @@ use crate::common::{bin, Env};
 use crate::server_env::{wait_audit, Server, INIT};
 
 /// A running `connect` with line-based access to its stdio.
-struct Bridge {
+pub(crate) struct Bridge {
     child: Child,
     stdin: Option<ChildStdin>,
     lines: Receiver<Value>,
@@ -26,11 +26,14 @@ impl Drop for Bridge {
 
 impl Bridge {
     fn start(env: &Env, args: &[&str]) -> Bridge {
-        let mut child = Command::new(bin())
-            .arg("--home")
-            .arg(&env.home)
-            .arg("connect")
-            .args(args)
+        let mut cmd = Command::new(bin());
+        cmd.arg("--home").arg(&env.home).arg("connect").args(args);
+        Bridge::spawn(cmd)
+    }
+
+    /// Starts `cmd` (a `connect` on stdio) with its stdin and stdout piped to the test.
+    pub(crate) fn spawn(mut cmd: Command) -> Bridge {
+        let mut child = cmd
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -78,13 +81,13 @@ impl Bridge {
         }
     }
 
-    fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
+    pub(crate) fn request(&mut self, id: i64, method: &str, params: Value) -> Value {
         self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}));
         self.answer(id, Duration::from_secs(10))
     }
 }
 
-fn initialize(b: &mut Bridge) {
+pub(crate) fn initialize(b: &mut Bridge) {
     let init: Value = serde_json::from_str(INIT).expect("init json");
     b.send(&init);
     let r = b.answer(1, Duration::from_secs(10));
@@ -201,10 +204,10 @@ fn a_refused_certificate_is_reported_at_the_first_call() {
 }
 
 /// A running `connect --listen`, killed on drop.
-struct Listener {
+pub(crate) struct Listener {
     child: Child,
     /// The URL from the url file, secret path included.
-    url: String,
+    pub(crate) url: String,
     url_file: std::path::PathBuf,
     /// Everything the bridge wrote on stderr so far arrives here, line by line.
     stderr: Receiver<String>,
@@ -222,10 +225,22 @@ impl Listener {
     /// the bridge says it listens.
     fn start(env: &Env, name: &str, server_url: &str, file: &str) -> Listener {
         let url_file = env.dir.path().join(file);
-        let mut child = Command::new(bin())
-            .arg("--home")
+        let mut cmd = Command::new(bin());
+        cmd.arg("--home")
             .arg(&env.home)
-            .args(["connect", "--name", name, "--listen", "127.0.0.1:0"])
+            .args(["connect", "--name", name]);
+        Listener::spawn(cmd, url_file, server_url)
+    }
+
+    /// Starts `cmd` (a `connect` with its certificate options) with `--listen 127.0.0.1:0
+    /// --url-file URL_FILE SERVER_URL` added.
+    pub(crate) fn spawn(
+        mut cmd: Command,
+        url_file: std::path::PathBuf,
+        server_url: &str,
+    ) -> Listener {
+        let mut child = cmd
+            .args(["--listen", "127.0.0.1:0"])
             .arg("--url-file")
             .arg(&url_file)
             .arg(server_url)

@@ -7,6 +7,7 @@ mod common;
 mod connect;
 mod gateway;
 mod hardening;
+mod holder;
 mod hostile;
 mod pki_cli;
 mod policy_rules;
