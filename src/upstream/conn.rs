@@ -49,11 +49,23 @@ impl Drop for RouteGuard<'_> {
     }
 }
 
-/// A connected upstream.
-pub struct Instance {
+/// One MCP client connection to the upstream, in one protocol revision.
+struct Link {
     peer: Peer<RoleClient>,
-    close: CancellationToken,
     routes: Arc<Routes>,
+    /// Speaks MCP 2026-07-28 or later (no session: each request carries the caller's
+    /// capabilities; `input_required` instead of server-to-client requests).
+    modern: bool,
+}
+
+/// A connected upstream. An HTTP upstream that speaks both revisions gets two links, so each
+/// client is served in the revision it speaks: sessions, resources/subscribe, classic
+/// sampling and log levels for older clients; `input_required` and per-request capabilities
+/// for 2026-07-28 clients.
+pub struct Instance {
+    /// The first link lists the items.
+    links: Vec<Link>,
+    close: CancellationToken,
     stale: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
     catalog: std::sync::RwLock<Option<Arc<Items>>>,
@@ -64,9 +76,6 @@ pub struct Instance {
     pub pid: Option<u32>,
     /// When a request last used it.
     last_used: std::sync::Mutex<std::time::Instant>,
-    /// Speaks MCP 2026-07-28 or later (no session: each request carries the caller's
-    /// capabilities; `input_required` instead of server-to-client requests).
-    pub modern: bool,
 }
 
 /// The key marking the gateway's own failure reports in an error's data.
@@ -105,20 +114,19 @@ pub async fn connect(
     events: HubSender,
     audit: Option<Arc<crate::audit::Audit>>,
 ) -> Result<(Arc<Instance>, oneshot::Receiver<()>), String> {
-    let routes = Arc::new(Routes::default());
     let stale = Arc::new(AtomicBool::new(true));
-    let events_for_watch = events.clone();
-    let relay = Relay {
+    let close = CancellationToken::new();
+    let relay = |routes: &Arc<Routes>| Relay {
         upstream: cfg.name.clone(),
         routes: routes.clone(),
-        events,
+        events: events.clone(),
         stale: stale.clone(),
         serial: who.map(|w| w.serial.clone()),
         timeout: cfg.timeout,
-        audit,
+        audit: audit.clone(),
     };
-    let close = CancellationToken::new();
-    let (running, pid) = match &cfg.transport {
+    let mut running = Vec::new();
+    let pid = match &cfg.transport {
         Transport::Stdio {
             command,
             args,
@@ -148,14 +156,16 @@ pub async fn connect(
                 .spawn()
                 .map_err(|e| format!("cannot start {command:?}: {e}"))?;
             let pid = child.id();
-            let running = tokio::time::timeout(
+            let routes = Arc::new(Routes::default());
+            let client = tokio::time::timeout(
                 cfg.timeout,
-                serve_client_with_ct(relay, child, close.clone()),
+                serve_client_with_ct(relay(&routes), child, close.clone()),
             )
             .await
             .map_err(|_| format!("no answer to initialize within {:?}", cfg.timeout))?
             .map_err(|e| format!("initialize failed: {e}"))?;
-            (running, pid)
+            running.push((client, routes));
+            pid
         }
         Transport::Http {
             url,
@@ -174,18 +184,26 @@ pub async fn connect(
                     map.insert(header_name(k)?, header_value(v, k)?);
                 }
             }
-            let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
-                .custom_headers(map);
-            let transport = StreamableHttpClientTransport::with_client(client, config);
+            let transport = || {
+                let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
+                    .custom_headers(map.clone());
+                StreamableHttpClientTransport::with_client(client.clone(), config)
+            };
             // The newest revision if the server speaks it (server/discover), else the
             // initialize handshake of 2025-11-25 and older.
             let lifecycle = ClientLifecycleMode::Auto {
                 preferred_versions: vec![ProtocolVersion::V_2026_07_28],
                 legacy_version: Some(ProtocolVersion::V_2025_11_25),
             };
-            let running = tokio::time::timeout(
+            let routes = Arc::new(Routes::default());
+            let first = tokio::time::timeout(
                 cfg.timeout,
-                serve_client_with_lifecycle_and_ct(relay, transport, lifecycle, close.clone()),
+                serve_client_with_lifecycle_and_ct(
+                    relay(&routes),
+                    transport(),
+                    lifecycle,
+                    close.clone(),
+                ),
             )
             .await
             .map_err(|_| {
@@ -195,28 +213,56 @@ pub async fn connect(
                 )
             })?
             .map_err(|e| format!("discover and initialize failed: {e}"))?;
-            (running, None)
+            let modern = is_modern(first.peer());
+            running.push((first, routes));
+            if modern {
+                // A session of the older revision too, for older clients, if it still
+                // speaks it.
+                let routes = Arc::new(Routes::default());
+                let legacy = tokio::time::timeout(
+                    cfg.timeout,
+                    serve_client_with_lifecycle_and_ct(
+                        relay(&routes),
+                        transport(),
+                        ClientLifecycleMode::Initialize,
+                        close.clone(),
+                    ),
+                )
+                .await;
+                if let Ok(Ok(legacy)) = legacy {
+                    running.push((legacy, routes));
+                }
+            }
+            None
         }
     };
     let closed = Arc::new(AtomicBool::new(false));
-    let info = running.peer().peer_info();
-    let modern = info
-        .as_ref()
-        .is_some_and(|i| !i.protocol_version.has_initialize());
-    if modern {
-        let caps = info.map(|i| i.capabilities.clone()).unwrap_or_default();
-        tokio::spawn(watch_lists(
-            running.peer().clone(),
-            caps,
-            stale.clone(),
-            events_for_watch,
-            close.clone(),
-        ));
+    let mut links = Vec::new();
+    for (client, routes) in &running {
+        let modern = is_modern(client.peer());
+        if modern {
+            let caps = client
+                .peer()
+                .peer_info()
+                .map(|i| i.capabilities.clone())
+                .unwrap_or_default();
+            tokio::spawn(watch_lists(
+                client.peer().clone(),
+                caps,
+                stale.clone(),
+                events.clone(),
+                close.clone(),
+            ));
+        }
+        links.push(Link {
+            peer: client.peer().clone(),
+            routes: routes.clone(),
+            modern,
+        });
     }
     let instance = Arc::new(Instance {
-        peer: running.peer().clone(),
+        links,
         close: close.clone(),
-        routes,
         stale,
         closed: closed.clone(),
         catalog: std::sync::RwLock::new(None),
@@ -224,15 +270,25 @@ pub async fn connect(
         timeout: cfg.timeout,
         pid,
         last_used: std::sync::Mutex::new(std::time::Instant::now()),
-        modern,
     });
     let (tx, rx) = oneshot::channel();
+    // The connection ends when any of its links ends (the supervisor then connects anew).
     tokio::spawn(async move {
-        let _ = running.waiting().await;
+        let waits = running
+            .into_iter()
+            .map(|(client, _)| Box::pin(async move { client.waiting().await }));
+        let _ = futures_util::future::select_all(waits).await;
         closed.store(true, Ordering::SeqCst);
+        close.cancel();
         let _ = tx.send(());
     });
     Ok((instance, rx))
+}
+
+/// Whether a connection speaks MCP 2026-07-28 or later.
+fn is_modern(peer: &Peer<RoleClient>) -> bool {
+    peer.peer_info()
+        .is_some_and(|i| !i.protocol_version.has_initialize())
 }
 
 /// A modern upstream has no session to send list_changed on: a `subscriptions/listen` stream
@@ -302,7 +358,13 @@ async fn watch_lists(
 fn caller_meta(caller: &Caller) -> RequestMetaObject {
     let mut meta = RequestMetaObject::new();
     meta.set_client_capabilities(caller.client.capabilities.clone().unwrap_or_default());
-    if let Some(level) = caller.client.log_level {
+    // An older client that set no level gets every message, as its revision had it.
+    #[allow(deprecated)]
+    let level = match caller.client.log_level {
+        None if !caller.client.modern => Some(rmcp::model::LoggingLevel::Debug),
+        other => other,
+    };
+    if let Some(level) = level {
         #[allow(deprecated)]
         meta.set_log_level(level);
     }
@@ -356,7 +418,7 @@ impl Instance {
 
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
-        self.routes.count()
+        self.links.iter().map(|l| l.routes.count()).sum()
     }
 
     /// Whether nothing used it for `idle` and nothing is in flight.
@@ -369,9 +431,17 @@ impl Instance {
                 .unwrap_or(false)
     }
 
-    fn options(&self, caller: &Caller) -> PeerRequestOptions {
+    /// The link that serves `caller`: one of its own revision if there is one.
+    fn link(&self, caller: &Caller) -> Option<&Link> {
+        self.links
+            .iter()
+            .find(|l| l.modern == caller.client.modern)
+            .or_else(|| self.links.first())
+    }
+
+    fn options(link: &Link, caller: &Caller) -> PeerRequestOptions {
         let mut options = PeerRequestOptions::no_options();
-        if self.modern {
+        if link.modern {
             options.meta = Some(caller_meta(caller));
         }
         options
@@ -425,22 +495,24 @@ impl Instance {
     }
 
     async fn fetch(&self) -> Result<Items, String> {
-        let caps = self
-            .peer
+        let Some(peer) = self.links.first().map(|l| &l.peer) else {
+            return Err("no connection".into());
+        };
+        let caps = peer
             .peer_info()
             .map(|i| i.capabilities.clone())
             .unwrap_or_default();
         let e = |e: ServiceError| e.to_string();
         let mut items = Items::default();
         if caps.tools.is_some() {
-            items.tools = self.peer.list_all_tools().await.map_err(e)?;
+            items.tools = peer.list_all_tools().await.map_err(e)?;
         }
         if caps.prompts.is_some() {
-            items.prompts = self.peer.list_all_prompts().await.map_err(e)?;
+            items.prompts = peer.list_all_prompts().await.map_err(e)?;
         }
         if caps.resources.is_some() {
-            items.resources = self.peer.list_all_resources().await.map_err(e)?;
-            items.templates = self.peer.list_all_resource_templates().await.map_err(e)?;
+            items.resources = peer.list_all_resources().await.map_err(e)?;
+            items.templates = peer.list_all_resource_templates().await.map_err(e)?;
         }
         items.tools.truncate(MAX_ITEMS);
         items.prompts.truncate(MAX_ITEMS);
@@ -458,11 +530,14 @@ impl Instance {
         request: ClientRequest,
     ) -> Result<ServerResult, ErrorData> {
         self.touch();
+        let Some(link) = self.link(caller) else {
+            return Err(self.transport_failed(upstream, ServiceError::TransportClosed));
+        };
         let timeout = tokio::time::sleep(self.timeout);
         tokio::pin!(timeout);
         // Even queueing the request may wait (a child that stopped reading): bounded too.
         let handle = tokio::select! {
-            h = self.peer.send_request_with_option(request, self.options(caller)) => {
+            h = link.peer.send_request_with_option(request, Self::options(link, caller)) => {
                 h.map_err(|e| self.transport_failed(upstream, e))?
             }
             _ = &mut timeout => return Err(self.timed_out(upstream)),
@@ -476,17 +551,17 @@ impl Instance {
             progress_token,
             ..
         } = handle;
-        self.routes.add(id.clone(), progress_token.clone(), route);
+        link.routes.add(id.clone(), progress_token.clone(), route);
         // If this future is dropped (the client went away), the route still goes, marked
         // abandoned: the upstream may still be working on it.
         let mut guard = RouteGuard {
-            routes: &self.routes,
+            routes: &link.routes,
             id: id.clone(),
             token: progress_token.clone(),
             answered: false,
         };
         let cancel = |reason: &str| {
-            let peer = self.peer.clone();
+            let peer = link.peer.clone();
             let param = CancelledNotificationParam::new(Some(id.clone()), Some(reason.to_string()));
             // Never wait on an upstream that stopped reading.
             tokio::spawn(async move {
@@ -546,12 +621,18 @@ impl Instance {
         )
     }
 
-    /// Checks that the upstream still answers.
+    /// Checks that the upstream still answers (on every link; an error answer is an answer:
+    /// 2026-07-28 removed ping).
     pub async fn ping(&self) -> bool {
-        let req = ClientRequest::PingRequest(Default::default());
-        matches!(
-            tokio::time::timeout(Duration::from_secs(5), self.peer.send_request(req)).await,
-            Ok(Ok(_))
-        )
+        for link in &self.links {
+            let req = ClientRequest::PingRequest(Default::default());
+            if !matches!(
+                tokio::time::timeout(Duration::from_secs(5), link.peer.send_request(req)).await,
+                Ok(Ok(_) | Err(ServiceError::McpError(_)))
+            ) {
+                return false;
+            }
+        }
+        true
     }
 }
