@@ -3,10 +3,15 @@
 //! Every file mcp-zt writes goes through here so that nothing is ever half-written on disk: the
 //! bytes go to a temporary file in the same directory, are fsynced, and only then renamed (or
 //! hard-linked, when the target must not be replaced) into place; the directory is fsynced last.
+//!
+//! Modes are unix permission bits. Windows has none: there a new file or folder takes the ACL
+//! its parent folder passes on, and under the user's profile (`%USERPROFILE%`) that ACL lets in
+//! only the user, SYSTEM and the Administrators, so a key written there is private to the user
+//! without further steps. mcp-zt neither sets nor checks ACLs: a key written into a shared
+//! folder (`C:\Users\Public`, a network share) is as open as that folder.
 
-use std::fs::{self, File, OpenOptions};
+use std::fs::{self, File};
 use std::io::{self, Write};
-use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
 /// Mode for secrets: private keys and the control socket.
@@ -51,15 +56,14 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
         .take_while(|d| !d.as_os_str().is_empty() && !d.exists())
         .collect();
     for d in missing.iter().rev() {
-        match fs::DirBuilder::new().mode(PRIVATE_DIR_MODE).create(d) {
+        match perms::dir_builder(PRIVATE_DIR_MODE).create(d) {
             Ok(()) => {}
             // Another process made it in the meantime: not ours to change.
             Err(e) if e.kind() == io::ErrorKind::AlreadyExists => continue,
             Err(e) => return Err(io_err("create folder", d)(e)),
         }
         // The umask may have narrowed the mode; make it exact.
-        fs::set_permissions(d, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
-            .map_err(io_err("set permissions on", d))?;
+        perms::set(d, PRIVATE_DIR_MODE).map_err(io_err("set permissions on", d))?;
     }
     if !dir.is_dir() {
         return Err(io_err("create folder", dir)(io::Error::new(
@@ -73,8 +77,7 @@ pub fn ensure_private_dir(dir: &Path) -> Result<(), FsError> {
 /// Creates `dir` if needed and makes it 0700 even if it existed (the CA's HOME).
 pub fn make_private_dir(dir: &Path) -> Result<(), FsError> {
     ensure_private_dir(dir)?;
-    fs::set_permissions(dir, fs::Permissions::from_mode(PRIVATE_DIR_MODE))
-        .map_err(io_err("set permissions on", dir))
+    perms::set(dir, PRIVATE_DIR_MODE).map_err(io_err("set permissions on", dir))
 }
 
 fn temp_path(target: &Path) -> PathBuf {
@@ -90,15 +93,11 @@ fn temp_path(target: &Path) -> PathBuf {
 
 fn write_temp(target: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, FsError> {
     let tmp = temp_path(target);
-    let mut file = OpenOptions::new()
-        .write(true)
-        .create_new(true)
-        .mode(mode)
+    let mut file = perms::new_file_options(mode)
         .open(&tmp)
         .map_err(io_err("create", &tmp))?;
     // The umask may have narrowed the mode further; make it exact.
-    file.set_permissions(fs::Permissions::from_mode(mode))
-        .map_err(io_err("set permissions on", &tmp))?;
+    perms::set_file(&file, mode).map_err(io_err("set permissions on", &tmp))?;
     let result = file
         .write_all(bytes)
         .and_then(|_| file.sync_all())
@@ -109,6 +108,7 @@ fn write_temp(target: &Path, bytes: &[u8], mode: u32) -> Result<PathBuf, FsError
     result.map(|_| tmp)
 }
 
+#[cfg(unix)]
 fn sync_parent(target: &Path) -> Result<(), FsError> {
     let parent = target.parent().unwrap_or(Path::new("."));
     let parent = if parent.as_os_str().is_empty() {
@@ -119,6 +119,14 @@ fn sync_parent(target: &Path) -> Result<(), FsError> {
     File::open(parent)
         .and_then(|d| d.sync_all())
         .map_err(io_err("sync folder", parent))
+}
+
+/// Windows cannot open a folder as a file to flush it (std opens files without
+/// `FILE_FLAG_BACKUP_SEMANTICS`); the file's own bytes were synced before the rename, and NTFS
+/// journals the rename itself.
+#[cfg(not(unix))]
+fn sync_parent(_target: &Path) -> Result<(), FsError> {
+    Ok(())
 }
 
 /// Atomically replaces `target` with `bytes` (temp file, fsync, rename, fsync folder).
@@ -158,14 +166,118 @@ pub fn read(path: &Path) -> Result<Vec<u8>, FsError> {
     fs::read(path).map_err(io_err("read", path))
 }
 
+/// Opens `path` for appending, creating it with `mode` if it is missing.
+pub fn open_append(path: &Path, mode: u32) -> io::Result<File> {
+    perms::append_options(mode).open(path)
+}
+
+/// Sets the permission bits of an open file to exactly `mode` (nothing on Windows).
+pub fn set_file_mode(file: &File, mode: u32) -> io::Result<()> {
+    perms::set_file(file, mode)
+}
+
 /// Returns the permission bits of `path`.
+#[cfg(unix)]
 pub fn mode_of(path: &Path) -> Result<u32, FsError> {
+    use std::os::unix::fs::PermissionsExt;
     fs::metadata(path)
         .map(|m| m.permissions().mode() & 0o7777)
         .map_err(io_err("inspect", path))
 }
 
-#[cfg(test)]
+/// The permission bits (`0o7777` at most) of a file or folder that group or others may access
+/// in any way; `None` when only its owner may. Always `None` on Windows, which has no mode bits
+/// (see the module documentation): the checks built on this are unix checks.
+pub fn exposed_mode(meta: &fs::Metadata) -> Option<u32> {
+    perms::exposed(meta)
+}
+
+/// [`exposed_mode`] of `path`; an error names the path (a missing file is an error everywhere).
+pub fn exposed_mode_of(path: &Path) -> Result<Option<u32>, FsError> {
+    fs::metadata(path)
+        .map(|m| exposed_mode(&m))
+        .map_err(io_err("inspect", path))
+}
+
+/// Unix permission bits, set and read.
+#[cfg(unix)]
+mod perms {
+    use std::fs::{self, DirBuilder, File, OpenOptions};
+    use std::io;
+    use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+    use std::path::Path;
+
+    pub fn dir_builder(mode: u32) -> DirBuilder {
+        let mut b = DirBuilder::new();
+        b.mode(mode);
+        b
+    }
+
+    /// Options that create a new file (never an existing one) for writing, with `mode`.
+    pub fn new_file_options(mode: u32) -> OpenOptions {
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true).mode(mode);
+        o
+    }
+
+    pub fn append_options(mode: u32) -> OpenOptions {
+        let mut o = OpenOptions::new();
+        o.create(true).append(true).mode(mode);
+        o
+    }
+
+    pub fn set(path: &Path, mode: u32) -> io::Result<()> {
+        fs::set_permissions(path, fs::Permissions::from_mode(mode))
+    }
+
+    pub fn set_file(file: &File, mode: u32) -> io::Result<()> {
+        file.set_permissions(fs::Permissions::from_mode(mode))
+    }
+
+    pub fn exposed(meta: &fs::Metadata) -> Option<u32> {
+        let mode = meta.permissions().mode();
+        (mode & 0o077 != 0).then_some(mode & 0o7777)
+    }
+}
+
+/// Windows: no mode bits; new files and folders take their parent folder's ACL (see the module
+/// documentation), so modes are neither set nor checked.
+#[cfg(not(unix))]
+mod perms {
+    use std::fs::{self, DirBuilder, File, OpenOptions};
+    use std::io;
+    use std::path::Path;
+
+    pub fn dir_builder(_mode: u32) -> DirBuilder {
+        DirBuilder::new()
+    }
+
+    pub fn new_file_options(_mode: u32) -> OpenOptions {
+        let mut o = OpenOptions::new();
+        o.write(true).create_new(true);
+        o
+    }
+
+    pub fn append_options(_mode: u32) -> OpenOptions {
+        let mut o = OpenOptions::new();
+        o.create(true).append(true);
+        o
+    }
+
+    pub fn set(_path: &Path, _mode: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn set_file(_file: &File, _mode: u32) -> io::Result<()> {
+        Ok(())
+    }
+
+    pub fn exposed(_meta: &fs::Metadata) -> Option<u32> {
+        None
+    }
+}
+
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
 

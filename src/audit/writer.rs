@@ -6,9 +6,8 @@
 //! channel is full the event is counted as dropped and a line saying how many were dropped is
 //! written once the thread catches up.
 
-use std::fs::{File, OpenOptions, Permissions};
+use std::fs::File;
 use std::io::{BufWriter, Write};
-use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
@@ -63,14 +62,10 @@ pub fn rotated(path: &Path, n: usize) -> PathBuf {
 /// Opens `path` for appending, created 0600. An existing file that group or others can read is
 /// set to 0600 (the log names holders, roles and peer addresses), and stderr says so.
 pub fn open_private(path: &Path) -> std::io::Result<File> {
-    let file = OpenOptions::new()
-        .create(true)
-        .append(true)
-        .mode(0o600)
-        .open(path)?;
-    let mode = file.metadata()?.permissions().mode() & 0o777;
-    if mode & 0o077 != 0 {
-        file.set_permissions(Permissions::from_mode(0o600))?;
+    let file = crate::fsutil::open_append(path, 0o600)?;
+    if let Some(mode) = crate::fsutil::exposed_mode(&file.metadata()?) {
+        let mode = mode & 0o777;
+        crate::fsutil::set_file_mode(&file, 0o600)?;
         eprintln!(
             "mcp-zt: {} had mode {mode:03o}; set to 600 (the audit log is for the operator only)",
             path.display()
@@ -292,9 +287,11 @@ impl Writer {
     }
 }
 
-#[cfg(test)]
+#[cfg(all(test, unix))]
 mod tests {
     use super::*;
+    use std::fs::Permissions;
+    use std::os::unix::fs::PermissionsExt;
 
     #[test]
     fn rotation_keeps_n_files_below_the_size_limit() {

@@ -246,12 +246,29 @@ impl Drop for UrlFile {
 }
 
 /// Ends on SIGTERM as on Ctrl-C, so the URL file is removed either way.
+#[cfg(unix)]
 async fn terminated() {
     match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
         Ok(mut s) => {
             s.recv().await;
         }
         Err(_) => std::future::pending().await,
+    }
+}
+
+/// Ends on Ctrl-Break or when the console closes, as on Ctrl-C, so the URL file is removed
+/// either way (Windows has no SIGTERM).
+#[cfg(windows)]
+async fn terminated() {
+    use tokio::signal::windows::{ctrl_break, ctrl_close};
+    match (ctrl_break(), ctrl_close()) {
+        (Ok(mut brk), Ok(mut close)) => {
+            tokio::select! {
+                _ = brk.recv() => {}
+                _ = close.recv() => {}
+            }
+        }
+        _ => std::future::pending().await,
     }
 }
 

@@ -619,22 +619,19 @@ pub fn load_policy(home: &Home) -> Result<Policy, CaError> {
 }
 
 /// Reads a passphrase file: the first line, without its line ending. A file that group or
-/// others may read is refused: the passphrase is what protects the key at rest.
+/// others may read is refused (on unix; see [`fsutil`] for Windows): the passphrase is what
+/// protects the key at rest.
 pub fn read_passphrase(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(path)
-        .map_err(|source| crate::fsutil::FsError::Io {
-            action: "read",
-            path: path.to_path_buf(),
-            source,
-        })?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+    let meta = std::fs::metadata(path).map_err(|source| crate::fsutil::FsError::Io {
+        action: "read",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    if let Some(mode) = fsutil::exposed_mode(&meta) {
         return Err(PkiError::Key(format!(
             "passphrase file {} has mode {:04o}: other users may read it; run chmod 600 {}",
             path.display(),
-            mode & 0o7777,
+            mode,
             path.display()
         ))
         .into());

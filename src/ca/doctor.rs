@@ -102,23 +102,21 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
     };
 
     // Permissions.
-    match fsutil::mode_of(&home.ca_key()) {
-        Ok(m) if m & 0o077 != 0 => add(
+    match fsutil::exposed_mode_of(&home.ca_key()) {
+        Ok(Some(m)) => add(
             Severity::Error,
             "permissions",
             format!("ca.key has mode {m:04o}: check it was not exposed, then chmod 600"),
         ),
-        Ok(_) => {}
+        Ok(None) => {}
         Err(e) => add(Severity::Error, "permissions", e.to_string()),
     }
-    if let Ok(m) = fsutil::mode_of(home.dir()) {
-        if m & 0o077 != 0 {
-            add(
-                Severity::Warning,
-                "permissions",
-                format!("HOME has mode {m:04o}; 0700 keeps the ledger and keys private"),
-            );
-        }
+    if let Ok(Some(m)) = fsutil::exposed_mode_of(home.dir()) {
+        add(
+            Severity::Warning,
+            "permissions",
+            format!("HOME has mode {m:04o}; 0700 keeps the ledger and keys private"),
+        );
     }
 
     let records = authority.ledger().all()?;

@@ -50,6 +50,7 @@ fn parse_size(s: &str) -> Result<u64> {
 
 /// Runs the server on a multi-threaded runtime until SIGINT/SIGTERM.
 pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> Result<()> {
+    server::check_platform()?;
     if crate::server::ctl::server_running(&home.ctl_socket()) {
         anyhow::bail!(
             "a server already runs on {} (its control socket answers)",

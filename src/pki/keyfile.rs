@@ -47,10 +47,11 @@ pub fn is_encrypted(pem: &str) -> bool {
 }
 
 /// Refuses a key file that group or others can read or write: a key that was exposed must not
-/// silently keep signing.
+/// silently keep signing. A unix check: Windows files have ACLs instead of modes, and a key
+/// under the user's profile is private to the user by its inherited ACL (see [`fsutil`]).
 pub fn check_permissions(path: &Path) -> Result<(), PkiError> {
-    let mode = fsutil::mode_of(path).map_err(|e| PkiError::Key(e.to_string()))?;
-    if mode & 0o077 != 0 {
+    let exposed = fsutil::exposed_mode_of(path).map_err(|e| PkiError::Key(e.to_string()))?;
+    if let Some(mode) = exposed {
         return Err(PkiError::Key(format!(
             "{} has mode {mode:04o}: a private key must not be accessible by group or others; \
              check it was not exposed, then run: chmod 600 {}",

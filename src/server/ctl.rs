@@ -9,21 +9,31 @@
 //! where the umask's mode applies), `serve` refuses a HOME that group or others can enter, and
 //! each connection's peer uid (SO_PEERCRED) must be HOME's owner or root. When `ca.key` is
 //! encrypted, `issue` must carry the passphrase as well, unless `serve --allow-socket-issue`.
+//!
+//! The socket exists on unix only, like `serve`. Elsewhere no server can own the ledger, so
+//! [`server_running`] is false and the CLI works on the ledger itself.
 
 use std::path::{Path, PathBuf};
+#[cfg(unix)]
 use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
+#[cfg(unix)]
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+#[cfg(unix)]
 use tokio::net::UnixListener;
+#[cfg(unix)]
 use tokio_util::sync::CancellationToken;
 
+#[cfg(unix)]
 use super::state::AppState;
+#[cfg(unix)]
 use crate::ca::{CaError, IssueRequest, Signer};
 use crate::ledger::CertRecord;
 use crate::pki::build::Reason;
 
 /// Longest request line accepted.
+#[cfg(unix)]
 const MAX_LINE: usize = 64 * 1024;
 
 /// A request from the CLI.
@@ -74,6 +84,7 @@ pub struct CtlResponse {
     pub meta: Option<crate::ledger::CaMeta>,
 }
 
+#[cfg(unix)]
 fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
     let mut out = CtlResponse::default();
     match req {
@@ -123,6 +134,7 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
 
 /// Binds the socket, refusing if another server already answers on it. The socket is created
 /// in a fresh private folder, made 0600 there, and only then renamed to `path`.
+#[cfg(unix)]
 pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
     use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
     if path.exists() {
@@ -153,11 +165,13 @@ pub fn bind(path: &Path) -> std::io::Result<UnixListener> {
 }
 
 /// Whether a peer with `uid` may use the control socket of a HOME owned by `owner`.
+#[cfg(unix)]
 pub fn peer_allowed(uid: u32, owner: u32) -> bool {
     uid == owner || uid == 0
 }
 
 /// Serves control requests until `shutdown`.
+#[cfg(unix)]
 pub async fn serve(listener: UnixListener, state: Arc<AppState>, shutdown: CancellationToken) {
     loop {
         let stream = tokio::select! {
@@ -209,9 +223,11 @@ pub async fn serve(listener: UnixListener, state: Arc<AppState>, shutdown: Cance
     }
 }
 
+#[cfg(unix)]
 use tokio::io::AsyncReadExt as _;
 
 /// Client side: sends one request, waits for the answer (blocking; used by the CLI).
+#[cfg(unix)]
 pub fn call(path: &Path, req: &CtlRequest) -> Result<CtlResponse, String> {
     use std::io::{BufRead, Write};
     let mut stream = std::os::unix::net::UnixStream::connect(path)
@@ -235,6 +251,22 @@ pub fn call(path: &Path, req: &CtlRequest) -> Result<CtlResponse, String> {
 }
 
 /// Whether a server answers on HOME's control socket.
+#[cfg(unix)]
 pub fn server_running(path: &Path) -> bool {
     path.exists() && std::os::unix::net::UnixStream::connect(path).is_ok()
+}
+
+/// Without unix sockets there is no control socket to call (and no server to answer it).
+#[cfg(not(unix))]
+pub fn call(path: &Path, _req: &CtlRequest) -> Result<CtlResponse, String> {
+    Err(format!(
+        "cannot reach the server at {}: control sockets are unix-only",
+        path.display()
+    ))
+}
+
+/// No server runs on this system (`serve` is unix-only): the CLI uses the ledger directly.
+#[cfg(not(unix))]
+pub fn server_running(_path: &Path) -> bool {
+    false
 }

@@ -1,4 +1,8 @@
 //! `mcp-zt serve`: wires the CA, TLS, HTTP and MCP layers together and runs them until a signal.
+//!
+//! Serving needs a unix system (Linux, macOS): the control socket, the uid check on it, the
+//! HOME mode check and SIGHUP reloads have no Windows counterpart here. Elsewhere [`run`]
+//! refuses at once; the holder's side (`connect`, `client-config`, `renew`) is portable.
 
 pub mod accept;
 pub mod certs;
@@ -8,17 +12,27 @@ pub mod http;
 pub mod state;
 
 use std::net::SocketAddr;
+#[cfg(unix)]
 use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
-use anyhow::{Context, Result};
+#[cfg(unix)]
+use anyhow::Context;
+use anyhow::Result;
+#[cfg(unix)]
 use tokio::net::TcpListener;
+#[cfg(unix)]
 use tokio_util::sync::CancellationToken;
 
+#[cfg(unix)]
 use crate::audit::{Audit, AuditSettings, Event};
 use crate::ca::{self, Authority, Signer};
-use crate::tls::lockout::{Admission, AdmissionPolicy};
+#[cfg(unix)]
+use crate::tls::lockout::Admission;
+use crate::tls::lockout::AdmissionPolicy;
+#[cfg(unix)]
 use crate::tls::{self, RevocationSet, ServerCert, TlsSettings};
+#[cfg(unix)]
 use state::AppState;
 
 /// Options of `serve`.
@@ -61,6 +75,7 @@ pub struct ServeOptions {
 }
 
 /// Runs the server until SIGINT or SIGTERM.
+#[cfg(unix)]
 pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Result<()> {
     let home = authority.home().clone();
     check_home_mode(home.dir())?;
@@ -262,19 +277,34 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     Ok(())
 }
 
+/// Refuses at once: serving needs a unix system (see the module documentation).
+#[cfg(not(unix))]
+pub async fn run(_authority: Authority, _signer: Signer, _opts: ServeOptions) -> Result<()> {
+    check_platform()
+}
+
+/// Fails on a system where [`run`] cannot serve (not unix), saying what works there instead:
+/// checked before HOME is opened or a passphrase is asked for.
+pub fn check_platform() -> Result<()> {
+    if cfg!(unix) {
+        return Ok(());
+    }
+    anyhow::bail!(
+        "mcp-zt serve needs Linux or macOS (its control socket and signal handling are unix-only); \
+         on this system mcp-zt is the holder's side: connect, client-config, renew, export"
+    )
+}
+
 /// Refuses a HOME that group or others can read or enter: it holds the CA key, the ledger
 /// and the control socket that issues certificates.
+#[cfg(unix)]
 fn check_home_mode(dir: &std::path::Path) -> Result<()> {
-    use std::os::unix::fs::PermissionsExt;
-    let mode = std::fs::metadata(dir)
-        .with_context(|| format!("read {}", dir.display()))?
-        .permissions()
-        .mode();
-    if mode & 0o077 != 0 {
+    let meta = std::fs::metadata(dir).with_context(|| format!("read {}", dir.display()))?;
+    if let Some(mode) = crate::fsutil::exposed_mode(&meta) {
         anyhow::bail!(
             "{} has mode {:04o}: group or others can reach the CA key, the ledger and the control socket; run chmod 700 {} (refusing to serve)",
             dir.display(),
-            mode & 0o7777,
+            mode,
             dir.display()
         );
     }
@@ -283,6 +313,7 @@ fn check_home_mode(dir: &std::path::Path) -> Result<()> {
 
 /// Every 30 s: retires renewed certificates past their grace period; every hour: keeps the
 /// CRL on disk fresh.
+#[cfg(unix)]
 async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut ticks: u64 = 0;
     loop {
@@ -306,12 +337,14 @@ async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
 
 /// SIGTERM, SIGINT and SIGHUP, installed before the server says it listens: a signal sent
 /// right after that line must reach these handlers, not the default action.
+#[cfg(unix)]
 struct Signals {
     term: tokio::signal::unix::Signal,
     int: tokio::signal::unix::Signal,
     hup: tokio::signal::unix::Signal,
 }
 
+#[cfg(unix)]
 impl Signals {
     fn install() -> std::io::Result<Signals> {
         use tokio::signal::unix::{signal, SignalKind};
@@ -323,6 +356,7 @@ impl Signals {
     }
 }
 
+#[cfg(unix)]
 async fn signals(
     state: Arc<AppState>,
     hub: Arc<crate::mcp::hub::Hub>,
@@ -354,6 +388,7 @@ async fn signals(
 }
 
 /// Reloads policy.toml; an invalid file is refused and the old policy stays in force.
+#[cfg(unix)]
 fn reload_policy(state: &AppState) {
     match ca::load_policy(state.authority.home()) {
         Ok(p) => {
@@ -372,6 +407,7 @@ fn reload_policy(state: &AppState) {
     }
 }
 
+#[cfg(unix)]
 async fn renew_loop(
     state: Arc<AppState>,
     cert: Arc<ServerCert>,

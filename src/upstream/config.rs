@@ -359,14 +359,14 @@ pub fn parse(text: &str, path: &Path) -> Result<Upstreams, UpstreamConfigError> 
 
 /// Reads the file after refusing it if group or others may access it; `None` if it is absent.
 fn read_private(path: &Path) -> Result<Option<String>, UpstreamConfigError> {
-    let mode = match fsutil::mode_of(path) {
-        Ok(mode) => mode,
+    let exposed = match fsutil::exposed_mode_of(path) {
+        Ok(exposed) => exposed,
         Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             return Ok(None)
         }
         Err(e) => return Err(e.into()),
     };
-    if mode & 0o077 != 0 {
+    if let Some(mode) = exposed {
         return Err(UpstreamConfigError::Permissions {
             path: path.to_path_buf(),
             mode,
