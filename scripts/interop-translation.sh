@@ -7,7 +7,8 @@
 #     `input_required` with the upstream's request, answers, and gets the tool's result;
 #  2. a 2025-11-25 client (official Python SDK 1.26) gets the classic sampling request;
 #  3. a requestState that was tampered with, is replayed by another certificate, belongs to a
-#     certificate revoked since, or has expired is refused (and audited); an untouched one works.
+#     certificate revoked since, or has expired is refused (and audited); an untouched one works
+#     once (brought again, it is refused: the call it named is over).
 # The SDKs are installed into scripts/.venv (2.x, MCP_ZT_VENV) and scripts/.venv-legacy (1.26).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -64,7 +65,7 @@ zt revoke carol
 drive replay "$url" "$home/ca.crt" "$home" bob "$work/carol.json"
 
 # Each refusal is in the audit log with its real reason (the client was told only "invalid").
-for why in "altered" "another certificate" "revoked certificate" "expired"; do
+for why in "altered" "another certificate" "revoked certificate" "expired" "no longer held"; do
   grep '"event":"request_state_refused"' "$home/audit.log" | grep -q "$why" ||
     fail "no request_state_refused line saying '$why' in the audit log"
 done

@@ -73,7 +73,7 @@ stop_wine() {
   "$wineserver" -k 2>/dev/null || true
   rm -rf "$WINEPREFIX" "$win"
 }
-trap 'stop_wine' EXIT
+trap 'stop_wine; rm -rf "$work"' EXIT
 
 # runexe ARGS...: mcp-zt.exe under Wine; stderr (Wine's messages included) to $work/wine.err.
 runexe() {
@@ -140,11 +140,12 @@ fi
 
 "$MCP_ZT" --home "$home" ca init >/dev/null 2>&1
 "$MCP_ZT" --home "$home" issue --role editor --name wendy >/dev/null 2>&1
-start_server "$home" "$work"
-trap 'stop_server; stop_wine' EXIT
+start_server "$home" "$work" || { stop_wine; exit 1; }
+trap 'stop_server; stop_wine; rm -rf "$work"' EXIT
 
 started=$SECONDS
-"$venv/bin/python" "$here/interop_python_windows.py" "$wine" "$win/mcp-zt.exe" \
+# Bounded as a whole: a Wine that hangs must not hold up the run.
+timeout 600 "$venv/bin/python" "$here/interop_python_windows.py" "$wine" "$win/mcp-zt.exe" \
   "$home/clients/wendy.crt" "$home/clients/wendy.key" "$home/ca.crt" \
   "https://localhost:$PORT/mcp" wendy editor "$MCP_ZT" "$home" "$work/bridge.err" || {
   echo "the Windows bridge's stderr (Wine's messages included):" >&2

@@ -156,6 +156,9 @@ def states(url: str, ca: str, pki: str) -> None:
     ok = retry(alice, state)
     assert ok.get("result", {}).get("content", [{}])[0].get("text") == f"upstream got: {ANSWER}", ok
     print("states: untouched, by its holder -> the tool's result")
+    again = retry(alice, state)
+    assert "error" in again, again
+    print(f"states: the same one again (already answered) -> error {again['error']['code']}")
 
 
 def expired(url: str, ca: str, pki: str, wait: str) -> None:

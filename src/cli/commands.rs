@@ -257,6 +257,12 @@ impl BundleOut {
             .and_then(|e| e.to_str())
             .map(str::to_ascii_lowercase);
         if !matches!(ext.as_deref(), Some("p12" | "pfx")) {
+            if password_file.is_some() {
+                eprintln!(
+                    "mcp-zt: note: {} is a PEM bundle: its key is not encrypted (the password is not used for it; name the file .p12 for a password-protected PKCS#12)",
+                    path.display()
+                );
+            }
             return Ok(BundleOut::Pem {
                 path: path.to_path_buf(),
             });

@@ -54,6 +54,9 @@ pub fn resource_not_found(uri: &str) -> ErrorData {
     )
 }
 
+/// Most resource URIs one `subscriptions/listen` stream follows.
+pub const MAX_LISTEN_URIS: usize = 64;
+
 /// Items per page of a list answer.
 pub const PAGE: usize = 200;
 
@@ -136,8 +139,7 @@ impl ZtMcp {
     fn unseal(
         &self,
         ask: &Ask,
-        method: &str,
-        name: &str,
+        (method, name, provider): (&str, &str, &str),
         state: &mut Option<String>,
     ) -> Result<Option<String>, ErrorData> {
         let Some(token) = state.take() else {
@@ -149,6 +151,7 @@ impl ZtMcp {
             role: &who.role,
             method,
             name,
+            provider,
         };
         let now = crate::pki::now().unix_timestamp();
         match self
@@ -178,7 +181,12 @@ impl ZtMcp {
 
     /// Seals the state of an `input_required` answer for this caller, method and item, so
     /// only this certificate, under this role, can continue it, and only for a while.
-    fn seal(&self, ask: &Ask, method: &str, name: &str, result: &mut ServerResult) {
+    fn seal(
+        &self,
+        ask: &Ask,
+        (method, name, provider): (&str, &str, &str),
+        result: &mut ServerResult,
+    ) {
         if let ServerResult::InputRequiredResult(r) = result {
             let who = &ask.conn.identity;
             let to = Binding {
@@ -186,6 +194,7 @@ impl ZtMcp {
                 role: &who.role,
                 method,
                 name,
+                provider,
             };
             let now = crate::pki::now().unix_timestamp();
             r.request_state = Some(self.hub.sealer.seal(&to, r.request_state.as_deref(), now));
@@ -201,19 +210,11 @@ impl ZtMcp {
         mut caller: Caller,
         request: ClientRequest,
         ctx: &RequestContext<RoleServer>,
-        resume: Option<String>,
+        held: Option<mrtr::Pending>,
     ) -> Result<ServerResult, ErrorData> {
         let serial = caller.identity.serial.clone();
-        let (pending, answers) = match resume {
-            Some(id) => {
-                let p = self.hub.pending.take(&id, &serial).ok_or_else(|| {
-                    ErrorData::invalid_params(
-                        "this request can no longer be continued (expired or already answered): start it over",
-                        None,
-                    )
-                })?;
-                (p, mrtr::answers_of(&request))
-            }
+        let (pending, answers) = match held {
+            Some(p) => (p, mrtr::answers_of(&request)),
             None => {
                 let (tx, rx) = tokio::sync::mpsc::channel(8);
                 caller.asker = Some(tx);
@@ -254,14 +255,44 @@ impl ZtMcp {
         let started = Instant::now();
         let mut request = request;
         let mut rounds = 0;
-        let result = if caller.client.modern && !provider.is_builtin() {
-            self.translated(provider.clone(), caller.clone(), request, ctx, resume)
+        // Only these methods can answer input_required.
+        let askable = matches!(
+            request,
+            ClientRequest::CallToolRequest(_)
+                | ClientRequest::GetPromptRequest(_)
+                | ClientRequest::ReadResourceRequest(_)
+        );
+        let translating = caller.client.modern && askable && !provider.is_builtin();
+        // A retry naming a held call: it must still be held, for this certificate.
+        let held = match resume {
+            Some(id) => {
+                let taken = translating
+                    .then(|| {
+                        self.hub
+                            .pending
+                            .take(&id, &caller.identity.serial, self.hub.sealer.ttl())
+                    })
+                    .flatten();
+                if taken.is_none() {
+                    self.hub.gate.request_state_refused(
+                        &caller.identity,
+                        &ask.peer,
+                        "resume",
+                        item,
+                        &state::StateError::NotHeld,
+                    );
+                    return Err(ErrorData::invalid_params(
+                        "this request can no longer be continued (expired, answered or cancelled): start it over",
+                        None,
+                    ));
+                }
+                taken
+            }
+            None => None,
+        };
+        let result = if translating {
+            self.translated(provider.clone(), caller.clone(), request, ctx, held)
                 .await
-        } else if resume.is_some() {
-            Err(ErrorData::invalid_params(
-                "invalid requestState: start the request over",
-                None,
-            ))
         } else {
             loop {
                 let result = {
@@ -285,6 +316,7 @@ impl ZtMcp {
                         let answers = tokio::select! {
                             a = mrtr::ask_classic(&ctx.peer, &asked) => a,
                             _ = caller.ct.cancelled() => Err(ErrorData::invalid_request("request cancelled", None)),
+                            _ = ctx.ct.cancelled() => Err(ErrorData::invalid_request("request cancelled", None)),
                         };
                         match answers
                             .and_then(|a| mrtr::retry_with(&request, a, asked.request_state))
@@ -518,8 +550,10 @@ impl ServerHandler for ZtMcp {
         self.hub.gate.allowed(who, &ask.peer, &name);
         let mut inner = request;
         inner.name = entry.inner.clone().into();
-        let resume = self.unseal(&ask, "tools/call", &name, &mut inner.request_state)?;
         let (idx, item) = (entry.provider, format!("tool:{name}"));
+        let served_by = view.providers[idx].name().to_string();
+        let to = ("tools/call", name.as_str(), served_by.as_str());
+        let resume = self.unseal(&ask, to, &mut inner.request_state)?;
         let req = ClientRequest::CallToolRequest(Request::new(inner));
         let result = match self
             .forward(&view.providers[idx], &ask, &context, &item, req, resume)
@@ -535,7 +569,7 @@ impl ServerHandler for ZtMcp {
             other => other,
         };
         let mut result = result?;
-        self.seal(&ask, "tools/call", &name, &mut result);
+        self.seal(&ask, to, &mut result);
         match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),
             ServerResult::InputRequiredResult(r) => Ok(r.into()),
@@ -581,13 +615,15 @@ impl ServerHandler for ZtMcp {
         };
         let mut inner = request;
         inner.name = entry.inner.clone();
-        let resume = self.unseal(&ask, "prompts/get", &name, &mut inner.request_state)?;
         let (idx, item) = (entry.provider, format!("prompt:{name}"));
+        let served_by = view.providers[idx].name().to_string();
+        let to = ("prompts/get", name.as_str(), served_by.as_str());
+        let resume = self.unseal(&ask, to, &mut inner.request_state)?;
         let req = ClientRequest::GetPromptRequest(Request::new(inner));
         let mut result = self
             .forward(&view.providers[idx], &ask, &context, &item, req, resume)
             .await?;
-        self.seal(&ask, "prompts/get", &name, &mut result);
+        self.seal(&ask, to, &mut result);
         match result {
             ServerResult::GetPromptResult(r) => Ok(r.into()),
             ServerResult::InputRequiredResult(r) => Ok(r.into()),
@@ -637,13 +673,15 @@ impl ServerHandler for ZtMcp {
         let uri = request.uri.clone();
         let (view, idx) = self.resolve_uri(&ask, &uri, "read").await?;
         let mut request = request;
-        let resume = self.unseal(&ask, "resources/read", &uri, &mut request.request_state)?;
+        let served_by = view.providers[idx].name().to_string();
+        let to = ("resources/read", uri.as_str(), served_by.as_str());
+        let resume = self.unseal(&ask, to, &mut request.request_state)?;
         let req = ClientRequest::ReadResourceRequest(Request::new(request));
         let item = format!("resource:{uri}");
         let mut result = self
             .forward(&view.providers[idx], &ask, &context, &item, req, resume)
             .await?;
-        self.seal(&ask, "resources/read", &uri, &mut result);
+        self.seal(&ask, to, &mut result);
         match result {
             ServerResult::ReadResourceResult(r) => Ok(r.into()),
             ServerResult::InputRequiredResult(r) => Ok(r.into()),
@@ -819,7 +857,8 @@ impl ServerHandler for ZtMcp {
             .clone()
             .unwrap_or_default();
         let policy = self.hub.gate.policy();
-        for uri in uris.iter().take(hub::MAX_SUBSCRIPTIONS) {
+        // Each URI may mean a subscription upstream: a bounded number per stream.
+        for uri in uris.iter().take(MAX_LISTEN_URIS) {
             let allowed = policy.permits(&who.role, Kind::Resource, uri);
             let Some(idx) = resource_owner(&view, allowed, uri) else {
                 let why = format!(

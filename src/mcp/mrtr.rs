@@ -159,9 +159,15 @@ impl Pending {
         }
     }
 
+    /// Cancels the call: the upstream is told (notifications/cancelled) by the call's own
+    /// task, which is given a few seconds to do so before it is aborted.
     fn end(&self) {
         self.ct.cancel();
-        self.call.abort();
+        let task = self.call.abort_handle();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_secs(5)).await;
+            task.abort();
+        });
     }
 }
 
@@ -242,7 +248,7 @@ pub async fn drive(
     }
     let ev = tokio::select! {
         r = &mut p.call => Event::Ended(r.unwrap_or_else(|e| {
-            Err(ErrorData::internal_error(format!("call task failed: {e}"), None))
+            Err(task_failed(e))
         })),
         q = p.questions.recv() => Event::Asked(q),
         _ = cancel.cancelled() => Event::Cancelled,
@@ -265,17 +271,19 @@ pub async fn drive(
             }
         }
         // Every sender gone: only the result is left to wait for.
-        Event::Asked(None) => Step::Done((&mut p.call).await.unwrap_or_else(|e| {
-            Err(ErrorData::internal_error(
-                format!("call task failed: {e}"),
-                None,
-            ))
-        })),
+        Event::Asked(None) => {
+            Step::Done((&mut p.call).await.unwrap_or_else(|e| Err(task_failed(e))))
+        }
         Event::Cancelled => {
             p.end();
             Step::Done(Err(ErrorData::invalid_request("request cancelled", None)))
         }
     }
+}
+
+/// A call task that panicked or was aborted: the client learns only that it failed.
+fn task_failed(_e: tokio::task::JoinError) -> ErrorData {
+    ErrorData::internal_error("the call failed", None)
 }
 
 /// Calls held for 2026-07-28 clients, by a random id that only ever travels sealed.
@@ -291,14 +299,13 @@ impl PendingCalls {
 
     /// Holds `p`; its id. Expired calls are dropped first (their upstream calls cancelled).
     pub fn hold(&self, p: Pending, ttl: Duration) -> Result<String, ErrorData> {
+        // Revoked (or cancelled) while it was out being resumed: not held again.
+        if p.ct.is_cancelled() {
+            p.end();
+            return Err(ErrorData::invalid_request("request cancelled", None));
+        }
         let mut map = self.lock();
-        map.retain(|_, q| {
-            let keep = q.created.elapsed() < ttl;
-            if !keep {
-                q.end();
-            }
-            keep
-        });
+        Self::sweep(&mut map, ttl);
         let mine = map.values().filter(|q| q.serial == p.serial).count();
         if map.len() >= MAX_PENDING || mine >= MAX_PENDING_PER_CERT {
             p.end();
@@ -317,9 +324,21 @@ impl PendingCalls {
         Ok(id)
     }
 
+    /// Ends and forgets calls held longer than `ttl` (their states have expired too).
+    fn sweep(map: &mut HashMap<String, Pending>, ttl: Duration) {
+        map.retain(|_, q| {
+            let keep = q.created.elapsed() < ttl;
+            if !keep {
+                q.end();
+            }
+            keep
+        });
+    }
+
     /// Takes the call `id` back, if it is held for `serial`.
-    pub fn take(&self, id: &str, serial: &str) -> Option<Pending> {
+    pub fn take(&self, id: &str, serial: &str, ttl: Duration) -> Option<Pending> {
         let mut map = self.lock();
+        Self::sweep(&mut map, ttl);
         if map.get(id).is_some_and(|p| p.serial == serial) {
             map.remove(id)
         } else {

@@ -40,6 +40,9 @@ pub struct Binding<'a> {
     pub method: &'a str,
     /// The exposed tool or prompt name, or the resource URI.
     pub name: &'a str,
+    /// The provider that serves it (after a reload, a name may move to another upstream,
+    /// which must not be handed the first one's state).
+    pub provider: &'a str,
 }
 
 /// Why a state was refused. The client is told only that it is invalid; this goes to the
@@ -64,6 +67,9 @@ pub enum StateError {
     /// Past its expiry.
     #[error("requestState expired")]
     Expired,
+    /// It names a held call that is no longer held (answered, expired or cancelled).
+    #[error("requestState names a call that is no longer held")]
+    NotHeld,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -72,6 +78,8 @@ struct Sealed {
     r: String,
     m: String,
     n: String,
+    /// The provider.
+    u: String,
     /// Expiry, unix seconds.
     e: i64,
     /// The provider's own state, if it gave one.
@@ -115,6 +123,7 @@ impl Sealer {
             r: to.role.into(),
             m: to.method.into(),
             n: to.name.into(),
+            u: to.provider.into(),
             e: now.saturating_add(self.ttl_secs),
             i: inner.map(str::to_string),
         };
@@ -181,8 +190,11 @@ impl Sealer {
         if st.r != by.role {
             return Err(StateError::OtherRole(st.r));
         }
-        if st.m != by.method || st.n != by.name {
-            return Err(StateError::OtherRequest(format!("{} {:?}", st.m, st.n)));
+        if st.m != by.method || st.n != by.name || st.u != by.provider {
+            return Err(StateError::OtherRequest(format!(
+                "{} {:?} served by {}",
+                st.m, st.n, st.u
+            )));
         }
         if now > st.e {
             return Err(StateError::Expired);
@@ -201,6 +213,7 @@ mod tests {
             role: "admin",
             method: "tools/call",
             name: "ask",
+            provider: "up",
         }
     }
 
@@ -247,6 +260,14 @@ mod tests {
             method: "prompts/get",
             ..alice()
         };
+        let moved = Binding {
+            provider: "other-upstream",
+            ..alice()
+        };
+        assert!(matches!(
+            s.open(&t, &moved, 1001, |_| false),
+            Err(StateError::OtherRequest(_))
+        ));
         assert!(matches!(
             s.open(&t, &prompt, 1001, |_| false),
             Err(StateError::OtherRequest(_))

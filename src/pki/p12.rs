@@ -11,16 +11,15 @@ use zeroize::Zeroizing;
 use super::holder::HolderCredentials;
 use super::PkiError;
 
-/// Shortest password accepted for a bundle.
+/// Shortest password `issue` and `export` accept for a new bundle (checked where the password
+/// is read). A bundle made elsewhere with a shorter one is still renewed under its own.
 pub const MIN_PASSWORD_LEN: usize = 8;
 
 /// Builds a PKCS#12 bundle of the holder's certificate and key (PKCS#8), with the CA
 /// certificates in the chain.
 pub fn bundle(alias: &str, creds: &HolderCredentials, password: &str) -> Result<Vec<u8>, PkiError> {
-    if password.chars().count() < MIN_PASSWORD_LEN {
-        return Err(PkiError::Invalid(format!(
-            "the PKCS#12 password must have at least {MIN_PASSWORD_LEN} characters"
-        )));
+    if password.is_empty() {
+        return Err(PkiError::Invalid("the PKCS#12 password is empty".into()));
     }
     let p12 = |e: p12_keystore::error::Error| PkiError::Key(format!("PKCS#12: {e}"));
     let key_der = creds

@@ -291,7 +291,7 @@ pub fn check_platform() -> Result<()> {
     }
     anyhow::bail!(
         "mcp-zt serve needs Linux or macOS (its control socket and signal handling are unix-only); \
-         on this system mcp-zt is the holder's side: connect, client-config, renew, export"
+         on this system mcp-zt is the holder's side: connect, client-config, renew"
     )
 }
 

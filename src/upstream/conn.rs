@@ -432,10 +432,17 @@ impl Instance {
     }
 
     /// The link that serves `caller`: one of its own revision if there is one.
-    fn link(&self, caller: &Caller) -> Option<&Link> {
+    /// `resources/subscribe` and `unsubscribe` exist only in the older revision: they take the
+    /// older link whoever asks (updates come back on that session and the hub routes them).
+    fn link(&self, caller: &Caller, request: &ClientRequest) -> Option<&Link> {
+        let modern = caller.client.modern
+            && !matches!(
+                request,
+                ClientRequest::SubscribeRequest(_) | ClientRequest::UnsubscribeRequest(_)
+            );
         self.links
             .iter()
-            .find(|l| l.modern == caller.client.modern)
+            .find(|l| l.modern == modern)
             .or_else(|| self.links.first())
     }
 
@@ -530,7 +537,7 @@ impl Instance {
         request: ClientRequest,
     ) -> Result<ServerResult, ErrorData> {
         self.touch();
-        let Some(link) = self.link(caller) else {
+        let Some(link) = self.link(caller, &request) else {
             return Err(self.transport_failed(upstream, ServiceError::TransportClosed));
         };
         let timeout = tokio::time::sleep(self.timeout);

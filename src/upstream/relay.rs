@@ -35,6 +35,8 @@ pub struct Route {
     progress_token: Option<ProgressToken>,
     progress: Arc<ProgressCount>,
     asker: Option<crate::mcp::provider::Asker>,
+    /// The client's revision and log level: log messages go only where it asked for them.
+    client: crate::mcp::provider::ClientSide,
 }
 
 /// Progress notifications of one request: seen, and still being forwarded. rmcp hands each
@@ -78,6 +80,7 @@ impl Route {
             progress_token: caller.progress_token.clone(),
             progress: Arc::default(),
             asker: caller.asker.clone(),
+            client: caller.client.clone(),
         }
     }
 
@@ -250,7 +253,12 @@ impl Relay {
                 request: req,
                 answer: tx,
             };
-            if asker.send(question).await.is_err() {
+            // The held call takes few questions at a time: an upstream that floods them waits
+            // no longer than the client would have.
+            if !matches!(
+                tokio::time::timeout(timeout, asker.send(question)).await,
+                Ok(Ok(()))
+            ) {
                 return Err(ErrorData::internal_error(
                     "the client request has ended",
                     None,
@@ -369,7 +377,9 @@ impl ClientHandler for Relay {
     ) {
         let origin = context.extensions.get::<InboundStreamOrigin>();
         if let Some(route) = self.routes.wait_for(|r| r.origin(origin)).await {
-            let _ = route.peer.notify_logging_message(params).await;
+            if route.client.wants_log(params.level) {
+                let _ = route.peer.notify_logging_message(params).await;
+            }
         }
     }
 
