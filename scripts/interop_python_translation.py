@@ -187,11 +187,18 @@ def replay(url: str, ca: str, pki: str, name: str, saved: str) -> None:
     """NAME brings back a requestState saved by `take` (of a certificate revoked since)."""
     ctx = context(ca, f"{pki}/clients/{name}.crt", f"{pki}/clients/{name}.key")
     s = json.load(open(saved))
-    late = call(url, ctx, {
-        "name": TOOL, "arguments": {"topic": "t"},
-        "inputResponses": {s["key"]: {"role": "assistant", "content": {"type": "text", "text": "x"}, "model": "m"}},
-        "requestState": s["state"],
-    })
+    # Revocation cancels the revoked certificate's held call upstream, and the SDK 1.26
+    # server drops its whole session when a call waiting on a question is cancelled: mcp-zt
+    # reconnects, and until then the tool is not listed. Wait for it (10 s at most).
+    for _ in range(40):
+        late = call(url, ctx, {
+            "name": TOOL, "arguments": {"topic": "t"},
+            "inputResponses": {s["key"]: {"role": "assistant", "content": {"type": "text", "text": "x"}, "model": "m"}},
+            "requestState": s["state"],
+        })
+        if late.get("error", {}).get("message") != "tool not found":
+            break
+        time.sleep(0.25)
     assert "error" in late, late
     print(f"states: a revoked certificate's requestState, brought by {name} -> error {late['error']['code']}")
 

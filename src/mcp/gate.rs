@@ -200,4 +200,26 @@ impl Gate {
                 .reason(format!("listening to: {}", what.join(", "))),
         );
     }
+
+    /// Audits the questions an upstream's `input_required` put to an older client as classic
+    /// requests on its session.
+    pub fn asked_classic(
+        &self,
+        who: &Identity,
+        peer: &str,
+        upstream: &str,
+        item: &str,
+        methods: &[String],
+    ) {
+        self.audit.log(
+            Event::new("upstream_request_relayed")
+                .peer(peer)
+                .who(who)
+                .item(item.to_string())
+                .reason(format!(
+                    "{upstream}: input_required ({}) asked of the client on its session",
+                    methods.join(", ")
+                )),
+        );
+    }
 }

@@ -146,13 +146,7 @@ impl ZtMcp {
             return Ok(None);
         };
         let who = &ask.conn.identity;
-        let to = Binding {
-            serial: &who.serial,
-            role: &who.role,
-            method,
-            name,
-            provider,
-        };
+        let to = binding(who, (method, name, provider));
         let now = crate::pki::now().unix_timestamp();
         match self
             .hub
@@ -188,14 +182,7 @@ impl ZtMcp {
         result: &mut ServerResult,
     ) {
         if let ServerResult::InputRequiredResult(r) = result {
-            let who = &ask.conn.identity;
-            let to = Binding {
-                serial: &who.serial,
-                role: &who.role,
-                method,
-                name,
-                provider,
-            };
+            let to = binding(&ask.conn.identity, (method, name, provider));
             let now = crate::pki::now().unix_timestamp();
             r.request_state = Some(self.hub.sealer.seal(&to, r.request_state.as_deref(), now));
         }
@@ -313,6 +300,19 @@ impl ZtMcp {
                         if !caller.client.modern && rounds < mrtr::MAX_ROUNDS =>
                     {
                         rounds += 1;
+                        let asked_for: Vec<String> = asked
+                            .input_requests
+                            .iter()
+                            .flatten()
+                            .map(|(_, q)| mrtr::method_of(q))
+                            .collect();
+                        self.hub.gate.asked_classic(
+                            &caller.identity,
+                            &ask.peer,
+                            provider.name(),
+                            item,
+                            &asked_for,
+                        );
                         let answers = tokio::select! {
                             a = mrtr::ask_classic(&ctx.peer, &asked) => a,
                             _ = caller.ct.cancelled() => Err(ErrorData::invalid_request("request cancelled", None)),
@@ -377,6 +377,20 @@ impl ZtMcp {
             }
             e
         })
+    }
+}
+
+/// What a state handed to `who` for (method, item, provider) is bound to.
+fn binding<'a>(
+    who: &'a crate::identity::Identity,
+    (method, name, provider): (&'a str, &'a str, &'a str),
+) -> Binding<'a> {
+    Binding {
+        serial: &who.serial,
+        role: &who.role,
+        method,
+        name,
+        provider,
     }
 }
 

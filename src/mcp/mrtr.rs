@@ -91,6 +91,15 @@ pub fn answers_of(request: &ClientRequest) -> Option<InputResponses> {
     }
 }
 
+/// The method an input request asks (`sampling/createMessage`, `elicitation/create`,
+/// `roots/list`), for the audit log.
+pub fn method_of(question: &InputRequest) -> String {
+    serde_json::to_value(question)
+        .ok()
+        .and_then(|v| v.get("method").and_then(|m| m.as_str()).map(str::to_string))
+        .unwrap_or_else(|| "?".into())
+}
+
 /// The classic server-to-client request for one input request.
 pub fn classic(question: &InputRequest) -> Result<ServerRequest, ErrorData> {
     let value = serde_json::to_value(question)
@@ -159,13 +168,25 @@ impl Pending {
         }
     }
 
-    /// Cancels the call: the upstream is told (notifications/cancelled) by the call's own
-    /// task, which is given a few seconds to do so before it is aborted.
-    fn end(&self) {
-        self.ct.cancel();
+    /// Ends the call, gently first: its open questions are answered with an error (dropping
+    /// them), so the upstream's tool can finish by itself; only if it is still running after a
+    /// few seconds is it cancelled upstream (notifications/cancelled), then aborted. (Some
+    /// servers drop their whole session when a request is cancelled while they wait on a
+    /// question of their own.)
+    fn end(&mut self) {
+        self.open.clear();
+        self.questions.close();
         let task = self.call.abort_handle();
+        let ct = self.ct.clone();
         tokio::spawn(async move {
-            tokio::time::sleep(Duration::from_secs(5)).await;
+            for _ in 0..50 {
+                if task.is_finished() {
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+            ct.cancel();
+            tokio::time::sleep(Duration::from_secs(2)).await;
             task.abort();
         });
     }
