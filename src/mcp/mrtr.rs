@@ -319,7 +319,7 @@ impl PendingCalls {
     }
 
     /// Holds `p`; its id. Expired calls are dropped first (their upstream calls cancelled).
-    pub fn hold(&self, p: Pending, ttl: Duration) -> Result<String, ErrorData> {
+    pub fn hold(&self, mut p: Pending, ttl: Duration) -> Result<String, ErrorData> {
         // Revoked (or cancelled) while it was out being resumed: not held again.
         if p.ct.is_cancelled() {
             p.end();
