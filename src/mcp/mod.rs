@@ -11,8 +11,10 @@ pub mod hub;
 pub mod mrtr;
 pub mod provider;
 pub mod ratelimit;
+mod resume;
 pub mod state;
 pub mod tools;
+mod uri;
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -32,9 +34,10 @@ use rmcp::{ErrorData, RoleServer, ServerHandler};
 use self::gate::Outcome;
 use self::hub::{Hub, ListKind, SessionSlot, View};
 use self::provider::{Caller, ClientSide};
-use self::state::Binding;
+use self::resume::provider_state;
+use self::uri::{canonical_uri, resource_owner, template_matches};
 use crate::identity::ConnInfo;
-use crate::policy::rules::{glob_match, Kind};
+use crate::policy::rules::Kind;
 
 /// The error for both unknown and forbidden tools: identical on the wire.
 pub fn tool_not_found() -> ErrorData {
@@ -130,99 +133,6 @@ impl ZtMcp {
                 self.slot.log_level()
             },
             meta: ctx.meta.clone(),
-        }
-    }
-
-    /// Opens the `requestState` a client brought back (sealed by [`Self::seal`]): the
-    /// provider's own state goes back into `state`; the id of a call held for this client is
-    /// returned. A state that fails any check is refused and audited.
-    fn unseal(
-        &self,
-        ask: &Ask,
-        (method, name, provider): (&str, &str, &str),
-        state: &mut Option<String>,
-    ) -> Result<Option<String>, ErrorData> {
-        let Some(token) = state.take() else {
-            return Ok(None);
-        };
-        let who = &ask.conn.identity;
-        let to = binding(who, (method, name, provider));
-        let now = crate::pki::now().unix_timestamp();
-        match self
-            .hub
-            .sealer
-            .open(&token, &to, now, |s| self.hub.is_revoked(s))
-        {
-            Ok(inner) => match inner.as_deref().and_then(|i| i.split_once(':')) {
-                Some(("p", id)) => Ok(Some(id.to_string())),
-                Some(("u", provider_state)) => {
-                    *state = Some(provider_state.to_string());
-                    Ok(None)
-                }
-                _ => Ok(None),
-            },
-            Err(e) => {
-                self.hub
-                    .gate
-                    .request_state_refused(who, &ask.peer, method, name, &e);
-                Err(ErrorData::invalid_params(
-                    "invalid requestState: start the request over",
-                    None,
-                ))
-            }
-        }
-    }
-
-    /// Seals the state of an `input_required` answer for this caller, method and item, so
-    /// only this certificate, under this role, can continue it, and only for a while.
-    fn seal(
-        &self,
-        ask: &Ask,
-        (method, name, provider): (&str, &str, &str),
-        result: &mut ServerResult,
-    ) {
-        if let ServerResult::InputRequiredResult(r) = result {
-            let to = binding(&ask.conn.identity, (method, name, provider));
-            let now = crate::pki::now().unix_timestamp();
-            r.request_state = Some(self.hub.sealer.seal(&to, r.request_state.as_deref(), now));
-        }
-    }
-
-    /// Runs (or, with `resume`, continues) a call of a 2026-07-28 client on an upstream: a
-    /// question an older upstream asks the client mid-call holds the call and becomes an
-    /// `input_required` answer; the client's retry brings the answers.
-    async fn translated(
-        &self,
-        provider: provider::SharedProvider,
-        mut caller: Caller,
-        request: ClientRequest,
-        ctx: &RequestContext<RoleServer>,
-        held: Option<mrtr::Pending>,
-    ) -> Result<ServerResult, ErrorData> {
-        let serial = caller.identity.serial.clone();
-        let (pending, answers) = match held {
-            Some(p) => (p, mrtr::answers_of(&request)),
-            None => {
-                let (tx, rx) = tokio::sync::mpsc::channel(8);
-                caller.asker = Some(tx);
-                let ct = caller.ct.clone();
-                let task = tokio::spawn(async move { provider.request(&caller, request).await });
-                (mrtr::Pending::new(&serial, task, rx, ct), None)
-            }
-        };
-        match mrtr::drive(pending, answers, &ctx.ct).await {
-            mrtr::Step::Done(mut r) => {
-                if let Ok(r) = r.as_mut() {
-                    mrtr::mark_complete(r);
-                    provider_state(r);
-                }
-                r
-            }
-            mrtr::Step::Ask(p, mut asking) => {
-                let id = self.hub.pending.hold(p, self.hub.sealer.ttl())?;
-                asking.request_state = Some(format!("p:{id}"));
-                Ok(ServerResult::InputRequiredResult(asking))
-            }
         }
     }
 
@@ -380,28 +290,6 @@ impl ZtMcp {
     }
 }
 
-/// What a state handed to `who` for (method, item, provider) is bound to.
-fn binding<'a>(
-    who: &'a crate::identity::Identity,
-    (method, name, provider): (&'a str, &'a str, &'a str),
-) -> Binding<'a> {
-    Binding {
-        serial: &who.serial,
-        role: &who.role,
-        method,
-        name,
-        provider,
-    }
-}
-
-/// Marks the state of an `input_required` answer as the provider's own (`u:`), apart from
-/// the ids of calls mcp-zt holds (`p:`), before it is sealed.
-fn provider_state(result: &mut ServerResult) {
-    if let ServerResult::InputRequiredResult(r) = result {
-        r.request_state = r.request_state.take().map(|s| format!("u:{s}"));
-    }
-}
-
 /// The outcome word for an error a provider answered.
 fn outcome_of(e: &ErrorData) -> Outcome {
     match e
@@ -443,64 +331,6 @@ fn page<T>(items: Vec<T>, cursor: Option<&str>) -> Result<(Vec<T>, Option<String
 
 fn cursor(p: &Option<PaginatedRequestParams>) -> Option<&str> {
     p.as_ref().and_then(|p| p.cursor.as_deref())
-}
-
-/// Whether `uri` is an instance of the RFC 6570 template `template` (each `{...}` matches any
-/// run of characters): enough to find which upstream serves a URI read through a template.
-fn template_matches(template: &str, uri: &str) -> bool {
-    let mut pattern = String::with_capacity(template.len());
-    let mut in_var = false;
-    for c in template.chars() {
-        match (c, in_var) {
-            ('{', false) => {
-                in_var = true;
-                pattern.push('*');
-            }
-            ('}', true) => in_var = false,
-            (_, true) => {}
-            ('*', false) => pattern.push('*'),
-            (c, false) => pattern.push(c),
-        }
-    }
-    glob_match(&pattern, uri)
-}
-
-/// Where a URI is served: a listed resource, else the first template it matches. `None`:
-/// not found, or not visible to this role (answered alike).
-fn resource_owner(view: &View, policy_ok: bool, uri: &str) -> Option<usize> {
-    if !policy_ok {
-        return None;
-    }
-    if let Some(e) = view.resources.iter().find(|e| e.item.uri == uri) {
-        return Some(e.provider);
-    }
-    // Through a template only a canonical URI: `.`/`..` segments, empty segments and
-    // percent-escapes could make a URI pass the policy's globs yet name something else.
-    if !canonical_uri(uri) {
-        return None;
-    }
-    view.templates
-        .iter()
-        .find(|e| e.visible && template_matches(&e.item.uri_template, uri))
-        .map(|e| e.provider)
-}
-
-/// Whether `uri` has no dot segments, no empty segments after the authority, no
-/// percent-escapes, no backslashes and no control characters.
-fn canonical_uri(uri: &str) -> bool {
-    if uri.contains(['%', '\\']) || uri.chars().any(char::is_control) {
-        return false;
-    }
-    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
-    let path = rest.split(['?', '#']).next().unwrap_or("");
-    let mut segments = path.split('/').skip(1).peekable();
-    while let Some(seg) = segments.next() {
-        let last = segments.peek().is_none();
-        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
-            return false;
-        }
-    }
-    true
 }
 
 impl ServerHandler for ZtMcp {
@@ -945,38 +775,6 @@ impl ZtMcp {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn only_canonical_uris_resolve_through_templates() {
-        assert!(canonical_uri("file:///srv/pub/notes.txt"));
-        assert!(canonical_uri("test://template/42/data"));
-        assert!(canonical_uri("docs://public/dir/"));
-        for bad in [
-            "file:///srv/pub/./priv/x",
-            "file:///srv/pub//priv/x",
-            "file:///srv/pub/%70riv/x",
-            "file:///srv/pub/../../etc/passwd",
-            "file:///srv/pub/..",
-            "docs://public\\..\\x",
-            "docs://public/a\nb",
-        ] {
-            assert!(!canonical_uri(bad), "{bad}");
-        }
-    }
-
-    #[test]
-    fn templates_match_their_instances_only() {
-        assert!(template_matches(
-            "test://template/{id}/data",
-            "test://template/42/data"
-        ));
-        assert!(!template_matches(
-            "test://template/{id}/data",
-            "test://other/42/data"
-        ));
-        assert!(template_matches("file:///{path}", "file:///etc/hosts"));
-        assert!(!template_matches("a://{x}", "b://y"));
-    }
 
     #[test]
     fn cursors_walk_the_whole_list_and_refuse_garbage() {

@@ -1,0 +1,100 @@
+//! Resource URIs: which provider serves a URI (a listed resource or a template), and which
+//! URIs are canonical enough to be matched against the policy's globs.
+
+use super::hub::View;
+use crate::policy::rules::glob_match;
+
+/// Whether `uri` is an instance of the RFC 6570 template `template` (each `{...}` matches any
+/// run of characters): enough to find which upstream serves a URI read through a template.
+pub(super) fn template_matches(template: &str, uri: &str) -> bool {
+    let mut pattern = String::with_capacity(template.len());
+    let mut in_var = false;
+    for c in template.chars() {
+        match (c, in_var) {
+            ('{', false) => {
+                in_var = true;
+                pattern.push('*');
+            }
+            ('}', true) => in_var = false,
+            (_, true) => {}
+            ('*', false) => pattern.push('*'),
+            (c, false) => pattern.push(c),
+        }
+    }
+    glob_match(&pattern, uri)
+}
+
+/// Where a URI is served: a listed resource, else the first template it matches. `None`:
+/// not found, or not visible to this role (answered alike).
+pub(super) fn resource_owner(view: &View, policy_ok: bool, uri: &str) -> Option<usize> {
+    if !policy_ok {
+        return None;
+    }
+    if let Some(e) = view.resources.iter().find(|e| e.item.uri == uri) {
+        return Some(e.provider);
+    }
+    // Through a template only a canonical URI: `.`/`..` segments, empty segments and
+    // percent-escapes could make a URI pass the policy's globs yet name something else.
+    if !canonical_uri(uri) {
+        return None;
+    }
+    view.templates
+        .iter()
+        .find(|e| e.visible && template_matches(&e.item.uri_template, uri))
+        .map(|e| e.provider)
+}
+
+/// Whether `uri` has no dot segments, no empty segments after the authority, no
+/// percent-escapes, no backslashes and no control characters.
+pub(super) fn canonical_uri(uri: &str) -> bool {
+    if uri.contains(['%', '\\']) || uri.chars().any(char::is_control) {
+        return false;
+    }
+    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
+    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_canonical_uris_resolve_through_templates() {
+        assert!(canonical_uri("file:///srv/pub/notes.txt"));
+        assert!(canonical_uri("test://template/42/data"));
+        assert!(canonical_uri("docs://public/dir/"));
+        for bad in [
+            "file:///srv/pub/./priv/x",
+            "file:///srv/pub//priv/x",
+            "file:///srv/pub/%70riv/x",
+            "file:///srv/pub/../../etc/passwd",
+            "file:///srv/pub/..",
+            "docs://public\\..\\x",
+            "docs://public/a\nb",
+        ] {
+            assert!(!canonical_uri(bad), "{bad}");
+        }
+    }
+
+    #[test]
+    fn templates_match_their_instances_only() {
+        assert!(template_matches(
+            "test://template/{id}/data",
+            "test://template/42/data"
+        ));
+        assert!(!template_matches(
+            "test://template/{id}/data",
+            "test://other/42/data"
+        ));
+        assert!(template_matches("file:///{path}", "file:///etc/hosts"));
+        assert!(!template_matches("a://{x}", "b://y"));
+    }
+}
