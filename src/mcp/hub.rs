@@ -34,6 +34,16 @@ pub struct Entry<T> {
     pub visible: bool,
 }
 
+/// One tool as a call needs it ([`Hub::find_tool`]).
+pub struct Found {
+    /// The provider that serves it.
+    pub provider: SharedProvider,
+    /// The provider's own name for it.
+    pub inner: String,
+    /// Whether the caller's role may use it.
+    pub visible: bool,
+}
+
 /// Everything the providers offer, named as exposed, each marked visible or not for one role.
 pub struct View {
     /// The providers the entries index into.
@@ -127,8 +137,9 @@ pub struct SessionSlot {
 impl SessionSlot {
     /// Records the client's peer and identity at its first request.
     pub fn attach(&self, peer: &Peer<RoleServer>, who: &Identity) {
-        let _ = self.peer.set(peer.clone());
-        let _ = self.who.set(who.clone());
+        // Set once per session; later requests clone nothing.
+        self.peer.get_or_init(|| peer.clone());
+        self.who.get_or_init(|| who.clone());
     }
 
     /// Remembers what the client was last shown of `kind`.
@@ -433,6 +444,45 @@ impl Hub {
             }
         }
         view
+    }
+
+    /// The tool exposed to `who` as `name`, found without building the whole view: a call
+    /// clones no list and asks the policy once. Only providers whose prefix starts `name` are
+    /// asked. `None` when no provider offers the name or more than one does: [`Hub::view`],
+    /// which audits a clash, then gives the answer.
+    pub async fn find_tool(&self, who: &Identity, name: &str) -> Option<Found> {
+        if !valid_exposed(name) {
+            return None;
+        }
+        let providers = self.providers();
+        let policy = self.gate.policy();
+        let role = who.role.as_str();
+        let mut found: Option<Found> = None;
+        for p in providers.iter() {
+            let Some(inner) = name.strip_prefix(p.prefix()) else {
+                continue;
+            };
+            if p.identity_bound()
+                && (self.is_revoked(&who.serial) || !policy.may_use_under(role, p.prefix()))
+            {
+                continue;
+            }
+            let Ok(items) = p.items(who).await else {
+                continue;
+            };
+            match items.tools.iter().filter(|t| t.name == inner).count() {
+                0 => continue,
+                1 if found.is_none() => {
+                    found = Some(Found {
+                        provider: p.clone(),
+                        inner: inner.to_string(),
+                        visible: policy.permits(role, Kind::Tool, name),
+                    })
+                }
+                _ => return None,
+            }
+        }
+        found
     }
 
     fn report_clash(&self, kind: &str, name: &str, providers: &[SharedProvider]) {

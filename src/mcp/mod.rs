@@ -378,8 +378,20 @@ impl ServerHandler for ZtMcp {
         let ask = self.ask(&context)?;
         let who = &ask.conn.identity;
         let name = request.name.to_string();
-        let view = self.hub.view(who).await;
-        let Some(entry) = view.tools.iter().find(|e| e.item.name == name) else {
+        let found = match self.hub.find_tool(who, &name).await {
+            Some(found) => Some(found),
+            // Missing or offered twice: the whole view decides (and audits a clash).
+            None => {
+                let view = self.hub.view(who).await;
+                let entry = view.tools.iter().find(|e| e.item.name == name);
+                entry.map(|e| hub::Found {
+                    provider: view.providers[e.provider].clone(),
+                    inner: e.inner.clone(),
+                    visible: e.visible,
+                })
+            }
+        };
+        let Some(entry) = found else {
             self.hub
                 .gate
                 .denied(who, &ask.peer, "tool", &name, "no such tool".into());
@@ -394,13 +406,13 @@ impl ServerHandler for ZtMcp {
         self.hub.gate.allowed(who, &ask.peer, &name);
         let mut inner = request;
         inner.name = entry.inner.clone().into();
-        let (idx, item) = (entry.provider, format!("tool:{name}"));
-        let served_by = view.providers[idx].name().to_string();
+        let item = format!("tool:{name}");
+        let served_by = entry.provider.name().to_string();
         let to = ("tools/call", name.as_str(), served_by.as_str());
         let resume = self.unseal(&ask, to, &mut inner.request_state)?;
         let req = ClientRequest::CallToolRequest(Request::new(inner));
         let result = match self
-            .forward(&view.providers[idx], &ask, &context, &item, req, resume)
+            .forward(&entry.provider, &ask, &context, &item, req, resume)
             .await
         {
             // A tool that could not run (upstream down, timeout) answers a tool error the user

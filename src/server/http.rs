@@ -302,13 +302,17 @@ fn jsonrpc_error(code: i64, message: &str, id: serde_json::Value) -> Box<Respons
 
 /// Refuses bytes that are not one JSON-RPC message (or batch) a client may send: -32700 for
 /// bytes that are not JSON (invalid UTF-8 included), -32600 for JSON that is not JSON-RPC.
+///
+/// Valid messages are parsed once, straight into rmcp's type; only a refused one is parsed again
+/// as plain JSON, to tell the two errors apart and to echo its id.
 pub fn check_jsonrpc(bytes: &[u8]) -> Result<(), Box<Response>> {
+    if serde_json::from_slice::<rmcp::model::ClientJsonRpcMessage>(bytes).is_ok() {
+        return Ok(());
+    }
     let value: serde_json::Value = serde_json::from_slice(bytes)
         .map_err(|_| jsonrpc_error(-32700, "Parse error", serde_json::Value::Null))?;
     let id = value.get("id").cloned().unwrap_or(serde_json::Value::Null);
-    serde_json::from_value::<rmcp::model::ClientJsonRpcMessage>(value)
-        .map(|_| ())
-        .map_err(|_| jsonrpc_error(-32600, "Invalid Request", id))
+    Err(jsonrpc_error(-32600, "Invalid Request", id))
 }
 
 /// Every `every`: forgets the bindings of sessions rmcp no longer has (it closes a session idle
