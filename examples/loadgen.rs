@@ -1,6 +1,7 @@
 //! Load generator for `scripts/bench.sh`: mTLS handshakes, MCP tool calls on kept-alive
 //! sessions, idle connections and revocation propagation, measured against any server (mcp-zt,
-//! nginx, the TypeScript SDK) with the server's own CPU time read from /proc.
+//! nginx, the TypeScript SDK, a bare rmcp server, npm mcp-proxy) with the server's own CPU time
+//! read from /proc. `--plain` speaks HTTP without TLS, for servers and proxies that have none.
 //!
 //! Every loop is bounded by a duration or a count; every reply is checked.
 
@@ -22,9 +23,10 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loadgen MODE --addr HOST:PORT --ca CA --cert CERT --key KEY [options]\n\
-         modes: handshake | calls | idle | revocation\n\
-         options: --concurrency N --duration SECS --pid PID (repeatable) --static\n\
+        "usage: loadgen MODE --addr HOST:PORT (--ca CA --cert CERT --key KEY | --plain) [options]\n\
+         modes: handshake | calls | idle | revocation | soak\n\
+         options: --concurrency N --duration SECS --pid PID (repeatable) --static --legacy\n\
+         \x20        --tool NAME (the tool called, default whoami)\n\
          \x20        --count N --hold SECS (idle) | --trials N --mcp-zt BIN --home HOME --prefix P (revocation)"
     );
     std::process::exit(2)
@@ -48,6 +50,8 @@ struct Args {
     mcp_zt: PathBuf,
     home: PathBuf,
     prefix: String,
+    plain: bool,
+    tool: String,
 }
 
 fn parse_args() -> Args {
@@ -55,6 +59,7 @@ fn parse_args() -> Args {
         concurrency: 1,
         duration: 5.0,
         hold: 5.0,
+        tool: "whoami".into(),
         ..Args::default()
     };
     let mut it = std::env::args().skip(1);
@@ -77,8 +82,18 @@ fn parse_args() -> Args {
             "--mcp-zt" => a.mcp_zt = val().into(),
             "--home" => a.home = val().into(),
             "--prefix" => a.prefix = val(),
+            "--plain" => a.plain = true,
+            "--tool" => a.tool = val(),
             _ => usage(),
         }
+    }
+    // Revocation and soak are about client certificates: they need TLS.
+    let tls_only = matches!(a.mode.as_str(), "revocation" | "soak");
+    let missing_tls = [&a.ca, &a.cert, &a.key]
+        .iter()
+        .any(|p| p.as_os_str().is_empty());
+    if a.addr.is_empty() || (a.plain && tls_only) || (!a.plain && missing_tls) {
+        usage()
     }
     a
 }
@@ -127,12 +142,41 @@ fn tls_connector(a: &Args, cert: &Path, key: &Path) -> TlsConnector {
     TlsConnector::from(Arc::new(cfg))
 }
 
-async fn connect(addr: SocketAddr, tls: &TlsConnector) -> Result<Sender, String> {
+/// How connections are made: TLS 1.3 with a client certificate, or plain TCP (`--plain`).
+#[derive(Clone)]
+enum Dialer {
+    Tls(TlsConnector),
+    Plain,
+}
+
+impl Dialer {
+    fn of(a: &Args) -> Dialer {
+        if a.plain {
+            Dialer::Plain
+        } else {
+            Dialer::Tls(tls_connector(a, &a.cert, &a.key))
+        }
+    }
+}
+
+async fn connect(addr: SocketAddr, dialer: &Dialer) -> Result<Sender, String> {
     let tcp = TcpStream::connect(addr).await.map_err(|e| e.to_string())?;
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
-    let stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
-    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+    match dialer {
+        Dialer::Tls(tls) => {
+            let name = ServerName::try_from("localhost").map_err(|e| e.to_string())?;
+            let stream = tls.connect(name, tcp).await.map_err(|e| e.to_string())?;
+            http1(stream).await
+        }
+        Dialer::Plain => http1(tcp).await,
+    }
+}
+
+async fn http1<IO>(io: IO) -> Result<Sender, String>
+where
+    IO: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let (send, conn) = hyper::client::conn::http1::handshake(TokioIo::new(io))
         .await
         .map_err(|e| e.to_string())?;
     tokio::spawn(async move {
@@ -196,23 +240,36 @@ async fn post(s: &mut Sender, body: &Value, headers: &[(&str, &str)]) -> Result<
     })
 }
 
-fn stateless_call(id: u64) -> Value {
+/// One session-less (MCP 2026-07-28) call of `tool`.
+fn stateless_call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call", "params": {
-        "name": "whoami", "arguments": {},
+        "name": tool, "arguments": {},
         "_meta": {"io.modelcontextprotocol/protocolVersion": "2026-07-28",
                   "io.modelcontextprotocol/clientCapabilities": {}}}})
 }
-const STATELESS_HEADERS: &[(&str, &str)] = &[
-    ("mcp-protocol-version", "2026-07-28"),
-    ("mcp-method", "tools/call"),
-    ("mcp-name", "whoami"),
-];
+fn stateless_headers(tool: &str) -> [(&str, &str); 3] {
+    [
+        ("mcp-protocol-version", "2026-07-28"),
+        ("mcp-method", "tools/call"),
+        ("mcp-name", tool),
+    ]
+}
 /// One session-less request for servers that only speak the 2025 protocol (the TypeScript SDK).
-fn legacy_call(id: u64) -> Value {
+fn legacy_call(id: u64, tool: &str) -> Value {
     json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-           "params": {"name": "whoami", "arguments": {}}})
+           "params": {"name": tool, "arguments": {}}})
 }
 const LEGACY_HEADERS: &[(&str, &str)] = &[("mcp-protocol-version", "2025-06-18")];
+
+/// Whether `v` is the successful answer to call `id`: a result with a non-empty content array,
+/// not a tool error (a gateway answers an unreachable upstream with one).
+fn call_succeeded(v: &Value, id: u64) -> bool {
+    v["id"] == id
+        && v["result"]["content"]
+            .as_array()
+            .is_some_and(|c| !c.is_empty())
+        && v["result"]["isError"] != true
+}
 
 fn percentile(sorted: &[u64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -239,7 +296,7 @@ fn report(a: &Args, ops: u64, errors: u64, wall: f64, cpu: f64, lat: Option<Vec<
 
 async fn handshakes(a: Args) {
     let addr: SocketAddr = a.addr.parse().expect("--addr");
-    let tls = tls_connector(&a, &a.cert, &a.key);
+    let dialer = Dialer::of(&a);
     let ops = Arc::new(AtomicU64::new(0));
     let errors = Arc::new(AtomicU64::new(0));
     let deadline = Instant::now() + Duration::from_secs_f64(a.duration);
@@ -247,28 +304,31 @@ async fn handshakes(a: Args) {
     let start = Instant::now();
     let mut tasks = Vec::new();
     for w in 0..a.concurrency {
-        let (tls, ops, errors, static_reply, legacy) = (
-            tls.clone(),
+        let (dialer, ops, errors, static_reply, legacy, tool) = (
+            dialer.clone(),
             ops.clone(),
             errors.clone(),
             a.static_reply,
             a.legacy,
+            a.tool.clone(),
         );
         tasks.push(tokio::spawn(async move {
             let mut id = (w as u64) << 32;
+            let stateless = stateless_headers(&tool);
             while Instant::now() < deadline {
                 id += 1;
                 let (body, headers) = if legacy {
-                    (legacy_call(id), LEGACY_HEADERS)
+                    (legacy_call(id, &tool), LEGACY_HEADERS)
                 } else {
-                    (stateless_call(id), STATELESS_HEADERS)
+                    (stateless_call(id, &tool), &stateless[..])
                 };
-                let ok = match connect(addr, &tls).await {
+                let ok = match connect(addr, &dialer).await {
                     Ok(mut s) => match post(&mut s, &body, headers).await {
-                        // Any HTTP status proves the handshake was accepted; a 200 is required.
+                        // Any HTTP status proves the handshake was accepted; a 200 with the
+                        // call's result is required.
                         Ok(r) => {
                             r.status == 200
-                                && (static_reply || r.body.iter().any(|v| v["id"] == id))
+                                && (static_reply || r.body.iter().any(|v| call_succeeded(v, id)))
                         }
                         Err(_) => false,
                     },
@@ -299,12 +359,12 @@ async fn handshakes(a: Args) {
 
 async fn calls(a: Args) {
     let addr: SocketAddr = a.addr.parse().expect("--addr");
-    let tls = tls_connector(&a, &a.cert, &a.key);
+    let dialer = Dialer::of(&a);
     let errors = Arc::new(AtomicU64::new(0));
     // Sessions are set up before the measured window.
     let mut senders = Vec::new();
     for _ in 0..a.concurrency {
-        let mut s = connect(addr, &tls).await.expect("connect");
+        let mut s = connect(addr, &dialer).await.expect("connect");
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "loadgen", "version": "1"}}});
@@ -328,6 +388,7 @@ async fn calls(a: Args) {
     for (w, (mut s, hdrs)) in senders.into_iter().enumerate() {
         let errors = errors.clone();
         let static_reply = a.static_reply;
+        let tool = a.tool.clone();
         tasks.push(tokio::spawn(async move {
             let h: Vec<(&str, &str)> = hdrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let mut lat = Vec::new();
@@ -335,15 +396,12 @@ async fn calls(a: Args) {
             while Instant::now() < deadline {
                 id += 1;
                 let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                    "params": {"name": "whoami", "arguments": {}}});
+                    "params": {"name": tool, "arguments": {}}});
                 let t = Instant::now();
                 let ok = match post(&mut s, &call, &h).await {
                     Ok(r) => {
                         r.status == 200
-                            && (static_reply
-                                || r.body
-                                    .iter()
-                                    .any(|v| v["id"] == id && v["result"]["content"].is_array()))
+                            && (static_reply || r.body.iter().any(|v| call_succeeded(v, id)))
                     }
                     Err(_) => false,
                 };
@@ -377,17 +435,22 @@ async fn calls(a: Args) {
 
 async fn idle(a: Args) {
     let addr: SocketAddr = a.addr.parse().expect("--addr");
-    let tls = tls_connector(&a, &a.cert, &a.key);
+    let dialer = Dialer::of(&a);
     let mut held = Vec::new();
     let mut errors = 0u64;
     for chunk in 0..a.count.div_ceil(64) {
         let mut batch = Vec::new();
         for i in 0..64.min(a.count - chunk * 64) {
-            let tls = tls.clone();
+            let (dialer, tool) = (dialer.clone(), a.tool.clone());
             let id = (chunk * 64 + i) as u64;
             batch.push(tokio::spawn(async move {
-                let mut s = connect(addr, &tls).await?;
-                let r = post(&mut s, &stateless_call(id), STATELESS_HEADERS).await?;
+                let mut s = connect(addr, &dialer).await?;
+                let r = post(
+                    &mut s,
+                    &stateless_call(id, &tool),
+                    &stateless_headers(&tool),
+                )
+                .await?;
                 if r.status == 200 {
                     Ok(s)
                 } else {
@@ -413,21 +476,22 @@ async fn idle(a: Args) {
 
 async fn revocation(a: Args) {
     let addr: SocketAddr = a.addr.parse().expect("--addr");
+    let headers = stateless_headers(&a.tool);
     let mut samples = Vec::new();
     let mut errors = 0u64;
     for i in 0..a.trials {
         let name = format!("{}{i}", a.prefix);
         let dir = a.home.join("clients");
-        let tls = tls_connector(
+        let tls = Dialer::Tls(tls_connector(
             &a,
             &dir.join(format!("{name}.crt")),
             &dir.join(format!("{name}.key")),
-        );
+        ));
         let Ok(mut s) = connect(addr, &tls).await else {
             errors += 1;
             continue;
         };
-        if post(&mut s, &stateless_call(1), STATELESS_HEADERS)
+        if post(&mut s, &stateless_call(1, &a.tool), &headers)
             .await
             .map(|r| r.status)
             != Ok(200)
@@ -451,7 +515,7 @@ async fn revocation(a: Args) {
         // The open connection must be closed by the server ...
         let closed = tokio::time::timeout(Duration::from_secs(5), async {
             while s.ready().await.is_ok() {
-                if post(&mut s, &stateless_call(2), STATELESS_HEADERS)
+                if post(&mut s, &stateless_call(2, &a.tool), &headers)
                     .await
                     .is_err()
                 {
@@ -465,7 +529,7 @@ async fn revocation(a: Args) {
         // ... and a new handshake refused.
         let refused = match connect(addr, &tls).await {
             Err(_) => true,
-            Ok(mut s2) => post(&mut s2, &stateless_call(3), STATELESS_HEADERS)
+            Ok(mut s2) => post(&mut s2, &stateless_call(3, &a.tool), &headers)
                 .await
                 .is_err(),
         };
@@ -533,7 +597,8 @@ async fn soak(a: Args) {
     let mut tasks = Vec::new();
     for w in 0..a.concurrency {
         let (kind, cert, key) = ids[w % ids.len()].clone();
-        let tls = tls_connector(&a, &cert, &key);
+        let tls = Dialer::Tls(tls_connector(&a, &cert, &key));
+        let tool = a.tool.clone();
         let counters = counters.clone();
         let revoked_at = revoked_at.clone();
         tasks.push(tokio::spawn(async move {
@@ -551,7 +616,8 @@ async fn soak(a: Args) {
                     Ok(mut s) => {
                         for _ in 0..20 {
                             id += 1;
-                            match post(&mut s, &stateless_call(id), STATELESS_HEADERS).await {
+                            let call = stateless_call(id, &tool);
+                            match post(&mut s, &call, &stateless_headers(&tool)).await {
                                 Ok(r)
                                     if r.status == 200 && r.body.iter().any(|v| v["id"] == id) =>
                                 {

@@ -1,22 +1,40 @@
 #!/usr/bin/env bash
 # Benchmarks mcp-zt against peers in one run, on 127.0.0.1 only, every loop bounded:
 #   nginx (Debian, OpenSSL) with client certificates and a CRL, static JSON reply on POST /mcp;
-#   the official MCP TypeScript SDK on node:https with client certificates.
+#   the official MCP TypeScript SDK on node:https with client certificates;
+#   a bare rmcp server (examples/bare_rmcp.rs: the same rmcp, transport settings and whoami-sized
+#   answer as mcp-zt, over TLS 1.3 without client certificates), the reference for mcp-zt's own
+#   tools/call;
+#   the gateway: mcp-zt (mTLS) in front of bare_rmcp over plain HTTP, against calling that
+#   upstream directly (only mcp-zt's CPU counts: the cost it adds per forwarded call, and the
+#   p50 it adds); and mcp-zt in front of `bare_rmcp --stdio`, against npm mcp-proxy (plain
+#   HTTP, no authentication) in front of the same stdio server (only the proxy's own process
+#   counts, not the stdio child).
 # Rates are per CPU-second of the server process(es) (user+system time from /proc/PID/stat
-# over the measured window), because the load generator shares the machine's cores.
+# over the measured window, which leaves out children), because the load generator shares the
+# machine's cores. Every reply counted is checked (status, id, a non-error result); any error
+# or a measurement with no operations fails the run.
+# The handshake cost of a big revoked set is measured as interleaved A/B repetitions (0 and
+# N revoked, both servers running, measured alternately), medians compared.
 #
-# Usage: scripts/bench.sh [full|smoke]     (smoke: a few seconds, proves the bench still works)
-# Output: a table on stdout, JSON in bench-results/latest.json (git-ignored).
+# Usage: scripts/bench.sh [full|smoke]     (smoke: a few seconds per section, proves every
+#                                            section still works; debug build, figures meaningless)
+# Output: tables on stdout, JSON in bench-results/latest.json (git-ignored).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 root="$(cd "$here/.." && pwd)"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+# shellcheck source=lib-interop.sh
+. "$here/lib-interop.sh"
 
+# concs: concurrencies against mcp-zt, nginx and the TS SDK; gconcs: against the bare rmcp
+# server and the gateways (c=1 for latency, c=16 for throughput); pairs: A/B repetitions of the
+# revoked-set handshake measurement.
 mode="${1:-full}"
 case "$mode" in
-  full) dur=5; runs=3; concs="1 16 64"; big=100000; trials=50; issues=20; idle=5000 ;;
-  smoke) dur=1; runs=1; concs="16"; big=2000; trials=3; issues=3; idle=100 ;;
+  full) dur=5; runs=3; concs="1 16 64"; gconcs="1 16"; pairs=5; big=100000; trials=50; issues=20; idle=5000 ;;
+  smoke) dur=1; runs=1; concs="16"; gconcs="16"; pairs=1; big=2000; trials=3; issues=3; idle=100 ;;
   *) echo "usage: $0 [full|smoke]" >&2; exit 2 ;;
 esac
 profile=release
@@ -30,13 +48,21 @@ need npm
 build_tools "$profile"
 LOADGEN="$TOOLS/examples/loadgen"
 SEED="$TOOLS/examples/seed_ledger"
+BARE="$TOOLS/examples/bare_rmcp"
 
+# One install for every package of the prefix (interop-node.sh shares it): a later `npm install
+# --no-save` of only some of them would remove the others.
 prefix="${MCP_ZT_NODE_PREFIX:-$here/.node}"
-if [ ! -d "$prefix/node_modules/@modelcontextprotocol/sdk" ]; then
+proxy_version=6.7.19
+proxy_js="$prefix/node_modules/mcp-proxy/dist/bin/mcp-proxy.mjs"
+installed_proxy=$(node -p "require('$prefix/node_modules/mcp-proxy/package.json').version" 2>/dev/null || true)
+if [ ! -d "$prefix/node_modules/@modelcontextprotocol/sdk" ] || [ "$installed_proxy" != "$proxy_version" ]; then
   mkdir -p "$prefix"
   (cd "$prefix" && npm install --no-audit --no-fund --loglevel=error --no-save \
-    @modelcontextprotocol/inspector@1.0.3 '@modelcontextprotocol/sdk@^1.32.0' >/dev/null)
+    @modelcontextprotocol/inspector@1.0.3 '@modelcontextprotocol/sdk@^1.32.0' \
+    "mcp-proxy@$proxy_version" >/dev/null)
 fi
+[ -f "$proxy_js" ] || fail "mcp-proxy $proxy_version has no $proxy_js"
 cp "$here/bench/ts_server.mjs" "$prefix/ts_server.mjs"
 
 work="$(mktemp -d)"
@@ -60,37 +86,91 @@ new_home() {
   return 0
 }
 
-# start_mcp HOME: starts mcp-zt serve; sets MCP_PID, MCP_PORT; prints startup ms.
+# wait_listening FILE PID WHAT: waits until FILE says "listening 127.0.0.1:PORT"; sets LPORT.
+wait_listening() {
+  local i
+  LPORT=
+  for i in $(seq 1 4000); do
+    LPORT=$(sed -n 's/^listening 127\.0\.0\.1://p' "$1")
+    [ -n "$LPORT" ] && return 0
+    # Checked now and then only: the startup time is measured through this loop.
+    if [ $((i % 50)) = 0 ] && ! kill -0 "$2" 2>/dev/null; then break; fi
+    sleep 0.002
+  done
+  cat "$1.err" >&2 2>/dev/null || true
+  fail "$3 did not start"
+}
+
+# wait_port PORT PID WHAT LOG: waits until something accepts connections on PORT.
+wait_port() {
+  local i
+  for i in $(seq 1 400); do
+    (: <"/dev/tcp/127.0.0.1/$1") 2>/dev/null && return 0
+    kill -0 "$2" 2>/dev/null || break
+    sleep 0.05
+  done
+  cat "$4" >&2
+  fail "$3 did not start on port $1"
+}
+
+# start_mcp HOME: starts mcp-zt serve without the per-address and per-certificate caps (the load
+# generator is one address with one certificate); sets MCP_PID, MCP_PORT, STARTUP_MS.
 start_mcp() {
   local out="$work/serve.$RANDOM.out" t0 t1
   t0=$(date +%s%N)
   "$MCP_ZT" --home "$1" serve --listen 127.0.0.1:0 --lockout-threshold 0 --max-connections 20000 \
-    >"$out" 2>/dev/null &
+    --max-connections-per-cert 0 --max-handshakes-per-address 0 >"$out" 2>"$out.err" &
   MCP_PID=$!
   pids+=("$MCP_PID")
-  for _ in $(seq 1 2000); do
-    MCP_PORT=$(sed -n 's/^listening 127\.0\.0\.1://p' "$out")
-    [ -n "$MCP_PORT" ] && break
-    sleep 0.002
-  done
+  wait_listening "$out" "$MCP_PID" "mcp-zt serve (home $1)"
   t1=$(date +%s%N)
-  [ -n "$MCP_PORT" ] || fail "mcp-zt did not start"
+  MCP_PORT=$LPORT
   STARTUP_MS=$(( (t1 - t0) / 1000000 ))
 }
 stop_pid() { kill "$1" 2>/dev/null || true; wait "$1" 2>/dev/null || true; }
 
-# gen NAME HOME PORT PIDS MODE CONC [extra]: runs the load generator $runs times.
-gen() {
-  local name="$1" home="$2" port="$3" pidargs="$4" m="$5" c="$6"
+# start_bare ARGS...: starts examples/bare_rmcp in an HTTP mode; sets BARE_PID, BARE_PORT.
+start_bare() {
+  local out="$work/bare.$RANDOM.out"
+  "$BARE" "$@" >"$out" 2>"$out.err" &
+  BARE_PID=$!
+  pids+=("$BARE_PID")
+  wait_listening "$out" "$BARE_PID" "bare_rmcp $*"
+  BARE_PORT=$LPORT
+}
+
+# gateway_home DIR ARGS...: a CA home with the client certificate "bench" (role viewer) and the
+# upstream "bare" added with ARGS (`--url URL` or `-- COMMAND...`), whose whoami the viewer may
+# call as bare__whoami.
+gateway_home() {
+  local h="$1"
+  shift
+  new_home "$h" 0
+  "$MCP_ZT" --home "$h" upstream add bare "$@" >"$work/upstream-add.out" 2>&1 || {
+    cat "$work/upstream-add.out" >&2
+    fail "mcp-zt upstream add bare $*"
+  }
+  grant "$h/policy.toml" viewer '["tool:bare__whoami"]'
+}
+
+# measure NAME HOME PORT PIDS MODE CONC [extra]: runs the load generator once (mTLS with the
+# client certificate "bench" of HOME; HOME "-" for plain HTTP) and records the result.
+measure() {
+  local name="$1" home="$2" port="$3" pidargs="$4" m="$5" c="$6" out
   shift 6
+  local conn=(--plain)
+  [ "$home" = - ] ||
+    conn=(--ca "$home/ca.crt" --cert "$home/clients/bench.crt" --key "$home/clients/bench.key")
+  # shellcheck disable=SC2086 # pidargs is a list of --pid flags
+  out=$("$LOADGEN" "$m" --addr "127.0.0.1:$port" "${conn[@]}" $pidargs \
+    --concurrency "$c" --duration "$dur" "$@") || fail "loadgen $m for $name"
+  record "$name" "$out"
+}
+
+# gen NAME HOME PORT PIDS MODE CONC [extra]: measure, $runs times.
+gen() {
   local i
-  for i in $(seq 1 "$runs"); do
-    local out
-    out=$("$LOADGEN" "$m" --addr "127.0.0.1:$port" --ca "$home/ca.crt" \
-      --cert "$home/clients/bench.crt" --key "$home/clients/bench.key" $pidargs \
-      --concurrency "$c" --duration "$dur" "$@")
-    record "$name" "$out"
-  done
+  for i in $(seq 1 "$runs"); do measure "$@"; done
 }
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
@@ -110,6 +190,14 @@ for c in $concs; do
   gen "mcp-zt handshake c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" handshake "$c"
   gen "mcp-zt calls c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" calls "$c"
 done
+
+# Right after mcp-zt's own calls, so both see the same machine.
+echo "== bare rmcp reference server (TLS 1.3, no client certificates)" >&2
+start_bare --listen 127.0.0.1:0 --tls "$home/server/server.crt" "$home/server/server.key"
+for c in $gconcs; do
+  gen "bare-rmcp calls c=$c" "$home" "$BARE_PORT" "--pid $BARE_PID" calls "$c"
+done
+stop_pid "$BARE_PID"
 
 echo "== mcp-zt revocation propagation ($trials trials)" >&2
 for i in $(seq 0 $((trials - 1))); do
@@ -144,15 +232,20 @@ for i in $(seq 1 "$issues"); do "$MCP_ZT" --home "$home" issue --role viewer --n
 t1=$(date +%s%N)
 record "issue without server" "{\"count\":$issues,\"ms_each\":$(( (t1 - t0) / 1000000 / issues ))}"
 
-echo "== handshake cost vs revoked serials (0 / 1,000 / $big)" >&2
-for n in 0 "$big"; do
-  h="$work/pki-$n"
-  new_home "$h" "$n"
-  start_mcp "$h"
-  [ "$n" = "$big" ] && record "startup with $big records" "{\"ms\":$STARTUP_MS}"
-  gen "mcp-zt handshake c=16 revoked=$n" "$h" "$MCP_PORT" "--pid $MCP_PID" handshake 16
-  stop_pid "$MCP_PID"
+echo "== handshake cost vs revoked serials (0 / $big): $pairs interleaved A/B pair(s)" >&2
+new_home "$work/pki-0" 0
+new_home "$work/pki-$big" "$big"
+start_mcp "$work/pki-0"
+a_pid=$MCP_PID a_port=$MCP_PORT
+start_mcp "$work/pki-$big"
+b_pid=$MCP_PID b_port=$MCP_PORT
+record "startup with $big records" "{\"ms\":$STARTUP_MS}"
+for _ in $(seq 1 "$pairs"); do
+  measure "mcp-zt handshake c=16 revoked=0" "$work/pki-0" "$a_port" "--pid $a_pid" handshake 16
+  measure "mcp-zt handshake c=16 revoked=$big" "$work/pki-$big" "$b_port" "--pid $b_pid" handshake 16
 done
+stop_pid "$a_pid"
+stop_pid "$b_pid"
 # Restarts of a big ledger: startup time measured again, median of three.
 for i in 1 2 3; do
   start_mcp "$work/pki-$big"
@@ -213,6 +306,37 @@ for c in $concs; do
   gen "ts-sdk calls c=$c" "$home" "$tport" "--pid $tpid" calls "$c"
 done
 stop_pid "$tpid"
+
+echo "== gateway, HTTP upstream: bare_rmcp (plain HTTP) called directly and through mcp-zt" >&2
+start_bare --listen 127.0.0.1:0
+up_pid=$BARE_PID up_port=$BARE_PORT
+gw="$work/gw-http"
+gateway_home "$gw" --url "http://127.0.0.1:$up_port/mcp"
+start_mcp "$gw"
+for c in $gconcs; do
+  gen "upstream-direct calls c=$c" - "$up_port" "--pid $up_pid" calls "$c"
+  gen "gateway-http calls c=$c" "$gw" "$MCP_PORT" "--pid $MCP_PID" calls "$c" --tool bare__whoami
+done
+stop_pid "$MCP_PID"
+stop_pid "$up_pid"
+
+echo "== gateway, stdio upstream: bare_rmcp --stdio behind npm mcp-proxy $proxy_version (node $(node --version)) and behind mcp-zt" >&2
+pport=$(free_port)
+node "$proxy_js" --host 127.0.0.1 --port "$pport" --server stream -- "$BARE" --stdio \
+  >"$work/proxy.out" 2>&1 &
+proxy_pid=$!
+pids+=("$proxy_pid")
+wait_port "$pport" "$proxy_pid" "mcp-proxy" "$work/proxy.out"
+gs="$work/gw-stdio"
+gateway_home "$gs" -- "$BARE" --stdio
+start_mcp "$gs"
+for c in $gconcs; do
+  gen "mcp-proxy calls c=$c" - "$pport" "--pid $proxy_pid" calls "$c"
+  gen "gateway-stdio calls c=$c" "$gs" "$MCP_PORT" "--pid $MCP_PID" calls "$c" --tool bare__whoami
+done
+stop_pid "$MCP_PID"
+stop_pid "$proxy_pid"
+record "peers" "{\"mcp_proxy\":\"$proxy_version\",\"node\":\"$(node --version)\"}"
 
 mkdir -p "$root/bench-results"
 python3 "$here/bench/report.py" "$results" "$mode" "$root/bench-results/latest.json"
