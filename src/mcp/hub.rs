@@ -300,6 +300,9 @@ impl Hub {
             return t;
         }
         let mut map = self.serial_tokens.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(parent) = map.get(serial) {
+            return parent.child_token();
+        }
         map.entry(serial.to_string()).or_default().child_token()
     }
 

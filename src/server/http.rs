@@ -196,7 +196,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
     if let Some(sid) = &session {
-        if state.sessions.owner(sid).as_deref() != Some(who.serial.as_str()) {
+        if !state.sessions.owned_by(sid, &who.serial) {
             state.audit.log(
                 audit("session_rejected")
                     .reason("session id unknown or created by another certificate"),
@@ -207,6 +207,8 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     }
 
     let method = req.method().clone();
+    // A POST body that passed only the quick check, kept (a reference count) for the full one.
+    let mut posted: Option<Bytes> = None;
     // POST bodies are read here, within the limit, so that oversized ones get 413 after the body
     // was consumed (clients see the status, not a reset stream) and malformed JSON-RPC gets a
     // JSON-RPC error instead of a transport error.
@@ -222,17 +224,32 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
             }
             Err(BodyError::Read) => return plain(StatusCode::BAD_REQUEST, "Bad Request"),
         };
-        if let Err(resp) = check_jsonrpc(&bytes) {
-            state
-                .audit
-                .log(audit("request_rejected").reason("malformed JSON-RPC"));
-            return *resp;
+        // The common case pays one cheap pass here; rmcp parses the message fully once.
+        let plausible = plausible_jsonrpc(&bytes);
+        if !plausible {
+            if let Err(resp) = check_jsonrpc(&bytes) {
+                state
+                    .audit
+                    .log(audit("request_rejected").reason("malformed JSON-RPC"));
+                return *resp;
+            }
         }
+        posted = plausible.then(|| bytes.clone());
         Request::from_parts(parts, Body::from(bytes))
     } else {
         req
     };
     let mut response = next.run(req).await;
+    // rmcp refuses a body it cannot parse with 415 and plain text; the client gets the JSON-RPC
+    // error it would have got from the full check.
+    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+        if let Some(Err(resp)) = posted.as_deref().map(check_jsonrpc) {
+            state
+                .audit
+                .log(audit("request_rejected").reason("malformed JSON-RPC"));
+            return *resp;
+        }
+    }
 
     if session.is_none() {
         if let Some(new) = response
@@ -300,6 +317,27 @@ fn jsonrpc_error(code: i64, message: &str, id: serde_json::Value) -> Box<Respons
     Box::new((StatusCode::BAD_REQUEST, axum::Json(body)).into_response())
 }
 
+/// The envelope every JSON-RPC 2.0 message from a client has; parameters and results are
+/// skipped, not built.
+#[derive(serde::Deserialize)]
+struct Envelope<'a> {
+    #[serde(borrow)]
+    jsonrpc: &'a str,
+    method: Option<serde::de::IgnoredAny>,
+    result: Option<serde::de::IgnoredAny>,
+    error: Option<serde::de::IgnoredAny>,
+}
+
+/// One pass over the bytes, building nothing: whether they look like a single JSON-RPC 2.0
+/// request, notification or response. `false` sends the body to [`check_jsonrpc`] at once
+/// (batches, escaped member names and every malformed body); `true` lets rmcp parse it, and a
+/// body rmcp then cannot parse gets [`check_jsonrpc`]'s answer after all.
+pub fn plausible_jsonrpc(bytes: &[u8]) -> bool {
+    serde_json::from_slice::<Envelope>(bytes).is_ok_and(|e| {
+        e.jsonrpc == "2.0" && (e.method.is_some() || e.result.is_some() || e.error.is_some())
+    })
+}
+
 /// Refuses bytes that are not one JSON-RPC message (or batch) a client may send: -32700 for
 /// bytes that are not JSON (invalid UTF-8 included), -32600 for JSON that is not JSON-RPC.
 ///
@@ -341,5 +379,38 @@ pub async fn sweep_sessions(
         for session in bound.iter().filter(|s| !live.contains(*s)) {
             state.sessions.unbind(session);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{check_jsonrpc, plausible_jsonrpc};
+
+    #[test]
+    fn the_quick_check_passes_messages_and_leaves_the_rest_to_the_full_one() {
+        for ok in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami"}}"#,
+            r#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#,
+            r#"{"jsonrpc":"2.0","id":"a","result":{}}"#,
+            r#"{"jsonrpc":"2.0","id":2,"error":{"code":-1,"message":"x"}}"#,
+        ] {
+            assert!(plausible_jsonrpc(ok.as_bytes()), "{ok}");
+            assert!(check_jsonrpc(ok.as_bytes()).is_ok(), "{ok}");
+        }
+        for not in [
+            r#"{"jsonrpc":"#,
+            r#"{"hello":"world"}"#,
+            r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
+            r#"{"jsonrpc":"2.0","id":1}"#,
+            r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
+            "\"\u{ff}\"",
+        ] {
+            assert!(!plausible_jsonrpc(not.as_bytes()), "{not}");
+        }
+        // Plausible but not a message rmcp can take: the full check (run after rmcp's 415)
+        // refuses it.
+        let odd = r#"{"jsonrpc":"2.0","id":1,"method":5}"#;
+        assert!(plausible_jsonrpc(odd.as_bytes()));
+        assert!(check_jsonrpc(odd.as_bytes()).is_err());
     }
 }

@@ -145,6 +145,14 @@ impl SessionBindings {
     pub fn owner(&self, session: &str) -> Option<String> {
         self.lock().owner.get(session).cloned()
     }
+    /// Whether `session` was created by the certificate `serial` (checked on every request:
+    /// nothing is copied).
+    pub fn owned_by(&self, session: &str, serial: &str) -> bool {
+        self.lock()
+            .owner
+            .get(session)
+            .is_some_and(|owner| owner == serial)
+    }
     /// Forgets `session`.
     pub fn unbind(&self, session: &str) {
         let mut m = self.lock();

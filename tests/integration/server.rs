@@ -494,6 +494,16 @@ async fn hostile_http_gets_clear_4xx_answers() {
     assert_eq!(r.status(), 400);
     let v: serde_json::Value = r.json().await.expect("json");
     assert_eq!(v["error"]["code"], -32600);
+    // Looks like a message until it is parsed in full (rmcp refuses it): the same answer.
+    let r = post(&c, &server, r#"{"jsonrpc":"2.0","id":7,"method":5}"#)
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(
+        (v["error"]["code"].clone(), v["id"].clone()),
+        (serde_json::json!(-32600), serde_json::json!(7))
+    );
     let big = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
         "a".repeat(4096)
