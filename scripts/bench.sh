@@ -186,16 +186,18 @@ echo "== mcp-zt (1,000 revoked serials)" >&2
 home="$work/pki"
 new_home "$home" 1000
 start_mcp "$home"
+# The bare rmcp reference runs beside it: its calls alternate with mcp-zt's, run by run, so the
+# ratio of the two compares the same moments of this (noisy, shared) machine.
+echo "   with the bare rmcp reference server (TLS 1.3, no client certificates), alternating" >&2
+start_bare --listen 127.0.0.1:0 --tls "$home/server/server.crt" "$home/server/server.key"
 for c in $concs; do
   gen "mcp-zt handshake c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" handshake "$c"
-  gen "mcp-zt calls c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" calls "$c"
-done
-
-# Right after mcp-zt's own calls, so both see the same machine.
-echo "== bare rmcp reference server (TLS 1.3, no client certificates)" >&2
-start_bare --listen 127.0.0.1:0 --tls "$home/server/server.crt" "$home/server/server.key"
-for c in $gconcs; do
-  gen "bare-rmcp calls c=$c" "$home" "$BARE_PORT" "--pid $BARE_PID" calls "$c"
+  for _ in $(seq 1 "$runs"); do
+    measure "mcp-zt calls c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" calls "$c"
+    case " $gconcs " in
+      *" $c "*) measure "bare-rmcp calls c=$c" "$home" "$BARE_PORT" "--pid $BARE_PID" calls "$c" ;;
+    esac
+  done
 done
 stop_pid "$BARE_PID"
 
