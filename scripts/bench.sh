@@ -173,6 +173,19 @@ gen() {
   for i in $(seq 1 "$runs"); do measure "$@"; done
 }
 
+# alternate PEER PEER_HOME PEER_PORT PEER_PID GATEWAY GATEWAY_HOME: calls at each gateway
+# concurrency, the peer (whoami) and mcp-zt (bare__whoami, at MCP_PORT) run by run in turn, so
+# their ratio compares the same moments of the machine.
+alternate() {
+  local c
+  for c in $gconcs; do
+    for _ in $(seq 1 "$runs"); do
+      measure "$1 calls c=$c" "$2" "$3" "--pid $4" calls "$c"
+      measure "$5 calls c=$c" "$6" "$MCP_PORT" "--pid $MCP_PID" calls "$c" --tool bare__whoami
+    done
+  done
+}
+
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
 
 echo "== physical floor: openssl speed" >&2
@@ -315,10 +328,7 @@ up_pid=$BARE_PID up_port=$BARE_PORT
 gw="$work/gw-http"
 gateway_home "$gw" --url "http://127.0.0.1:$up_port/mcp"
 start_mcp "$gw"
-for c in $gconcs; do
-  gen "upstream-direct calls c=$c" - "$up_port" "--pid $up_pid" calls "$c"
-  gen "gateway-http calls c=$c" "$gw" "$MCP_PORT" "--pid $MCP_PID" calls "$c" --tool bare__whoami
-done
+alternate "upstream-direct" - "$up_port" "$up_pid" "gateway-http" "$gw"
 stop_pid "$MCP_PID"
 stop_pid "$up_pid"
 
@@ -332,10 +342,7 @@ wait_port "$pport" "$proxy_pid" "mcp-proxy" "$work/proxy.out"
 gs="$work/gw-stdio"
 gateway_home "$gs" -- "$BARE" --stdio
 start_mcp "$gs"
-for c in $gconcs; do
-  gen "mcp-proxy calls c=$c" - "$pport" "--pid $proxy_pid" calls "$c"
-  gen "gateway-stdio calls c=$c" "$gs" "$MCP_PORT" "--pid $MCP_PID" calls "$c" --tool bare__whoami
-done
+alternate "mcp-proxy" - "$pport" "$proxy_pid" "gateway-stdio" "$gs"
 stop_pid "$MCP_PID"
 stop_pid "$proxy_pid"
 record "peers" "{\"mcp_proxy\":\"$proxy_version\",\"node\":\"$(node --version)\"}"

@@ -34,6 +34,16 @@ pub struct Entry<T> {
     pub visible: bool,
 }
 
+/// What [`Hub::find_tool`] found.
+pub enum Lookup {
+    /// Exactly one provider offers the name.
+    Found(Found),
+    /// No provider offers it (to this identity).
+    Missing,
+    /// More than one does.
+    Clash,
+}
+
 /// One tool as a call needs it ([`Hub::find_tool`]).
 pub struct Found {
     /// The provider that serves it.
@@ -303,6 +313,13 @@ impl Hub {
         if let Some(parent) = map.get(serial) {
             return parent.child_token();
         }
+        // Checked again under this lock: `revoked` marks the serial before it takes the lock to
+        // remove the parent, so a parent made here is never one it already missed.
+        if self.is_revoked(serial) {
+            let t = CancellationToken::new();
+            t.cancel();
+            return t;
+        }
         map.entry(serial.to_string()).or_default().child_token()
     }
 
@@ -451,41 +468,39 @@ impl Hub {
 
     /// The tool exposed to `who` as `name`, found without building the whole view: a call
     /// clones no list and asks the policy once. Only providers whose prefix starts `name` are
-    /// asked. `None` when no provider offers the name or more than one does: [`Hub::view`],
-    /// which audits a clash, then gives the answer.
-    pub async fn find_tool(&self, who: &Identity, name: &str) -> Option<Found> {
+    /// asked (at the same time, like the view). A name more than one provider offers is a
+    /// [`Lookup::Clash`]: [`Hub::view`], which audits it, then gives the answer.
+    pub async fn find_tool(&self, who: &Identity, name: &str) -> Lookup {
         if !valid_exposed(name) {
-            return None;
+            return Lookup::Missing;
         }
         let providers = self.providers();
         let policy = self.gate.policy();
         let role = who.role.as_str();
-        let mut found: Option<Found> = None;
-        for p in providers.iter() {
-            let Some(inner) = name.strip_prefix(p.prefix()) else {
-                continue;
+        let candidates = providers.iter().filter_map(|p| {
+            let inner = name.strip_prefix(p.prefix())?;
+            let barred = p.identity_bound()
+                && (self.is_revoked(&who.serial) || !policy.may_use_under(role, p.prefix()));
+            (!barred).then_some((p, inner))
+        });
+        let answers = join_all(candidates.map(|(p, inner)| async move {
+            let count = match p.items(who).await {
+                Ok(items) => items.tools.iter().filter(|t| t.name == inner).count(),
+                Err(_) => 0,
             };
-            if p.identity_bound()
-                && (self.is_revoked(&who.serial) || !policy.may_use_under(role, p.prefix()))
-            {
-                continue;
-            }
-            let Ok(items) = p.items(who).await else {
-                continue;
-            };
-            match items.tools.iter().filter(|t| t.name == inner).count() {
-                0 => continue,
-                1 if found.is_none() => {
-                    found = Some(Found {
-                        provider: p.clone(),
-                        inner: inner.to_string(),
-                        visible: policy.permits(role, Kind::Tool, name),
-                    })
-                }
-                _ => return None,
-            }
+            (p, inner, count)
+        }))
+        .await;
+        let mut offered = answers.into_iter().filter(|(_, _, count)| *count > 0);
+        match (offered.next(), offered.next()) {
+            (None, _) => Lookup::Missing,
+            (Some((p, inner, 1)), None) => Lookup::Found(Found {
+                provider: p.clone(),
+                inner: inner.to_string(),
+                visible: policy.permits(role, Kind::Tool, name),
+            }),
+            _ => Lookup::Clash,
         }
-        found
     }
 
     fn report_clash(&self, kind: &str, name: &str, providers: &[SharedProvider]) {

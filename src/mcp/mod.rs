@@ -379,9 +379,10 @@ impl ServerHandler for ZtMcp {
         let who = &ask.conn.identity;
         let name = request.name.to_string();
         let found = match self.hub.find_tool(who, &name).await {
-            Some(found) => Some(found),
-            // Missing or offered twice: the whole view decides (and audits a clash).
-            None => {
+            hub::Lookup::Found(found) => Some(found),
+            hub::Lookup::Missing => None,
+            // Offered twice: the whole view decides (and audits the clash).
+            hub::Lookup::Clash => {
                 let view = self.hub.view(who).await;
                 let entry = view.tools.iter().find(|e| e.item.name == name);
                 entry.map(|e| hub::Found {

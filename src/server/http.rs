@@ -240,9 +240,10 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
         req
     };
     let mut response = next.run(req).await;
-    // rmcp refuses a body it cannot parse with 415 and plain text; the client gets the JSON-RPC
-    // error it would have got from the full check.
-    if response.status() == StatusCode::UNSUPPORTED_MEDIA_TYPE {
+    // rmcp refuses a body it cannot parse with 415 and plain text, and checks Host, Accept and
+    // the session before parsing: a malformed body that rmcp refused for any reason gets the
+    // JSON-RPC error of the full check, as when that check ran first.
+    if response.status().is_client_error() {
         if let Some(Err(resp)) = posted.as_deref().map(check_jsonrpc) {
             state
                 .audit
@@ -403,9 +404,14 @@ mod tests {
             r#"{"jsonrpc":"1.0","id":1,"method":"ping"}"#,
             r#"{"jsonrpc":"2.0","id":1}"#,
             r#"[{"jsonrpc":"2.0","id":1,"method":"ping"}]"#,
-            "\"\u{ff}\"",
         ] {
             assert!(!plausible_jsonrpc(not.as_bytes()), "{not}");
+        }
+        assert!(!plausible_jsonrpc(b"\"\xff\""), "invalid UTF-8");
+        // Invalid UTF-8 inside a skipped value passes the quick check; the full one refuses it.
+        let bad = b"{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{\"a\":\"\xff\"}}";
+        if plausible_jsonrpc(bad) {
+            assert!(check_jsonrpc(bad).is_err());
         }
         // Plausible but not a message rmcp can take: the full check (run after rmcp's 415)
         // refuses it.

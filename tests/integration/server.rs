@@ -504,6 +504,17 @@ async fn hostile_http_gets_clear_4xx_answers() {
         (v["error"]["code"].clone(), v["id"].clone()),
         (serde_json::json!(-32600), serde_json::json!(7))
     );
+    // The same without the Accept header rmcp checks before parsing: the body's error first.
+    let r = c
+        .post(server.url())
+        .header("Content-Type", "application/json")
+        .body(r#"{"jsonrpc":"2.0","id":8,"method":5}"#)
+        .send()
+        .await
+        .expect("answer");
+    assert_eq!(r.status(), 400);
+    let v: serde_json::Value = r.json().await.expect("json");
+    assert_eq!(v["error"]["code"], -32600);
     let big = format!(
         "{{\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"ping\",\"params\":{{\"pad\":\"{}\"}}}}",
         "a".repeat(4096)
