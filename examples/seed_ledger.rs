@@ -41,6 +41,7 @@ fn main() -> anyhow::Result<()> {
             superseded_by: None,
             chain_root: None,
             chain_started: None,
+            issuer: signer.current().id().map(str::to_string),
         });
         if batch.len() == 10_000 {
             authority.ledger().insert_many(&batch)?;

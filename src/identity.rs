@@ -12,6 +12,7 @@ use x509_parser::prelude::FromDer;
 
 use crate::pki::inspect::{role_of, RoleError};
 use crate::pki::role_ext::Oid;
+use crate::policy::trust::{Field, Subject, TrustConfig};
 
 /// A verified client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
@@ -20,12 +21,18 @@ pub struct Identity {
     pub name: String,
     /// RBAC role from the role extension.
     pub role: String,
-    /// Certificate serial, lower-case hex.
+    /// The key sessions, connections and revocations are bound to: the certificate serial in
+    /// lower-case hex for mcp-zt's own certificates (random and unique across its
+    /// intermediates), `TRUST:ISSUER:SERIAL` for a foreign trust (ISSUER: 8 hex digits of the
+    /// issuer name's SHA-256), since foreign CAs may reuse serials.
     pub serial: String,
     /// The SPIFFE ID from the URI SAN.
     pub spiffe_id: String,
     /// Certificate notAfter (Unix seconds).
     pub not_after: i64,
+    /// The foreign trust (`[trust.NAME]`) that vouched for it; `None` for mcp-zt's own CA.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trust: Option<String>,
 }
 
 impl Identity {
@@ -38,6 +45,7 @@ impl Identity {
             serial: "00".into(),
             spiffe_id: String::new(),
             not_after: 0,
+            trust: None,
         }
     }
 }
@@ -128,6 +136,100 @@ pub fn from_der(der: &[u8], role_oid: &Oid, trust_domain: &str) -> Result<Identi
         serial: hex::encode(cert.raw_serial()),
         spiffe_id: expected,
         not_after: cert.validity().not_after.timestamp(),
+        trust: None,
+    })
+}
+
+/// The subject and SAN values foreign-trust rules look at.
+pub fn subject_of(cert: &X509Certificate<'_>) -> Subject {
+    let mut s = Subject::default();
+    let subject = cert.subject();
+    for cn in subject.iter_common_name() {
+        if let Ok(v) = cn.as_str() {
+            s.push(Field::Cn, v);
+        }
+    }
+    for o in subject.iter_organization() {
+        if let Ok(v) = o.as_str() {
+            s.push(Field::O, v);
+        }
+    }
+    for ou in subject.iter_organizational_unit() {
+        if let Ok(v) = ou.as_str() {
+            s.push(Field::Ou, v);
+        }
+    }
+    if let Ok(Some(san)) = cert.subject_alternative_name() {
+        for gn in &san.value.general_names {
+            match gn {
+                GeneralName::URI(u) => s.push(Field::SanUri, *u),
+                GeneralName::DNSName(d) => s.push(Field::SanDns, *d),
+                GeneralName::RFC822Name(e) => s.push(Field::SanEmail, *e),
+                _ => {}
+            }
+        }
+    }
+    s
+}
+
+/// The identity key of a foreign certificate: see [`Identity::serial`].
+pub fn foreign_key(trust: &str, issuer_der: &[u8], serial: &[u8]) -> String {
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issuer_der);
+    format!(
+        "{trust}:{}:{}",
+        hex::encode(&digest.as_ref()[..4]),
+        hex::encode(serial)
+    )
+}
+
+/// Why a foreign certificate has no identity.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ForeignError {
+    /// Not parseable X.509.
+    #[error("unparseable certificate")]
+    Unparseable,
+    /// No rule of the trust matches.
+    #[error("no role rule of trust {trust:?} matches the certificate ({subject})")]
+    NoRule {
+        /// The trust.
+        trust: String,
+        /// What the certificate holds.
+        subject: String,
+    },
+}
+
+/// Maps a certificate a foreign trust's CA verified to an identity by that trust's rules. The
+/// role extension, if the certificate carries one, plays no part.
+pub fn from_foreign_der(der: &[u8], trust: &TrustConfig) -> Result<Identity, ForeignError> {
+    let (_, cert) = X509Certificate::from_der(der).map_err(|_| ForeignError::Unparseable)?;
+    let subject = subject_of(&cert);
+    let Some((_, role)) = trust.role_for(&subject) else {
+        return Err(ForeignError::NoRule {
+            trust: trust.name.clone(),
+            subject: subject.describe(),
+        });
+    };
+    let spiffe_id = subject
+        .get(Field::SanUri)
+        .iter()
+        .find(|u| u.starts_with("spiffe://"))
+        .cloned()
+        .unwrap_or_default();
+    // Shown as the SPIFFE ID when there is one, else the CN, else the whole subject.
+    let name = if !spiffe_id.is_empty() {
+        spiffe_id.clone()
+    } else if let Some(cn) = subject.get(Field::Cn).first() {
+        cn.clone()
+    } else {
+        cert.subject().to_string()
+    };
+    Ok(Identity {
+        name,
+        role: role.to_string(),
+        serial: foreign_key(&trust.name, cert.issuer().as_raw(), cert.raw_serial()),
+        spiffe_id,
+        not_after: cert.validity().not_after.timestamp(),
+        trust: Some(trust.name.clone()),
     })
 }
 

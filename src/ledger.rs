@@ -76,6 +76,10 @@ mod record {
         /// (Unix seconds). Renewal chains have a maximum age counted from here.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         pub chain_started: Option<i64>,
+        /// Serial of the intermediate that signed it; absent in a single-CA home. Each
+        /// intermediate publishes its own CRL of the certificates it signed.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub issuer: Option<String>,
     }
 
     /// A certificate's status at a given time.
@@ -149,15 +153,48 @@ mod record {
         pub key_encrypted: bool,
         /// When the CA was created (Unix seconds).
         pub created_at: i64,
-        /// The CA certificate's notAfter (Unix seconds).
+        /// The CA certificate's notAfter (Unix seconds); the root's in a hierarchy.
         pub not_after: i64,
+        /// How HOME's CA is laid out. Homes made before the hierarchy have no such field and
+        /// are [`Layout::Single`].
+        #[serde(default)]
+        pub layout: Layout,
+        /// Whether the root key was written outside HOME at `ca init` (`--offline-root`).
+        #[serde(default)]
+        pub root_offline: bool,
+    }
+
+    /// How a CA home is laid out.
+    #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+    #[serde(rename_all = "kebab-case")]
+    pub enum Layout {
+        /// One self-signed CA (`ca.crt`, `ca.key`) signs everything.
+        #[default]
+        Single,
+        /// A root (`ca.crt`) and intermediates (`intermediate.crt`, `intermediates/`): the
+        /// current intermediate signs.
+        Hierarchy,
+        /// An intermediate issued by an organization's PKI (`ca import`): `ca.crt` is that
+        /// PKI's root, `intermediate.crt` the imported chain.
+        Imported,
+    }
+
+    impl Layout {
+        /// The name `doctor` and `ca init` print.
+        pub fn as_str(self) -> &'static str {
+            match self {
+                Layout::Single => "single CA",
+                Layout::Hierarchy => "root + intermediate",
+                Layout::Imported => "intermediate of an imported PKI",
+            }
+        }
     }
 }
 
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-pub use record::{CaMeta, CertKind, CertRecord, Revocation, Status, RECORD_VERSION};
+pub use record::{CaMeta, CertKind, CertRecord, Layout, Revocation, Status, RECORD_VERSION};
 
 use crate::pki::build::Reason;
 
@@ -605,6 +642,7 @@ mod tests {
             superseded_by: None,
             chain_root: None,
             chain_started: None,
+            issuer: None,
         }
     }
 

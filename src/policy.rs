@@ -8,8 +8,10 @@
 //! win over both. A role holds its own rules and those of every role it inherits.
 
 pub mod rules;
+pub mod trust;
 
 pub use rules::{Kind, Rule};
+pub use trust::TrustConfig;
 
 use std::collections::{BTreeMap, BTreeSet};
 
@@ -50,6 +52,8 @@ struct RawPolicy {
     roles: BTreeMap<Spanned<String>, RawRole>,
     #[serde(default)]
     tools: BTreeMap<Spanned<String>, RawTool>,
+    #[serde(default)]
+    trust: BTreeMap<Spanned<String>, trust::RawTrust>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -91,6 +95,8 @@ pub struct Policy {
     allow: BTreeMap<String, Vec<Rule>>,
     /// role → its own `deny` rules.
     deny: BTreeMap<String, Vec<Rule>>,
+    /// Foreign CAs and their role rules, by name.
+    trusts: Vec<TrustConfig>,
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -179,11 +185,19 @@ impl Policy {
                 },
             );
         }
+        let mut trusts = Vec::new();
+        for (name, raw_trust) in raw.trust {
+            let span = name.span();
+            let config = trust::validate(name.get_ref(), raw_trust, |r| known.contains(r))
+                .map_err(|(at, message)| invalid(at.unwrap_or(span), message))?;
+            trusts.push(config);
+        }
         let policy = Policy {
             inherits,
             tools,
             allow,
             deny,
+            trusts,
         };
         for name in raw.roles.keys() {
             if policy.has_cycle_from(name.get_ref()) {
@@ -194,6 +208,11 @@ impl Policy {
             }
         }
         Ok(policy)
+    }
+
+    /// The foreign trusts (`[trust.NAME]`), in name order.
+    pub fn trusts(&self) -> &[TrustConfig] {
+        &self.trusts
     }
 
     fn has_cycle_from(&self, start: &str) -> bool {

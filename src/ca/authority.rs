@@ -2,65 +2,19 @@
 
 use std::path::PathBuf;
 
-use rcgen::{Issuer, KeyPair, PublicKeyData};
+use rcgen::PublicKeyData;
 use time::Duration;
-use x509_parser::prelude::FromDer;
 use zeroize::Zeroizing;
 
-use super::{CaError, Home, CRL_LIFETIME_DAYS};
+use super::{CaError, Home, IssuingCa, Signer, CRL_LIFETIME_DAYS};
 use crate::fsutil::{self, PUBLIC_MODE, SECRET_MODE};
 use crate::ledger::{CaMeta, CertKind, CertRecord, Ledger, LedgerError, LOCK_WAIT, RECORD_VERSION};
 use crate::pki::build::{self, LeafKind, LeafRequest, Reason, RevokedEntry};
-use crate::pki::{self, keyfile, PkiError};
+use crate::pki::{self, PkiError};
 use crate::policy::Policy;
 
 /// The holder name of the server's own certificate; no client certificate may carry it.
 pub const SERVER_NAME: &str = "server";
-
-/// The CA's private key and certificate, loaded only by commands that sign.
-pub struct Signer {
-    key: KeyPair,
-    cert_pem: String,
-}
-
-impl std::fmt::Debug for Signer {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Signer { key: <redacted> }")
-    }
-}
-
-impl Signer {
-    pub(super) fn from_parts(key: KeyPair, cert_pem: String) -> Signer {
-        Signer { key, cert_pem }
-    }
-
-    /// Loads `ca.key` (refusing loose permissions, decrypting if needed) and checks that it
-    /// belongs to `ca.crt`.
-    pub fn load(home: &Home, passphrase: Option<&[u8]>) -> Result<Signer, CaError> {
-        if !home.ca_key().exists() {
-            return Err(CaError::NotInitialized(home.display()));
-        }
-        let key = keyfile::load(&home.ca_key(), passphrase)?;
-        let cert_pem = String::from_utf8(fsutil::read(&home.ca_cert())?)
-            .map_err(|_| PkiError::Parse("ca.crt is not text".into()))?;
-        let der = pki::inspect::pem_to_der(&cert_pem)?;
-        let (_, cert) = x509_parser::certificate::X509Certificate::from_der(&der)
-            .map_err(|e| PkiError::Parse(format!("ca.crt: {e}")))?;
-        if cert.public_key().subject_public_key.data.as_ref() != key.public_key_raw() {
-            return Err(PkiError::Key(format!(
-                "{} does not belong to {}: the key or the certificate was replaced",
-                home.ca_key().display(),
-                home.ca_cert().display()
-            ))
-            .into());
-        }
-        Ok(Signer { key, cert_pem })
-    }
-
-    fn issuer(&self) -> Result<Issuer<'static, &KeyPair>, CaError> {
-        Ok(Issuer::from_ca_cert_pem(&self.cert_pem, &self.key).map_err(PkiError::from)?)
-    }
-}
 
 /// What `issue` is asked for.
 #[derive(Debug, Clone)]
@@ -204,15 +158,17 @@ impl Authority {
         out_dir: &std::path::Path,
     ) -> Result<Issued, CaError> {
         let now = pki::now();
+        let ca = signer.current();
         // Checked: a TTL of billions of days passes the date range of `time` (year 9999).
         let wanted_end = now.checked_add(leaf.lifetime).map(|t| t.unix_timestamp());
-        if wanted_end.is_none_or(|end| end > self.meta.not_after) {
+        let ca_end = ca.not_after().min(self.meta.not_after);
+        if wanted_end.is_none_or(|end| end > ca_end) {
             return Err(CaError::TtlBeyondCa {
                 wanted: wanted_end.map_or_else(|| "after the year 9999".into(), pki::rfc3339),
-                ca_end: pki::rfc3339(self.meta.not_after),
+                ca_end: pki::rfc3339(ca_end),
             });
         }
-        let built = build::leaf_certificate(leaf, &signer.issuer()?, now)?;
+        let built = build::leaf_certificate(leaf, &ca.issuer()?, now)?;
         let record = CertRecord {
             v: RECORD_VERSION,
             serial: hex::encode(built.serial),
@@ -230,6 +186,7 @@ impl Authority {
             superseded_by: None,
             chain_root: None,
             chain_started: None,
+            issuer: ca.id().map(str::to_string),
         };
         // Durable first: the ledger must know every certificate that leaves the CA.
         self.ledger.insert_new(&record)?;
@@ -237,7 +194,10 @@ impl Authority {
         let key_path = out_dir.join(format!("{}.key", leaf.name));
         let cert_path = out_dir.join(format!("{}.crt", leaf.name));
         fsutil::write_atomic(&key_path, built.key_pem.as_bytes(), SECRET_MODE)?;
-        fsutil::write_atomic(&cert_path, built.cert_pem.as_bytes(), PUBLIC_MODE)?;
+        // The leaf, then the intermediate: what TLS peers and `openssl verify -untrusted`
+        // need to reach the root clients trust.
+        let file = format!("{}{}", built.cert_pem, ca.chain_pem());
+        fsutil::write_atomic(&cert_path, file.as_bytes(), PUBLIC_MODE)?;
         Ok(Issued {
             record,
             cert_path,
@@ -335,10 +295,12 @@ impl Authority {
         let wanted = lifetime
             .saturating_sub(build::BACKDATE.whole_seconds())
             .max(60);
+        let ca = signer.current();
         let end = t
             .saturating_add(wanted)
             .min(chain_end)
-            .min(self.meta.not_after);
+            .min(self.meta.not_after)
+            .min(ca.not_after());
         if end.saturating_sub(t) < 60 {
             return Err(refused(format!(
                 "the renewal chain of {:?} began with `mcp-zt issue` at {} and renewals end {} days after that: an operator must issue a new certificate (mcp-zt issue --name {} --role {role})",
@@ -358,7 +320,7 @@ impl Authority {
             },
             lifetime: Duration::seconds(end - t),
         };
-        let built = build::leaf_for_key(&leaf, &csr.public_key, &signer.issuer()?, now)?;
+        let built = build::leaf_for_key(&leaf, &csr.public_key, &ca.issuer()?, now)?;
         let record = CertRecord {
             v: RECORD_VERSION,
             serial: hex::encode(built.serial),
@@ -376,6 +338,7 @@ impl Authority {
             superseded_by: None,
             chain_root: Some(chain_root),
             chain_started: Some(chain_started),
+            issuer: ca.id().map(str::to_string),
         };
         // One transaction: the successor and the link, or nothing; it re-checks that the old
         // certificate is still unrevoked and unrenewed, so a racing revoke or renew wins cleanly.
@@ -443,24 +406,61 @@ impl Authority {
     }
 
     /// The CRL step of a revocation: always after new revocations; after a repeated one only
-    /// when the CRL on disk lacks one of its serials.
+    /// when a CRL on disk lacks one of its serials.
     pub fn publish_crl_after_revoke(
         &self,
         signer: &Signer,
         out: &RevokeOutcome,
     ) -> Result<(), CaError> {
-        if out.newly.is_empty() {
-            let on_disk = std::fs::read_to_string(self.home.crl())
-                .ok()
-                .as_deref()
-                .and_then(super::doctor::read_crl);
-            let complete = on_disk
-                .is_some_and(|crl| super::doctor::missing_from_crl(&out.already, &crl).is_empty());
-            if complete {
-                return Ok(());
-            }
+        if out.newly.is_empty() && self.crls_missing(signer, &out.already).is_empty() {
+            return Ok(());
         }
         self.publish_crl(signer).map(|_| ())
+    }
+
+    /// Where the CRL of `ca` is written: `intermediates/SERIAL.crl` for an intermediate
+    /// (the current one is copied to `crl.pem` too), `crl.pem` for a single CA.
+    pub fn crl_path(&self, ca: &IssuingCa) -> PathBuf {
+        match ca.id() {
+            Some(id) => self.home.intermediate_crl_of(id),
+            None => self.home.crl(),
+        }
+    }
+
+    /// The revoked serials among `records` that the CRL of their issuer on disk does not
+    /// list (records of an issuer whose key is not loaded are skipped: that CA has expired).
+    pub fn crls_missing(&self, signer: &Signer, records: &[CertRecord]) -> Vec<String> {
+        let mut missing = Vec::new();
+        for ca in signer.all() {
+            let mine: Vec<CertRecord> = records
+                .iter()
+                .filter(|r| r.issuer.as_deref() == ca.id())
+                .cloned()
+                .collect();
+            if mine.iter().all(|r| r.revocation.is_none()) {
+                continue;
+            }
+            // The current intermediate's CRL is also crl.pem: both must be complete.
+            let mut paths = vec![self.crl_path(ca)];
+            if ca.id().is_some() && std::ptr::eq(ca, signer.current()) {
+                paths.push(self.home.crl());
+            }
+            for path in paths {
+                let on_disk = std::fs::read_to_string(path)
+                    .ok()
+                    .as_deref()
+                    .and_then(super::doctor::read_crl);
+                match on_disk {
+                    Some(crl) => missing.extend(super::doctor::missing_from_crl(&mine, &crl)),
+                    None => missing.extend(
+                        mine.iter()
+                            .filter(|r| r.revocation.is_some())
+                            .map(|r| r.serial.clone()),
+                    ),
+                }
+            }
+        }
+        missing
     }
 
     /// Revokes exactly one certificate as superseded by its renewal (no chain: its successor
@@ -470,12 +470,15 @@ impl Authority {
         Ok(self.ledger.revoke(serial, Reason::Superseded, now)?)
     }
 
-    /// Republishes the CRL unless HOME/crl.pem is present and fresh; returns whether it did.
+    /// Republishes the CRLs unless every one on disk is present and fresh; returns whether
+    /// it did.
     pub fn refresh_crl(&self, signer: &Signer) -> Result<bool, CaError> {
-        let fresh = fsutil::read(&self.home.crl())
-            .ok()
-            .and_then(|b| String::from_utf8(b).ok())
-            .is_some_and(|pem| crl_is_fresh(&pem));
+        let fresh = signer.all().all(|ca| {
+            fsutil::read(&self.crl_path(ca))
+                .ok()
+                .and_then(|b| String::from_utf8(b).ok())
+                .is_some_and(|pem| crl_is_fresh(&pem))
+        }) && (signer.current().id().is_none() || self.home.crl().is_file());
         if fresh {
             return Ok(false);
         }
@@ -483,31 +486,42 @@ impl Authority {
         Ok(true)
     }
 
-    /// Signs a new CRL with the next CRL number and replaces HOME/crl.pem atomically.
+    /// Signs a new CRL for every CA of `signer` (each lists the revoked certificates it
+    /// signed, with the next CRL number) and replaces the files atomically. Returns the CRL
+    /// of the current CA, which is also `HOME/crl.pem`.
     pub fn publish_crl(&self, signer: &Signer) -> Result<String, CaError> {
-        let entries: Vec<RevokedEntry> = self
-            .ledger
-            .all()?
-            .into_iter()
-            .filter_map(|r| {
-                let rev = r.revocation?;
-                Some(RevokedEntry {
-                    serial: hex::decode(&r.serial).ok()?,
-                    revoked_at: rev.at,
-                    reason: rev.reason,
+        let all = self.ledger.all()?;
+        let mut current = String::new();
+        for ca in signer.all() {
+            let entries: Vec<RevokedEntry> = all
+                .iter()
+                .filter(|r| r.issuer.as_deref() == ca.id())
+                .filter_map(|r| {
+                    let rev = r.revocation?;
+                    Some(RevokedEntry {
+                        serial: hex::decode(&r.serial).ok()?,
+                        revoked_at: rev.at,
+                        reason: rev.reason,
+                    })
                 })
-            })
-            .collect();
-        let number = self.ledger.next_crl_number()?;
-        let pem = build::crl(
-            &signer.issuer()?,
-            number,
-            pki::now(),
-            Duration::days(CRL_LIFETIME_DAYS),
-            &entries,
-        )?;
-        fsutil::write_atomic(&self.home.crl(), pem.as_bytes(), PUBLIC_MODE)?;
-        Ok(pem)
+                .collect();
+            let number = self.ledger.next_crl_number()?;
+            let pem = build::crl(
+                &ca.issuer()?,
+                number,
+                pki::now(),
+                Duration::days(CRL_LIFETIME_DAYS),
+                &entries,
+            )?;
+            fsutil::write_atomic(&self.crl_path(ca), pem.as_bytes(), PUBLIC_MODE)?;
+            if std::ptr::eq(ca, signer.current()) {
+                if ca.id().is_some() {
+                    fsutil::write_atomic(&self.home.crl(), pem.as_bytes(), PUBLIC_MODE)?;
+                }
+                current = pem;
+            }
+        }
+        Ok(current)
     }
 }
 

@@ -6,13 +6,13 @@
 //! knows a role still in use).
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use serde::Serialize;
 
 use super::{Authority, CaError};
 use crate::fsutil;
-use crate::ledger::{CertRecord, Status};
+use crate::ledger::{CertRecord, Layout, Status};
 use crate::pki::{self, inspect};
 
 /// How bad a finding is.
@@ -23,6 +23,8 @@ pub enum Severity {
     Error,
     /// Needs attention soon.
     Warning,
+    /// What the home is (its layout); nothing to do.
+    Info,
 }
 
 /// One finding.
@@ -75,17 +77,82 @@ pub fn missing_from_crl(records: &[CertRecord], crl: &CrlState) -> Vec<String> {
         .collect()
 }
 
-fn cert_files(dir: &Path) -> Vec<std::path::PathBuf> {
+fn cert_files(dir: &Path) -> Vec<PathBuf> {
+    files_with(dir, "crt")
+}
+
+fn files_with(dir: &Path, ext: &str) -> Vec<PathBuf> {
     let Ok(rd) = std::fs::read_dir(dir) else {
         return Vec::new();
     };
     let mut v: Vec<_> = rd
         .filter_map(Result::ok)
         .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "crt"))
+        .filter(|p| p.extension().is_some_and(|e| e == ext))
         .collect();
     v.sort();
     v
+}
+
+/// The first certificate of a PEM file: (serial, notAfter).
+fn serial_and_end(path: &Path) -> Option<(String, i64)> {
+    let pem = std::fs::read_to_string(path).ok()?;
+    let der = inspect::pem_to_der(&pem).ok()?;
+    let (_, c) = x509_parser::parse_x509_certificate(&der).ok()?;
+    Some((
+        hex::encode(c.raw_serial()),
+        c.validity().not_after.timestamp(),
+    ))
+}
+
+fn current_intermediate_end(home: &super::Home) -> Option<i64> {
+    serial_and_end(&home.intermediate_cert()).map(|(_, end)| end)
+}
+
+/// The CRLs a home publishes, with the issuer field of the records each covers: crl.pem for
+/// a single CA; for a hierarchy, the CRL of every intermediate that has not expired.
+fn crl_files(authority: &Authority, now: i64) -> Vec<(Option<String>, PathBuf)> {
+    let home = authority.home();
+    if !home.has_intermediate() {
+        return vec![(None, home.crl())];
+    }
+    let mut out = Vec::new();
+    if let Some((serial, _)) = serial_and_end(&home.intermediate_cert()) {
+        out.push((Some(serial), home.crl()));
+    }
+    for path in files_with(&home.intermediates(), "crt") {
+        if let Some((serial, end)) = serial_and_end(&path) {
+            if end > now {
+                let crl = home.intermediate_crl_of(&serial);
+                out.push((Some(serial), crl));
+            }
+        }
+    }
+    out
+}
+
+/// What `doctor` says the home is.
+fn layout_line(authority: &Authority) -> String {
+    let home = authority.home();
+    let meta = authority.meta();
+    match meta.layout {
+        Layout::Single => "single CA: ca.crt signs every certificate with ca.key".into(),
+        layout => {
+            let root = match (layout, home.root_key().exists()) {
+                (Layout::Imported, _) => "ca.crt is the organization's root",
+                (_, true) => "root key in HOME (root.key)",
+                (_, false) => "root key offline",
+            };
+            let current = serial_and_end(&home.intermediate_cert())
+                .map(|(s, end)| format!("intermediate {s} signs, ends {}", pki::rfc3339(end)))
+                .unwrap_or_else(|| "intermediate.crt unreadable".into());
+            let all = files_with(&home.intermediates(), "crt").len();
+            format!(
+                "{}: {root}; {current}; {all} intermediate(s) made",
+                layout.as_str()
+            )
+        }
+    }
 }
 
 /// Runs every check.
@@ -101,15 +168,33 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
         })
     };
 
-    // Permissions.
-    match fsutil::exposed_mode_of(&home.ca_key()) {
-        Ok(Some(m)) => add(
+    add(Severity::Info, "layout", layout_line(authority));
+
+    // Permissions of every CA key HOME holds.
+    let mut keys = vec![home.ca_key(), home.root_key()];
+    keys.extend(files_with(&home.intermediates(), "key"));
+    for key in keys.iter().filter(|k| k.exists()) {
+        let shown = key
+            .strip_prefix(home.dir())
+            .unwrap_or(key)
+            .display()
+            .to_string();
+        match fsutil::exposed_mode_of(key) {
+            Ok(Some(m)) => add(
+                Severity::Error,
+                "permissions",
+                format!("{shown} has mode {m:04o}: check it was not exposed, then chmod 600"),
+            ),
+            Ok(None) => {}
+            Err(e) => add(Severity::Error, "permissions", e.to_string()),
+        }
+    }
+    if authority.meta().root_offline && home.root_key().exists() {
+        add(
             Severity::Error,
-            "permissions",
-            format!("ca.key has mode {m:04o}: check it was not exposed, then chmod 600"),
-        ),
-        Ok(None) => {}
-        Err(e) => add(Severity::Error, "permissions", e.to_string()),
+            "root-key",
+            "root.key is in HOME although the root was made offline (`ca init --offline-root`): move it back to offline storage".into(),
+        );
     }
     if let Ok(Some(m)) = fsutil::exposed_mode_of(home.dir()) {
         add(
@@ -182,7 +267,8 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
                     f.serial
                 ),
             ),
-            Some(r) if r.cert_pem != pem => add(
+            // The file holds the certificate, then its intermediate.
+            Some(r) if !pem.starts_with(&r.cert_pem) => add(
                 Severity::Error,
                 "files",
                 format!(
@@ -204,54 +290,78 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
         }
     }
 
-    // The CRL lists every revocation, never went backwards, and is not about to lapse.
-    match std::fs::read_to_string(home.crl())
-        .ok()
-        .as_deref()
-        .and_then(read_crl)
-    {
-        None => add(
-            Severity::Error,
-            "crl",
-            "crl.pem is missing or unreadable: run `mcp-zt doctor --repair`".into(),
-        ),
-        Some(crl) => {
-            let missing = missing_from_crl(&records, &crl);
-            if !missing.is_empty() {
-                add(
-                    Severity::Error,
-                    "crl",
-                    format!(
-                        "{} revoked serial(s) missing from crl.pem (e.g. {}): run `mcp-zt doctor --repair`",
-                        missing.len(),
-                        missing[0]
-                    ),
-                );
-            }
-            let counter = authority.ledger().crl_number()?;
-            if crl.number > counter {
-                add(
-                    Severity::Error,
-                    "crl",
-                    format!(
-                        "crl.pem has number {} but the ledger only handed out {counter}: the CRL number went down",
-                        crl.number
-                    ),
-                );
-            }
-            match crl.next_update {
-                Some(n) if n <= now => add(
-                    Severity::Error,
-                    "crl",
-                    "crl.pem is past its nextUpdate: run `mcp-zt crl`".into(),
+    // Each CRL lists every revocation of its CA, never went backwards, and is not about to
+    // lapse: crl.pem for a single CA; each intermediate's own for a hierarchy.
+    let counter = authority.ledger().crl_number()?;
+    for (issuer, path) in crl_files(authority, now) {
+        let shown = path
+            .strip_prefix(home.dir())
+            .unwrap_or(&path)
+            .display()
+            .to_string();
+        let mine: Vec<CertRecord> = records
+            .iter()
+            .filter(|r| r.issuer == issuer)
+            .cloned()
+            .collect();
+        let Some(crl) = std::fs::read_to_string(&path)
+            .ok()
+            .as_deref()
+            .and_then(read_crl)
+        else {
+            add(
+                Severity::Error,
+                "crl",
+                format!("{shown} is missing or unreadable: run `mcp-zt doctor --repair`"),
+            );
+            continue;
+        };
+        let missing = missing_from_crl(&mine, &crl);
+        if !missing.is_empty() {
+            add(
+                Severity::Error,
+                "crl",
+                format!(
+                    "{} revoked serial(s) missing from {shown} (e.g. {}): run `mcp-zt doctor --repair`",
+                    missing.len(),
+                    missing[0]
                 ),
-                Some(n) if n - now < 86_400 => add(
-                    Severity::Warning,
-                    "crl",
-                    format!("crl.pem reaches its nextUpdate at {}", pki::rfc3339(n)),
+            );
+        }
+        if crl.number > counter {
+            add(
+                Severity::Error,
+                "crl",
+                format!(
+                    "{shown} has number {} but the ledger only handed out {counter}: the CRL number went down",
+                    crl.number
                 ),
-                _ => {}
-            }
+            );
+        }
+        match crl.next_update {
+            Some(n) if n <= now => add(
+                Severity::Error,
+                "crl",
+                format!("{shown} is past its nextUpdate: run `mcp-zt crl`"),
+            ),
+            Some(n) if n - now < 86_400 => add(
+                Severity::Warning,
+                "crl",
+                format!("{shown} reaches its nextUpdate at {}", pki::rfc3339(n)),
+            ),
+            _ => {}
+        }
+    }
+    if let Some(end) = current_intermediate_end(home) {
+        if end - now < 90 * 86_400 {
+            add(
+                Severity::Warning,
+                "expiry",
+                format!(
+                    "the intermediate that signs ends {}: run `mcp-zt ca rotate`",
+                    pki::rfc3339(end)
+                ),
+            );
         }
     }
 

@@ -17,13 +17,44 @@ impl Home {
     pub fn dir(&self) -> &Path {
         &self.dir
     }
-    /// `ca.crt`: the root certificate (public).
+    /// `ca.crt`: the trust anchor clients use (public): the root of a hierarchy, the CA of a
+    /// single-CA home, the organization's root of an imported one.
     pub fn ca_cert(&self) -> PathBuf {
         self.dir.join("ca.crt")
     }
-    /// `ca.key`: the root key (0600, optionally encrypted).
+    /// `ca.key`: the signing key of a single-CA home (0600, optionally encrypted).
     pub fn ca_key(&self) -> PathBuf {
         self.dir.join("ca.key")
+    }
+    /// `root.key`: the root key of a hierarchy kept online (absent with `--offline-root`).
+    pub fn root_key(&self) -> PathBuf {
+        self.dir.join("root.key")
+    }
+    /// `intermediate.crt`: the current intermediate (and, for an imported one, the rest of
+    /// its chain below the root). Replacing this one file is what makes a rotation take effect.
+    pub fn intermediate_cert(&self) -> PathBuf {
+        self.dir.join("intermediate.crt")
+    }
+    /// `intermediates/`: every intermediate this home made, as `SERIAL.crt`, `SERIAL.key`
+    /// (0600) and `SERIAL.crl` (its CRL).
+    pub fn intermediates(&self) -> PathBuf {
+        self.dir.join("intermediates")
+    }
+    /// The certificate of intermediate `serial`.
+    pub fn intermediate_cert_of(&self, serial: &str) -> PathBuf {
+        self.intermediates().join(format!("{serial}.crt"))
+    }
+    /// The key of intermediate `serial`.
+    pub fn intermediate_key_of(&self, serial: &str) -> PathBuf {
+        self.intermediates().join(format!("{serial}.key"))
+    }
+    /// The CRL of intermediate `serial`.
+    pub fn intermediate_crl_of(&self, serial: &str) -> PathBuf {
+        self.intermediates().join(format!("{serial}.crl"))
+    }
+    /// Whether HOME holds a hierarchy (root + intermediates) rather than a single CA.
+    pub fn has_intermediate(&self) -> bool {
+        self.intermediate_cert().is_file()
     }
     /// `ledger/`: the sled database.
     pub fn ledger(&self) -> PathBuf {
@@ -33,7 +64,8 @@ impl Home {
     pub fn policy(&self) -> PathBuf {
         self.dir.join("policy.toml")
     }
-    /// `crl.pem`: the current signed CRL.
+    /// `crl.pem`: the CRL of the CA that signs now (the current intermediate's, or the
+    /// single CA's).
     pub fn crl(&self) -> PathBuf {
         self.dir.join("crl.pem")
     }

@@ -5,21 +5,28 @@ mod authority;
 pub mod doctor;
 mod home;
 mod init;
+mod intermediate;
+pub mod rotate;
+mod signer;
 
 pub use authority::{
     crl_is_fresh, find_in, load_policy, read_passphrase, Authority, IssueRequest, Issued, Renewal,
-    RenewalPolicy, RevokeOutcome, Signer,
+    RenewalPolicy, RevokeOutcome,
 };
 pub use home::Home;
-pub use init::{init, InitOptions};
+pub use init::{init, InitLayout, InitOptions, RootKey};
+pub use signer::{IssuingCa, Signer};
 
 use crate::fsutil::FsError;
 use crate::ledger::LedgerError;
 use crate::pki::PkiError;
 use crate::policy::PolicyError;
 
-/// Default lifetime of the CA certificate: 10 years.
+/// Default lifetime of the CA (or root) certificate: 10 years.
 pub const CA_LIFETIME_DAYS: i64 = 3650;
+/// Lifetime of an intermediate, capped by the root's: 2 years, so that `ca rotate` is a
+/// routine step rather than a once-a-decade ceremony nobody remembers.
+pub const INTERMEDIATE_LIFETIME_DAYS: i64 = 730;
 /// Lifetime of each CRL; `serve` and every revocation republish well before it ends.
 pub const CRL_LIFETIME_DAYS: i64 = 7;
 /// How long a renewed certificate stays valid if its successor is never used.

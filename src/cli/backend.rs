@@ -100,6 +100,34 @@ impl Backend {
         }
     }
 
+    /// Makes intermediate `serial` (already in `intermediates/`) the signing CA: the running
+    /// server does it and takes it at once; without one it is done here.
+    pub fn activate_intermediate(
+        &self,
+        serial: &str,
+        pass: Option<&Zeroizing<Vec<u8>>>,
+    ) -> Result<()> {
+        match self {
+            Backend::Local(a) => {
+                let home = a.home().clone();
+                ca::rotate::activate(&home, serial)?;
+                let signer = load_signer(a, pass)?;
+                a.publish_crl(&signer)?;
+                Ok(())
+            }
+            Backend::Remote(p) => {
+                Self::call(
+                    p,
+                    CtlRequest::ActivateIntermediate {
+                        serial: serial.to_string(),
+                        passphrase: pass.map(|p| p.to_vec()),
+                    },
+                )?;
+                Ok(())
+            }
+        }
+    }
+
     /// A freshly signed CRL.
     pub fn publish_crl(&self, pass: Option<&Zeroizing<Vec<u8>>>) -> Result<String> {
         match self {
@@ -115,8 +143,8 @@ impl Backend {
 pub fn load_signer(authority: &Authority, pass: Option<&Zeroizing<Vec<u8>>>) -> Result<Signer> {
     if authority.meta().key_encrypted && pass.is_none() {
         bail!(
-            "{} is encrypted: give its passphrase with --passphrase-file FILE (or MCP_ZT_CA_PASSPHRASE_FILE)",
-            authority.home().ca_key().display()
+            "the CA key in {} is encrypted: give its passphrase with --passphrase-file FILE (or MCP_ZT_CA_PASSPHRASE_FILE)",
+            authority.home().display()
         );
     }
     Ok(Signer::load(authority.home(), pass.map(|p| p.as_slice()))?)

@@ -7,11 +7,12 @@ use serde::Serialize;
 use zeroize::Zeroizing;
 
 use super::backend::{self, Backend};
+use super::ca_cmd;
 use super::output::{self, CertView};
 use super::{CaCommand, Cli, Command, IssueArgs};
-use crate::ca::{self, Home, InitOptions, IssueRequest};
+use crate::ca::{self, Home, IssueRequest};
 use crate::fsutil;
-use crate::pki::{self, inspect, role_ext::Oid};
+use crate::pki::{self, inspect};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
@@ -27,39 +28,41 @@ pub fn run(cli: Cli) -> Result<()> {
             trust_domain,
             role_oid,
             key_type,
+            offline_root,
+            import_cert,
+            import_key,
+            single,
             json,
-        }) => {
-            let role_oid = match role_oid {
-                Some(s) => s.parse::<Oid>().context("--role-oid")?,
-                None => Oid::default(),
-            };
-            let opts = InitOptions {
+        }) => ca_cmd::init(
+            &home,
+            passphrase,
+            ca_cmd::InitArgs {
                 name,
                 trust_domain,
                 role_oid,
-                key_algorithm: key_type,
-                passphrase,
-            };
-            let meta = ca::init(&home, &opts)?;
-            if json {
-                print_json(&meta)?;
-            } else {
-                eprintln!(
-                    "created CA {:?} in {} (trust domain {}, role OID {}{})",
-                    meta.name,
-                    home.display(),
-                    meta.trust_domain,
-                    meta.role_oid,
-                    if meta.key_encrypted {
-                        ", key encrypted"
-                    } else {
-                        ""
-                    }
-                );
-                print_out(&format!("{}\n", home.ca_cert().display()))?;
-            }
-            Ok(())
-        }
+                key_type,
+                offline_root,
+                import: import_cert.zip(import_key),
+                single,
+                json,
+            },
+        ),
+        Command::Ca(CaCommand::Rotate {
+            root_key,
+            root_passphrase_file,
+            import_cert,
+            import_key,
+            json,
+        }) => ca_cmd::rotate(
+            &home,
+            passphrase.as_ref(),
+            ca_cmd::RotateArgs {
+                root_key,
+                root_passphrase_file,
+                import: import_cert.zip(import_key),
+                json,
+            },
+        ),
         Command::Issue(args) => issue(&home, passphrase.as_ref(), args),
         Command::List { json } => {
             let (records, _) = Backend::open(&home)?.records()?;
@@ -414,13 +417,17 @@ fn doctor(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, repair: bool, json: bo
             let sev = match f.severity {
                 ca::doctor::Severity::Error => "ERROR",
                 ca::doctor::Severity::Warning => "warning",
+                ca::doctor::Severity::Info => "info",
             };
             out.push_str(&format!("{sev:<8} {:<12} {}\n", f.check, f.message));
         }
         out.push_str(&format!(
             "{} error(s), {} warning(s)\n",
             errors,
-            findings.len() - errors
+            findings
+                .iter()
+                .filter(|f| f.severity == ca::doctor::Severity::Warning)
+                .count()
         ));
         print_out(&out)?;
     }

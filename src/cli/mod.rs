@@ -2,6 +2,7 @@
 //! stderr; every listing command has `--json`.
 
 mod backend;
+mod ca_cmd;
 mod commands;
 mod connect;
 mod output;
@@ -125,6 +126,47 @@ pub enum CaCommand {
         /// The CA key's algorithm.
         #[arg(long, value_enum, default_value = "ecdsa-p256")]
         key_type: KeyAlgorithm,
+        /// Write the root key to DIR/root.key only (with DIR/root.crt), never into HOME: move
+        /// DIR to offline storage afterwards; `ca rotate --root-key` brings it back.
+        #[arg(long, value_name = "DIR", conflicts_with_all = ["single", "import_cert"])]
+        offline_root: Option<PathBuf>,
+        /// Run as an intermediate of your organization's PKI: FILE holds its certificate
+        /// first, then any intermediates above it, then the organization's root.
+        #[arg(
+            long,
+            value_name = "FILE",
+            requires = "import_key",
+            conflicts_with = "single"
+        )]
+        import_cert: Option<PathBuf>,
+        /// The private key of --import-cert (PKCS#8 PEM, mode 0600; encrypted only with the
+        /// CA passphrase).
+        #[arg(long, value_name = "FILE", requires = "import_cert")]
+        import_key: Option<PathBuf>,
+        /// One self-signed CA that signs certificates itself (no root, no rotation): the
+        /// layout of homes made before the hierarchy.
+        #[arg(long)]
+        single: bool,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Make a new intermediate the signing CA. Certificates of the earlier one keep working
+    /// until they end or are revoked; a running server takes the new one at once.
+    Rotate {
+        /// The root key (e.g. DIR/root.key from `ca init --offline-root DIR`; default
+        /// HOME/root.key when the root key is kept in HOME).
+        #[arg(long, value_name = "FILE", conflicts_with = "import_cert")]
+        root_key: Option<PathBuf>,
+        /// File whose first line is the root key's passphrase (default: the CA passphrase).
+        #[arg(long, value_name = "FILE")]
+        root_passphrase_file: Option<PathBuf>,
+        /// For a home made with --import-cert: the new intermediate's chain file.
+        #[arg(long, value_name = "FILE", requires = "import_key")]
+        import_cert: Option<PathBuf>,
+        /// For a home made with --import-cert: the new intermediate's key.
+        #[arg(long, value_name = "FILE", requires = "import_cert")]
+        import_key: Option<PathBuf>,
         /// Print JSON.
         #[arg(long)]
         json: bool,

@@ -68,29 +68,76 @@ impl std::fmt::Debug for Built {
     }
 }
 
-/// Builds a self-signed root CA certificate.
-pub fn ca_certificate(
+/// Which CA certificate to build.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CaRole {
+    /// A single self-signed CA that signs leaves itself (homes made before the hierarchy).
+    Single,
+    /// A self-signed root: signs intermediates only (path length 1).
+    Root,
+    /// An intermediate signed by a root: signs leaves and CRLs (path length 0).
+    Intermediate,
+}
+
+fn ca_params(
     common_name: &str,
-    key: &KeyPair,
+    role: CaRole,
     now: OffsetDateTime,
-    lifetime: Duration,
-) -> Result<(String, Vec<u8>), PkiError> {
+    not_after: OffsetDateTime,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, common_name);
     dn.push(DnType::OrganizationName, "mcp-zt");
     params.distinguished_name = dn;
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    let pathlen = if role == CaRole::Root { 1 } else { 0 };
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(pathlen));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
         KeyUsagePurpose::CrlSign,
         KeyUsagePurpose::DigitalSignature,
     ];
     params.not_before = now - BACKDATE;
-    params.not_after = now + lifetime;
+    params.not_after = not_after;
     params.serial_number = Some(SerialNumber::from_slice(&random_serial()?));
     params.key_identifier_method = KeyIdMethod::Sha256;
-    let cert = params.self_signed(key)?;
+    params.use_authority_key_identifier_extension = role == CaRole::Intermediate;
+    Ok(params)
+}
+
+/// Builds a self-signed CA certificate: a root ([`CaRole::Root`]) or a single CA.
+pub fn ca_certificate(
+    common_name: &str,
+    key: &KeyPair,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<(String, Vec<u8>), PkiError> {
+    root_certificate(common_name, CaRole::Single, key, now, lifetime)
+}
+
+/// Builds a self-signed root or single CA certificate.
+pub fn root_certificate(
+    common_name: &str,
+    role: CaRole,
+    key: &KeyPair,
+    now: OffsetDateTime,
+    lifetime: Duration,
+) -> Result<(String, Vec<u8>), PkiError> {
+    let cert = ca_params(common_name, role, now, now + lifetime)?.self_signed(key)?;
+    Ok((cert.pem(), cert.der().to_vec()))
+}
+
+/// Builds an intermediate CA certificate (path length 0) for `key`, signed by `root`. It ends
+/// at `not_after`, which the caller keeps inside the root's lifetime.
+pub fn intermediate_certificate(
+    common_name: &str,
+    key: &impl rcgen::PublicKeyData,
+    root: &Issuer<'_, &KeyPair>,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, Vec<u8>), PkiError> {
+    let cert =
+        ca_params(common_name, CaRole::Intermediate, now, not_after)?.signed_by(key, root)?;
     Ok((cert.pem(), cert.der().to_vec()))
 }
 

@@ -132,6 +132,36 @@ fn ip_to_string(bytes: &[u8]) -> String {
     }
 }
 
+/// Every CERTIFICATE block of a PEM text, in order (other blocks are skipped); an error if
+/// the text is not PEM or holds no certificate.
+pub fn pem_certificates(pem: &str) -> Result<Vec<Vec<u8>>, PkiError> {
+    use rustls::pki_types::pem::{PemObject, SectionKind};
+    let mut out = Vec::new();
+    for section in <(SectionKind, Vec<u8>)>::pem_slice_iter(pem.as_bytes()) {
+        let (kind, der) = section.map_err(|e| PkiError::Parse(format!("not valid PEM: {e}")))?;
+        if kind == SectionKind::Certificate {
+            out.push(der);
+        }
+    }
+    if out.is_empty() {
+        return Err(PkiError::Parse("no CERTIFICATE block".into()));
+    }
+    Ok(out)
+}
+
+/// DER to one PEM CERTIFICATE block.
+pub fn der_to_pem(der: &[u8]) -> String {
+    use base64::Engine;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = String::from("-----BEGIN CERTIFICATE-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(&String::from_utf8_lossy(line));
+        out.push('\n');
+    }
+    out.push_str("-----END CERTIFICATE-----\n");
+    out
+}
+
 /// Decodes the first CERTIFICATE block of PEM text to DER.
 pub fn pem_to_der(pem: &str) -> Result<Vec<u8>, PkiError> {
     let (_, block) = x509_parser::pem::parse_x509_pem(pem.as_bytes())

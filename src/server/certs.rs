@@ -37,7 +37,9 @@ pub fn needs_renewal(nb: i64, na: i64, now: i64) -> bool {
 }
 
 /// Returns a usable server certificate: the one in HOME/server if it is in the ledger, not
-/// revoked, covers `names` and is not due for renewal; otherwise a newly issued one.
+/// revoked, signed by the CA that signs now (a rotation gives the server a new chain), covers
+/// `names` and is not due for renewal; otherwise a newly issued one. The PEM is the server's
+/// certificate followed by its intermediate.
 pub fn ensure(
     authority: &Authority,
     signer: &Signer,
@@ -58,7 +60,9 @@ pub fn ensure(
         let have: BTreeSet<&str> = fields.names.iter().map(String::as_str).collect();
         let ok = rec.kind == CertKind::Server
             && rec.revocation.is_none()
-            && rec.cert_pem == cert
+            && cert.starts_with(&rec.cert_pem)
+            && cert.len() == rec.cert_pem.len() + signer.current().chain_pem().len()
+            && rec.issuer.as_deref() == signer.current().id()
             && fields.server_auth
             && wanted.is_subset(&have)
             && !needs_renewal(fields.not_before, fields.not_after, now);
@@ -73,12 +77,14 @@ pub fn ensure(
         return Ok((pem, false));
     }
     let issued = authority.issue_server(signer, names, Duration::days(SERVER_CERT_DAYS))?;
+    let cert = String::from_utf8(fsutil::read(&issued.cert_path)?)
+        .map_err(|_| crate::pki::PkiError::Parse("server.crt is not text".into()))?;
     let key = zeroize::Zeroizing::new(
         String::from_utf8(fsutil::read(&issued.key_path)?).unwrap_or_default(),
     );
     Ok((
         ServerPem {
-            cert: issued.record.cert_pem.clone(),
+            cert,
             key,
             not_after: issued.record.not_after,
             not_before: issued.record.not_before,

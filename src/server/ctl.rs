@@ -67,6 +67,14 @@ pub enum CtlRequest {
     Records,
     /// The current CRL.
     Crl,
+    /// Make an intermediate that `ca rotate` wrote the signing CA.
+    ActivateIntermediate {
+        /// Its serial (its file name in `intermediates/`).
+        serial: String,
+        /// The CA passphrase, when the keys are encrypted.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        passphrase: Option<Vec<u8>>,
+    },
 }
 
 /// The answer.
@@ -108,7 +116,7 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
                 Signer::load(state.authority.home(), Some(pass))?;
             }
             let issued = state.authority.issue(
-                &state.signer,
+                &state.signer(),
                 &IssueRequest {
                     name,
                     role,
@@ -127,7 +135,17 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
             out.records = state.authority.ledger().all()?;
             out.meta = Some(state.authority.meta().clone());
         }
-        CtlRequest::Crl => out.crl = Some(state.authority.publish_crl(&state.signer)?),
+        CtlRequest::Crl => out.crl = Some(state.authority.publish_crl(&state.signer())?),
+        CtlRequest::ActivateIntermediate { serial, passphrase } => {
+            let passphrase = passphrase.map(zeroize::Zeroizing::new);
+            if !crate::ca::rotate::is_serial(&serial) {
+                return Err(crate::pki::PkiError::Invalid(format!(
+                    "invalid intermediate serial {serial:?}"
+                ))
+                .into());
+            }
+            state.activate_intermediate(&serial, passphrase.as_deref().map(|p| p.as_slice()))?;
+        }
     }
     Ok(out)
 }

@@ -94,7 +94,8 @@ async fn renew(
     let serial = who.serial.clone();
     let policy = state.renewal_policy;
     let result = tokio::task::spawn_blocking(move || {
-        st.authority.renew(&st.signer, &serial, &csr, &policy, last)
+        st.authority
+            .renew(&st.signer(), &serial, &csr, &policy, last)
     })
     .await;
     match result {
@@ -122,10 +123,16 @@ async fn renew(
                     ),
                 );
             }
+            // The renewed certificate, then its intermediate (none for a single CA).
+            let chain = state
+                .signer()
+                .find(rec.issuer.as_deref())
+                .map(|ca| ca.chain_pem().to_string())
+                .unwrap_or_default();
             (
                 StatusCode::OK,
                 [(header::CONTENT_TYPE, "application/pem-certificate-chain")],
-                rec.cert_pem,
+                format!("{}{chain}", rec.cert_pem),
             )
                 .into_response()
         }

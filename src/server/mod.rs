@@ -10,6 +10,8 @@ pub mod ctl;
 pub mod gateway;
 pub mod http;
 pub mod state;
+#[cfg(unix)]
+pub mod trust;
 
 use std::net::SocketAddr;
 #[cfg(unix)]
@@ -104,11 +106,8 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     }
     let (server_pem, fresh) = certs::ensure(&authority, &signer, &names)?;
     let server_cert = Arc::new(ServerCert::from_pem(&server_pem.cert, &server_pem.key)?);
-    let ca_der = crate::pki::inspect::pem_to_der(&String::from_utf8_lossy(&crate::fsutil::read(
-        &home.ca_cert(),
-    )?))?;
     let (tls_config, verifier) = tls::server_config(&TlsSettings {
-        ca_der,
+        anchors: signer.anchors(),
         server_cert: server_cert.clone(),
         role_oid: authority.meta().role_oid.clone(),
         trust_domain: authority.meta().trust_domain.clone(),
@@ -117,11 +116,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     })?;
     // Other consumers must never see a stale CRL, nor one missing a revocation (a revoke killed
     // between the ledger and the CRL): republished at start if so, then kept fresh hourly.
-    let complete = std::fs::read_to_string(home.crl())
-        .ok()
-        .as_deref()
-        .and_then(ca::doctor::read_crl)
-        .is_some_and(|crl| ca::doctor::missing_from_crl(&all, &crl).is_empty());
+    let complete = authority.crls_missing(&signer, &all).is_empty();
     if complete {
         authority.refresh_crl(&signer)?;
     } else {
@@ -149,7 +144,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     }
     let state = Arc::new(AppState {
         authority,
-        signer,
+        signer: RwLock::new(Arc::new(signer)),
         policy,
         revoked,
         audit: Arc::new(audit),
@@ -210,6 +205,10 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         },
     );
 
+    // Foreign trusts are in force before the server says it listens.
+    let mut trusts = trust::Tracker::new();
+    trust::refresh(&state, &mut trusts).await;
+
     state.audit.log(Event::new("server_started").reason(format!(
         "listening on {local}; server certificate {}; {} revoked serial(s) loaded",
         if fresh { "issued" } else { "reused" },
@@ -229,6 +228,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         sig,
     ));
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
+    tokio::spawn(trust::run(state.clone(), trusts, shutdown.clone()));
     tokio::spawn(http::sweep_sessions(
         state.clone(),
         session_manager,
@@ -326,7 +326,7 @@ async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
         if ticks.is_multiple_of(120) {
             let st = state.clone();
             let _ = tokio::task::spawn_blocking(move || {
-                if let Err(e) = st.authority.refresh_crl(&st.signer) {
+                if let Err(e) = st.authority.refresh_crl(&st.signer()) {
                     eprintln!("mcp-zt: CRL refresh failed: {e}");
                 }
             })
@@ -429,7 +429,8 @@ async fn renew_loop(
         let st = state.clone();
         let n = names.clone();
         let renewed =
-            tokio::task::spawn_blocking(move || certs::ensure(&st.authority, &st.signer, &n)).await;
+            tokio::task::spawn_blocking(move || certs::ensure(&st.authority, &st.signer(), &n))
+                .await;
         match renewed {
             Ok(Ok((pem, _))) => match cert.replace(&pem.cert, &pem.key) {
                 Ok(()) => {

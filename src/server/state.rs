@@ -2,7 +2,7 @@
 
 use std::collections::{HashMap, HashSet};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, RwLock};
 
 use tokio_util::sync::CancellationToken;
 
@@ -186,8 +186,8 @@ impl SessionBindings {
 pub struct AppState {
     /// The CA (ledger, metadata, HOME); the server process owns the ledger.
     pub authority: Authority,
-    /// The CA key, for revocation CRLs and server certificate renewal.
-    pub signer: Signer,
+    /// The CA keys, for revocation CRLs and certificates; replaced whole by a rotation.
+    pub signer: RwLock<Arc<Signer>>,
     /// The live policy.
     pub policy: SharedPolicy,
     /// The live revocation set.
@@ -253,7 +253,7 @@ impl AppState {
             self.server_cert_revoked.notify_one();
         }
         self.authority
-            .publish_crl_after_revoke(&self.signer, &outcome)
+            .publish_crl_after_revoke(&self.signer(), &outcome)
             .map_err(|e| {
                 self.audit.log(
                     Event::new("crl_publish_failed")
@@ -301,7 +301,7 @@ impl AppState {
                     return;
                 }
             }
-            if let Err(e) = me.authority.publish_crl(&me.signer) {
+            if let Err(e) = me.authority.publish_crl(&me.signer()) {
                 me.audit
                     .log(Event::new("crl_publish_failed").reason(format!(
                         "retirement of {old} applied live; CRL not written: {e}"
@@ -330,6 +330,61 @@ impl AppState {
         for old in due {
             self.retire(old, "renewal grace period over");
         }
+    }
+
+    /// The CA keys in force.
+    pub fn signer(&self) -> Arc<Signer> {
+        match self.signer.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// A rotation reaching the live server: makes intermediate `serial` (already written into
+    /// `intermediates/` by `ca rotate`) the signing CA. Its key is loaded and checked first;
+    /// only then does `intermediate.crt` change. New certificates, the server's own included,
+    /// come from it at once; certificates of the earlier intermediates stay trusted.
+    pub fn activate_intermediate(
+        &self,
+        serial: &str,
+        passphrase: Option<&[u8]>,
+    ) -> Result<(), CaError> {
+        if !self.authority.home().has_intermediate() {
+            return Err(crate::pki::PkiError::Invalid(
+                "this home has a single CA: there is no intermediate to rotate".into(),
+            )
+            .into());
+        }
+        let signer = Arc::new(Signer::load_with_current(
+            self.authority.home(),
+            serial,
+            passphrase,
+        )?);
+        crate::ca::rotate::activate(self.authority.home(), serial)?;
+        match self.signer.write() {
+            Ok(mut g) => *g = signer.clone(),
+            Err(p) => *p.into_inner() = signer.clone(),
+        }
+        self.verifier.set_own_anchors(&signer.anchors());
+        self.audit.log(
+            Event::new("intermediate_rotated").reason(format!("intermediate {serial} signs now")),
+        );
+        // The server chain follows: a new server certificate from the new intermediate.
+        self.server_cert_revoked.notify_one();
+        self.authority.publish_crl(&signer)?;
+        Ok(())
+    }
+
+    /// Shuts out a foreign certificate its CA's CRL now lists (`key`: its identity key);
+    /// returns how many open connections were closed.
+    pub fn apply_foreign_revocation(&self, key: &str) -> usize {
+        self.revoked.insert(key.to_string());
+        self.sessions.unbind_serial(key);
+        let cut = self.conns.cut(key);
+        if let Some(hub) = self.hub.get() {
+            hub.revoked(key);
+        }
+        cut
     }
 
     /// Applies one ledger revocation to the live server.

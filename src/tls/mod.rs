@@ -1,17 +1,16 @@
 //! TLS: the rustls server configuration (client certificates required, no resumption), the
 //! client-certificate verifier and the handshake lockout.
 
+pub mod foreign;
 pub mod lockout;
 pub mod verifier;
 
 use std::sync::{Arc, RwLock};
 
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{
-    ClientHello, NoServerSessionStorage, ResolvesServerCert, WebPkiClientVerifier,
-};
+use rustls::server::{ClientHello, NoServerSessionStorage, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
-use rustls::{RootCertStore, ServerConfig};
+use rustls::ServerConfig;
 
 pub use verifier::{RevocationSet, SharedPolicy, ZtVerifier};
 
@@ -66,22 +65,24 @@ impl ResolvesServerCert for ServerCert {
 }
 
 fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, TlsError> {
-    let der =
-        crate::pki::inspect::pem_to_der(cert_pem).map_err(|e| TlsError::Pem(e.to_string()))?;
+    // The server's certificate, then the intermediate(s): clients trust only the root.
+    let chain = crate::pki::inspect::pem_certificates(cert_pem)
+        .map_err(|e| TlsError::Pem(e.to_string()))?;
     let key = rustls::pki_types::pem::PemObject::from_pem_slice(key_pem.as_bytes())
         .map_err(|e| TlsError::Pem(format!("server key: {e}")))?;
     let key: PrivateKeyDer<'static> = key;
     let signing = provider().key_provider.load_private_key(key)?;
     Ok(Arc::new(CertifiedKey::new(
-        vec![CertificateDer::from(der)],
+        chain.into_iter().map(CertificateDer::from).collect(),
         signing,
     )))
 }
 
 /// Everything the server TLS configuration is made of.
 pub struct TlsSettings {
-    /// The CA certificate, DER: the only trust anchor for clients.
-    pub ca_der: Vec<u8>,
+    /// The CAs that sign mcp-zt's client certificates, DER (see
+    /// [`crate::ca::Signer::anchors`]).
+    pub anchors: Vec<Vec<u8>>,
     /// The server's own certificate.
     pub server_cert: Arc<ServerCert>,
     /// Role extension OID.
@@ -99,17 +100,13 @@ pub struct TlsSettings {
 /// a resumed session does not run the verifier and would let a revoked certificate back in.
 pub fn server_config(s: &TlsSettings) -> Result<(Arc<ServerConfig>, Arc<ZtVerifier>), TlsError> {
     let provider = provider();
-    let mut roots = RootCertStore::empty();
-    roots.add(CertificateDer::from(s.ca_der.clone()))?;
-    let inner =
-        WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone()).build()?;
     let verifier = Arc::new(ZtVerifier::new(
-        inner,
+        &s.anchors,
         s.role_oid.clone(),
         s.trust_domain.clone(),
         s.policy.clone(),
         s.revoked.clone(),
-    ));
+    )?);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier.clone())

@@ -16,6 +16,7 @@ use rustls::pki_types::{CertificateDer, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, OtherError};
 
+use super::foreign::ForeignTrust;
 use crate::identity::{self, Identity};
 use crate::pki::role_ext::Oid;
 use crate::policy::Policy;
@@ -115,7 +116,11 @@ fn reject(der: &[u8], reason: String, err: rustls::Error) -> rustls::Error {
 
 /// webpki plus identity, policy and revocation checks.
 pub struct ZtVerifier {
-    inner: Arc<dyn ClientCertVerifier>,
+    /// webpki over the CAs that sign mcp-zt's certificates; replaced when an intermediate
+    /// rotates in.
+    inner: RwLock<Arc<dyn ClientCertVerifier>>,
+    /// Foreign trusts, tried in order when `inner` does not know the issuer.
+    foreign: RwLock<Arc<Vec<Arc<ForeignTrust>>>>,
     role_oid: Oid,
     trust_domain: String,
     policy: SharedPolicy,
@@ -132,20 +137,94 @@ impl fmt::Debug for ZtVerifier {
 }
 
 impl ZtVerifier {
-    /// Wraps a webpki verifier (which must require client certificates).
+    /// A verifier that trusts client certificates signed directly by one of `anchors` (DER:
+    /// the issuing CAs, see [`crate::ca::Signer::anchors`]).
     pub fn new(
-        inner: Arc<dyn ClientCertVerifier>,
+        anchors: &[Vec<u8>],
         role_oid: Oid,
         trust_domain: String,
         policy: SharedPolicy,
         revoked: RevocationSet,
-    ) -> Self {
-        ZtVerifier {
-            inner,
+    ) -> Result<Self, super::TlsError> {
+        Ok(ZtVerifier {
+            inner: RwLock::new(webpki_over(anchors)?),
+            foreign: RwLock::new(Arc::new(Vec::new())),
             role_oid,
             trust_domain,
             policy,
             revoked,
+        })
+    }
+
+    /// Trusts `anchors` from now on (a rotation); on a bad anchor the old set stays.
+    pub fn set_own_anchors(&self, anchors: &[Vec<u8>]) {
+        match webpki_over(anchors) {
+            Ok(v) => match self.inner.write() {
+                Ok(mut g) => *g = v,
+                Err(p) => *p.into_inner() = v,
+            },
+            Err(e) => eprintln!("mcp-zt: the new trust anchors were refused, keeping the old: {e}"),
+        }
+    }
+
+    /// Replaces the foreign trusts (policy reload, CRL refresh).
+    pub fn set_foreign(&self, trusts: Vec<Arc<ForeignTrust>>) {
+        let trusts = Arc::new(trusts);
+        match self.foreign.write() {
+            Ok(mut g) => *g = trusts,
+            Err(p) => *p.into_inner() = trusts,
+        }
+    }
+
+    /// The foreign trusts in force.
+    pub fn foreign(&self) -> Arc<Vec<Arc<ForeignTrust>>> {
+        match self.foreign.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
+    /// A certificate mcp-zt's CAs do not know: the first foreign trust whose CAs issued it
+    /// decides. `None` when none did.
+    fn verify_foreign(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        now: UnixTime,
+    ) -> Option<Result<Identity, rustls::Error>> {
+        for trust in self.foreign().iter() {
+            let id = match trust.verify(end_entity, intermediates, now) {
+                Ok(None) => continue,
+                Ok(Some(id)) => id,
+                Err(refusal) => {
+                    return Some(Err(reject(end_entity, refusal.reason, refusal.error)))
+                }
+            };
+            if self.revoked.contains(&id.serial) {
+                return Some(Err(reject(
+                    end_entity,
+                    format!("certificate revoked (CRL of trust {:?})", trust.config.name),
+                    rustls::Error::InvalidCertificate(CertificateError::Revoked),
+                )));
+            }
+            if !current_policy(&self.policy).has_role(&id.role) {
+                return Some(Err(reject(
+                    end_entity,
+                    format!("role {:?} is not in the policy", id.role),
+                    rustls::Error::InvalidCertificate(
+                        CertificateError::ApplicationVerificationFailure,
+                    ),
+                )));
+            }
+            return Some(Ok(id));
+        }
+        None
+    }
+
+    fn own(&self) -> Arc<dyn ClientCertVerifier> {
+        match self.inner.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
         }
     }
 
@@ -180,8 +259,10 @@ impl ClientCertVerifier for ZtVerifier {
         true
     }
 
+    /// No hints: the trusted CAs change at run time (rotation, foreign trusts), and every
+    /// client mcp-zt serves presents its one certificate without them.
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.inner.root_hint_subjects()
+        &[]
     }
 
     fn verify_client_cert(
@@ -198,9 +279,28 @@ impl ClientCertVerifier for ZtVerifier {
                 rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
             ));
         }
-        self.inner
+        if let Err(e) = self
+            .own()
             .verify_client_cert(end_entity, intermediates, now)
-            .map_err(|e| reject(end_entity, webpki_reason(&e), e))?;
+        {
+            let unknown = matches!(
+                e,
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+            );
+            let foreign = if unknown {
+                self.verify_foreign(end_entity, intermediates, now)
+            } else {
+                None
+            };
+            return match foreign {
+                Some(Ok(identity)) => {
+                    let _ = VERDICT.try_with(|slot| *slot.borrow_mut() = Some(Ok(identity)));
+                    Ok(ClientCertVerified::assertion())
+                }
+                Some(Err(e)) => Err(e),
+                None => Err(reject(end_entity, webpki_reason(&e), e)),
+            };
+        }
         let identity = self.check(end_entity).map_err(|(reason, err)| {
             reject(end_entity, reason, rustls::Error::InvalidCertificate(err))
         })?;
@@ -214,7 +314,7 @@ impl ClientCertVerifier for ZtVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls12_signature(message, cert, dss)
+        self.own().verify_tls12_signature(message, cert, dss)
     }
 
     fn verify_tls13_signature(
@@ -223,16 +323,36 @@ impl ClientCertVerifier for ZtVerifier {
         cert: &CertificateDer<'_>,
         dss: &DigitallySignedStruct,
     ) -> Result<HandshakeSignatureValid, rustls::Error> {
-        self.inner.verify_tls13_signature(message, cert, dss)
+        self.own().verify_tls13_signature(message, cert, dss)
     }
 
     fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
-        self.inner.supported_verify_schemes()
+        self.own().supported_verify_schemes()
     }
 }
 
-fn webpki_reason(e: &rustls::Error) -> String {
+/// webpki over `anchors`, client certificates required.
+fn webpki_over(anchors: &[Vec<u8>]) -> Result<Arc<dyn ClientCertVerifier>, super::TlsError> {
+    let mut roots = rustls::RootCertStore::empty();
+    for der in anchors {
+        roots.add(CertificateDer::from(der.clone()))?;
+    }
+    Ok(rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        super::provider(),
+    )
+    .build()?)
+}
+
+/// A webpki error in words for the audit log.
+pub(super) fn webpki_reason(e: &rustls::Error) -> String {
     match e {
+        rustls::Error::InvalidCertificate(CertificateError::Revoked) => {
+            "certificate revoked".into()
+        }
+        rustls::Error::InvalidCertificate(CertificateError::UnknownRevocationStatus) => {
+            "revocation status unknown (no CRL of this certificate's issuer was loaded)".into()
+        }
         rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer) => {
             "certificate not issued by this CA (unknown issuer)".into()
         }

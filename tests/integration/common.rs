@@ -205,15 +205,50 @@ pub fn openssl_stdin(args: &[&str], input: &str) -> (bool, String) {
 
 /// `openssl verify -CAfile HOME/ca.crt -purpose sslclient CERT`: (success, output).
 pub fn verify_client_cert(home: &Path, cert: &Path) -> (bool, String) {
-    let ca = home.join("ca.crt");
-    openssl(&[
-        "verify",
-        "-CAfile",
-        ca.to_str().expect("utf8"),
-        "-purpose",
-        "sslclient",
-        cert.to_str().expect("utf8"),
-    ])
+    let mut args = vec!["verify".to_string()];
+    args.extend(chain_args(home));
+    args.extend(["-purpose".into(), "sslclient".into(), utf8(cert)]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    openssl(&args)
+}
+
+fn utf8(p: &Path) -> String {
+    p.to_str().expect("utf8").to_string()
+}
+
+/// `-CAfile HOME/ca.crt` (the root clients trust) and, in a hierarchy, `-untrusted
+/// HOME/intermediate.crt`: what openssl needs to build a leaf's path.
+pub fn chain_args(home: &Path) -> Vec<String> {
+    let mut args = vec!["-CAfile".to_string(), utf8(&home.join("ca.crt"))];
+    let inter = home.join("intermediate.crt");
+    if inter.exists() {
+        args.extend(["-untrusted".into(), utf8(&inter)]);
+    }
+    args
+}
+
+/// The CA that signs leaves and CRLs now: `intermediate.crt` in a hierarchy, `ca.crt` in a
+/// single-CA home.
+pub fn signing_cert(home: &Path) -> PathBuf {
+    let inter = home.join("intermediate.crt");
+    if inter.exists() {
+        inter
+    } else {
+        home.join("ca.crt")
+    }
+}
+
+/// The key of the CA that signs now (`ca.key`, or the current intermediate's).
+pub fn signing_key(home: &Path) -> PathBuf {
+    let single = home.join("ca.key");
+    if single.exists() {
+        return single;
+    }
+    let pem = std::fs::read_to_string(home.join("intermediate.crt")).expect("intermediate.crt");
+    let (ok, serial) = openssl_stdin(&["x509", "-noout", "-serial"], &pem);
+    assert!(ok, "{serial}");
+    let serial = serial.trim().trim_start_matches("serial=").to_lowercase();
+    home.join("intermediates").join(format!("{serial}.key"))
 }
 
 /// Permission bits of a path.

@@ -442,11 +442,18 @@ fn holder_file_problems_are_clear_errors() {
     ]);
     assert!(ok, "{text}");
     config(&["--p12", "nokey.p12", "--p12-password-file", "pw"]).fails_with("no private key");
+    // The certificate alone, without the intermediate that follows it in bob.crt.
+    let leaf_only = {
+        let pem = std::fs::read_to_string(holder.path("bob.crt")).expect("bob.crt");
+        let end = pem.find("-----END CERTIFICATE-----").expect("pem") + 26;
+        std::fs::write(holder.path("bob-leaf.crt"), &pem[..end]).expect("write");
+        holder.path("bob-leaf.crt")
+    };
     let (ok, text) = openssl(&[
         "pkcs12",
         "-export",
         "-in",
-        utf8(&holder.path("bob.crt")),
+        utf8(&leaf_only),
         "-inkey",
         utf8(&holder.path("bob.key")),
         "-out",

@@ -173,12 +173,20 @@ fn doctor_finds_damage_and_repairs_the_crl() {
         "{findings:?}"
     );
     std::fs::remove_file(env.home.join("clients/mallory.crt")).expect("rm");
-    // A loose ca.key.
+    // A loose intermediate key.
     {
         use std::os::unix::fs::PermissionsExt;
-        let key = env.home.join("ca.key");
+        let key = crate::common::signing_key(&env.home);
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o644)).expect("chmod");
-        assert!(env.run(&["doctor"]).stdout.contains("ca.key has mode 0644"));
+        let shown = key
+            .strip_prefix(&env.home)
+            .expect("in HOME")
+            .display()
+            .to_string();
+        assert!(env
+            .run(&["doctor"])
+            .stdout
+            .contains(&format!("{shown} has mode 0644")));
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).expect("chmod");
         assert_eq!(mode(&key), 0o600);
     }

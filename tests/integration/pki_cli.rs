@@ -4,7 +4,9 @@ use std::collections::BTreeSet;
 use std::fs;
 use std::os::unix::fs::PermissionsExt;
 
-use crate::common::{mode, openssl, verify_client_cert, Env};
+use crate::common::{
+    chain_args, mode, openssl, signing_cert, signing_key, verify_client_cert, Env,
+};
 
 #[test]
 fn issued_certificate_verifies_with_openssl_and_shows_its_extensions() {
@@ -75,28 +77,29 @@ fn revoked_certificate_is_listed_in_a_crl_openssl_accepts() {
     let out = env.run(&["revoke", "alice", "--reason", "key-compromise"]);
     out.ok();
     assert!(out.stderr.contains("revoked"), "{out:?}");
-    let ca = env.home.join("ca.crt");
+    // The CRL is signed by the intermediate that signed the certificates.
+    let signer = signing_cert(&env.home);
     let crl = env.home.join("crl.pem");
     let (ok, text) = openssl(&[
         "crl",
         "-in",
         crl.to_str().expect("utf8"),
         "-CAfile",
-        ca.to_str().expect("utf8"),
+        signer.to_str().expect("utf8"),
         "-noout",
     ]);
     assert!(ok && text.contains("verify OK"), "{text}");
     let verify = |name: &str| {
         let crt = env.home.join(format!("clients/{name}.crt"));
-        openssl(&[
-            "verify",
-            "-crl_check",
-            "-CRLfile",
-            crl.to_str().expect("utf8"),
-            "-CAfile",
-            ca.to_str().expect("utf8"),
-            crt.to_str().expect("utf8"),
-        ])
+        let mut args = vec![
+            "verify".to_string(),
+            "-crl_check".into(),
+            "-CRLfile".into(),
+            crl.to_str().expect("utf8").into(),
+        ];
+        args.extend(chain_args(&env.home));
+        args.push(crt.to_str().expect("utf8").into());
+        openssl(&args.iter().map(String::as_str).collect::<Vec<_>>())
     };
     let (ok, text) = verify("alice");
     assert!(!ok && text.contains("certificate revoked"), "{text}");
@@ -165,7 +168,7 @@ fn revoking_a_name_revokes_all_its_active_certificates() {
 #[test]
 fn ca_init_twice_fails_and_leaves_the_key_untouched() {
     let env = Env::with_ca();
-    let key = env.home.join("ca.key");
+    let key = signing_key(&env.home);
     let before = fs::read(&key).expect("key");
     env.run(&["ca", "init"]).fails_with("already exists");
     assert_eq!(fs::read(&key).expect("key"), before);
@@ -258,7 +261,7 @@ fn bad_input_gets_one_clear_error_line_and_writes_nothing() {
     assert_eq!(env.list(), before, "refused requests record nothing");
     assert!(!env.home.join("clients").exists());
 
-    let key = env.home.join("ca.key");
+    let key = signing_key(&env.home);
     let good = fs::read(&key).expect("key");
     {
         use std::os::unix::fs::PermissionsExt;
@@ -276,11 +279,7 @@ fn bad_input_gets_one_clear_error_line_and_writes_nothing() {
         .fails_with("corrupt key");
     // A valid key that is not the CA's is refused too.
     let other = Env::with_ca();
-    fs::write(
-        &key,
-        fs::read(other.home.join("ca.key")).expect("other key"),
-    )
-    .expect("swap");
+    fs::write(&key, fs::read(signing_key(&other.home)).expect("other key")).expect("swap");
     env.run(&["issue", "--role", "admin", "--name", "x"])
         .fails_with("does not belong to");
     fs::write(&key, good).expect("restore");
@@ -312,12 +311,15 @@ fn encrypted_ca_key_needs_the_right_passphrase() {
         "init",
     ])
     .fails_with("at least 12 characters");
-    assert!(!env.home.join("ca.key").exists());
+    assert!(!env.home.join("ca.crt").exists());
     env.run(&["--passphrase-file", p, "ca", "init"]).ok();
-    let key = env.home.join("ca.key");
-    assert!(fs::read_to_string(&key)
-        .expect("key")
-        .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    let key = signing_key(&env.home);
+    // The intermediate's key and the root's are both encrypted.
+    for k in [&key, &env.home.join("root.key")] {
+        assert!(fs::read_to_string(k)
+            .expect("key")
+            .starts_with("-----BEGIN ENCRYPTED PRIVATE KEY-----"));
+    }
     let (ok, text) = openssl(&[
         "pkey",
         "-in",
