@@ -30,22 +30,23 @@ pub struct Made {
     pub key: KeyPair,
 }
 
-/// The common name of an intermediate made under the root named `root_name`.
-fn intermediate_name(root_name: &str, now: OffsetDateTime) -> String {
+/// The common name of an intermediate made under the root named `root_name`: dated, with a
+/// random tag, so that no two intermediates of one root share a subject (path building in
+/// other tools goes by names first).
+fn intermediate_name(root_name: &str, now: OffsetDateTime) -> Result<String, CaError> {
     let base = root_name
         .strip_suffix("Root CA")
         .map(|b| format!("{b}Intermediate CA"))
         .unwrap_or_else(|| format!("{root_name} Intermediate"));
-    // Dated to the second: two intermediates of one root never share a subject.
-    format!(
-        "{base} {:04}{:02}{:02}T{:02}{:02}{:02}Z",
+    let mut tag = [0u8; 3];
+    pki::fill_random(&mut tag)?;
+    Ok(format!(
+        "{base} {:04}-{:02}-{:02} {}",
         now.year(),
         u8::from(now.month()),
         now.day(),
-        now.hour(),
-        now.minute(),
-        now.second()
-    )
+        hex::encode(tag)
+    ))
 }
 
 /// Makes a new intermediate signed by the root (`root_pem`, `root_key`), ending two years from
@@ -73,7 +74,7 @@ pub fn sign_new(
         .map_err(PkiError::from)?;
     let key = algorithm.generate()?;
     let (pem, der) = build::intermediate_certificate(
-        &intermediate_name(root_name, now),
+        &intermediate_name(root_name, now)?,
         &key,
         &issuer,
         now,

@@ -39,6 +39,21 @@ pub enum RotateFrom {
     },
 }
 
+/// Refuses a single-CA home: it has no root above its CA and nothing to rotate.
+pub fn check_rotatable(meta: &CaMeta) -> Result<(), CaError> {
+    if meta.layout == Layout::Single {
+        return single_refused();
+    }
+    Ok(())
+}
+
+fn single_refused<T>() -> Result<T, CaError> {
+    Err(PkiError::Invalid(
+        "this home has a single CA (no root above it, no intermediate to rotate); create a new home with `mcp-zt ca init` to get a root and an intermediate".into(),
+    )
+    .into())
+}
+
 /// Makes a new intermediate and writes it into `HOME/intermediates/`, encrypted with
 /// `ca_passphrase` when HOME's keys are. Returns its serial. Nothing is in force yet.
 pub fn prepare(
@@ -55,13 +70,9 @@ pub fn prepare(
     }
     let anchor_pem = String::from_utf8(fsutil::read(&home.ca_cert())?)
         .map_err(|_| PkiError::Parse("ca.crt is not text".into()))?;
+    check_rotatable(meta)?;
     let made = match (meta.layout, from) {
-        (Layout::Single, _) => {
-            return Err(PkiError::Invalid(
-                "this home has a single CA (no root above it, no intermediate to rotate); create a new home with `mcp-zt ca init` to get a root and an intermediate".into(),
-            )
-            .into())
-        }
+        (Layout::Single, _) => single_refused()?,
         (Layout::Hierarchy, RotateFrom::RootKey { path, passphrase }) => {
             let pass = passphrase.as_deref().map(|p| p.as_slice()).or(ca_passphrase);
             let root_key = keyfile::load(path, pass)?;

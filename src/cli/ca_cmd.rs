@@ -101,6 +101,7 @@ pub fn rotate(
 ) -> Result<()> {
     let backend = Backend::open(home)?;
     let (_, meta) = backend.records()?;
+    rotate::check_rotatable(&meta)?;
     let from = match args.import {
         Some((cert, key)) => RotateFrom::Import { cert, key },
         None => {

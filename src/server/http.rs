@@ -67,6 +67,15 @@ async fn renew(
 ) -> Response {
     let who = conn.identity.clone();
     let audit = |kind: &str| Event::new(kind).peer(conn.peer).who(&who);
+    if let Some(trust) = &who.trust {
+        state.audit.log(audit("renewal_refused").reason(format!(
+            "certificate of foreign trust {trust:?}: its own CA renews it"
+        )));
+        return plain(
+            StatusCode::FORBIDDEN,
+            "this certificate was issued by another CA (a foreign trust): renew it there",
+        );
+    }
     if body.len() > MAX_CSR_BYTES {
         return plain(StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large");
     }

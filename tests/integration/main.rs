@@ -10,6 +10,7 @@ mod hardening;
 mod holder;
 mod hostile;
 mod pki_cli;
+mod pki_hierarchy;
 mod policy_rules;
 mod renewal;
 mod renewal_chain;

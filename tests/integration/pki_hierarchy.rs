@@ -1,0 +1,459 @@
+//! The PKI hierarchy: an offline root, rotation of the intermediate while the server runs, and
+//! certificates of a foreign CA mapped to roles by the policy's trust rules.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use crate::common::{mode, openssl, verify_client_cert, Env};
+use crate::server_env::{
+    audit_len, client_of, http_client, post, wait_audit, wait_audit_after, Server, INIT,
+};
+
+/// Every file named `name` under `dir`.
+fn find_named(dir: &Path, name: &str) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(find_named(&p, name));
+            } else if p.file_name().is_some_and(|n| n == name) {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// The certificate blocks of a PEM file.
+fn pem_blocks(path: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(path).expect("pem");
+    text.split_inclusive("-----END CERTIFICATE-----\n")
+        .filter(|b| b.contains("BEGIN CERTIFICATE"))
+        .map(str::to_string)
+        .collect()
+}
+
+fn issuer_of(path: &Path) -> String {
+    let (ok, text) = openssl(&[
+        "x509",
+        "-in",
+        path.to_str().expect("utf8"),
+        "-noout",
+        "-issuer",
+    ]);
+    assert!(ok, "{text}");
+    text.trim().to_string()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn offline_root_rotation_keeps_old_clients_and_revocation_still_cuts_them() {
+    let env = Env::new();
+    let offline = env.path("offline");
+    let out = env.run(&[
+        "ca",
+        "init",
+        "--offline-root",
+        offline.to_str().expect("utf8"),
+    ]);
+    out.ok();
+    assert!(out.stderr.contains("store it offline"), "{out:?}");
+    assert!(
+        find_named(&env.home, "root.key").is_empty(),
+        "no root key under HOME"
+    );
+    assert_eq!(mode(&offline.join("root.key")), 0o600);
+    assert!(env.run(&["doctor"]).stdout.contains("root key offline"));
+
+    env.issue("alice", "admin");
+    let old_intermediate = pem_blocks(&env.home.join("intermediate.crt"));
+    assert_eq!(
+        pem_blocks(&env.home.join("clients/alice.crt"))[1],
+        old_intermediate[0]
+    );
+    let (ok, text) = verify_client_cert(&env.home, &env.home.join("clients/alice.crt"));
+    assert!(ok, "{text}");
+
+    let server = Server::start(&env, &["--lockout-threshold", "0"]);
+    let alice = client_of(&env, "alice");
+    assert_eq!(
+        post(&alice, &server, INIT).await.expect("alice").status(),
+        200
+    );
+
+    // Rotation while the server runs and alice holds a connection.
+    let before = audit_len(&env);
+    let root_key = offline.join("root.key");
+    env.run(&[
+        "ca",
+        "rotate",
+        "--root-key",
+        root_key.to_str().expect("utf8"),
+    ])
+    .ok();
+    wait_audit_after(&env, before, |v| v["event"] == "intermediate_rotated");
+    let new_intermediate = pem_blocks(&env.home.join("intermediate.crt"));
+    assert_ne!(new_intermediate, old_intermediate);
+    // The server takes a certificate from the new intermediate.
+    wait_audit_after(&env, before, |v| v["event"] == "server_cert_renewed");
+
+    // The old client keeps working, on its open connection and on a new one.
+    assert_eq!(
+        post(&alice, &server, INIT).await.expect("alice").status(),
+        200
+    );
+    assert_eq!(
+        post(&client_of(&env, "alice"), &server, INIT)
+            .await
+            .expect("alice again")
+            .status(),
+        200
+    );
+    // A new certificate comes from the new intermediate and works.
+    env.issue("bob", "viewer");
+    let bob_file = env.home.join("clients/bob.crt");
+    assert_eq!(pem_blocks(&bob_file)[1], new_intermediate[0]);
+    assert_ne!(
+        issuer_of(&bob_file),
+        issuer_of(&env.home.join("clients/alice.crt"))
+    );
+    assert_eq!(
+        post(&client_of(&env, "bob"), &server, INIT)
+            .await
+            .expect("bob")
+            .status(),
+        200
+    );
+
+    // Revoking the old client still cuts it live, and its own intermediate's CRL lists it.
+    let serial = env
+        .list()
+        .iter()
+        .find(|c| c["name"] == "alice")
+        .and_then(|c| c["serial"].as_str().map(str::to_string))
+        .expect("alice");
+    env.run(&["revoke", "alice"]).ok();
+    wait_audit(&env, |v| {
+        v["event"] == "revocation_applied" && v["serial"] == serial.as_str()
+    });
+    assert!(post(&alice, &server, INIT).await.is_err());
+    assert!(post(&client_of(&env, "alice"), &server, INIT)
+        .await
+        .is_err());
+    let crls: Vec<PathBuf> = std::fs::read_dir(env.home.join("intermediates"))
+        .expect("intermediates")
+        .flatten()
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "crl"))
+        .collect();
+    assert_eq!(crls.len(), 2, "one CRL per intermediate: {crls:?}");
+    let listing: Vec<bool> = crls
+        .iter()
+        .map(|c| {
+            let (ok, text) = openssl(&["crl", "-in", c.to_str().expect("utf8"), "-noout", "-text"]);
+            assert!(ok, "{text}");
+            text.to_lowercase().contains(&serial)
+        })
+        .collect();
+    assert_eq!(listing.iter().filter(|x| **x).count(), 1, "{crls:?}");
+    // bob is untouched.
+    assert_eq!(
+        post(&client_of(&env, "bob"), &server, INIT)
+            .await
+            .expect("bob")
+            .status(),
+        200
+    );
+}
+
+#[test]
+fn rotation_refuses_a_wrong_root_key_and_single_ca_homes() {
+    let env = Env::with_ca();
+    let other = Env::with_ca();
+    let before = std::fs::read(env.home.join("intermediate.crt")).expect("intermediate");
+    env.run(&[
+        "ca",
+        "rotate",
+        "--root-key",
+        other.home.join("root.key").to_str().expect("utf8"),
+    ])
+    .fails_with("is not the root key");
+    assert_eq!(
+        std::fs::read(env.home.join("intermediate.crt")).expect("intermediate"),
+        before
+    );
+    // With the root key in HOME, a plain `ca rotate` finds it.
+    env.run(&["ca", "rotate"]).ok();
+    assert_ne!(
+        std::fs::read(env.home.join("intermediate.crt")).expect("intermediate"),
+        before
+    );
+    env.issue("carol", "viewer");
+    let (ok, text) = verify_client_cert(&env.home, &env.home.join("clients/carol.crt"));
+    assert!(ok, "{text}");
+    assert!(env
+        .run(&["doctor"])
+        .stdout
+        .contains("2 intermediate(s) made"));
+
+    // A single-CA home (the layout before hierarchies) keeps working and cannot rotate.
+    let single = Env::new();
+    single.run(&["ca", "init", "--single"]).ok();
+    assert!(single.home.join("ca.key").exists());
+    assert!(!single.home.join("intermediate.crt").exists());
+    single.issue("dan", "viewer");
+    let (ok, text) = verify_client_cert(&single.home, &single.home.join("clients/dan.crt"));
+    assert!(ok, "{text}");
+    assert!(single.run(&["doctor"]).stdout.contains("single CA"));
+    single.run(&["ca", "rotate"]).fails_with("single CA");
+}
+
+/// A corporate CA made with rcgen: its certificate, key and a CRL maker.
+struct Corp {
+    issuer: rcgen::Issuer<'static, rcgen::KeyPair>,
+    pem: String,
+}
+
+impl Corp {
+    fn new() -> Corp {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name
+            .push(rcgen::DnType::CommonName, "Example Corp Root");
+        p.distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example Corp");
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let cert = p.self_signed(&key).expect("root");
+        let pem = cert.pem();
+        Corp {
+            issuer: rcgen::Issuer::new(p, key),
+            pem,
+        }
+    }
+
+    /// A client certificate with these subject fields and URI SANs; returns (cert, key, serial).
+    fn leaf(
+        &self,
+        dir: &Path,
+        file: &str,
+        dn: &[(rcgen::DnType, &str)],
+        uris: &[&str],
+        role_ext: bool,
+    ) -> (PathBuf, PathBuf, Vec<u8>) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        for (t, v) in dn {
+            p.distinguished_name.push(t.clone(), *v);
+        }
+        p.subject_alt_names = uris
+            .iter()
+            .map(|u| rcgen::SanType::URI((*u).try_into().expect("uri")))
+            .collect();
+        p.extended_key_usages = vec![rcgen::ExtendedKeyUsagePurpose::ClientAuth];
+        let serial = mcp_zt::pki::random_serial().expect("serial").to_vec();
+        p.serial_number = Some(rcgen::SerialNumber::from_slice(&serial));
+        if role_ext {
+            let mut ext = rcgen::CustomExtension::from_oid_content(
+                mcp_zt::pki::role_ext::DEFAULT_ROLE_OID,
+                mcp_zt::pki::role_ext::encode("admin").expect("encode"),
+            );
+            ext.set_criticality(false);
+            p.custom_extensions.push(ext);
+        }
+        let cert = p.signed_by(&key, &self.issuer).expect("leaf");
+        let (c, k) = (
+            dir.join(format!("{file}.crt")),
+            dir.join(format!("{file}.key")),
+        );
+        std::fs::write(&c, cert.pem()).expect("write");
+        std::fs::write(&k, key.serialize_pem()).expect("write");
+        (c, k, serial)
+    }
+
+    /// A CRL listing `serials`, valid for `secs` seconds.
+    fn crl(&self, serials: &[&[u8]], secs: i64, number: u64) -> String {
+        let now = time::OffsetDateTime::now_utc();
+        rcgen::CertificateRevocationListParams {
+            this_update: now - time::Duration::seconds(5),
+            next_update: now + time::Duration::seconds(secs),
+            crl_number: rcgen::SerialNumber::from_slice(&number.to_be_bytes()),
+            issuing_distribution_point: None,
+            revoked_certs: serials
+                .iter()
+                .map(|s| rcgen::RevokedCertParams {
+                    serial_number: rcgen::SerialNumber::from_slice(s),
+                    revocation_time: now,
+                    reason_code: Some(rcgen::RevocationReason::KeyCompromise),
+                    invalidity_date: None,
+                })
+                .collect(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&self.issuer)
+        .expect("crl")
+        .pem()
+        .expect("pem")
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn foreign_certificates_get_roles_from_rules_and_their_crl_cuts_them_live() {
+    use rcgen::DnType;
+    let env = Env::with_ca();
+    let corp = Corp::new();
+    let dir = env.dir.path();
+    std::fs::write(env.home.join("corp-ca.pem"), &corp.pem).expect("ca");
+    std::fs::write(env.home.join("corp.crl"), corp.crl(&[], 86_400, 1)).expect("crl");
+    let mut policy = std::fs::read_to_string(env.home.join("policy.toml")).expect("policy");
+    policy.push_str(
+        r#"
+[trust.corp]
+ca = "corp-ca.pem"
+crl = "corp.crl"
+crl_grace = "0s"
+[[trust.corp.roles]]
+role = "admin"
+match = { ou = "sre", o = "Example Corp" }
+[[trust.corp.roles]]
+role = "viewer"
+match = { san_uri = "spiffe://corp.example/*" }
+"#,
+    );
+    std::fs::write(env.home.join("policy.toml"), policy).expect("policy");
+
+    let sam = corp.leaf(
+        dir,
+        "sam",
+        &[
+            (DnType::OrganizationName, "Example Corp"),
+            (DnType::OrganizationalUnitName, "sre"),
+            (DnType::CommonName, "sam"),
+        ],
+        &[],
+        false,
+    );
+    let api = corp.leaf(
+        dir,
+        "api",
+        &[(DnType::CommonName, "api")],
+        &["spiffe://corp.example/ns/prod/sa/api"],
+        false,
+    );
+    let mia = corp.leaf(
+        dir,
+        "mia",
+        &[
+            (DnType::OrganizationName, "Example Corp"),
+            (DnType::OrganizationalUnitName, "marketing"),
+            (DnType::CommonName, "mia"),
+        ],
+        &[],
+        false,
+    );
+    let mallory = corp.leaf(
+        dir,
+        "mallory",
+        &[(DnType::CommonName, "mallory")],
+        &["spiffe://mcp-zt.local/client/mallory"],
+        true,
+    );
+    let server = Server::start(&env, &["--lockout-threshold", "0"]);
+    let client = |c: &(PathBuf, PathBuf, Vec<u8>)| http_client(&env, Some((&c.0, &c.1)));
+
+    let sam_client = client(&sam);
+    assert_eq!(
+        post(&sam_client, &server, INIT)
+            .await
+            .expect("sam")
+            .status(),
+        200
+    );
+    let ok = wait_audit(&env, |v| v["event"] == "handshake_ok" && v["name"] == "sam");
+    assert_eq!(ok["role"], "admin");
+    assert!(
+        ok["serial"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("corp:")),
+        "{ok}"
+    );
+    assert_eq!(
+        post(&client(&api), &server, INIT)
+            .await
+            .expect("api")
+            .status(),
+        200
+    );
+    let ok = wait_audit(&env, |v| {
+        v["event"] == "handshake_ok" && v["name"] == "spiffe://corp.example/ns/prod/sa/api"
+    });
+    assert_eq!(ok["role"], "viewer");
+    // mcp-zt's CA never renews a foreign certificate.
+    let renew = client(&api)
+        .post(format!("https://localhost:{}/renew", server.port))
+        .body("-----BEGIN CERTIFICATE REQUEST-----\n")
+        .send()
+        .await
+        .expect("renew");
+    assert_eq!(renew.status(), 403);
+
+    // No rule matches: refused; a role extension claiming admin changes nothing.
+    for who in [&mia, &mallory] {
+        let before = audit_len(&env);
+        assert!(post(&client(who), &server, INIT).await.is_err());
+        wait_audit_after(&env, before, |v| {
+            v["event"] == "handshake_rejected"
+                && v["reason"]
+                    .as_str()
+                    .is_some_and(|r| r.contains("no role rule"))
+        });
+    }
+
+    // The corporate CRL now lists sam: the open connection is cut, new handshakes refused.
+    let before = audit_len(&env);
+    std::fs::write(env.home.join("corp.crl"), corp.crl(&[&sam.2], 86_400, 2)).expect("crl");
+    wait_audit_after(&env, before, |v| {
+        v["event"] == "revocation_applied"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("trust \"corp\""))
+    });
+    assert!(post(&sam_client, &server, INIT).await.is_err());
+    let before = audit_len(&env);
+    assert!(post(&client(&sam), &server, INIT).await.is_err());
+    wait_audit_after(&env, before, |v| {
+        v["event"] == "handshake_rejected"
+            && v["reason"].as_str().is_some_and(|r| r.contains("revoked"))
+    });
+    assert_eq!(
+        post(&client(&api), &server, INIT)
+            .await
+            .expect("api")
+            .status(),
+        200
+    );
+
+    // A CRL that goes stale (grace 0 s) refuses every new handshake of the trust.
+    let before = audit_len(&env);
+    std::fs::write(env.home.join("corp.crl"), corp.crl(&[&sam.2], 3, 3)).expect("crl");
+    wait_audit_after(&env, before, |v| v["event"] == "trust_loaded");
+    tokio::time::sleep(Duration::from_secs(4)).await;
+    let before = audit_len(&env);
+    assert!(post(&client(&api), &server, INIT).await.is_err());
+    wait_audit_after(&env, before, |v| {
+        v["event"] == "handshake_rejected"
+            && v["reason"].as_str().is_some_and(|r| r.contains("stale"))
+    });
+    // mcp-zt's own certificates are not affected.
+    env.issue("alice", "viewer");
+    assert_eq!(
+        post(&client_of(&env, "alice"), &server, INIT)
+            .await
+            .expect("alice")
+            .status(),
+        200
+    );
+}
