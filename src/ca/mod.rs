@@ -6,6 +6,7 @@ pub mod doctor;
 mod home;
 mod init;
 mod intermediate;
+pub mod rollover;
 pub mod rotate;
 mod signer;
 

@@ -7,9 +7,10 @@ use zeroize::Zeroizing;
 
 use super::backend::Backend;
 use super::commands::{print_json, print_out};
+use crate::ca::rollover;
 use crate::ca::rotate::{self, RotateFrom};
 use crate::ca::{self, Home, InitLayout, InitOptions, RootKey};
-use crate::ledger::Layout;
+use crate::ledger::{CaMeta, Layout};
 use crate::pki::build::KeyAlgorithm;
 use crate::pki::role_ext::Oid;
 
@@ -89,7 +90,16 @@ pub struct RotateArgs {
     pub root_key: Option<PathBuf>,
     pub root_passphrase_file: Option<PathBuf>,
     pub import: Option<(PathBuf, PathBuf)>,
+    pub root: Option<RootStep>,
     pub json: bool,
+}
+
+/// The steps of a root rollover.
+pub enum RootStep {
+    /// `ca rotate --root [--offline-root DIR]`.
+    Roll { offline: Option<PathBuf> },
+    /// `ca rotate --root --finish`.
+    Finish,
 }
 
 /// `ca rotate`: the new intermediate is made here (the root key never reaches the server),
@@ -102,31 +112,55 @@ pub fn rotate(
     let backend = Backend::open(home)?;
     let (_, meta) = backend.records()?;
     rotate::check_rotatable(&meta)?;
+    let root_passphrase = args
+        .root_passphrase_file
+        .as_deref()
+        .map(ca::read_passphrase)
+        .transpose()?;
+    match args.root {
+        Some(RootStep::Finish) => {
+            let serial = rollover::finish(home, &meta)?;
+            backend.activate_intermediate(&serial, passphrase)?;
+            eprintln!(
+                "root rollover finished: ca.crt holds the new root only, and the server's chain no longer carries the cross certificate"
+            );
+            return print_out(&format!("{}\n", home.ca_cert().display()));
+        }
+        Some(RootStep::Roll { offline }) => {
+            let old_key = root_key_path(home, &meta, args.root_key)?;
+            let mut prepared = rollover::prepare(
+                home,
+                &meta,
+                &old_key,
+                root_passphrase.as_deref().map(|p| p.as_slice()),
+                passphrase.map(|p| p.as_slice()),
+                offline.as_deref(),
+            )?;
+            backend.activate_intermediate(&prepared.intermediate, passphrase)?;
+            rollover::commit_root_key(home, &mut prepared)?;
+            if args.json {
+                return print_json(&serde_json::json!({
+                    "root": prepared.root,
+                    "intermediate": prepared.intermediate,
+                    "root_key": prepared.root_key,
+                }));
+            }
+            eprintln!(
+                "new root {} (key {}) and intermediate {} in force; ca.crt holds the new root and the old one, and the server's chain carries a cross certificate, so clients that trust only the old root keep working. Hand the new ca.crt to every client, then run `mcp-zt ca rotate --root --finish`.",
+                prepared.root,
+                prepared.root_key.display(),
+                prepared.intermediate
+            );
+            return print_out(&format!("{}\n", home.ca_cert().display()));
+        }
+        None => {}
+    }
     let from = match args.import {
         Some((cert, key)) => RotateFrom::Import { cert, key },
-        None => {
-            let path = match args.root_key {
-                Some(p) => p,
-                None if meta.layout == Layout::Hierarchy && home.root_key().is_file() => {
-                    home.root_key()
-                }
-                None if meta.layout == Layout::Hierarchy => anyhow::bail!(
-                    "the root key is not in {} (it was kept offline): bring it back and give it with --root-key FILE",
-                    home.display()
-                ),
-                None => anyhow::bail!(
-                    "this home's intermediate comes from your organization's PKI: rotate with --import-cert FILE --import-key FILE"
-                ),
-            };
-            RotateFrom::RootKey {
-                path,
-                passphrase: args
-                    .root_passphrase_file
-                    .as_deref()
-                    .map(ca::read_passphrase)
-                    .transpose()?,
-            }
-        }
+        None => RotateFrom::RootKey {
+            path: root_key_path(home, &meta, args.root_key)?,
+            passphrase: root_passphrase,
+        },
     };
     let pass = passphrase.map(|p| p.as_slice());
     let serial = rotate::prepare(home, &meta, &from, pass)?;
@@ -138,4 +172,19 @@ pub fn rotate(
         "new intermediate {serial} signs from now on; certificates of the earlier one keep working until they end or are revoked"
     );
     print_out(&format!("{}\n", home.intermediate_cert().display()))
+}
+
+/// The root key to use: `--root-key FILE`, else HOME/root.key when the root is kept there.
+fn root_key_path(home: &Home, meta: &CaMeta, given: Option<PathBuf>) -> Result<PathBuf> {
+    match given {
+        Some(p) => Ok(p),
+        None if meta.layout == Layout::Hierarchy && home.root_key().is_file() => Ok(home.root_key()),
+        None if meta.layout == Layout::Hierarchy => anyhow::bail!(
+            "the root key is not in {} (it was kept offline): bring it back and give it with --root-key FILE",
+            home.display()
+        ),
+        None => anyhow::bail!(
+            "this home's intermediate comes from your organization's PKI: rotate with --import-cert FILE --import-key FILE"
+        ),
+    }
 }

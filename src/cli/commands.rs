@@ -52,6 +52,9 @@ pub fn run(cli: Cli) -> Result<()> {
             root_passphrase_file,
             import_cert,
             import_key,
+            root,
+            offline_root,
+            finish,
             json,
         }) => ca_cmd::rotate(
             &home,
@@ -60,6 +63,13 @@ pub fn run(cli: Cli) -> Result<()> {
                 root_key,
                 root_passphrase_file,
                 import: import_cert.zip(import_key),
+                root: match (root, finish) {
+                    (false, _) => None,
+                    (true, false) => Some(ca_cmd::RootStep::Roll {
+                        offline: offline_root,
+                    }),
+                    (true, true) => Some(ca_cmd::RootStep::Finish),
+                },
                 json,
             },
         ),

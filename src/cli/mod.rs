@@ -167,6 +167,18 @@ pub enum CaCommand {
         /// For a home made with --import-cert: the new intermediate's key.
         #[arg(long, value_name = "FILE", requires = "import_cert")]
         import_key: Option<PathBuf>,
+        /// Roll the root over: a new root, cross-signed by the current one (given with
+        /// --root-key), and a new intermediate under it. ca.crt holds both roots until
+        /// `ca rotate --root --finish`.
+        #[arg(long, conflicts_with = "import_cert")]
+        root: bool,
+        /// With --root: write the new root key to DIR/root.key only, never into HOME.
+        #[arg(long, value_name = "DIR", requires = "root", conflicts_with = "finish")]
+        offline_root: Option<PathBuf>,
+        /// With --root: end the cross-signed period (every client has the new ca.crt): ca.crt
+        /// keeps the new root only and the server's chain drops the cross certificate.
+        #[arg(long, requires = "root")]
+        finish: bool,
         /// Print JSON.
         #[arg(long)]
         json: bool,

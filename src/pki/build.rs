@@ -73,7 +73,7 @@ impl std::fmt::Debug for Built {
 pub enum CaRole {
     /// A single self-signed CA that signs leaves itself (homes made before the hierarchy).
     Single,
-    /// A self-signed root: signs intermediates only (path length 1).
+    /// A self-signed root: signs intermediates and cross certificates (path length 2).
     Root,
     /// An intermediate signed by a root: signs leaves and CRLs (path length 0).
     Intermediate,
@@ -90,7 +90,9 @@ fn ca_params(
     dn.push(DnType::CommonName, common_name);
     dn.push(DnType::OrganizationName, "mcp-zt");
     params.distinguished_name = dn;
-    let pathlen = if role == CaRole::Root { 1 } else { 0 };
+    // A root allows two CAs below it: the intermediate, and during a root rollover the
+    // cross certificate above it (server ← intermediate ← new root (cross) ← old root).
+    let pathlen = if role == CaRole::Root { 2 } else { 0 };
     params.is_ca = IsCa::Ca(BasicConstraints::Constrained(pathlen));
     params.key_usages = vec![
         KeyUsagePurpose::KeyCertSign,
@@ -124,6 +126,22 @@ pub fn root_certificate(
     lifetime: Duration,
 ) -> Result<(String, Vec<u8>), PkiError> {
     let cert = ca_params(common_name, role, now, now + lifetime)?.self_signed(key)?;
+    Ok((cert.pem(), cert.der().to_vec()))
+}
+
+/// Builds the cross certificate of a root rollover: the new root's name and key (`new_key`),
+/// signed by the old root, so that clients that trust only the old root still reach the new
+/// one during the changeover.
+pub fn cross_certificate(
+    common_name: &str,
+    new_key: &impl rcgen::PublicKeyData,
+    old_root: &Issuer<'_, &KeyPair>,
+    now: OffsetDateTime,
+    not_after: OffsetDateTime,
+) -> Result<(String, Vec<u8>), PkiError> {
+    let mut params = ca_params(common_name, CaRole::Root, now, not_after)?;
+    params.use_authority_key_identifier_extension = true;
+    let cert = params.signed_by(new_key, old_root)?;
     Ok((cert.pem(), cert.der().to_vec()))
 }
 

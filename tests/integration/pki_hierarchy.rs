@@ -457,3 +457,65 @@ match = { san_uri = "spiffe://corp.example/*" }
         200
     );
 }
+
+/// A client of `name` that trusts only the roots in `roots_pem`.
+fn client_trusting(env: &Env, roots_pem: &[u8], name: &str) -> reqwest::Client {
+    let dir = env.home.join("clients");
+    let mut pem = std::fs::read(dir.join(format!("{name}.crt"))).expect("cert");
+    pem.extend(std::fs::read(dir.join(format!("{name}.key"))).expect("key"));
+    reqwest::Client::builder()
+        .tls_certs_only(reqwest::Certificate::from_pem_bundle(roots_pem).expect("roots"))
+        .identity(reqwest::Identity::from_pem(&pem).expect("identity"))
+        .timeout(Duration::from_secs(10))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn root_rollover_keeps_clients_of_the_old_root_working_through_the_cross_certificate() {
+    let env = Env::with_ca();
+    let old_root = std::fs::read(env.home.join("ca.crt")).expect("root");
+    env.issue("alice", "admin");
+    let server = Server::start(&env, &["--lockout-threshold", "0"]);
+
+    let before = audit_len(&env);
+    env.run(&["ca", "rotate", "--root"]).ok();
+    wait_audit_after(&env, before, |v| v["event"] == "server_cert_renewed");
+    let both = std::fs::read(env.home.join("ca.crt")).expect("roots");
+    assert_eq!(pem_blocks(&env.home.join("ca.crt")).len(), 2);
+    assert!(!env.home.join("root.key.next").exists());
+    // A client that trusts only the old root reaches the server through the cross
+    // certificate; one with the new ca.crt as well; old and new client certificates work.
+    env.issue("bob", "viewer");
+    for (roots, who) in [
+        (&old_root, "alice"),
+        (&both, "alice"),
+        (&old_root, "bob"),
+        (&both, "bob"),
+    ] {
+        let status = post(&client_trusting(&env, roots, who), &server, INIT)
+            .await
+            .expect("connect")
+            .status();
+        assert_eq!(status, 200, "{who}");
+    }
+    let (ok, text) = verify_client_cert(&env.home, &env.home.join("clients/bob.crt"));
+    assert!(ok, "{text}");
+
+    // Finished: ca.crt is the new root alone, and clients that trust only it connect.
+    let before = audit_len(&env);
+    env.run(&["ca", "rotate", "--root", "--finish"]).ok();
+    wait_audit_after(&env, before, |v| v["event"] == "server_cert_renewed");
+    let new_root = std::fs::read(env.home.join("ca.crt")).expect("root");
+    assert_eq!(pem_blocks(&env.home.join("ca.crt")).len(), 1);
+    assert_ne!(new_root, old_root);
+    for who in ["alice", "bob"] {
+        let status = post(&client_trusting(&env, &new_root, who), &server, INIT)
+            .await
+            .expect("connect")
+            .status();
+        assert_eq!(status, 200, "{who}");
+    }
+    env.run(&["ca", "rotate", "--root", "--finish"])
+        .fails_with("no rollover is in progress");
+}
