@@ -22,7 +22,9 @@ say "1. create the CA in $home"
 say "2. issue an admin (alice) and a viewer (bob) certificate"
 "$MCP_ZT" --home "$home" issue --role admin --name alice
 "$MCP_ZT" --home "$home" issue --role viewer --name bob
-openssl verify -CAfile "$home/ca.crt" -purpose sslclient "$home/clients/alice.crt" "$home/clients/bob.crt"
+# The root is the trust anchor; the intermediate that signed them follows each leaf in its file.
+openssl verify -CAfile "$home/ca.crt" -untrusted "$home/intermediate.crt" -purpose sslclient \
+  "$home/clients/alice.crt" "$home/clients/bob.crt"
 
 say "3. start the server (client certificates required)"
 start_server "$home" "$work"
@@ -71,8 +73,12 @@ if mcp bob "$url" -d "$init" >/dev/null 2>"$work/curl.err"; then
   fail "bob's revoked certificate was accepted"
 fi
 echo "bob's reconnect: $(cat "$work/curl.err")"
-openssl verify -crl_check -CRLfile "$home/crl.pem" -CAfile "$home/ca.crt" "$home/clients/bob.crt" &&
-  fail "openssl accepted bob against the CRL" || true
+if openssl verify -crl_check -CRLfile "$home/crl.pem" -CAfile "$home/ca.crt" \
+  -untrusted "$home/intermediate.crt" "$home/clients/bob.crt" >"$work/verify.out" 2>&1; then
+  fail "openssl accepted bob against the CRL"
+fi
+grep -q "certificate revoked" "$work/verify.out" || fail "openssl refused bob, but not as revoked: $(cat "$work/verify.out")"
+echo "openssl: bob's certificate is revoked in crl.pem"
 mcp alice "$url" -d "$init" -o /dev/null -w 'alice still connects: HTTP %{http_code}\n'
 
 say "7. the audit log"

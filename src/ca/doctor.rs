@@ -409,7 +409,57 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
                     format!("active certificates carry role {role:?}, which the policy does not define: they are refused"),
                 );
             }
+            for (severity, message) in check_trusts(home, policy.trusts(), now) {
+                add(severity, "trust", message);
+            }
         }
     }
     Ok(out)
+}
+
+/// Each foreign trust's CA bundle and CRL file load as the server would load them, and the
+/// CRL is not stale (a CRL fetched from a URL is checked by the server only).
+fn check_trusts(
+    home: &super::Home,
+    trusts: &[crate::policy::TrustConfig],
+    now: i64,
+) -> Vec<(Severity, String)> {
+    use crate::policy::trust::CrlSource;
+    let mut out = Vec::new();
+    for t in trusts {
+        let CrlSource::File(crl) = &t.crl else {
+            continue;
+        };
+        let loaded = fsutil::read(&home.dir().join(&t.ca))
+            .map_err(|e| e.to_string())
+            .and_then(|ca| {
+                let crl = fsutil::read(&home.dir().join(crl)).map_err(|e| e.to_string())?;
+                crate::tls::foreign::ForeignTrust::build(t.clone(), &ca, crl)
+                    .map_err(|e| e.to_string())
+            });
+        match loaded {
+            Err(e) => out.push((
+                Severity::Error,
+                format!("{e}: its certificates are refused until it loads"),
+            )),
+            Ok(ft) if ft.crl_next_update.saturating_add(t.crl_grace_secs) < now => out.push((
+                Severity::Error,
+                format!(
+                    "trust {:?}: its CRL is stale since {}: every handshake of its certificates is refused; install a fresh CRL",
+                    t.name,
+                    pki::rfc3339(ft.crl_next_update)
+                ),
+            )),
+            Ok(ft) if ft.crl_next_update - now < 86_400 => out.push((
+                Severity::Warning,
+                format!(
+                    "trust {:?}: its CRL reaches nextUpdate at {}",
+                    t.name,
+                    pki::rfc3339(ft.crl_next_update)
+                ),
+            )),
+            Ok(_) => {}
+        }
+    }
+    out
 }

@@ -456,6 +456,10 @@ match = { san_uri = "spiffe://corp.example/*" }
             .status(),
         200
     );
+    // doctor says the same once the server is gone.
+    drop(server);
+    let out = env.run(&["doctor"]);
+    assert!(out.stdout.contains("its CRL is stale"), "{out:?}");
 }
 
 /// A client of `name` that trusts only the roots in `roots_pem`.
