@@ -76,7 +76,19 @@ pub fn ensure(
     if let Some(pem) = reusable {
         return Ok((pem, false));
     }
-    let issued = authority.issue_server(signer, names, Duration::days(SERVER_CERT_DAYS))?;
+    // Thirty days, or until the signing CA ends if that is sooner (an imported intermediate
+    // may be short-lived); needs_renewal then renews it as the end approaches.
+    let ca_end = signer.current().not_after().min(authority.meta().not_after);
+    let left = ca_end.saturating_sub(now + 60);
+    if left < 3600 {
+        return Err(crate::pki::PkiError::Invalid(format!(
+            "the signing CA ends {}: too soon to issue the server a certificate; run `mcp-zt ca rotate`",
+            crate::pki::rfc3339(ca_end)
+        ))
+        .into());
+    }
+    let lifetime = Duration::days(SERVER_CERT_DAYS).min(Duration::seconds(left));
+    let issued = authority.issue_server(signer, names, lifetime)?;
     let cert = String::from_utf8(fsutil::read(&issued.cert_path)?)
         .map_err(|_| crate::pki::PkiError::Parse("server.crt is not text".into()))?;
     let key = zeroize::Zeroizing::new(

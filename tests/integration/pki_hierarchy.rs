@@ -523,3 +523,95 @@ async fn root_rollover_keeps_clients_of_the_old_root_working_through_the_cross_c
     env.run(&["ca", "rotate", "--root", "--finish"])
         .fails_with("no rollover is in progress");
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn an_imported_intermediate_signs_for_the_corporate_root_and_bad_imports_are_refused() {
+    let env = Env::new();
+    let corp = Corp::new();
+    let dir = env.dir.path();
+    // An intermediate for mcp-zt, twenty days left: shorter than the server certificate's
+    // usual thirty, which must then end with it.
+    let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+    let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+    p.distinguished_name
+        .push(rcgen::DnType::CommonName, "Example Corp mcp-zt CA");
+    p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        rcgen::KeyUsagePurpose::KeyCertSign,
+        rcgen::KeyUsagePurpose::CrlSign,
+        rcgen::KeyUsagePurpose::DigitalSignature,
+    ];
+    p.not_after = time::OffsetDateTime::now_utc() + time::Duration::days(20);
+    let inter = p.signed_by(&key, &corp.issuer).expect("intermediate");
+    let chain = dir.join("chain.pem");
+    std::fs::write(&chain, format!("{}{}", inter.pem(), corp.pem)).expect("chain");
+    let key_file = dir.join("int.key");
+    std::fs::write(&key_file, key.serialize_pem()).expect("key");
+    let (c, k) = (
+        chain.to_str().expect("utf8"),
+        key_file.to_str().expect("utf8"),
+    );
+
+    // Refused, changing nothing: a loose key file, a key of another certificate, no root.
+    env.run(&["ca", "init", "--import-cert", c, "--import-key", k])
+        .fails_with("chmod 600");
+    std::fs::set_permissions(
+        &key_file,
+        std::os::unix::fs::PermissionsExt::from_mode(0o600),
+    )
+    .expect("chmod");
+    let other = dir.join("other.key");
+    std::fs::write(
+        &other,
+        rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .expect("key")
+            .serialize_pem(),
+    )
+    .expect("other");
+    std::fs::set_permissions(&other, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+        .expect("chmod");
+    env.run(&[
+        "ca",
+        "init",
+        "--import-cert",
+        c,
+        "--import-key",
+        other.to_str().expect("utf8"),
+    ])
+    .fails_with("does not belong");
+    let no_root = dir.join("no-root.pem");
+    std::fs::write(&no_root, inter.pem()).expect("write");
+    env.run(&[
+        "ca",
+        "init",
+        "--import-cert",
+        no_root.to_str().expect("utf8"),
+        "--import-key",
+        k,
+    ])
+    .fails_with("self-signed root");
+    assert!(!env.home.join("ca.crt").exists());
+
+    env.run(&["ca", "init", "--import-cert", c, "--import-key", k])
+        .ok();
+    assert_eq!(
+        std::fs::read_to_string(env.home.join("ca.crt")).expect("ca"),
+        corp.pem.replace("\r\n", "\n")
+    );
+    assert!(env
+        .run(&["doctor"])
+        .stdout
+        .contains("intermediate of an imported PKI"));
+    env.issue("ivy", "editor");
+    let (ok, text) = verify_client_cert(&env.home, &env.home.join("clients/ivy.crt"));
+    assert!(ok, "{text}");
+    let server = Server::start(&env, &[]);
+    assert_eq!(
+        post(&client_of(&env, "ivy"), &server, INIT)
+            .await
+            .expect("ivy")
+            .status(),
+        200
+    );
+    env.run(&["ca", "rotate"]).fails_with("--import-cert");
+}
