@@ -615,3 +615,79 @@ async fn an_imported_intermediate_signs_for_the_corporate_root_and_bad_imports_a
     );
     env.run(&["ca", "rotate"]).fails_with("--import-cert");
 }
+
+/// Serves whatever `body` holds at any path, over plain HTTP, until the test ends.
+async fn serve_crl(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let port = listener.local_addr().expect("addr").port();
+    tokio::spawn(async move {
+        while let Ok((mut sock, _)) = listener.accept().await {
+            let mut buf = [0u8; 4096];
+            let _ = sock.read(&mut buf).await;
+            let text = body.lock().expect("lock").clone();
+            let resp = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: application/pkix-crl\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
+                text.len()
+            );
+            let _ = sock.write_all(resp.as_bytes()).await;
+        }
+    });
+    port
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_crl_url_is_polled_and_a_newly_listed_certificate_is_refused() {
+    use rcgen::DnType;
+    let env = Env::with_ca();
+    let corp = Corp::new();
+    let body = std::sync::Arc::new(std::sync::Mutex::new(corp.crl(&[], 86_400, 1)));
+    let port = serve_crl(body.clone()).await;
+    std::fs::write(env.home.join("corp-ca.pem"), &corp.pem).expect("ca");
+    let mut policy = std::fs::read_to_string(env.home.join("policy.toml")).expect("policy");
+    policy.push_str(&format!(
+        r#"
+[trust.corp]
+ca = "corp-ca.pem"
+crl_url = "http://127.0.0.1:{port}/corp.crl"
+crl_refresh = "1s"
+[[trust.corp.roles]]
+role = "viewer"
+match = {{ cn = "*" }}
+"#
+    ));
+    std::fs::write(env.home.join("policy.toml"), policy).expect("policy");
+    let sam = corp.leaf(
+        env.dir.path(),
+        "sam",
+        &[(DnType::CommonName, "sam")],
+        &[],
+        false,
+    );
+    let server = Server::start(&env, &["--lockout-threshold", "0"]);
+    let sam_client = http_client(&env, Some((&sam.0, &sam.1)));
+    assert_eq!(
+        post(&sam_client, &server, INIT)
+            .await
+            .expect("sam")
+            .status(),
+        200
+    );
+
+    let before = audit_len(&env);
+    *body.lock().expect("lock") = corp.crl(&[&sam.2], 86_400, 2);
+    wait_audit_after(&env, before, |v| {
+        v["event"] == "revocation_applied"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("1 open connection(s) closed"))
+    });
+    assert!(post(&sam_client, &server, INIT).await.is_err());
+    assert!(
+        post(&http_client(&env, Some((&sam.0, &sam.1))), &server, INIT)
+            .await
+            .is_err()
+    );
+}
