@@ -17,13 +17,15 @@ use crate::policy::trust::{Field, Subject, TrustConfig};
 /// A verified client.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct Identity {
-    /// Holder name (subject CN).
+    /// Holder name: the subject CN of mcp-zt's own certificates; `TRUST:` and the SPIFFE ID
+    /// (else the CN) for a foreign one, so it can never pass for one of ours.
     pub name: String,
-    /// RBAC role from the role extension.
+    /// RBAC role: from the role extension of mcp-zt's own certificates, from the trust's rules
+    /// for a foreign one.
     pub role: String,
     /// The key sessions, connections and revocations are bound to: the certificate serial in
     /// lower-case hex for mcp-zt's own certificates (random and unique across its
-    /// intermediates), `TRUST:ISSUER:SERIAL` for a foreign trust (ISSUER: 8 hex digits of the
+    /// intermediates), `TRUST:ISSUER:SERIAL` for a foreign trust (ISSUER: 32 hex digits of the
     /// issuer name's SHA-256), since foreign CAs may reuse serials.
     pub serial: String,
     /// The SPIFFE ID from the URI SAN.
@@ -172,12 +174,15 @@ pub fn subject_of(cert: &X509Certificate<'_>) -> Subject {
     s
 }
 
-/// The identity key of a foreign certificate: see [`Identity::serial`].
+/// The identity key of a foreign certificate: see [`Identity::serial`]. The issuer is named
+/// by 128 bits of the SHA-256 of its DER name, out of reach of a search for a colliding name.
+/// Two CAs of one bundle with the same name and overlapping serials would still share keys:
+/// give each issuing CA its own name.
 pub fn foreign_key(trust: &str, issuer_der: &[u8], serial: &[u8]) -> String {
     let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, issuer_der);
     format!(
         "{trust}:{}:{}",
-        hex::encode(&digest.as_ref()[..4]),
+        hex::encode(&digest.as_ref()[..16]),
         hex::encode(serial)
     )
 }
@@ -188,6 +193,14 @@ pub enum ForeignError {
     /// Not parseable X.509.
     #[error("unparseable certificate")]
     Unparseable,
+    /// A foreign certificate claiming an identity in mcp-zt's own trust domain.
+    #[error("a certificate of trust {trust:?} claims {spiffe_id}, in mcp-zt's own trust domain")]
+    OwnDomain {
+        /// The trust.
+        trust: String,
+        /// The SPIFFE ID claimed.
+        spiffe_id: String,
+    },
     /// No rule of the trust matches.
     #[error("no role rule of trust {trust:?} matches the certificate ({subject})")]
     NoRule {
@@ -200,9 +213,26 @@ pub enum ForeignError {
 
 /// Maps a certificate a foreign trust's CA verified to an identity by that trust's rules. The
 /// role extension, if the certificate carries one, plays no part.
-pub fn from_foreign_der(der: &[u8], trust: &TrustConfig) -> Result<Identity, ForeignError> {
+/// A SPIFFE ID in mcp-zt's own trust domain (`own_domain`) is refused: only mcp-zt's CA speaks
+/// for it.
+pub fn from_foreign_der(
+    der: &[u8],
+    trust: &TrustConfig,
+    own_domain: &str,
+) -> Result<Identity, ForeignError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| ForeignError::Unparseable)?;
     let subject = subject_of(&cert);
+    let own = format!("spiffe://{own_domain}/");
+    if let Some(uri) = subject
+        .get(Field::SanUri)
+        .iter()
+        .find(|u| u.to_ascii_lowercase().starts_with(&own) || **u == own.trim_end_matches('/'))
+    {
+        return Err(ForeignError::OwnDomain {
+            trust: trust.name.clone(),
+            spiffe_id: uri.clone(),
+        });
+    }
     let Some((_, role)) = trust.role_for(&subject) else {
         return Err(ForeignError::NoRule {
             trust: trust.name.clone(),
@@ -215,14 +245,16 @@ pub fn from_foreign_der(der: &[u8], trust: &TrustConfig) -> Result<Identity, For
         .find(|u| u.starts_with("spiffe://"))
         .cloned()
         .unwrap_or_default();
-    // Shown as the SPIFFE ID when there is one, else the CN, else the whole subject.
-    let name = if !spiffe_id.is_empty() {
+    // The SPIFFE ID when there is one, else the CN, else the whole subject; prefixed with
+    // the trust, so that no foreign name reads as one of mcp-zt's own.
+    let shown = if !spiffe_id.is_empty() {
         spiffe_id.clone()
     } else if let Some(cn) = subject.get(Field::Cn).first() {
         cn.clone()
     } else {
         cert.subject().to_string()
     };
+    let name = format!("{}:{shown}", trust.name);
     Ok(Identity {
         name,
         role: role.to_string(),

@@ -122,7 +122,8 @@ fn crl_files(authority: &Authority, now: i64) -> Vec<(Option<String>, PathBuf)> 
     }
     for path in files_with(&home.intermediates(), "crt") {
         if let Some((serial, end)) = serial_and_end(&path) {
-            if end > now {
+            // One whose key was removed (retired by hand) no longer publishes a CRL.
+            if end > now && home.intermediate_key_of(&serial).exists() {
                 let crl = home.intermediate_crl_of(&serial);
                 out.push((Some(serial), crl));
             }
@@ -171,7 +172,11 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
     add(Severity::Info, "layout", layout_line(authority));
 
     // Permissions of every CA key HOME holds.
-    let mut keys = vec![home.ca_key(), home.root_key()];
+    let mut keys = vec![
+        home.ca_key(),
+        home.root_key(),
+        super::rollover::pending_root_key(home),
+    ];
     keys.extend(files_with(&home.intermediates(), "key"));
     for key in keys.iter().filter(|k| k.exists()) {
         let shown = key
@@ -189,7 +194,9 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
             Err(e) => add(Severity::Error, "permissions", e.to_string()),
         }
     }
-    if authority.meta().root_offline && home.root_key().exists() {
+    if authority.meta().root_offline
+        && (home.root_key().exists() || super::rollover::pending_root_key(home).exists())
+    {
         add(
             Severity::Error,
             "root-key",
@@ -417,8 +424,8 @@ pub fn check(authority: &Authority) -> Result<Vec<Finding>, CaError> {
     Ok(out)
 }
 
-/// Each foreign trust's CA bundle and CRL file load as the server would load them, and the
-/// CRL is not stale (a CRL fetched from a URL is checked by the server only).
+/// Each foreign trust with a CRL file: its CA bundle and CRL load as the server would load
+/// them, and the CRL is not stale. Trusts with a `crl_url` are checked by the server only.
 fn check_trusts(
     home: &super::Home,
     trusts: &[crate::policy::TrustConfig],
@@ -438,14 +445,30 @@ fn check_trusts(
                     .map_err(|e| e.to_string())
             });
         match loaded {
-            Err(e) => out.push((
+            Err(e) if e.starts_with("trust ") => out.push((
                 Severity::Error,
                 format!("{e}: its certificates are refused until it loads"),
+            )),
+            Err(e) => out.push((
+                Severity::Error,
+                format!(
+                    "trust {:?}: {e}: its certificates are refused until it loads",
+                    t.name
+                ),
             )),
             Ok(ft) if ft.crl_next_update.saturating_add(t.crl_grace_secs) < now => out.push((
                 Severity::Error,
                 format!(
-                    "trust {:?}: its CRL is stale since {}: every handshake of its certificates is refused; install a fresh CRL",
+                    "trust {:?}: its CRL is stale since {} (nextUpdate plus {} s of grace): every handshake of its certificates is refused; install a fresh CRL",
+                    t.name,
+                    pki::rfc3339(ft.crl_next_update.saturating_add(t.crl_grace_secs)),
+                    t.crl_grace_secs
+                ),
+            )),
+            Ok(ft) if ft.crl_next_update < now => out.push((
+                Severity::Warning,
+                format!(
+                    "trust {:?}: its CRL is past nextUpdate ({}), within its grace: install a fresh one",
                     t.name,
                     pki::rfc3339(ft.crl_next_update)
                 ),

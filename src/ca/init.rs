@@ -241,12 +241,12 @@ fn make(
 }
 
 /// The offline folder must not be HOME or inside it: the point is that HOME never holds the
-/// root key.
-fn check_offline_dir(home: &Home, dir: &Path) -> Result<(), CaError> {
-    let abs = |p: &Path| std::path::absolute(p).unwrap_or_else(|_| p.to_path_buf());
-    let (home_abs, dir_abs) = (abs(home.dir()), abs(dir));
-    let canon = |p: &Path| std::fs::canonicalize(p).unwrap_or_else(|_| p.to_path_buf());
-    if dir_abs.starts_with(&home_abs) || canon(&dir_abs).starts_with(canon(&home_abs)) {
+/// root key. Both paths are resolved through symbolic links and `..` (folders that do not
+/// exist yet are resolved from their nearest existing parent), so no spelling of a path
+/// inside HOME slips through.
+pub(super) fn check_offline_dir(home: &Home, dir: &Path) -> Result<(), CaError> {
+    let (home_real, dir_real) = (resolve(home.dir())?, resolve(dir)?);
+    if dir_real.starts_with(&home_real) {
         return Err(pki::PkiError::Invalid(format!(
             "--offline-root {} is inside HOME {}: give a folder on removable or offline storage",
             dir.display(),
@@ -262,4 +262,39 @@ fn check_offline_dir(home: &Home, dir: &Path) -> Result<(), CaError> {
         .into());
     }
     Ok(())
+}
+
+/// `path` made absolute with symbolic links resolved: the nearest existing ancestor is
+/// canonicalized and the rest appended; a `..` in the part that does not exist is refused.
+fn resolve(path: &Path) -> Result<PathBuf, CaError> {
+    let abs = std::path::absolute(path).map_err(|source| fsutil::FsError::Io {
+        action: "resolve",
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let mut existing = abs.as_path();
+    let mut rest = Vec::new();
+    loop {
+        if let Ok(real) = std::fs::canonicalize(existing) {
+            let mut out = real;
+            for part in rest.iter().rev() {
+                out.push(part);
+            }
+            return Ok(out);
+        }
+        let (Some(parent), Some(name)) = (existing.parent(), existing.file_name()) else {
+            return Err(
+                pki::PkiError::Invalid(format!("cannot resolve {}", path.display())).into(),
+            );
+        };
+        if name == ".." {
+            return Err(pki::PkiError::Invalid(format!(
+                "{}: a `..` below a folder that does not exist yet; give the path without it",
+                path.display()
+            ))
+            .into());
+        }
+        rest.push(name.to_os_string());
+        existing = parent;
+    }
 }

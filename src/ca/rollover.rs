@@ -60,11 +60,17 @@ pub fn prepare(
         )
         .into());
     }
-    if meta.key_encrypted && ca_passphrase.is_none() {
-        return Err(PkiError::Key(
-            "the CA keys are encrypted: give their passphrase with --passphrase-file FILE".into(),
-        )
-        .into());
+    let ca_passphrase = super::rotate::checked_passphrase(home, meta, ca_passphrase)?;
+    match offline {
+        None if meta.root_offline => {
+            return Err(PkiError::Invalid(
+                "this home keeps its root key offline: give --offline-root DIR for the new one"
+                    .into(),
+            )
+            .into())
+        }
+        Some(dir) => super::init::check_offline_dir(home, dir)?,
+        None => {}
     }
     let anchors = inspect::pem_certificates(&read_text(&home.ca_cert())?)?;
     let old_der = anchors[0].clone();
@@ -80,15 +86,6 @@ pub fn prepare(
     }
     let old_end = OffsetDateTime::from_unix_timestamp(old.validity().not_after.timestamp())
         .map_err(|_| PkiError::Parse("ca.crt: bad notAfter".into()))?;
-    if let Some(dir) = offline {
-        if dir.join("root.key").exists() {
-            return Err(PkiError::Invalid(format!(
-                "{} already holds a root.key; nothing was changed (use an empty folder)",
-                dir.display()
-            ))
-            .into());
-        }
-    }
 
     let now = pki::now();
     let mut tag = [0u8; 3];

@@ -39,6 +39,35 @@ pub enum RotateFrom {
     },
 }
 
+/// The passphrase the new keys are encrypted with: none for a home whose keys are not
+/// encrypted (whatever was given), else the one given, once it has opened the keys in force
+/// (a mistyped one must not encrypt a new key the next start could not open).
+pub fn checked_passphrase<'a>(
+    home: &Home,
+    meta: &CaMeta,
+    given: Option<&'a [u8]>,
+) -> Result<Option<&'a [u8]>, CaError> {
+    if !meta.key_encrypted {
+        return Ok(None);
+    }
+    let Some(pass) = given else {
+        return Err(PkiError::Key(
+            "the CA keys are encrypted: give their passphrase with --passphrase-file FILE (the new keys are encrypted with it)".into(),
+        )
+        .into());
+    };
+    super::Signer::load(home, Some(pass))?;
+    Ok(Some(pass))
+}
+
+/// Removes an intermediate that was prepared but never made current.
+pub fn discard(home: &Home, serial: &str) {
+    if is_serial(serial) && !super::Signer::is_current(home, serial) {
+        let _ = std::fs::remove_file(home.intermediate_cert_of(serial));
+        let _ = std::fs::remove_file(home.intermediate_key_of(serial));
+    }
+}
+
 /// Refuses a single-CA home: it has no root above its CA and nothing to rotate.
 pub fn check_rotatable(meta: &CaMeta) -> Result<(), CaError> {
     if meta.layout == Layout::Single {
@@ -62,12 +91,7 @@ pub fn prepare(
     from: &RotateFrom,
     ca_passphrase: Option<&[u8]>,
 ) -> Result<String, CaError> {
-    if meta.key_encrypted && ca_passphrase.is_none() {
-        return Err(PkiError::Key(
-            "the CA keys are encrypted: give their passphrase with --passphrase-file FILE (the new intermediate key is encrypted with it)".into(),
-        )
-        .into());
-    }
+    let ca_passphrase = checked_passphrase(home, meta, ca_passphrase)?;
     let anchor_pem = String::from_utf8(fsutil::read(&home.ca_cert())?)
         .map_err(|_| PkiError::Parse("ca.crt is not text".into()))?;
     check_rotatable(meta)?;

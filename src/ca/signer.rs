@@ -208,6 +208,18 @@ impl Signer {
         Ok(Signer { current, earlier })
     }
 
+    /// Whether intermediate `serial` is the one `intermediate.crt` names.
+    pub fn is_current(home: &Home, serial: &str) -> bool {
+        read_text(&home.intermediate_cert())
+            .ok()
+            .and_then(|t| inspect::pem_certificates(&t).ok())
+            .and_then(|c| {
+                c.first()
+                    .and_then(|d| serial_of(d, "intermediate.crt").ok())
+            })
+            .is_some_and(|s| s == serial)
+    }
+
     /// The CA that signs new certificates.
     pub fn current(&self) -> &IssuingCa {
         &self.current

@@ -109,9 +109,10 @@ impl Backend {
     ) -> Result<()> {
         match self {
             Backend::Local(a) => {
-                let home = a.home().clone();
-                ca::rotate::activate(&home, serial)?;
-                let signer = load_signer(a, pass)?;
+                // Every key opens as it will be in force, before anything changes.
+                let signer =
+                    Signer::load_with_current(a.home(), serial, pass.map(|p| p.as_slice()))?;
+                ca::rotate::activate(a.home(), serial)?;
                 a.publish_crl(&signer)?;
                 Ok(())
             }

@@ -136,7 +136,12 @@ pub fn rotate(
                 passphrase.map(|p| p.as_slice()),
                 offline.as_deref(),
             )?;
-            backend.activate_intermediate(&prepared.intermediate, passphrase)?;
+            if let Err(e) = backend.activate_intermediate(&prepared.intermediate, passphrase) {
+                rotate::discard(home, &prepared.intermediate);
+                return Err(e.context(
+                    "the new intermediate was not made current; ca.crt already holds both roots, and the new root key is in root.key.next (or the offline folder)",
+                ));
+            }
             rollover::commit_root_key(home, &mut prepared)?;
             if args.json {
                 return print_json(&serde_json::json!({
@@ -164,7 +169,10 @@ pub fn rotate(
     };
     let pass = passphrase.map(|p| p.as_slice());
     let serial = rotate::prepare(home, &meta, &from, pass)?;
-    backend.activate_intermediate(&serial, passphrase)?;
+    if let Err(e) = backend.activate_intermediate(&serial, passphrase) {
+        rotate::discard(home, &serial);
+        return Err(e);
+    }
     if args.json {
         return print_json(&serde_json::json!({ "intermediate": serial }));
     }

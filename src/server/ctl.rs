@@ -7,7 +7,7 @@
 //! The socket can mint certificates with the unlocked CA key, so it is guarded three ways: it
 //! is bound inside a fresh 0700 folder and chmodded 0600 before it is moved into HOME (no moment
 //! where the umask's mode applies), `serve` refuses a HOME that group or others can enter, and
-//! each connection's peer uid (SO_PEERCRED) must be HOME's owner or root. When `ca.key` is
+//! each connection's peer uid (SO_PEERCRED) must be HOME's owner or root. When the CA keys are
 //! encrypted, `issue` must carry the passphrase as well, unless `serve --allow-socket-issue`.
 //!
 //! The socket exists on unix only, like `serve`. Elsewhere no server can own the ledger, so

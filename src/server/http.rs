@@ -184,6 +184,17 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
         state.conns.cut(&who.serial);
         return plain(StatusCode::FORBIDDEN, "Forbidden");
     }
+    // A foreign identity holds only while its trust is configured and its CRL fresh.
+    if let Some(trust) = &who.trust {
+        if let Err(why) = state
+            .verifier
+            .foreign_in_force(trust, crate::pki::now().unix_timestamp())
+        {
+            state.audit.log(audit("request_rejected").reason(why));
+            state.conns.cut(&who.serial);
+            return plain(StatusCode::FORBIDDEN, "Forbidden");
+        }
+    }
     if crate::pki::now().unix_timestamp() > who.not_after {
         state
             .audit

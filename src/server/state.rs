@@ -61,6 +61,27 @@ impl ConnRegistry {
         }
         conns.len()
     }
+    /// Closes every connection whose key starts with `prefix` (all of a foreign trust's, when
+    /// its configuration changed or it was removed); returns how many.
+    pub fn cut_prefix(&self, prefix: &str) -> usize {
+        let conns: Vec<_> = {
+            let mut map = self.by_serial.lock().unwrap_or_else(|p| p.into_inner());
+            let keys: Vec<String> = map
+                .keys()
+                .filter(|k| k.starts_with(prefix))
+                .cloned()
+                .collect();
+            keys.iter().filter_map(|k| map.remove(k)).collect()
+        };
+        let mut n = 0;
+        for group in &conns {
+            for token in group.values() {
+                token.cancel();
+                n += 1;
+            }
+        }
+        n
+    }
     /// Whether `serial` has open connections.
     pub fn has(&self, serial: &str) -> bool {
         let map = self.by_serial.lock().unwrap_or_else(|p| p.into_inner());
@@ -375,10 +396,9 @@ impl AppState {
         Ok(())
     }
 
-    /// Shuts out a foreign certificate its CA's CRL now lists (`key`: its identity key);
-    /// returns how many open connections were closed.
+    /// Shuts out a foreign certificate its CA's CRL now lists (`key`: its identity key, already
+    /// in the revocation set); returns how many open connections were closed.
     pub fn apply_foreign_revocation(&self, key: &str) -> usize {
-        self.revoked.insert(key.to_string());
         self.sessions.unbind_serial(key);
         let cut = self.conns.cut(key);
         if let Some(hub) = self.hub.get() {

@@ -17,7 +17,7 @@ use super::state::AppState;
 use crate::audit::Event;
 use crate::fsutil;
 use crate::policy::trust::CrlSource;
-use crate::policy::{Policy, TrustConfig};
+use crate::policy::TrustConfig;
 use crate::tls::foreign::{ForeignTrust, TrustLoadError};
 use crate::tls::verifier::current_policy;
 
@@ -31,7 +31,6 @@ const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
 /// What the refresher remembers between passes.
 pub struct Tracker {
     http: Option<reqwest::Client>,
-    policy: Option<Arc<Policy>>,
     fetched: HashMap<String, Instant>,
     last_error: HashMap<String, String>,
 }
@@ -46,7 +45,6 @@ impl Tracker {
             .ok();
         Tracker {
             http,
-            policy: None,
             fetched: HashMap::new(),
             last_error: HashMap::new(),
         }
@@ -69,7 +67,7 @@ async fn read_crl(state: &AppState, t: &Tracker, cfg: &TrustConfig) -> Result<Ve
                 .http
                 .as_ref()
                 .ok_or_else(|| "no HTTP client for crl_url".to_string())?;
-            let resp = http
+            let mut resp = http
                 .get(url)
                 .send()
                 .await
@@ -77,23 +75,29 @@ async fn read_crl(state: &AppState, t: &Tracker, cfg: &TrustConfig) -> Result<Ve
             if !resp.status().is_success() {
                 return Err(format!("fetch {url}: HTTP {}", resp.status()));
             }
-            let body = resp
-                .bytes()
+            // Read with a cap: a CRL server cannot make mcp-zt buffer without limit.
+            let mut body = Vec::new();
+            while let Some(chunk) = resp
+                .chunk()
                 .await
-                .map_err(|e| format!("fetch {url}: {e}"))?;
-            if body.len() > MAX_CRL_BYTES {
-                return Err(format!("fetch {url}: over {MAX_CRL_BYTES} bytes"));
+                .map_err(|e| format!("fetch {url}: {e}"))?
+            {
+                if body.len() + chunk.len() > MAX_CRL_BYTES {
+                    return Err(format!("fetch {url}: over {MAX_CRL_BYTES} bytes"));
+                }
+                body.extend_from_slice(&chunk);
             }
-            Ok(body.to_vec())
+            Ok(body)
         }
     }
 }
 
-async fn load(
+/// The bundle and CRL of `cfg`, as bytes.
+async fn read_sources(
     state: &AppState,
     t: &Tracker,
     cfg: &TrustConfig,
-) -> Result<ForeignTrust, TrustLoadError> {
+) -> Result<(Vec<u8>, Vec<u8>), TrustLoadError> {
     let err = |message: String| TrustLoadError {
         trust: cfg.name.clone(),
         message,
@@ -101,22 +105,37 @@ async fn load(
     let ca = fsutil::read(&state.authority.home().dir().join(&cfg.ca))
         .map_err(|e| err(e.to_string()))?;
     let crl = read_crl(state, t, cfg).await.map_err(err)?;
-    ForeignTrust::build(cfg.clone(), &ca, crl)
+    Ok((ca, crl))
 }
 
-/// One pass: loads what is new or due, keeps the rest, swaps the verifier's trusts and
-/// applies new revocations.
+fn report(state: &AppState, t: &mut Tracker, name: &str, msg: String) {
+    if t.last_error.get(name) != Some(&msg) {
+        eprintln!("mcp-zt: {msg}");
+        state
+            .audit
+            .log(Event::new("trust_load_failed").reason(msg.clone()));
+        t.last_error.insert(name.to_string(), msg);
+    }
+}
+
+/// One pass: loads what is new, changed or due, keeps the rest, swaps the verifier's trusts
+/// and applies the CRLs to the revocation set (each trust's entries replace its previous
+/// ones) and to live connections. A trust whose configuration changed, or that was removed,
+/// has its connections closed: they were admitted under the old rules.
 pub async fn refresh(state: &AppState, t: &mut Tracker) {
     let policy = current_policy(&state.policy);
-    let policy_changed = !t.policy.as_ref().is_some_and(|p| Arc::ptr_eq(p, &policy));
     let current = state.verifier.foreign();
     let mut next: Vec<Arc<ForeignTrust>> = Vec::new();
-    let mut changed = policy_changed && (!current.is_empty() || !policy.trusts().is_empty());
+    let mut changed = false;
+    let mut closed = Vec::new();
     for cfg in policy.trusts() {
         let existing = current.iter().find(|x| x.config == *cfg).cloned();
+        if existing.is_none() && current.iter().any(|x| x.config.name == cfg.name) {
+            closed.push(cfg.name.clone());
+            changed = true;
+        }
         let due = match (&existing, &cfg.crl) {
-            (None, _) => true,
-            (Some(_), CrlSource::File(_)) => true,
+            (None, _) | (Some(_), CrlSource::File(_)) => true,
             (Some(_), CrlSource::Url(_)) => t.fetched.get(&cfg.name).is_none_or(|at| {
                 at.elapsed() >= Duration::from_secs(cfg.crl_refresh_secs.unsigned_abs())
             }),
@@ -128,15 +147,27 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
         if matches!(cfg.crl, CrlSource::Url(_)) {
             t.fetched.insert(cfg.name.clone(), Instant::now());
         }
-        // A CRL file that did not change is not rebuilt.
-        if let (Some(x), CrlSource::File(_)) = (&existing, &cfg.crl) {
-            if read_crl(state, t, cfg).await.ok().as_deref() == Some(x.crl_bytes.as_slice()) {
-                next.push(x.clone());
+        let (ca, crl) = match read_sources(state, t, cfg).await {
+            Ok(x) => x,
+            Err(e) => {
+                report(state, t, &cfg.name, e.to_string());
+                // The last good copy stays in force (and fails closed once stale).
+                next.extend(existing);
                 continue;
             }
+        };
+        if let Some(x) = existing
+            .as_ref()
+            .filter(|x| x.ca_bytes == ca && x.crl_bytes == crl)
+        {
+            next.push(x.clone());
+            continue;
         }
-        match load(state, t, cfg).await {
-            Ok(loaded) => {
+        let config = cfg.clone();
+        let built =
+            tokio::task::spawn_blocking(move || ForeignTrust::build(config, &ca, crl)).await;
+        match built {
+            Ok(Ok(loaded)) => {
                 t.last_error.remove(&cfg.name);
                 state.audit.log(Event::new("trust_loaded").reason(format!(
                     "trust {:?}: CRL with {} entries, nextUpdate {}",
@@ -147,43 +178,50 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
                 next.push(Arc::new(loaded));
                 changed = true;
             }
+            Ok(Err(e)) => {
+                report(state, t, &cfg.name, e.to_string());
+                next.extend(existing);
+            }
             Err(e) => {
-                let msg = e.to_string();
-                if t.last_error.get(&cfg.name) != Some(&msg) {
-                    eprintln!("mcp-zt: {msg}");
-                    state
-                        .audit
-                        .log(Event::new("trust_load_failed").reason(msg.clone()));
-                    t.last_error.insert(cfg.name.clone(), msg);
-                }
-                // The old CRL stays in force (and fails closed once stale); a trust whose
-                // configuration changed is left out until it loads.
+                report(state, t, &cfg.name, format!("trust {:?}: {e}", cfg.name));
                 next.extend(existing);
             }
         }
     }
-    t.policy = Some(policy);
-    if changed {
-        // The new CRLs take effect for handshakes first, then live connections are cut.
-        state.verifier.set_foreign(next.clone());
-        for trust in &next {
-            let (mut newly, mut cut) = (0usize, 0usize);
-            for key in &trust.revoked {
-                if !state.revoked.contains(key) {
-                    newly += 1;
-                    cut += state.apply_foreign_revocation(key);
-                }
-            }
-            if newly > 0 {
-                state.audit.log(Event::new("revocation_applied").reason(format!(
-                    "{newly} certificate(s) newly listed in the CRL of trust {:?}; {cut} open connection(s) closed",
-                    trust.config.name
-                )));
-            }
+    for x in current.iter() {
+        if !policy.trusts().iter().any(|c| c.name == x.config.name) {
+            closed.push(x.config.name.clone());
+            changed = true;
+        }
+    }
+    if !changed {
+        return;
+    }
+    // The new trusts and CRLs take effect for handshakes first, then live connections.
+    state.verifier.set_foreign(next.clone());
+    for name in closed {
+        let cut = state.conns.cut_prefix(&format!("{name}:"));
+        state.audit.log(Event::new("trust_changed").reason(format!(
+            "trust {name:?} changed or was removed; {cut} open connection(s) closed"
+        )));
+    }
+    for trust in &next {
+        let newly = state
+            .revoked
+            .replace_prefix(&format!("{}:", trust.config.name), &trust.revoked);
+        let cut: usize = newly
+            .iter()
+            .map(|key| state.apply_foreign_revocation(key))
+            .sum();
+        if !newly.is_empty() {
+            state.audit.log(Event::new("revocation_applied").reason(format!(
+                "{} certificate(s) newly listed in the CRL of trust {:?}; {cut} open connection(s) closed",
+                newly.len(),
+                trust.config.name
+            )));
         }
     }
 }
-
 /// Refreshes until shutdown.
 pub async fn run(state: Arc<AppState>, mut t: Tracker, shutdown: CancellationToken) {
     loop {

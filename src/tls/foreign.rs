@@ -5,6 +5,10 @@
 //! which is refused). mcp-zt adds what webpki leaves open: a CRL past its nextUpdate is
 //! accepted for the trust's grace period and then refuses every handshake (fail closed), and
 //! the role comes only from the trust's rules.
+//!
+//! The CRL's own signature is checked by webpki at each handshake, not when it is loaded: a
+//! forged CRL (from a `crl_url` over plain HTTP, say) can make mcp-zt refuse and cut
+//! certificates it lists, never accept one. Serve CRLs over https, or as files.
 
 use std::sync::Arc;
 
@@ -37,6 +41,8 @@ pub struct ForeignTrust {
     pub revoked: Vec<String>,
     /// The CRL bytes as loaded, to notice a change.
     pub crl_bytes: Vec<u8>,
+    /// The CA bundle as loaded, to notice a change.
+    pub ca_bytes: Vec<u8>,
 }
 
 impl std::fmt::Debug for ForeignTrust {
@@ -67,6 +73,7 @@ impl ForeignTrust {
         ca_pem: &[u8],
         crl_bytes: Vec<u8>,
     ) -> Result<ForeignTrust, TrustLoadError> {
+        let ca_bytes = ca_pem.to_vec();
         let err = |message: String| TrustLoadError {
             trust: config.name.clone(),
             message,
@@ -79,9 +86,15 @@ impl ForeignTrust {
         }
         let mut subjects = Vec::new();
         let mut roots = rustls::RootCertStore::empty();
+        let now = crate::pki::now().unix_timestamp();
         for ca in &cas {
             let (_, c) = x509_parser::parse_x509_certificate(ca)
                 .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
+            // webpki does not check a trust anchor's own dates: an expired CA is left out.
+            let v = c.validity();
+            if v.not_before.timestamp() > now || v.not_after.timestamp() <= now {
+                continue;
+            }
             if !c.is_ca() {
                 return Err(err(format!(
                     "CA bundle {}: {} is not a CA certificate",
@@ -93,6 +106,12 @@ impl ForeignTrust {
             roots
                 .add(ca.clone())
                 .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
+        }
+        if roots.is_empty() {
+            return Err(err(format!(
+                "CA bundle {}: no CA certificate in it is valid now",
+                config.ca
+            )));
         }
         let crls = parse_crls(&crl_bytes).map_err(&err)?;
         let mut next_update = i64::MAX;
@@ -130,6 +149,7 @@ impl ForeignTrust {
             crl_next_update: next_update,
             revoked,
             crl_bytes,
+            ca_bytes,
         })
     }
 
@@ -140,6 +160,7 @@ impl ForeignTrust {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
         now: UnixTime,
+        own_domain: &str,
     ) -> Result<Option<Identity>, ForeignRefusal> {
         let name = &self.config.name;
         match self
@@ -174,7 +195,7 @@ impl ForeignTrust {
                 ),
             });
         }
-        identity::from_foreign_der(end_entity, &self.config)
+        identity::from_foreign_der(end_entity, &self.config, own_domain)
             .map(Some)
             .map_err(|e| ForeignRefusal {
                 reason: e.to_string(),

@@ -1,11 +1,13 @@
 //! The client-certificate verifier: webpki checks the chain, mcp-zt checks the rest.
 //!
 //! Chain, signature, validity period and the clientAuth EKU stay with webpki (no hand-written
-//! path validation). After webpki accepts, the certificate must map to an [`Identity`] whose role
-//! the current policy knows, and its serial must not be in the in-memory revocation set. That set
-//! is fed from the ledger and updated on every revocation, so the check costs one hash lookup
-//! however many certificates were revoked (rustls' own CRL check re-verifies the CRL signature
-//! on every handshake).
+//! path validation). mcp-zt's own certificates must be signed directly by one of its issuing
+//! CAs; after webpki accepts, the certificate must map to an [`Identity`] whose role the current
+//! policy knows, and its serial must not be in the in-memory revocation set. That set is fed
+//! from the ledger (and from foreign trusts' CRLs) and updated on every revocation, so the check
+//! costs one hash lookup however many certificates were revoked (rustls' own CRL check
+//! re-verifies the CRL signature on every handshake). A certificate none of mcp-zt's CAs issued
+//! goes to the foreign trusts ([`super::foreign`]), whose rules alone give it a role.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -44,6 +46,20 @@ impl RevocationSet {
             Ok(mut s) => s.insert(serial),
             Err(p) => p.into_inner().insert(serial),
         };
+    }
+    /// Makes the keys starting with `prefix` exactly `keys` (a foreign trust's CRL replaces
+    /// its previous one) and returns those that were not in the set before.
+    pub fn replace_prefix(&self, prefix: &str, keys: &[String]) -> Vec<String> {
+        let wanted: HashSet<&String> = keys.iter().collect();
+        let mut set = match self.0.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        set.retain(|k| !k.starts_with(prefix) || wanted.contains(k));
+        keys.iter()
+            .filter(|k| set.insert((*k).clone()))
+            .cloned()
+            .collect()
     }
     /// How many serials are revoked.
     pub fn len(&self) -> usize {
@@ -184,6 +200,19 @@ impl ZtVerifier {
         }
     }
 
+    /// Whether foreign trust `name` is still configured, loaded and within its CRL's grace:
+    /// the per-request check of connections it vouched for.
+    pub fn foreign_in_force(&self, name: &str, now: i64) -> Result<(), String> {
+        let trusts = self.foreign();
+        let Some(t) = trusts.iter().find(|t| t.config.name == name) else {
+            return Err(format!("trust {name:?} is no longer configured or loaded"));
+        };
+        if now > t.crl_next_update.saturating_add(t.config.crl_grace_secs) {
+            return Err(format!("the CRL of trust {name:?} is stale"));
+        }
+        Ok(())
+    }
+
     /// A certificate mcp-zt's CAs do not know: the first foreign trust whose CAs issued it
     /// decides. `None` when none did.
     fn verify_foreign(
@@ -193,7 +222,7 @@ impl ZtVerifier {
         now: UnixTime,
     ) -> Option<Result<Identity, rustls::Error>> {
         for trust in self.foreign().iter() {
-            let id = match trust.verify(end_entity, intermediates, now) {
+            let id = match trust.verify(end_entity, intermediates, now, &self.trust_domain) {
                 Ok(None) => continue,
                 Ok(Some(id)) => id,
                 Err(refusal) => {
@@ -279,10 +308,10 @@ impl ClientCertVerifier for ZtVerifier {
                 rustls::Error::InvalidCertificate(CertificateError::ApplicationVerificationFailure),
             ));
         }
-        if let Err(e) = self
-            .own()
-            .verify_client_cert(end_entity, intermediates, now)
-        {
+        // mcp-zt's own certificates are signed directly by one of its issuing CAs: no
+        // intermediate the client sends is considered (webpki does not enforce an anchor's
+        // path length, so a sub-CA under an imported CA could otherwise pass as ours).
+        if let Err(e) = self.own().verify_client_cert(end_entity, &[], now) {
             let unknown = matches!(
                 e,
                 rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)

@@ -358,7 +358,7 @@ match = { san_uri = "spiffe://corp.example/*" }
         dir,
         "mallory",
         &[(DnType::CommonName, "mallory")],
-        &["spiffe://mcp-zt.local/client/mallory"],
+        &["spiffe://other.example/mallory"],
         true,
     );
     let server = Server::start(&env, &["--lockout-threshold", "0"]);
@@ -372,7 +372,9 @@ match = { san_uri = "spiffe://corp.example/*" }
             .status(),
         200
     );
-    let ok = wait_audit(&env, |v| v["event"] == "handshake_ok" && v["name"] == "sam");
+    let ok = wait_audit(&env, |v| {
+        v["event"] == "handshake_ok" && v["name"] == "corp:sam"
+    });
     assert_eq!(ok["role"], "admin");
     assert!(
         ok["serial"]
@@ -388,7 +390,7 @@ match = { san_uri = "spiffe://corp.example/*" }
         200
     );
     let ok = wait_audit(&env, |v| {
-        v["event"] == "handshake_ok" && v["name"] == "spiffe://corp.example/ns/prod/sa/api"
+        v["event"] == "handshake_ok" && v["name"] == "corp:spiffe://corp.example/ns/prod/sa/api"
     });
     assert_eq!(ok["role"], "viewer");
     // mcp-zt's CA never renews a foreign certificate.
@@ -400,15 +402,29 @@ match = { san_uri = "spiffe://corp.example/*" }
         .expect("renew");
     assert_eq!(renew.status(), 403);
 
-    // No rule matches: refused; a role extension claiming admin changes nothing.
-    for who in [&mia, &mallory] {
+    // No rule matches: refused; a role extension claiming admin changes nothing; and a SPIFFE
+    // ID in mcp-zt's own trust domain is refused even when a rule matches.
+    let imposter = corp.leaf(
+        dir,
+        "imposter",
+        &[
+            (DnType::OrganizationName, "Example Corp"),
+            (DnType::OrganizationalUnitName, "sre"),
+            (DnType::CommonName, "alice"),
+        ],
+        &["spiffe://mcp-zt.local/client/alice"],
+        false,
+    );
+    for (who, why) in [
+        (&mia, "no role rule"),
+        (&mallory, "no role rule"),
+        (&imposter, "own trust domain"),
+    ] {
         let before = audit_len(&env);
         assert!(post(&client(who), &server, INIT).await.is_err());
         wait_audit_after(&env, before, |v| {
             v["event"] == "handshake_rejected"
-                && v["reason"]
-                    .as_str()
-                    .is_some_and(|r| r.contains("no role rule"))
+                && v["reason"].as_str().is_some_and(|r| r.contains(why))
         });
     }
 
@@ -436,11 +452,25 @@ match = { san_uri = "spiffe://corp.example/*" }
         200
     );
 
-    // A CRL that goes stale (grace 0 s) refuses every new handshake of the trust.
+    // A CRL that goes stale (grace 0 s) refuses every new handshake of the trust, and every
+    // request on a connection it admitted before.
+    let api_client = client(&api);
+    assert_eq!(
+        post(&api_client, &server, INIT)
+            .await
+            .expect("api")
+            .status(),
+        200
+    );
     let before = audit_len(&env);
     std::fs::write(env.home.join("corp.crl"), corp.crl(&[&sam.2], 3, 3)).expect("crl");
     wait_audit_after(&env, before, |v| v["event"] == "trust_loaded");
     tokio::time::sleep(Duration::from_secs(4)).await;
+    let open = post(&api_client, &server, INIT).await;
+    assert!(
+        open.map_or(true, |r| r.status() == 403),
+        "stale CRL, open connection"
+    );
     let before = audit_len(&env);
     assert!(post(&client(&api), &server, INIT).await.is_err());
     wait_audit_after(&env, before, |v| {
@@ -690,4 +720,84 @@ match = {{ cn = "*" }}
             .await
             .is_err()
     );
+}
+
+#[test]
+fn the_offline_root_folder_may_not_be_inside_home_however_it_is_spelled() {
+    let env = Env::new();
+    std::fs::create_dir_all(env.path("real")).expect("mkdir");
+    let link = env.path("link");
+    std::os::unix::fs::symlink(env.path("real"), &link).expect("symlink");
+    // HOME given through the link, the folder through the real path (neither exists yet).
+    let home = link.join("home");
+    let inside = env.path("real").join("home").join("offline");
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new(crate::common::bin())
+            .arg("--home")
+            .arg(&home)
+            .args(args)
+            .output()
+            .expect("run");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let (ok, err) = run(&[
+        "ca",
+        "init",
+        "--offline-root",
+        inside.to_str().expect("utf8"),
+    ]);
+    assert!(!ok && err.contains("inside HOME"), "{err}");
+    let dotted = format!("{}/x/../offline", home.display());
+    let (ok, err) = run(&["ca", "init", "--offline-root", &dotted]);
+    assert!(!ok, "{err}");
+    assert!(!home.join("ca.crt").exists());
+    let (ok, err) = run(&[
+        "ca",
+        "init",
+        "--offline-root",
+        env.path("away").to_str().expect("utf8"),
+    ]);
+    assert!(ok, "{err}");
+    assert!(find_named(&env.path("real"), "root.key").is_empty());
+}
+
+#[test]
+fn rotation_with_a_wrong_passphrase_changes_nothing() {
+    let env = Env::new();
+    let pass = env.secret_file("pass", "correct horse battery staple\n");
+    let wrong = env.secret_file("wrong", "not the right passphrase\n");
+    let p = pass.to_str().expect("utf8");
+    env.run(&["--passphrase-file", p, "ca", "init"]).ok();
+    let listing = |env: &Env| {
+        let mut v: Vec<_> = std::fs::read_dir(env.home.join("intermediates"))
+            .expect("dir")
+            .flatten()
+            .map(|e| e.file_name())
+            .collect();
+        v.sort();
+        v
+    };
+    let before = listing(&env);
+    env.run(&[
+        "--passphrase-file",
+        wrong.to_str().expect("utf8"),
+        "ca",
+        "rotate",
+    ])
+    .fails_with("wrong passphrase");
+    assert_eq!(listing(&env), before);
+    env.run(&["--passphrase-file", p, "ca", "rotate"]).ok();
+    env.run(&[
+        "--passphrase-file",
+        p,
+        "issue",
+        "--role",
+        "viewer",
+        "--name",
+        "eve",
+    ])
+    .ok();
 }
