@@ -24,7 +24,6 @@ fixture="$(cd "$here/../tests/conformance/reference-server" && pwd)"
 prefix="${MCP_ZT_NODE22_PREFIX:-$here/.node22}"
 everything_prefix="${MCP_ZT_EVERYTHING_PREFIX:-$here/.node-everything}"
 everything_version=2026.8.31
-venv="${MCP_ZT_VENV:-$here/.venv}"
 gw_py="$here/interop_python_gateway.py"
 started=$SECONDS
 
@@ -32,11 +31,7 @@ need python3
 need npm
 
 # The Python SDK.
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/python" -c 'import mcp, httpx2' 2>/dev/null ||
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
+setup_python_sdk
 PY="$venv/bin/python"
 
 # Node 22 (the reference server needs it) and the reference server.

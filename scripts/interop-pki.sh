@@ -23,12 +23,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 need curl
 need openssl
-venv="${MCP_ZT_VENV:-$here/.venv}"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/python" -c 'import mcp, httpx2' 2>/dev/null ||
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
+setup_python_sdk
 
 build_mcp_zt
 work="$(mktemp -d)"

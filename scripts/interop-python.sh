@@ -6,13 +6,10 @@ set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh
 . "$here/lib.sh"
+# shellcheck source=lib-interop.sh
+. "$here/lib-interop.sh"
 
-venv="${MCP_ZT_VENV:-$here/.venv}"
-if [ ! -x "$venv/bin/python" ]; then
-  python3 -m venv "$venv"
-fi
-"$venv/bin/python" -c 'import mcp, httpx2' 2>/dev/null ||
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
+setup_python_sdk
 
 build_mcp_zt
 work="$(mktemp -d)"

@@ -40,6 +40,17 @@ setup_ref_server() {
   fi
 }
 
+# setup_python_sdk: the official MCP Python SDK (2.x) in scripts/.venv (or MCP_ZT_VENV);
+# sets venv.
+setup_python_sdk() {
+  venv="${MCP_ZT_VENV:-$here/.venv}"
+  if [ ! -x "$venv/bin/python" ]; then
+    python3 -m venv "$venv"
+  fi
+  "$venv/bin/python" -c 'import mcp, httpx2' 2>/dev/null ||
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
+}
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
