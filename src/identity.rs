@@ -187,6 +187,20 @@ pub fn foreign_key(trust: &str, issuer_der: &[u8], serial: &[u8]) -> String {
     )
 }
 
+/// The trust domain of a `spiffe://` URI as a peer would read it: the authority, without
+/// userinfo, port or a trailing dot, lower-cased. `None` for other URIs.
+fn spiffe_domain(uri: &str) -> Option<String> {
+    let scheme = uri.get(..9)?;
+    if !scheme.eq_ignore_ascii_case("spiffe://") {
+        return None;
+    }
+    let rest = &uri[9..];
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or("");
+    let host = authority.rsplit('@').next().unwrap_or("");
+    let host = host.split(':').next().unwrap_or("");
+    Some(host.trim_end_matches('.').to_ascii_lowercase())
+}
+
 /// Why a foreign certificate has no identity.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum ForeignError {
@@ -222,11 +236,10 @@ pub fn from_foreign_der(
 ) -> Result<Identity, ForeignError> {
     let (_, cert) = X509Certificate::from_der(der).map_err(|_| ForeignError::Unparseable)?;
     let subject = subject_of(&cert);
-    let own = format!("spiffe://{own_domain}/");
     if let Some(uri) = subject
         .get(Field::SanUri)
         .iter()
-        .find(|u| u.to_ascii_lowercase().starts_with(&own) || **u == own.trim_end_matches('/'))
+        .find(|u| spiffe_domain(u).is_some_and(|d| d == own_domain.to_ascii_lowercase()))
     {
         return Err(ForeignError::OwnDomain {
             trust: trust.name.clone(),
@@ -274,6 +287,21 @@ impl fmt::Display for Identity {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn spiffe_domains_are_read_as_a_peer_would() {
+        for (uri, want) in [
+            ("spiffe://mcp-zt.local/client/a", Some("mcp-zt.local")),
+            ("SPIFFE://MCP-ZT.LOCAL", Some("mcp-zt.local")),
+            ("spiffe://x@mcp-zt.local:443/a", Some("mcp-zt.local")),
+            ("spiffe://mcp-zt.local./a", Some("mcp-zt.local")),
+            ("spiffe://corp.example/ns", Some("corp.example")),
+            ("https://mcp-zt.local/", None),
+            ("spiffe:/", None),
+        ] {
+            assert_eq!(spiffe_domain(uri).as_deref(), want, "{uri}");
+        }
+    }
 
     #[test]
     fn garbage_der_is_an_error_not_a_panic() {

@@ -60,6 +60,7 @@ pub fn prepare(
         )
         .into());
     }
+    let given_passphrase = ca_passphrase;
     let ca_passphrase = super::rotate::checked_passphrase(home, meta, ca_passphrase)?;
     match offline {
         None if meta.root_offline => {
@@ -69,12 +70,18 @@ pub fn prepare(
             )
             .into())
         }
+        Some(_) if home.root_key().exists() => {
+            return Err(PkiError::Invalid(
+                "this home keeps its root key in HOME (root.key): roll over without --offline-root, or move the root key offline first by hand and remove it from HOME".into(),
+            )
+            .into())
+        }
         Some(dir) => super::init::check_offline_dir(home, dir)?,
         None => {}
     }
     let anchors = inspect::pem_certificates(&read_text(&home.ca_cert())?)?;
     let old_der = anchors[0].clone();
-    let old_key = keyfile::load(old_root_key, root_passphrase.or(ca_passphrase))?;
+    let old_key = keyfile::load(old_root_key, root_passphrase.or(given_passphrase))?;
     let (_, old) = x509_parser::parse_x509_certificate(&old_der)
         .map_err(|e| PkiError::Parse(format!("ca.crt: {e}")))?;
     if old.public_key().subject_public_key.data.as_ref() != old_key.public_key_raw() {
@@ -106,7 +113,8 @@ pub fn prepare(
         intermediate::sign_new(&meta.name, meta.key_algorithm, &new_pem, &new_key, now)?;
     made.chain_pem.push_str(&cross_pem);
 
-    let key_pem = keyfile::to_pem(&new_key, ca_passphrase)?;
+    // The new root key is protected like the old one: with its own passphrase if it had one.
+    let key_pem = keyfile::to_pem(&new_key, root_passphrase.or(ca_passphrase))?;
     let root_key = match offline {
         Some(dir) => {
             fsutil::ensure_private_dir(dir)?;
@@ -134,6 +142,20 @@ pub fn prepare(
         root: serial_of(&new_der, "new root")?,
         root_key,
     })
+}
+
+/// Undoes a [`prepare`] whose intermediate never became current: `ca.crt` is the old root
+/// again and the new root's files are removed.
+pub fn abandon(home: &Home, prepared: &Prepared, old_ca_crt: &[u8]) {
+    let _ = fsutil::write_atomic(&home.ca_cert(), old_ca_crt, PUBLIC_MODE);
+    let _ = std::fs::remove_file(home.dir().join("cross.crt"));
+    let _ = std::fs::remove_file(&prepared.root_key);
+    if let Some(dir) = prepared.root_key.parent() {
+        if prepared.root_key != pending_root_key(home) {
+            let _ = std::fs::remove_file(dir.join("root.crt"));
+        }
+    }
+    super::rotate::discard(home, &prepared.intermediate);
 }
 
 /// Puts the new root key in place once the new intermediate is current: `root.key.next`

@@ -91,6 +91,7 @@ pub fn prepare(
     from: &RotateFrom,
     ca_passphrase: Option<&[u8]>,
 ) -> Result<String, CaError> {
+    let given_passphrase = ca_passphrase;
     let ca_passphrase = checked_passphrase(home, meta, ca_passphrase)?;
     let anchor_pem = String::from_utf8(fsutil::read(&home.ca_cert())?)
         .map_err(|_| PkiError::Parse("ca.crt is not text".into()))?;
@@ -98,7 +99,7 @@ pub fn prepare(
     let made = match (meta.layout, from) {
         (Layout::Single, _) => single_refused()?,
         (Layout::Hierarchy, RotateFrom::RootKey { path, passphrase }) => {
-            let pass = passphrase.as_deref().map(|p| p.as_slice()).or(ca_passphrase);
+            let pass = passphrase.as_deref().map(|p| p.as_slice()).or(given_passphrase);
             let root_key = keyfile::load(path, pass)?;
             let root_der = inspect::pem_to_der(&anchor_pem)?;
             let (_, root) = x509_parser::parse_x509_certificate(&root_der)

@@ -128,6 +128,7 @@ pub fn rotate(
         }
         Some(RootStep::Roll { offline }) => {
             let old_key = root_key_path(home, &meta, args.root_key)?;
+            let old_ca_crt = std::fs::read(home.ca_cert())?;
             let mut prepared = rollover::prepare(
                 home,
                 &meta,
@@ -137,10 +138,8 @@ pub fn rotate(
                 offline.as_deref(),
             )?;
             if let Err(e) = backend.activate_intermediate(&prepared.intermediate, passphrase) {
-                rotate::discard(home, &prepared.intermediate);
-                return Err(e.context(
-                    "the new intermediate was not made current; ca.crt already holds both roots, and the new root key is in root.key.next (or the offline folder)",
-                ));
+                rollover::abandon(home, &prepared, &old_ca_crt);
+                return Err(e.context("the root rollover was undone; nothing changed"));
             }
             rollover::commit_root_key(home, &mut prepared)?;
             if args.json {

@@ -18,7 +18,7 @@ use crate::audit::Event;
 use crate::fsutil;
 use crate::policy::trust::CrlSource;
 use crate::policy::TrustConfig;
-use crate::tls::foreign::{ForeignTrust, TrustLoadError};
+use crate::tls::foreign::ForeignTrust;
 use crate::tls::verifier::current_policy;
 
 /// How often CRL files are checked for changes.
@@ -33,6 +33,7 @@ pub struct Tracker {
     http: Option<reqwest::Client>,
     fetched: HashMap<String, Instant>,
     last_error: HashMap<String, String>,
+    stale: std::collections::HashSet<String>,
 }
 
 impl Tracker {
@@ -47,6 +48,7 @@ impl Tracker {
             http,
             fetched: HashMap::new(),
             last_error: HashMap::new(),
+            stale: Default::default(),
         }
     }
 }
@@ -60,7 +62,11 @@ impl Default for Tracker {
 async fn read_crl(state: &AppState, t: &Tracker, cfg: &TrustConfig) -> Result<Vec<u8>, String> {
     match &cfg.crl {
         CrlSource::File(path) => {
-            fsutil::read(&state.authority.home().dir().join(path)).map_err(|e| e.to_string())
+            let path = state.authority.home().dir().join(path);
+            if std::fs::metadata(&path).is_ok_and(|m| m.len() > MAX_CRL_BYTES as u64) {
+                return Err(format!("{} is over {MAX_CRL_BYTES} bytes", path.display()));
+            }
+            fsutil::read(&path).map_err(|e| e.to_string())
         }
         CrlSource::Url(url) => {
             let http = t
@@ -92,20 +98,20 @@ async fn read_crl(state: &AppState, t: &Tracker, cfg: &TrustConfig) -> Result<Ve
     }
 }
 
-/// The bundle and CRL of `cfg`, as bytes.
-async fn read_sources(
-    state: &AppState,
-    t: &Tracker,
-    cfg: &TrustConfig,
-) -> Result<(Vec<u8>, Vec<u8>), TrustLoadError> {
-    let err = |message: String| TrustLoadError {
-        trust: cfg.name.clone(),
-        message,
-    };
-    let ca = fsutil::read(&state.authority.home().dir().join(&cfg.ca))
-        .map_err(|e| err(e.to_string()))?;
-    let crl = read_crl(state, t, cfg).await.map_err(err)?;
-    Ok((ca, crl))
+/// The CA bundle of `cfg`.
+fn read_bundle(state: &AppState, cfg: &TrustConfig) -> Result<Vec<u8>, String> {
+    let path = state.authority.home().dir().join(&cfg.ca);
+    match std::fs::metadata(&path) {
+        Ok(m) if m.len() > MAX_CRL_BYTES as u64 => {
+            return Err(format!(
+                "trust {:?}: {} is over {MAX_CRL_BYTES} bytes",
+                cfg.name,
+                path.display()
+            ))
+        }
+        _ => {}
+    }
+    fsutil::read(&path).map_err(|e| format!("trust {:?}: {e}", cfg.name))
 }
 
 fn report(state: &AppState, t: &mut Tracker, name: &str, msg: String) {
@@ -120,8 +126,14 @@ fn report(state: &AppState, t: &mut Tracker, name: &str, msg: String) {
 
 /// One pass: loads what is new, changed or due, keeps the rest, swaps the verifier's trusts
 /// and applies the CRLs to the revocation set (each trust's entries replace its previous
-/// ones) and to live connections. A trust whose configuration changed, or that was removed,
-/// has its connections closed: they were admitted under the old rules.
+/// ones) and to live connections.
+///
+/// Fails closed: a trust whose configuration or CA bundle changed, or that was removed, has
+/// its connections closed (they were admitted under what no longer holds), and if its new
+/// bundle cannot be read or loaded it is left out altogether. Only a CRL that cannot be
+/// fetched or read keeps the last good copy in force, which refuses everything once stale;
+/// a CRL older than the one in force is refused. A trust whose CRL goes stale has its
+/// connections closed too.
 pub async fn refresh(state: &AppState, t: &mut Tracker) {
     let policy = current_policy(&state.policy);
     let current = state.verifier.foreign();
@@ -129,17 +141,31 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
     let mut changed = false;
     let mut closed = Vec::new();
     for cfg in policy.trusts() {
-        let existing = current.iter().find(|x| x.config == *cfg).cloned();
-        if existing.is_none() && current.iter().any(|x| x.config.name == cfg.name) {
+        let named = current.iter().find(|x| x.config.name == cfg.name).cloned();
+        let existing = named.clone().filter(|x| x.config == *cfg);
+        if named.is_some() && existing.is_none() {
             closed.push(cfg.name.clone());
             changed = true;
         }
-        let due = match (&existing, &cfg.crl) {
-            (None, _) | (Some(_), CrlSource::File(_)) => true,
-            (Some(_), CrlSource::Url(_)) => t.fetched.get(&cfg.name).is_none_or(|at| {
-                at.elapsed() >= Duration::from_secs(cfg.crl_refresh_secs.unsigned_abs())
-            }),
+        let ca = match read_bundle(state, cfg) {
+            Ok(ca) => ca,
+            Err(e) => {
+                report(state, t, &cfg.name, e);
+                if existing.is_some() {
+                    closed.push(cfg.name.clone());
+                    changed = true;
+                }
+                continue;
+            }
         };
+        let bundle_changed = existing.as_ref().is_some_and(|x| x.ca_bytes != ca);
+        let due = bundle_changed
+            || match (&existing, &cfg.crl) {
+                (None, _) | (Some(_), CrlSource::File(_)) => true,
+                (Some(_), CrlSource::Url(_)) => t.fetched.get(&cfg.name).is_none_or(|at| {
+                    at.elapsed() >= Duration::from_secs(cfg.crl_refresh_secs.unsigned_abs())
+                }),
+            };
         if !due {
             next.extend(existing);
             continue;
@@ -147,27 +173,45 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
         if matches!(cfg.crl, CrlSource::Url(_)) {
             t.fetched.insert(cfg.name.clone(), Instant::now());
         }
-        let (ca, crl) = match read_sources(state, t, cfg).await {
-            Ok(x) => x,
+        let crl = match read_crl(state, t, cfg).await {
+            Ok(crl) => crl,
             Err(e) => {
-                report(state, t, &cfg.name, e.to_string());
-                // The last good copy stays in force (and fails closed once stale).
-                next.extend(existing);
+                report(state, t, &cfg.name, format!("trust {:?}: {e}", cfg.name));
+                if bundle_changed {
+                    closed.push(cfg.name.clone());
+                    changed = true;
+                } else {
+                    next.extend(existing);
+                }
                 continue;
             }
         };
         if let Some(x) = existing
             .as_ref()
-            .filter(|x| x.ca_bytes == ca && x.crl_bytes == crl)
+            .filter(|x| !bundle_changed && x.crl_bytes == crl)
         {
             next.push(x.clone());
             continue;
         }
         let config = cfg.clone();
-        let built =
-            tokio::task::spawn_blocking(move || ForeignTrust::build(config, &ca, crl)).await;
+        let built = tokio::task::spawn_blocking(move || ForeignTrust::build(config, &ca, crl))
+            .await
+            .map_err(|e| format!("trust {:?}: {e}", cfg.name))
+            .and_then(|r| r.map_err(|e| e.to_string()));
         match built {
-            Ok(Ok(loaded)) => {
+            Ok(loaded) if existing.as_ref().is_some_and(|x| loaded.older_than(x)) => {
+                report(
+                    state,
+                    t,
+                    &cfg.name,
+                    format!(
+                        "trust {:?}: refused a CRL older than the one in force (an old CRL served again would un-revoke)",
+                        cfg.name
+                    ),
+                );
+                next.extend(existing);
+            }
+            Ok(loaded) => {
                 t.last_error.remove(&cfg.name);
                 state.audit.log(Event::new("trust_loaded").reason(format!(
                     "trust {:?}: CRL with {} entries, nextUpdate {}",
@@ -175,16 +219,20 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
                     loaded.revoked.len(),
                     crate::pki::rfc3339(loaded.crl_next_update)
                 )));
+                if bundle_changed {
+                    closed.push(cfg.name.clone());
+                }
                 next.push(Arc::new(loaded));
                 changed = true;
             }
-            Ok(Err(e)) => {
-                report(state, t, &cfg.name, e.to_string());
-                next.extend(existing);
-            }
             Err(e) => {
-                report(state, t, &cfg.name, format!("trust {:?}: {e}", cfg.name));
-                next.extend(existing);
+                report(state, t, &cfg.name, e);
+                if bundle_changed {
+                    closed.push(cfg.name.clone());
+                    changed = true;
+                } else {
+                    next.extend(existing);
+                }
             }
         }
     }
@@ -194,15 +242,32 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
             changed = true;
         }
     }
+    // A CRL past nextUpdate plus grace: new handshakes are refused by the verifier, requests
+    // by the guard; open streams are closed here, once.
+    let now = crate::pki::now().unix_timestamp();
+    for x in &next {
+        let stale = now > x.crl_next_update.saturating_add(x.config.crl_grace_secs);
+        if stale && t.stale.insert(x.config.name.clone()) {
+            let cut = state.conns.cut_prefix(&format!("{}:", x.config.name));
+            state.audit.log(Event::new("trust_stale").reason(format!(
+                "the CRL of trust {:?} is stale: its certificates are refused; {cut} open connection(s) closed",
+                x.config.name
+            )));
+        } else if !stale {
+            t.stale.remove(&x.config.name);
+        }
+    }
     if !changed {
         return;
     }
     // The new trusts and CRLs take effect for handshakes first, then live connections.
     state.verifier.set_foreign(next.clone());
+    closed.sort();
+    closed.dedup();
     for name in closed {
         let cut = state.conns.cut_prefix(&format!("{name}:"));
         state.audit.log(Event::new("trust_changed").reason(format!(
-            "trust {name:?} changed or was removed; {cut} open connection(s) closed"
+            "trust {name:?}: its configuration or CA bundle changed, or it was removed; {cut} open connection(s) closed"
         )));
     }
     for trust in &next {
@@ -222,6 +287,7 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
         }
     }
 }
+
 /// Refreshes until shutdown.
 pub async fn run(state: Arc<AppState>, mut t: Tracker, shutdown: CancellationToken) {
     loop {

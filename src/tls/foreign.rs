@@ -8,7 +8,9 @@
 //!
 //! The CRL's own signature is checked by webpki at each handshake, not when it is loaded: a
 //! forged CRL (from a `crl_url` over plain HTTP, say) can make mcp-zt refuse and cut
-//! certificates it lists, never accept one. Serve CRLs over https, or as files.
+//! certificates it lists, never accept one; and a genuine but older CRL served again is
+//! refused by the refresher ([`ForeignTrust::older_than`]), so it cannot un-revoke. Serve CRLs
+//! over https, or as files.
 
 use std::sync::Arc;
 
@@ -37,6 +39,10 @@ pub struct ForeignTrust {
     verifier: Arc<dyn ClientCertVerifier>,
     /// The earliest nextUpdate of its CRLs (Unix seconds).
     pub crl_next_update: i64,
+    /// thisUpdate and CRL number of each CRL, by issuer name (DER): a later CRL from the same
+    /// issuer must not be older (an old CRL served again would un-revoke what was revoked
+    /// since).
+    pub crl_this_update: std::collections::BTreeMap<Vec<u8>, (i64, u64)>,
     /// The identity keys ([`identity::foreign_key`]) its CRLs list.
     pub revoked: Vec<String>,
     /// The CRL bytes as loaded, to notice a change.
@@ -66,8 +72,9 @@ pub struct ForeignRefusal {
 
 impl ForeignTrust {
     /// Builds a trust from its CA bundle (PEM) and CRL bytes (PEM, one or more blocks, or
-    /// DER). Refused: no CA in the bundle, a CRL that does not parse, lacks nextUpdate, or
-    /// comes from no CA of the bundle.
+    /// DER). Bundle CAs that are not valid now are left out, with their CRLs. Refused: no CA
+    /// valid now, a CRL that does not parse, lacks nextUpdate, or comes from no CA of the
+    /// bundle, or no CRL of a valid CA.
     pub fn build(
         config: TrustConfig,
         ca_pem: &[u8],
@@ -85,11 +92,13 @@ impl ForeignTrust {
             return Err(err(format!("CA bundle {} holds no certificate", config.ca)));
         }
         let mut subjects = Vec::new();
+        let mut all_subjects = Vec::new();
         let mut roots = rustls::RootCertStore::empty();
         let now = crate::pki::now().unix_timestamp();
         for ca in &cas {
             let (_, c) = x509_parser::parse_x509_certificate(ca)
                 .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
+            all_subjects.push(c.subject().as_raw().to_vec());
             // webpki does not check a trust anchor's own dates: an expired CA is left out.
             let v = c.validity();
             if v.not_before.timestamp() > now || v.not_after.timestamp() <= now {
@@ -115,17 +124,23 @@ impl ForeignTrust {
         }
         let crls = parse_crls(&crl_bytes).map_err(&err)?;
         let mut next_update = i64::MAX;
+        let mut this_update = std::collections::BTreeMap::new();
         let mut revoked = Vec::new();
-        for der in &crls {
+        let mut kept = Vec::new();
+        for der in crls {
             let (_, crl) =
-                x509_parser::parse_x509_crl(der).map_err(|e| err(format!("CRL: {e}")))?;
+                x509_parser::parse_x509_crl(&der).map_err(|e| err(format!("CRL: {e}")))?;
             let issuer = crl.issuer().as_raw();
-            if !subjects.iter().any(|s| s == issuer) {
+            if !all_subjects.iter().any(|s| s == issuer) {
                 return Err(err(format!(
                     "the CRL is issued by {}, which is not a CA of the bundle {}",
                     crl.issuer(),
                     config.ca
                 )));
+            }
+            // The CRL of a CA left out (expired) counts for nothing.
+            if !subjects.iter().any(|s| s == issuer) {
+                continue;
             }
             let Some(next) = crl.next_update() else {
                 return Err(err(
@@ -133,10 +148,20 @@ impl ForeignTrust {
                 ));
             };
             next_update = next_update.min(next.timestamp());
+            let number = crl
+                .crl_number()
+                .and_then(|n| u64::try_from(n.clone()).ok())
+                .unwrap_or(0);
+            this_update.insert(issuer.to_vec(), (crl.last_update().timestamp(), number));
             for r in crl.iter_revoked_certificates() {
                 revoked.push(identity::foreign_key(&config.name, issuer, r.raw_serial()));
             }
+            kept.push(der);
         }
+        if kept.is_empty() {
+            return Err(err("no CRL of a CA of the bundle that is valid now".into()));
+        }
+        let crls = kept;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider())
                 .with_crls(crls)
@@ -147,10 +172,19 @@ impl ForeignTrust {
             config,
             verifier,
             crl_next_update: next_update,
+            crl_this_update: this_update,
             revoked,
             crl_bytes,
             ca_bytes,
         })
+    }
+
+    /// Whether a CRL of this trust is older (thisUpdate, then CRL number) than the one from the
+    /// same issuer in `current`: such a CRL is refused.
+    pub fn older_than(&self, current: &ForeignTrust) -> bool {
+        self.crl_this_update
+            .iter()
+            .any(|(issuer, t)| current.crl_this_update.get(issuer).is_some_and(|c| t < c))
     }
 
     /// Verifies a client certificate against this trust. `Ok(None)`: not issued by this

@@ -23,8 +23,9 @@ use crate::identity::{self, Identity};
 use crate::pki::role_ext::Oid;
 use crate::policy::Policy;
 
-/// Serials (lower-case hex) that must be refused. Shared by the verifier, the per-request check
-/// and the revocation paths.
+/// Identity keys that must be refused: serials (lower-case hex) of mcp-zt's own certificates
+/// and `TRUST:ISSUER:SERIAL` keys from foreign trusts' CRLs. Shared by the verifier, the
+/// per-request check and the revocation paths.
 #[derive(Debug, Clone, Default)]
 pub struct RevocationSet(Arc<RwLock<HashSet<String>>>);
 

@@ -307,7 +307,8 @@ async fn foreign_certificates_get_roles_from_rules_and_their_crl_cuts_them_live(
     let corp = Corp::new();
     let dir = env.dir.path();
     std::fs::write(env.home.join("corp-ca.pem"), &corp.pem).expect("ca");
-    std::fs::write(env.home.join("corp.crl"), corp.crl(&[], 86_400, 1)).expect("crl");
+    let first_crl = corp.crl(&[], 86_400, 1);
+    std::fs::write(env.home.join("corp.crl"), &first_crl).expect("crl");
     let mut policy = std::fs::read_to_string(env.home.join("policy.toml")).expect("policy");
     policy.push_str(
         r#"
@@ -451,6 +452,15 @@ match = { san_uri = "spiffe://corp.example/*" }
             .status(),
         200
     );
+    // The first, older CRL served again cannot un-revoke sam.
+    let before = audit_len(&env);
+    std::fs::write(env.home.join("corp.crl"), &first_crl).expect("crl");
+    wait_audit_after(&env, before, |v| {
+        v["event"] == "trust_load_failed"
+            && v["reason"].as_str().is_some_and(|r| r.contains("older"))
+    });
+    assert!(post(&client(&sam), &server, INIT).await.is_err());
+    std::fs::write(env.home.join("corp.crl"), corp.crl(&[&sam.2], 86_400, 3)).expect("crl");
 
     // A CRL that goes stale (grace 0 s) refuses every new handshake of the trust, and every
     // request on a connection it admitted before.
@@ -463,7 +473,7 @@ match = { san_uri = "spiffe://corp.example/*" }
         200
     );
     let before = audit_len(&env);
-    std::fs::write(env.home.join("corp.crl"), corp.crl(&[&sam.2], 3, 3)).expect("crl");
+    std::fs::write(env.home.join("corp.crl"), corp.crl(&[&sam.2], 3, 4)).expect("crl");
     wait_audit_after(&env, before, |v| v["event"] == "trust_loaded");
     tokio::time::sleep(Duration::from_secs(4)).await;
     let open = post(&api_client, &server, INIT).await;
@@ -717,6 +727,38 @@ match = {{ cn = "*" }}
     assert!(post(&sam_client, &server, INIT).await.is_err());
     assert!(
         post(&http_client(&env, Some((&sam.0, &sam.1))), &server, INIT)
+            .await
+            .is_err()
+    );
+
+    // The corporate CA leaves the bundle: open connections of the trust close, and its
+    // certificates are refused (the trust no longer loads: fail closed).
+    let bob = corp.leaf(
+        env.dir.path(),
+        "bob",
+        &[(DnType::CommonName, "bob")],
+        &[],
+        false,
+    );
+    let bob_client = http_client(&env, Some((&bob.0, &bob.1)));
+    assert_eq!(
+        post(&bob_client, &server, INIT)
+            .await
+            .expect("bob")
+            .status(),
+        200
+    );
+    let before = audit_len(&env);
+    std::fs::write(env.home.join("corp-ca.pem"), Corp::new().pem).expect("bundle");
+    wait_audit_after(&env, before, |v| {
+        v["event"] == "trust_changed"
+            && v["reason"]
+                .as_str()
+                .is_some_and(|r| r.contains("1 open connection(s) closed"))
+    });
+    assert!(post(&bob_client, &server, INIT).await.is_err());
+    assert!(
+        post(&http_client(&env, Some((&bob.0, &bob.1))), &server, INIT)
             .await
             .is_err()
     );
