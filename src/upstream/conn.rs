@@ -76,6 +76,10 @@ pub struct Instance {
     pub pid: Option<u32>,
     /// When a request last used it.
     last_used: std::sync::Mutex<std::time::Instant>,
+    /// For a per-identity connection: the name and role it was started with (and passed on
+    /// to the upstream). A certificate whose role changed since (a foreign trust's rules were
+    /// edited) gets a new connection.
+    pub started_as: Option<(String, String)>,
 }
 
 /// The key marking the gateway's own failure reports in an error's data.
@@ -270,6 +274,7 @@ pub async fn connect(
         timeout: cfg.timeout,
         pid,
         last_used: std::sync::Mutex::new(std::time::Instant::now()),
+        started_as: who.map(|w| (w.name.clone(), w.role.clone())),
     });
     let (tx, rx) = oneshot::channel();
     // The connection ends when any of its links ends (the supervisor then connects anew).

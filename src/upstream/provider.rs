@@ -273,8 +273,20 @@ impl UpstreamProvider {
         };
         let mut guard = slot.lock().await;
         if let Some(inst) = guard.as_ref() {
-            if !inst.is_closed() {
+            let same = inst
+                .started_as
+                .as_ref()
+                .is_none_or(|(name, role)| *name == who.name && *role == who.role);
+            if !inst.is_closed() && same {
                 return Ok(inst.clone());
+            }
+            if !same {
+                // Started for what this certificate no longer is: never reused.
+                inst.close();
+                self.log(
+                    "upstream_child_replaced",
+                    format!("for {}: its name or role changed", who.serial),
+                );
             }
         }
         // Checked again under the slot's lock: a revocation or shutdown that came while this
