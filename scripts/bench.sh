@@ -318,9 +318,10 @@ node "$prefix/ts_server.mjs" "$home/server/server.crt" "$home/server/server.key"
   >"$work/ts.out" 2>&1 &
 tpid=$!
 pids+=("$tpid")
-for _ in $(seq 1 200); do grep -q listening "$work/ts.out" && break; sleep 0.05; done
+wait_port "$tport" "$tpid" "the TypeScript SDK server" "$work/ts.out"
 for c in $concs; do
   gen "ts-sdk handshake c=$c" "$home" "$tport" "--pid $tpid" handshake "$c" --legacy
+  kill -0 "$tpid" 2>/dev/null || { cat "$work/ts.out" >&2; fail "the TypeScript SDK server died"; }
   gen "ts-sdk calls c=$c" "$home" "$tport" "--pid $tpid" calls "$c"
 done
 stop_pid "$tpid"

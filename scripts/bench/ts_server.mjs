@@ -10,6 +10,9 @@ import { StreamableHTTPServerTransport } from "@modelcontextprotocol/sdk/server/
 
 const [certFile, keyFile, caFile, port] = process.argv.slice(2);
 const sessions = new Map();
+// Say why the baseline died, if it does, rather than leaving the load generator a refused port.
+process.on("uncaughtException", (e) => console.error("uncaught:", e));
+process.on("unhandledRejection", (e) => console.error("unhandled rejection:", e));
 
 function newServer() {
   const server = new McpServer({ name: "ts-baseline", version: "1.0.0" });
@@ -50,7 +53,9 @@ https
       }
       await transport.handleRequest(req, res, body);
     } catch (e) {
-      res.writeHead(500).end(String(e));
+      // A client that hangs up mid-request must not take the baseline down with it.
+      if (res.headersSent) res.destroy();
+      else res.writeHead(500).end(String(e));
     }
   })
   .listen(Number(port), "127.0.0.1", () => console.log(`listening 127.0.0.1:${port}`));
