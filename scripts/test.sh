@@ -49,6 +49,12 @@ bash scripts/bench.sh smoke >/dev/null
 step "scripts/soak.sh 10 16 (short form of the 120 s, 64-client soak)"
 MCP_ZT_PROFILE=debug bash scripts/soak.sh 10 16
 
+step "scripts/fleet-test.sh short (PostgreSQL ledger, 3 replicas behind HAProxy with PROXY v2)"
+bash scripts/fleet-test.sh short
+
+step "scripts/packaging-check.sh (systemd unit, man page, completions)"
+bash scripts/packaging-check.sh
+
 step "scripts/tls-scan.sh (sslyze with a client certificate, testssl.sh without)"
 bash scripts/tls-scan.sh
 

@@ -278,7 +278,11 @@ pub struct Audit {
     tx: Option<SyncSender<Msg>>,
     shared: Arc<Shared>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
+    observer: std::sync::OnceLock<Observer>,
 }
+
+/// Called with every event the log takes (the server's metrics count decisions from it).
+pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
 
 /// Formats the current time for audit lines.
 pub fn timestamp(t: OffsetDateTime) -> String {
@@ -326,6 +330,7 @@ impl Audit {
             tx: Some(tx),
             shared,
             worker: Mutex::new(Some(worker)),
+            observer: std::sync::OnceLock::new(),
         })
     }
 
@@ -333,6 +338,9 @@ impl Audit {
     /// saying how many were dropped is written once the writer catches up. A failing audit file
     /// is reported on stderr; it never takes the server down.
     pub fn log(&self, mut event: Event) {
+        if let Some(observe) = self.observer.get() {
+            observe(&event);
+        }
         event.time = timestamp(OffsetDateTime::now_utc());
         let event = event.capped();
         let sent = self
@@ -342,6 +350,11 @@ impl Audit {
         if !matches!(sent, Some(Ok(()))) {
             self.shared.dropped.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Sets the observer every later event is shown to (once; later calls are ignored).
+    pub fn set_observer(&self, observer: Observer) {
+        let _ = self.observer.set(observer);
     }
 
     /// Waits until everything logged before is written and fsynced (refusals being coalesced

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 
 use super::{CaError, Home, IssuingCa, Signer, CRL_LIFETIME_DAYS};
 use crate::fsutil::{self, PUBLIC_MODE, SECRET_MODE};
-use crate::ledger::{CaMeta, CertKind, CertRecord, Ledger, LedgerError, LOCK_WAIT, RECORD_VERSION};
+use crate::ledger::{CaMeta, CertKind, CertRecord, Ledger, LedgerError, RECORD_VERSION};
 use crate::pki::build::{self, LeafKind, LeafRequest, Reason, RevokedEntry};
 use crate::pki::{self, PkiError};
 use crate::policy::Policy;
@@ -59,7 +59,7 @@ impl Authority {
         if !home.dir().is_dir() || !home.ca_cert().exists() {
             return Err(CaError::NotInitialized(home.display()));
         }
-        let ledger = Ledger::open(&home.ledger(), LOCK_WAIT)?;
+        let ledger = Ledger::open(&home.ledger(), home.ledger_spec())?;
         let meta = ledger
             .ca_meta()?
             .ok_or_else(|| CaError::NotInitialized(home.display()))?;
@@ -121,6 +121,7 @@ impl Authority {
                 role_oid: self.meta.role_oid.clone(),
             },
             lifetime: Duration::seconds(req.ttl_secs),
+            crl_url: self.meta.crl_url.clone(),
         };
         let out_dir = req.out_dir.clone().unwrap_or_else(|| self.home.clients());
         self.sign_and_record(
@@ -145,6 +146,7 @@ impl Authority {
             extra_sans: sans.to_vec(),
             kind: LeafKind::Server,
             lifetime,
+            crl_url: self.meta.crl_url.clone(),
         };
         self.sign_and_record(signer, &leaf, CertKind::Server, None, &self.home.server())
     }
@@ -319,6 +321,7 @@ impl Authority {
                 role_oid: self.meta.role_oid.clone(),
             },
             lifetime: Duration::seconds(end - t),
+            crl_url: self.meta.crl_url.clone(),
         };
         let built = build::leaf_for_key(&leaf, &csr.public_key, &ca.issuer()?, now)?;
         let record = CertRecord {

@@ -2,16 +2,32 @@
 
 use std::path::{Path, PathBuf};
 
-/// The CA home folder and the paths inside it.
+use crate::ledger::LedgerSpec;
+
+/// The CA home folder and the paths inside it, and where its ledger lives (`HOME/ledger`
+/// unless a shared PostgreSQL ledger was chosen).
 #[derive(Debug, Clone)]
 pub struct Home {
     dir: PathBuf,
+    ledger: Option<LedgerSpec>,
 }
 
 impl Home {
-    /// Wraps a HOME path (not checked here).
+    /// Wraps a HOME path (not checked here), with the embedded sled ledger.
     pub fn new(dir: impl Into<PathBuf>) -> Home {
-        Home { dir: dir.into() }
+        Home {
+            dir: dir.into(),
+            ledger: None,
+        }
+    }
+    /// The same HOME with its ledger in PostgreSQL (`--ledger`), or sled when `None`.
+    pub fn with_ledger(mut self, spec: Option<LedgerSpec>) -> Home {
+        self.ledger = spec;
+        self
+    }
+    /// The shared ledger chosen with `--ledger`, if any.
+    pub fn ledger_spec(&self) -> Option<&LedgerSpec> {
+        self.ledger.as_ref()
     }
     /// The folder itself.
     pub fn dir(&self) -> &Path {
@@ -55,6 +71,11 @@ impl Home {
     /// Whether HOME holds a hierarchy (root + intermediates) rather than a single CA.
     pub fn has_intermediate(&self) -> bool {
         self.intermediate_cert().is_file()
+    }
+    /// `data/`: the demo tools' store when the ledger is PostgreSQL (with sled it shares the
+    /// ledger's database).
+    pub fn data_store(&self) -> PathBuf {
+        self.dir.join("data")
     }
     /// `ledger/`: the sled database.
     pub fn ledger(&self) -> PathBuf {

@@ -8,7 +8,7 @@ use zeroize::Zeroizing;
 use super::intermediate;
 use super::{CaError, Home, CA_LIFETIME_DAYS};
 use crate::fsutil::{self, PUBLIC_MODE, SECRET_MODE};
-use crate::ledger::{CaMeta, Layout, Ledger, LOCK_WAIT, RECORD_VERSION};
+use crate::ledger::{CaMeta, Layout, Ledger, RECORD_VERSION};
 use crate::pki::build::{self, KeyAlgorithm};
 use crate::pki::role_ext::Oid;
 use crate::pki::{self, keyfile};
@@ -60,6 +60,8 @@ pub struct InitOptions {
     pub passphrase: Option<Zeroizing<Vec<u8>>>,
     /// Single CA, hierarchy, or imported intermediate.
     pub layout: InitLayout,
+    /// An http(s) URL where relying parties fetch the CRL, put into every certificate issued.
+    pub crl_url: Option<String>,
 }
 
 /// Creates the CA. Refuses, changing nothing, if HOME already holds a CA.
@@ -74,6 +76,18 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<CaMeta, CaError> {
             opts.name
         ))
         .into());
+    }
+    if let Some(url) = &opts.crl_url {
+        let ok = (url.starts_with("http://") || url.starts_with("https://"))
+            && url.len() <= 512
+            && !url.chars().any(|c| c.is_control() || c.is_whitespace());
+        if !ok {
+            return Err(pki::PkiError::Invalid(format!(
+                "--crl-url {url:?}: expected an http:// or https:// URL (no spaces, at most 512 \
+                 characters)"
+            ))
+            .into());
+        }
     }
     if let Some(pass) = &opts.passphrase {
         if pass.len() < MIN_PASSPHRASE_BYTES {
@@ -158,6 +172,7 @@ fn make(
         not_after: (now + Duration::days(CA_LIFETIME_DAYS)).unix_timestamp(),
         layout: Layout::Single,
         root_offline: false,
+        crl_url: opts.crl_url.clone(),
     };
     // The anchor (ca.crt) is written last but one and the intermediate.crt last: a home with
     // both is complete.
@@ -226,8 +241,17 @@ fn make(
             imported.anchor_pem
         }
     };
-    fsutil::ensure_private_dir(&home.ledger())?;
-    let ledger = Ledger::open(&home.ledger(), LOCK_WAIT)?;
+    if home.ledger_spec().is_none() {
+        fsutil::ensure_private_dir(&home.ledger())?;
+    }
+    let ledger = Ledger::open(&home.ledger(), home.ledger_spec())?;
+    if ledger.is_shared() && ledger.ca_meta()?.is_some() {
+        return Err(CaError::AlreadyInitialized(format!(
+            "{} (the ledger {} already holds a CA: copy that CA's HOME to run another replica)",
+            home.display(),
+            ledger.describe()
+        )));
+    }
     ledger.set_ca_meta(&meta)?;
     new_file(written, home.ca_cert(), anchor_pem.as_bytes(), PUBLIC_MODE)?;
     if let Some(serial) = intermediate_serial {

@@ -210,6 +210,7 @@ fn check_signs_for_root(
                 role_oid: Default::default(),
             },
             lifetime: Duration::minutes(5),
+            crl_url: None,
         },
         &issuer,
         pki::now(),

@@ -23,6 +23,7 @@ pub struct InitArgs {
     pub offline_root: Option<PathBuf>,
     pub import: Option<(PathBuf, PathBuf)>,
     pub single: bool,
+    pub crl_url: Option<String>,
     pub json: bool,
 }
 
@@ -49,6 +50,7 @@ pub fn init(home: &Home, passphrase: Option<Zeroizing<Vec<u8>>>, args: InitArgs)
         key_algorithm: args.key_type,
         passphrase,
         layout,
+        crl_url: args.crl_url,
     };
     let meta = ca::init(home, &opts)?;
     if args.json {

@@ -16,7 +16,12 @@ use crate::pki::{self, inspect};
 
 /// Runs one parsed command line.
 pub fn run(cli: Cli) -> Result<()> {
-    let home = Home::new(&cli.home);
+    let spec = cli
+        .ledger
+        .as_deref()
+        .map(|url| crate::ledger::LedgerSpec::new(url, cli.ledger_ca.clone()))
+        .transpose()?;
+    let home = Home::new(&cli.home).with_ledger(spec);
     let passphrase = cli
         .passphrase_file
         .as_deref()
@@ -32,6 +37,7 @@ pub fn run(cli: Cli) -> Result<()> {
             import_cert,
             import_key,
             single,
+            crl_url,
             json,
         }) => ca_cmd::init(
             &home,
@@ -44,6 +50,7 @@ pub fn run(cli: Cli) -> Result<()> {
                 offline_root,
                 import: import_cert.zip(import_key),
                 single,
+                crl_url,
                 json,
             },
         ),
@@ -175,6 +182,21 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Upstream(cmd) => super::upstream::run(&home, cmd),
+        Command::Completions { shell } => {
+            let mut cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_complete::generate(shell, &mut cmd, "mcp-zt", &mut out);
+            print_out(&String::from_utf8_lossy(&out))
+        }
+        Command::Man => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            let mut out = Vec::new();
+            clap_mangen::Man::new(cmd).render(&mut out)?;
+            print_out(&String::from_utf8_lossy(&out))
+        }
+        Command::Ledger(super::LedgerCommand::Migrate { to, json }) => {
+            ledger_migrate(&home, &to, cli.ledger_ca, json)
+        }
         Command::Roles { json } => {
             let policy = ca::load_policy(&home)?;
             #[derive(Serialize)]
@@ -519,4 +541,43 @@ pub(super) fn print_out(text: &str) -> Result<()> {
         Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => Ok(()),
         other => Ok(other?),
     }
+}
+
+/// `ledger migrate --to URL`: HOME's sled ledger into PostgreSQL, verified.
+fn ledger_migrate(home: &Home, to: &str, ca: Option<std::path::PathBuf>, json: bool) -> Result<()> {
+    use crate::ledger::{migrate, Ledger, LedgerSpec};
+    if home.ledger_spec().is_some() {
+        anyhow::bail!(
+            "ledger migrate copies HOME/ledger (sled); leave --ledger/MCP_ZT_LEDGER out and \
+             name the target with --to"
+        );
+    }
+    if !home.ledger().is_dir() {
+        anyhow::bail!("no sled ledger at {}", home.ledger().display());
+    }
+    let src = Ledger::open(&home.ledger(), None).with_context(|| {
+        format!(
+            "opening {} (is `mcp-zt serve` running on it?)",
+            home.ledger().display()
+        )
+    })?;
+    let dst = Ledger::open(&home.ledger(), Some(&LedgerSpec::new(to, ca)?))?;
+    let report = migrate::copy_and_verify(&src, &dst)?;
+    if json {
+        return print_json(&report);
+    }
+    println!(
+        "{} {} records ({} revoked) into {}; CRL number {}",
+        if report.resumed { "verified" } else { "copied" },
+        report.records,
+        report.revoked,
+        report.target,
+        report.crl_number
+    );
+    println!("verified: every record and the CA metadata read back equal; the CRL number did not go down");
+    println!(
+        "from now on run every command of this CA with --ledger URL (or MCP_ZT_LEDGER); \
+         HOME/ledger is no longer written and is kept as it was"
+    );
+    Ok(())
 }

@@ -27,6 +27,22 @@ pub struct Cli {
     #[arg(long, global = true, env = "MCP_ZT_HOME", default_value = "./pki")]
     pub home: PathBuf,
 
+    /// The shared ledger of a fleet: postgres://user[:password]@host[:port]/database. Without
+    /// it the ledger is sled in HOME/ledger. The URL is never printed (it may hold a password).
+    #[arg(
+        long,
+        global = true,
+        env = "MCP_ZT_LEDGER",
+        hide_env_values = true,
+        value_name = "URL"
+    )]
+    pub ledger: Option<String>,
+
+    /// CA bundle that signed the PostgreSQL server's certificate: turns on TLS to the ledger
+    /// database (certificate and host name verified).
+    #[arg(long, global = true, env = "MCP_ZT_LEDGER_CA", value_name = "FILE")]
+    pub ledger_ca: Option<PathBuf>,
+
     /// File whose first line is the passphrase of ca.key (with `ca init`: encrypt ca.key with it).
     #[arg(long, global = true, env = "MCP_ZT_CA_PASSPHRASE_FILE")]
     pub passphrase_file: Option<PathBuf>,
@@ -107,6 +123,31 @@ pub enum Command {
     /// Manage the MCP servers the gateway fronts (HOME/upstreams.toml).
     #[command(subcommand)]
     Upstream(UpstreamCommand),
+    /// Manage the ledger's storage.
+    #[command(subcommand)]
+    Ledger(LedgerCommand),
+    /// Print a shell completion script (bash, zsh, fish, elvish, powershell).
+    Completions {
+        /// The shell.
+        shell: clap_complete::Shell,
+    },
+    /// Print the manual page (roff) generated from these command definitions.
+    Man,
+}
+
+/// `mcp-zt ledger ...`
+#[derive(Debug, Subcommand)]
+pub enum LedgerCommand {
+    /// Copy HOME's sled ledger into PostgreSQL, then read it all back and compare. Stop the
+    /// server first; afterwards run every command with --ledger URL (or MCP_ZT_LEDGER).
+    Migrate {
+        /// The target: postgres://user[:password]@host[:port]/database (schema created).
+        #[arg(long, value_name = "URL")]
+        to: String,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
 }
 
 /// `mcp-zt ca ...`
@@ -147,6 +188,10 @@ pub enum CaCommand {
         /// layout of homes made before the hierarchy.
         #[arg(long)]
         single: bool,
+        /// Put this CRL distribution point (an http:// URL where relying parties fetch the
+        /// CRL, e.g. a replica's --ops-listen /crl behind a proxy) into every certificate.
+        #[arg(long, value_name = "URL")]
+        crl_url: Option<String>,
         /// Print JSON.
         #[arg(long)]
         json: bool,
@@ -269,6 +314,23 @@ pub struct ServeArgs {
     /// cancelled after it.
     #[arg(long, default_value = "10m")]
     pub request_state_ttl: String,
+    /// With a shared --ledger: how long new handshakes are still admitted after the ledger was
+    /// lost (revocations made meanwhile are unknown here); then they are refused until the
+    /// replica is back in sync. Live connections keep their checks against known revocations.
+    #[arg(long, default_value = "5m")]
+    pub revocation_max_stale: String,
+    /// Serve /metrics, /healthz, /readyz and /crl over plain HTTP on this address
+    /// (e.g. 127.0.0.1:9090). Loopback only unless --ops-public.
+    #[arg(long, value_name = "ADDR")]
+    pub ops_listen: Option<std::net::SocketAddr>,
+    /// Allow --ops-listen on a non-loopback address (metrics tell who is connected).
+    #[arg(long, requires = "ops_listen")]
+    pub ops_public: bool,
+    /// Load balancers (address or CIDR; repeatable) whose connections start with a PROXY
+    /// protocol v2 header carrying the real client address. Required from them, never read
+    /// from anyone else.
+    #[arg(long, value_name = "CIDR")]
+    pub proxy_protocol_from: Vec<String>,
     /// Let `issue` over the control socket sign without the CA passphrase (by default, when
     /// ca.key is encrypted, the issuing command must give it too).
     #[arg(long)]

@@ -95,6 +95,16 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
         audit_keep: usize::from(args.audit_keep),
         diagnostic_tools: args.diagnostic_tools,
         request_state_ttl: duration("--request-state-ttl", &args.request_state_ttl)?,
+        revocation_max_stale: duration("--revocation-max-stale", &args.revocation_max_stale)?,
+        ops_listen: match args.ops_listen {
+            Some(a) if !a.ip().is_loopback() && !args.ops_public => anyhow::bail!(
+                "--ops-listen {a} is not a loopback address: the metrics tell who is connected; \
+                 add --ops-public to serve them there anyway"
+            ),
+            a => a,
+        },
+        proxy_from: crate::server::proxy::ProxyFrom::parse(&args.proxy_protocol_from)
+            .map_err(|e| anyhow::anyhow!(e))?,
     };
     let authority = Authority::open(home)?;
     let signer = load_signer(&authority, pass)?;

@@ -404,6 +404,10 @@ impl ServerHandler for ZtMcp {
             return Err(tool_not_found());
         }
         self.hub.gate.rate(who, &name, &ask.peer)?;
+        // Checked again at the decision: a revocation applied while the lookup awaited wins.
+        if ask.ct.is_cancelled() {
+            return Err(ErrorData::invalid_request("certificate revoked", None));
+        }
         self.hub.gate.allowed(who, &ask.peer, &name);
         let mut inner = request;
         inner.name = entry.inner.clone().into();

@@ -186,6 +186,9 @@ pub struct LeafRequest {
     pub kind: LeafKind,
     /// Validity from `now - BACKDATE` to `now + lifetime`.
     pub lifetime: Duration,
+    /// Where relying parties fetch the CRL (a CRL distribution point), if the CA publishes
+    /// one over HTTP (`ca init --crl-url`).
+    pub crl_url: Option<String>,
 }
 
 fn san_of(s: &str) -> Result<SanType, PkiError> {
@@ -252,6 +255,11 @@ pub fn leaf_for_key(
         LeafKind::Server => {
             params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
         }
+    }
+    if let Some(url) = &req.crl_url {
+        params.crl_distribution_points = vec![rcgen::CrlDistributionPoint {
+            uris: vec![url.clone()],
+        }];
     }
     let serial = random_serial()?;
     params.serial_number = Some(SerialNumber::from_slice(&serial));

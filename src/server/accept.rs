@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
+use super::proxy;
 use super::state::{AppState, ConnInfo};
 use crate::audit::Event;
 use crate::tls::lockout::{AddrGroup, Admission, Fingerprint, HandshakeGate, GATE};
@@ -43,6 +44,7 @@ pub struct AcceptSettings {
 }
 
 /// Accepts until `shutdown` fires, then drains connections (bounded).
+#[allow(clippy::too_many_arguments)] // the server's parts, each owned by another module
 pub async fn run(
     listener: TcpListener,
     state: Arc<AppState>,
@@ -50,6 +52,7 @@ pub async fn run(
     router: Router,
     admission: Arc<Admission>,
     settings: AcceptSettings,
+    proxy_from: Arc<proxy::ProxyFrom>,
     shutdown: CancellationToken,
 ) {
     let slots = Arc::new(Semaphore::new(settings.max_connections));
@@ -76,22 +79,6 @@ pub async fn run(
             );
             continue;
         };
-        let group = AddrGroup::from(peer.ip());
-        let delay = match admission.arrive(group, Instant::now()) {
-            Ok(delay) => delay,
-            Err(refusal) => {
-                state
-                    .audit
-                    .log(Event::new("connection_refused").peer(peer).reason(refusal));
-                continue;
-            }
-        };
-        let ticket = Ticket {
-            admission: admission.clone(),
-            group,
-            presented: false,
-            done: false,
-        };
         let _ = tcp.set_nodelay(true);
         let conn = Connection {
             state: state.clone(),
@@ -99,6 +86,34 @@ pub async fn run(
             router: router.clone(),
             settings,
             shutdown: shutdown.clone(),
+        };
+        if proxy_from.trusts(peer.ip()) {
+            // The real client address comes first, read off the accept loop.
+            let admission = admission.clone();
+            tracker.spawn(async move {
+                let mut tcp = tcp;
+                let client =
+                    match proxy::read_header(&mut tcp, peer, conn.settings.handshake_timeout).await
+                    {
+                        Ok(client) => client,
+                        Err(why) => {
+                            conn.state.audit.log(
+                                Event::new("connection_refused")
+                                    .peer(peer)
+                                    .reason(format!("from a --proxy-protocol-from address: {why}")),
+                            );
+                            return;
+                        }
+                    };
+                if let Some((delay, ticket)) = admit(&conn.state, &admission, client) {
+                    conn.serve(tcp, client, delay, ticket).await;
+                }
+                drop(permit);
+            });
+            continue;
+        }
+        let Some((delay, ticket)) = admit(&state, &admission, peer) else {
+            continue;
         };
         tracker.spawn(async move {
             conn.serve(tcp, peer, delay, ticket).await;
@@ -116,6 +131,45 @@ pub async fn run(
             settings.drain_timeout
         );
     }
+}
+
+/// Admission of a connection from `peer` (the client's address, behind a balancer too): a
+/// replica whose revocations went stale refuses it, then the per-address rate and lockout
+/// rules apply. `None`: refused (and audited).
+fn admit(
+    state: &AppState,
+    admission: &Arc<Admission>,
+    peer: std::net::SocketAddr,
+) -> Option<(Duration, Ticket)> {
+    if !state.replica.fresh() {
+        state
+            .audit
+            .log(Event::new("connection_refused").peer(peer).reason(format!(
+                "revocations not synced for {} ms (shared ledger unreachable, over \
+             --revocation-max-stale): new handshakes are refused",
+                state.replica.stale_ms()
+            )));
+        return None;
+    }
+    let group = AddrGroup::from(peer.ip());
+    let delay = match admission.arrive(group, Instant::now()) {
+        Ok(delay) => delay,
+        Err(refusal) => {
+            state
+                .audit
+                .log(Event::new("connection_refused").peer(peer).reason(refusal));
+            return None;
+        }
+    };
+    Some((
+        delay,
+        Ticket {
+            admission: admission.clone(),
+            group,
+            presented: false,
+            done: false,
+        },
+    ))
 }
 
 struct Connection {

@@ -52,7 +52,16 @@ pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSett
         .nest_service("/mcp", mcp)
         .route("/renew", axum::routing::post(renew))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
+        .layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
+}
+
+/// Measures every request on the MCP port, refusals included.
+async fn timed(State(state): State<Arc<AppState>>, req: Request<Body>, next: Next) -> Response {
+    let started = std::time::Instant::now();
+    let response = next.run(req).await;
+    state.metrics.request(started.elapsed());
+    response
 }
 
 /// Largest CSR accepted by `/renew`.

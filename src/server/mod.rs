@@ -9,6 +9,10 @@ pub mod certs;
 pub mod ctl;
 pub mod gateway;
 pub mod http;
+pub mod metrics;
+pub mod ops;
+pub mod proxy;
+pub mod replica;
 pub mod state;
 #[cfg(unix)]
 pub mod trust;
@@ -74,6 +78,13 @@ pub struct ServeOptions {
     pub diagnostic_tools: bool,
     /// How long an `input_required` answer may be continued.
     pub request_state_ttl: Duration,
+    /// With a shared ledger: how long the server keeps admitting new handshakes after it
+    /// lost the ledger (revocations made meanwhile would be unknown to it).
+    pub revocation_max_stale: Duration,
+    /// The operations listener (`/metrics`, `/healthz`, `/readyz`, `/crl`), if any.
+    pub ops_listen: Option<std::net::SocketAddr>,
+    /// Load balancers whose connections start with a PROXY v2 header.
+    pub proxy_from: proxy::ProxyFrom,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -123,7 +134,22 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         authority.publish_crl(&signer)?;
     }
 
-    let data = authority.ledger().data_tree()?;
+    let data = match authority.ledger().data_tree()? {
+        Some(tree) => tree,
+        None => {
+            // A shared ledger holds only the CA's records; the demo data stays per replica.
+            crate::fsutil::ensure_private_dir(&home.data_store())?;
+            sled::open(home.data_store())
+                .with_context(|| format!("open {}", home.data_store().display()))?
+                .open_tree("data")?
+        }
+    };
+    let shared_ledger = authority.ledger().is_shared();
+    let metrics = Arc::new(metrics::Metrics::new());
+    {
+        let m = metrics.clone();
+        audit.set_observer(Box::new(move |e| m.observe(e)));
+    }
     // Renewals whose predecessor is still valid: retired at first use or after the grace period.
     let mut pending = std::collections::HashMap::new();
     let active: std::collections::HashSet<&str> = all
@@ -160,12 +186,23 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         last_renewal: Default::default(),
         server_cert_revoked: Default::default(),
         allow_socket_issue: opts.allow_socket_issue,
+        replica: replica::Health::new(shared_ledger, opts.revocation_max_stale),
+        crl_stale: Default::default(),
+        metrics,
     });
 
     let listener = TcpListener::bind(opts.listen)
         .await
         .with_context(|| format!("listen on {}", opts.listen))?;
     let local = listener.local_addr()?;
+    let ops_listener = match opts.ops_listen {
+        Some(addr) => Some(
+            TcpListener::bind(addr)
+                .await
+                .with_context(|| format!("--ops-listen {addr}"))?,
+        ),
+        None => None,
+    };
     let ctl_listener = ctl::bind(&home.ctl_socket())
         .with_context(|| format!("control socket {}", home.ctl_socket().display()))?;
 
@@ -215,6 +252,14 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         state.revoked.len()
     )));
     eprintln!("mcp-zt: serving MCP on https://{local}/mcp (client certificate required)");
+    if let Some(l) = &ops_listener {
+        if let Ok(a) = l.local_addr() {
+            eprintln!(
+                "mcp-zt: operations endpoints on http://{a}/ (metrics, healthz, readyz, crl)"
+            );
+            println!("ops {a}");
+        }
+    }
     // Machine-readable line for scripts and tests: the bound address.
     let sig = Signals::install().context("install signal handlers")?;
     println!("listening {local}");
@@ -228,6 +273,17 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         sig,
     ));
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
+    if let Some(l) = ops_listener {
+        tokio::spawn(ops::serve(l, state.clone(), shutdown.clone()));
+    }
+    if let crate::ledger::Ledger::Postgres(pg) = state.authority.ledger() {
+        tokio::spawn(replica::run(
+            state.clone(),
+            pg.pg_target().clone(),
+            shutdown.clone(),
+        ));
+        tokio::spawn(replica::crl_publisher(state.clone(), shutdown.clone()));
+    }
     tokio::spawn(trust::run(state.clone(), trusts, shutdown.clone()));
     tokio::spawn(http::sweep_sessions(
         state.clone(),
@@ -258,6 +314,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
             header_read_timeout: opts.header_read_timeout,
             idle_timeout: opts.idle_timeout,
         },
+        Arc::new(opts.proxy_from.clone()),
         shutdown,
     )
     .await;

@@ -239,6 +239,12 @@ pub struct AppState {
     pub last_renewal: Mutex<HashMap<String, i64>>,
     /// Woken when the server's own certificate was revoked: a new one is issued at once.
     pub server_cert_revoked: tokio::sync::Notify,
+    /// Whether revocations are in sync with a shared ledger (always, for sled).
+    pub replica: super::replica::Health,
+    /// Woken when revocations learnt from the shared ledger need a new CRL in HOME.
+    pub crl_stale: tokio::sync::Notify,
+    /// Prometheus metrics.
+    pub metrics: Arc<super::metrics::Metrics>,
     /// Whether `issue` over the control socket may skip the CA passphrase.
     pub allow_socket_issue: bool,
 }

@@ -1,9 +1,12 @@
-//! The ledger: every certificate the CA ever issued and every revocation, in sled.
+//! The ledger: every certificate the CA ever issued and every revocation.
 //!
-//! Trees: `certs` (serial bytes → [`CertRecord`] as JSON) and `meta` (the CA's [`CaMeta`] and
-//! the CRL number). Every write is flushed before the call returns, so a record the caller was
-//! told about survives `kill -9`. sled allows one process per database; [`Ledger::open`] waits
-//! briefly for another mcp-zt process to finish instead of failing.
+//! Two backends behind one type: sled in `HOME/ledger` (the embedded default, one process at a
+//! time) and PostgreSQL (`--ledger postgres://...`), the shared ledger of a fleet of replicas.
+//! Both give the same guarantees, each in its own way: a record is durable before the call
+//! returns; a serial is never written twice; a revocation is a compare-and-swap; renewal and
+//! revocation of one chain are serial; CRL numbers only go up. sled gets them from its
+//! transactions and flushes, PostgreSQL from constraints, row locks and transactions (see
+//! [`pg`]), never from a lock in this process.
 
 /// Ledger record types. Each carries a version so later releases can migrate old records.
 mod record {
@@ -162,6 +165,9 @@ mod record {
         /// Whether the root key was written outside HOME at `ca init` (`--offline-root`).
         #[serde(default)]
         pub root_offline: bool,
+        /// The CRL distribution point put into issued certificates (`ca init --crl-url`).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        pub crl_url: Option<String>,
     }
 
     /// How a CA home is laid out.
@@ -191,17 +197,20 @@ mod record {
     }
 }
 
+pub mod migrate;
+pub mod pg;
+mod sled_store;
+pub mod target;
+
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::sync::Arc;
+use std::time::Duration;
 
 pub use record::{CaMeta, CertKind, CertRecord, Layout, Revocation, Status, RECORD_VERSION};
+pub use sled_store::SledLedger;
+pub use target::LedgerSpec;
 
 use crate::pki::build::Reason;
-
-const TREE_CERTS: &str = "certs";
-const TREE_META: &str = "meta";
-const KEY_CA: &[u8] = b"ca";
-const KEY_CRL_NUMBER: &[u8] = b"crl_number";
 
 /// How long to wait for another process that holds the ledger.
 pub const LOCK_WAIT: Duration = Duration::from_secs(15);
@@ -212,6 +221,27 @@ pub enum LedgerError {
     /// sled failed.
     #[error("ledger storage error: {0}")]
     Storage(#[from] sled::Error),
+    /// The PostgreSQL ledger cannot be reached (down, refused, timed out). Nothing the call
+    /// asked for was done, unless it was a commit whose answer was lost (then the operation is
+    /// safe to repeat: a second revoke reports "already revoked").
+    #[error("the ledger database {target} is unreachable: {message}")]
+    Unreachable {
+        /// user@host:port/database, never the password.
+        target: String,
+        /// What failed.
+        message: String,
+    },
+    /// The PostgreSQL ledger answered with an error.
+    #[error("the ledger database {target} failed: {message}")]
+    Database {
+        /// user@host:port/database, never the password.
+        target: String,
+        /// PostgreSQL's error code and message.
+        message: String,
+    },
+    /// A `--ledger` URL or option that cannot be used.
+    #[error("--ledger: {0}")]
+    Config(String),
     /// Another process kept the ledger for longer than [`LOCK_WAIT`].
     #[error("the ledger at {0} is in use by another mcp-zt process (waited {1:?}); if `mcp-zt serve` runs on this HOME, it should answer on its control socket: is it stuck?")]
     Busy(String, Duration),
@@ -262,176 +292,109 @@ pub struct ChainRevocation {
     pub already: Vec<CertRecord>,
 }
 
-type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<LedgerError>>;
-
-fn abort<T>(e: LedgerError) -> TxResult<T> {
-    Err(sled::transaction::ConflictableTransactionError::Abort(e))
-}
-
-fn tx_error(e: sled::transaction::TransactionError<LedgerError>) -> LedgerError {
-    match e {
-        sled::transaction::TransactionError::Abort(e) => e,
-        sled::transaction::TransactionError::Storage(e) => LedgerError::Storage(e),
-    }
-}
-
-fn serial_key(serial_hex: &str) -> Result<Vec<u8>, LedgerError> {
-    hex::decode(serial_hex).map_err(|_| LedgerError::NotFound(serial_hex.into()))
-}
-
-fn tx_get(
-    tx: &sled::transaction::TransactionalTree,
-    serial_hex: &str,
-) -> TxResult<Option<CertRecord>> {
-    let Ok(key) = hex::decode(serial_hex) else {
-        return Ok(None);
-    };
-    match tx.get(key)? {
-        Some(bytes) => match decode(serial_hex, &bytes) {
-            Ok(rec) => Ok(Some(rec)),
-            Err(e) => abort(e),
-        },
-        None => Ok(None),
-    }
-}
-
-fn tx_put(tx: &sled::transaction::TransactionalTree, rec: &CertRecord) -> TxResult<()> {
-    let key = match serial_key(&rec.serial) {
-        Ok(k) => k,
-        Err(e) => return abort(e),
-    };
-    let value = match encode(rec) {
-        Ok(v) => v,
-        Err(e) => return abort(e),
-    };
-    tx.insert(key, value)?;
-    Ok(())
-}
-
-fn is_lock_error(e: &sled::Error) -> bool {
-    match e {
-        sled::Error::Io(io) => {
-            io.kind() == std::io::ErrorKind::WouldBlock
-                || io.to_string().contains("could not acquire lock")
-        }
-        _ => false,
-    }
-}
-
-/// An open ledger.
+/// An open ledger, on either backend. Cheap to clone (handles are shared).
 #[derive(Clone)]
-pub struct Ledger {
-    db: sled::Db,
-    certs: sled::Tree,
-    meta: sled::Tree,
+pub enum Ledger {
+    /// sled in `HOME/ledger`.
+    Sled(SledLedger),
+    /// A PostgreSQL database shared by replicas.
+    Postgres(Arc<pg::PgLedger>),
 }
 
 impl Ledger {
-    /// Opens (or creates) the ledger at `dir`, waiting up to `wait` while another process holds it.
-    pub fn open(dir: &Path, wait: Duration) -> Result<Ledger, LedgerError> {
-        let start = Instant::now();
-        let mut pause = Duration::from_millis(5);
-        let db = loop {
-            match sled::Config::new().path(dir).open() {
-                Ok(db) => break db,
-                Err(e) if is_lock_error(&e) && start.elapsed() < wait => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(50));
-                }
-                Err(e) if is_lock_error(&e) => {
-                    return Err(LedgerError::Busy(dir.display().to_string(), wait))
-                }
-                Err(e) => return Err(e.into()),
-            }
-        };
-        let certs = db.open_tree(TREE_CERTS)?;
-        let meta = db.open_tree(TREE_META)?;
-        Ok(Ledger { db, certs, meta })
+    /// Opens the ledger HOME is configured for: PostgreSQL when a `--ledger` URL was given,
+    /// otherwise sled in `HOME/ledger` (waiting up to [`LOCK_WAIT`] for another process).
+    /// PostgreSQL schema migrations are applied here.
+    pub fn open(dir: &Path, spec: Option<&LedgerSpec>) -> Result<Ledger, LedgerError> {
+        match spec {
+            Some(spec) => Ok(Ledger::Postgres(Arc::new(pg::PgLedger::open(spec)?))),
+            None => Ok(Ledger::Sled(SledLedger::open(dir, LOCK_WAIT)?)),
+        }
     }
 
-    /// Makes every write so far durable.
+    /// Opens a sled ledger at `dir`.
+    pub fn open_sled(dir: &Path, wait: Duration) -> Result<Ledger, LedgerError> {
+        Ok(Ledger::Sled(SledLedger::open(dir, wait)?))
+    }
+
+    /// Where this ledger lives, for messages (never a password).
+    pub fn describe(&self) -> String {
+        match self {
+            Ledger::Sled(s) => format!("sled at {}", s.path().display()),
+            Ledger::Postgres(p) => format!("PostgreSQL at {}", p.target()),
+        }
+    }
+
+    /// Whether other processes share this ledger (and may revoke behind this one's back).
+    pub fn is_shared(&self) -> bool {
+        matches!(self, Ledger::Postgres(_))
+    }
+
+    /// Makes every write so far durable (PostgreSQL commits are durable already).
     pub fn flush(&self) -> Result<(), LedgerError> {
-        self.db.flush()?;
-        Ok(())
+        match self {
+            Ledger::Sled(s) => s.flush(),
+            Ledger::Postgres(_) => Ok(()),
+        }
     }
 
-    /// The tree the server's data tools use (same database: one process owns it all).
-    pub fn data_tree(&self) -> Result<sled::Tree, LedgerError> {
-        Ok(self.db.open_tree("data")?)
+    /// The sled tree the demo data tools use when the ledger is sled (one process owns the
+    /// database); `None` for PostgreSQL, where the server keeps that data in `HOME/data`.
+    pub fn data_tree(&self) -> Result<Option<sled::Tree>, LedgerError> {
+        match self {
+            Ledger::Sled(s) => Ok(Some(s.data_tree()?)),
+            Ledger::Postgres(_) => Ok(None),
+        }
     }
 
     /// The CA's metadata, if `ca init` has written it.
     pub fn ca_meta(&self) -> Result<Option<CaMeta>, LedgerError> {
-        self.meta
-            .get(KEY_CA)?
-            .map(|v| decode("meta/ca", &v))
-            .transpose()
+        match self {
+            Ledger::Sled(s) => s.ca_meta(),
+            Ledger::Postgres(p) => p.ca_meta(),
+        }
     }
 
     /// Records the CA's metadata (durably).
     pub fn set_ca_meta(&self, meta: &CaMeta) -> Result<(), LedgerError> {
-        self.meta.insert(KEY_CA, encode(meta)?)?;
-        self.flush()
+        match self {
+            Ledger::Sled(s) => s.set_ca_meta(meta),
+            Ledger::Postgres(p) => p.set_ca_meta(meta),
+        }
     }
 
     /// Adds a new certificate record; durable when this returns. A serial already present is
-    /// refused, never overwritten.
+    /// refused ([`LedgerError::DuplicateSerial`]), never overwritten.
     pub fn insert_new(&self, rec: &CertRecord) -> Result<(), LedgerError> {
-        let key = hex::decode(&rec.serial).map_err(|e| LedgerError::Corrupt {
-            key: rec.serial.clone(),
-            message: e.to_string(),
-        })?;
-        let swapped =
-            self.certs
-                .compare_and_swap(key, None as Option<&[u8]>, Some(encode(rec)?))?;
-        if swapped.is_err() {
-            return Err(LedgerError::DuplicateSerial(rec.serial.clone()));
+        match self {
+            Ledger::Sled(s) => s.insert_new(rec),
+            Ledger::Postgres(p) => p.insert_many(std::slice::from_ref(rec)),
         }
-        self.flush()
     }
 
-    /// Imports many records in one batch and one flush (bulk loads, benchmarks). A serial that
-    /// is already present is an error and nothing is written.
+    /// Imports many records at once (bulk loads, migration). A serial that is already present
+    /// is an error and nothing is written.
     pub fn insert_many(&self, recs: &[CertRecord]) -> Result<(), LedgerError> {
-        let mut batch = sled::Batch::default();
-        for rec in recs {
-            let key = hex::decode(&rec.serial).map_err(|e| LedgerError::Corrupt {
-                key: rec.serial.clone(),
-                message: e.to_string(),
-            })?;
-            if self.certs.contains_key(&key)? {
-                return Err(LedgerError::DuplicateSerial(rec.serial.clone()));
-            }
-            batch.insert(key, encode(rec)?);
+        match self {
+            Ledger::Sled(s) => s.insert_many(recs),
+            Ledger::Postgres(p) => p.insert_many(recs),
         }
-        self.certs.apply_batch(batch)?;
-        self.flush()
     }
 
     /// Looks up one serial (hex).
     pub fn get(&self, serial_hex: &str) -> Result<Option<CertRecord>, LedgerError> {
-        let Ok(key) = hex::decode(serial_hex) else {
-            return Ok(None);
-        };
-        self.certs
-            .get(key)?
-            .map(|v| decode(serial_hex, &v))
-            .transpose()
+        match self {
+            Ledger::Sled(s) => s.get(serial_hex),
+            Ledger::Postgres(p) => p.get(serial_hex),
+        }
     }
 
     /// Every record, oldest issuance first.
     pub fn all(&self) -> Result<Vec<CertRecord>, LedgerError> {
-        let mut out = Vec::new();
-        for item in self.certs.iter() {
-            let (k, v) = item?;
-            out.push(decode(&hex::encode(&k), &v)?);
+        match self {
+            Ledger::Sled(s) => s.all(),
+            Ledger::Postgres(p) => p.all(),
         }
-        out.sort_by(|a: &CertRecord, b| {
-            a.issued_at
-                .cmp(&b.issued_at)
-                .then_with(|| a.serial.cmp(&b.serial))
-        });
-        Ok(out)
     }
 
     /// Marks a certificate revoked: a compare-and-swap, so two concurrent revokes produce one
@@ -442,67 +405,21 @@ impl Ledger {
         reason: Reason,
         at: i64,
     ) -> Result<CertRecord, LedgerError> {
-        let key = hex::decode(serial_hex).map_err(|_| LedgerError::NotFound(serial_hex.into()))?;
-        loop {
-            let old = self
-                .certs
-                .get(&key)?
-                .ok_or_else(|| LedgerError::NotFound(serial_hex.into()))?;
-            let mut rec: CertRecord = decode(serial_hex, &old)?;
-            if rec.revocation.is_some() {
-                return Err(LedgerError::AlreadyRevoked {
-                    serial: rec.serial,
-                    name: rec.name,
-                });
-            }
-            rec.revocation = Some(Revocation { at, reason });
-            let new = encode(&rec)?;
-            if self
-                .certs
-                .compare_and_swap(&key, Some(old), Some(new))?
-                .is_ok()
-            {
-                self.flush()?;
-                return Ok(rec);
-            }
+        match self {
+            Ledger::Sled(s) => s.revoke(serial_hex, reason, at),
+            Ledger::Postgres(p) => p.revoke(serial_hex, reason, at),
         }
     }
 
-    /// Records a renewal in one transaction: the successor `new` is inserted and `old` is
-    /// linked to it, or nothing is written. The transaction is the compare-and-swap that makes
-    /// renewal and revocation of one chain serial: `old` must be unrevoked, unexpired at `now`
-    /// and not renewed before, and a concurrent [`Ledger::revoke_chain`] either commits first
-    /// (and this fails) or sees the new link (and revokes `new` as well). Durable on return.
+    /// Records a renewal atomically: the successor `new` is inserted and `old` linked to it,
+    /// or nothing is written. `old` must be unrevoked, unexpired at `now` and not renewed
+    /// before; a concurrent [`Ledger::revoke_chain`] either commits first (and this fails) or
+    /// sees the new link (and revokes `new` as well). Durable on return.
     pub fn record_renewal(&self, old: &str, new: &CertRecord, now: i64) -> Result<(), LedgerError> {
-        self.certs
-            .transaction(|tx| {
-                let Some(mut rec) = tx_get(tx, old)? else {
-                    return abort(LedgerError::NotFound(old.into()));
-                };
-                if rec.revocation.is_some() {
-                    return abort(LedgerError::NotRenewable {
-                        serial: old.into(),
-                        why: "revoked",
-                    });
-                }
-                if now > rec.not_after {
-                    return abort(LedgerError::NotRenewable {
-                        serial: old.into(),
-                        why: "expired",
-                    });
-                }
-                if rec.superseded_by.is_some() {
-                    return abort(LedgerError::AlreadyRenewed(old.into()));
-                }
-                if tx_get(tx, &new.serial)?.is_some() {
-                    return abort(LedgerError::DuplicateSerial(new.serial.clone()));
-                }
-                rec.superseded_by = Some(new.serial.clone());
-                tx_put(tx, &rec)?;
-                tx_put(tx, new)
-            })
-            .map_err(tx_error)?;
-        self.flush()
+        match self {
+            Ledger::Sled(s) => s.record_renewal(old, new, now),
+            Ledger::Postgres(p) => p.record_renewal(old, new, now),
+        }
     }
 
     /// The first certificate of `rec`'s renewal chain and when it was issued. Records renewed
@@ -524,96 +441,58 @@ impl Ledger {
         Ok((first.chain_root().to_string(), first.chain_started()))
     }
 
-    /// Revokes every certificate of the renewal chain `serial` belongs to: its predecessors
-    /// that are still valid (in their renewal grace period) and every certificate renewed from
-    /// it, forward to the newest. One transaction, so a renewal racing this either lands before
-    /// (and its certificate is revoked here too) or fails. Durable on return.
+    /// Revokes every certificate of the renewal chain `serial` belongs to, atomically: its
+    /// predecessors still valid in their grace period and every successor. Durable on return.
     pub fn revoke_chain(
         &self,
         serial: &str,
         reason: Reason,
         at: i64,
     ) -> Result<ChainRevocation, LedgerError> {
-        let out = self
-            .certs
-            .transaction(|tx| {
-                let Some(mut first) = tx_get(tx, serial)? else {
-                    return abort(LedgerError::NotFound(serial.into()));
-                };
-                // Back to the first certificate of the chain...
-                for _ in 0..MAX_CHAIN {
-                    let Some(prev) = first.renewed_from.clone() else {
-                        break;
-                    };
-                    match tx_get(tx, &prev)? {
-                        Some(p) => first = p,
-                        None => break,
-                    }
-                }
-                // ...then forward through every successor.
-                let mut out = ChainRevocation::default();
-                let mut next = Some(first);
-                let mut steps = 0;
-                while let Some(mut rec) = next.take() {
-                    steps += 1;
-                    if steps > MAX_CHAIN {
-                        return abort(LedgerError::Corrupt {
-                            key: serial.into(),
-                            message: "renewal chain loops".into(),
-                        });
-                    }
-                    let successor = rec.superseded_by.clone();
-                    if rec.revocation.is_some() {
-                        out.already.push(rec);
-                    } else {
-                        rec.revocation = Some(Revocation { at, reason });
-                        tx_put(tx, &rec)?;
-                        out.newly.push(rec);
-                    }
-                    if let Some(s) = successor {
-                        next = tx_get(tx, &s)?;
-                    }
-                }
-                Ok(out)
-            })
-            .map_err(tx_error)?;
-        self.flush()?;
-        Ok(out)
+        match self {
+            Ledger::Sled(s) => s.revoke_chain(serial, reason, at),
+            Ledger::Postgres(p) => p.revoke_chain(serial, reason, at),
+        }
     }
 
     /// Reserves the next CRL number: strictly greater than every number handed out before,
     /// durable before it is returned.
     pub fn next_crl_number(&self) -> Result<u64, LedgerError> {
-        let next = self.meta.update_and_fetch(KEY_CRL_NUMBER, |old| {
-            let n = old
-                .and_then(|b| <[u8; 8]>::try_from(b).ok())
-                .map_or(0, u64::from_be_bytes);
-            Some(n.saturating_add(1).to_be_bytes().to_vec())
-        })?;
-        self.flush()?;
-        Ok(next
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map_or(1, u64::from_be_bytes))
+        match self {
+            Ledger::Sled(s) => s.next_crl_number(),
+            Ledger::Postgres(p) => p.next_crl_number(),
+        }
     }
 
     /// The last CRL number handed out (0 if none).
     pub fn crl_number(&self) -> Result<u64, LedgerError> {
-        Ok(self
-            .meta
-            .get(KEY_CRL_NUMBER)?
-            .and_then(|b| <[u8; 8]>::try_from(b.as_ref()).ok())
-            .map_or(0, u64::from_be_bytes))
+        match self {
+            Ledger::Sled(s) => s.crl_number(),
+            Ledger::Postgres(p) => p.crl_number(),
+        }
+    }
+
+    /// Raises the CRL counter to at least `n` (migration: the copy must never hand out a
+    /// number the source already used).
+    pub fn raise_crl_number(&self, n: u64) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Sled(s) => s.raise_crl_number(n),
+            Ledger::Postgres(p) => p.raise_crl_number(n),
+        }
     }
 }
 
-fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, LedgerError> {
+pub(crate) fn encode<T: serde::Serialize>(v: &T) -> Result<Vec<u8>, LedgerError> {
     serde_json::to_vec(v).map_err(|e| LedgerError::Corrupt {
         key: "(new record)".into(),
         message: e.to_string(),
     })
 }
 
-fn decode<T: serde::de::DeserializeOwned>(key: &str, bytes: &[u8]) -> Result<T, LedgerError> {
+pub(crate) fn decode<T: serde::de::DeserializeOwned>(
+    key: &str,
+    bytes: &[u8],
+) -> Result<T, LedgerError> {
     serde_json::from_slice(bytes).map_err(|e| LedgerError::Corrupt {
         key: key.to_string(),
         message: e.to_string(),
@@ -659,7 +538,7 @@ mod tests {
     #[test]
     fn revoking_any_certificate_of_a_chain_revokes_the_whole_chain() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+        let l = Ledger::open_sled(dir.path(), LOCK_WAIT).expect("open");
         let a = record("0a", "alice");
         l.insert_new(&a).expect("insert");
         let b = successor(&a, "0b");
@@ -690,7 +569,7 @@ mod tests {
     #[test]
     fn a_renewal_is_refused_for_expired_or_already_renewed_certificates_and_writes_nothing() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+        let l = Ledger::open_sled(dir.path(), LOCK_WAIT).expect("open");
         let a = CertRecord {
             not_after: 100,
             ..record("0a", "alice")
@@ -726,7 +605,7 @@ mod tests {
     #[test]
     fn revoke_is_compare_and_swap() {
         let dir = tempfile::tempdir().expect("tempdir");
-        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+        let l = Ledger::open_sled(dir.path(), LOCK_WAIT).expect("open");
         l.insert_new(&record("01aa", "alice")).expect("insert");
         assert!(matches!(
             l.insert_new(&record("01aa", "mallory")),
@@ -749,11 +628,11 @@ mod tests {
     fn crl_numbers_only_go_up_across_reopen() {
         let dir = tempfile::tempdir().expect("tempdir");
         {
-            let l = Ledger::open(dir.path(), LOCK_WAIT).expect("open");
+            let l = Ledger::open_sled(dir.path(), LOCK_WAIT).expect("open");
             assert_eq!(l.next_crl_number().expect("n"), 1);
             assert_eq!(l.next_crl_number().expect("n"), 2);
         }
-        let l = Ledger::open(dir.path(), LOCK_WAIT).expect("reopen");
+        let l = Ledger::open_sled(dir.path(), LOCK_WAIT).expect("reopen");
         assert_eq!(l.crl_number().expect("n"), 2);
         assert_eq!(l.next_crl_number().expect("n"), 3);
     }

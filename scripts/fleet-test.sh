@@ -1,0 +1,215 @@
+#!/usr/bin/env bash
+# A fleet on loopback: PostgreSQL (a throwaway cluster of Debian's package, TLS on), three
+# `mcp-zt serve` replicas sharing it as their ledger, and HAProxy in TCP mode sending PROXY v2
+# in front. fleet_check.py then drives 32 clients through HAProxy and checks:
+#
+#  1. /metrics of every replica parses (prometheus_client's OpenMetrics parser) and counts
+#     exactly the calls the clients made; the audit logs show the clients' real address;
+#  2. N revocations from the CLI (an admin HOME with no server, writing the ledger directly)
+#     cut the certificate's connections on every replica and refuse the reconnect: p50/p99 of
+#     revoke-to-cut, p99 <= 1 s, zero calls accepted after the cut;
+#  3. kill -9 of one replica under load: the clients come back through HAProxy; no revoked
+#     certificate is accepted; `doctor` on the ledger afterwards;
+#  4. PostgreSQL stopped: known-good clients keep calling; `revoke` is refused with a clear
+#     error (not queued); once the database is back a revocation cuts everywhere within 1 s;
+# then, apart:
+#  5. `ledger migrate` of a sled ledger of M records into a second database: `doctor` green on
+#     both, `list --json` equal, and the CRL published from each ledger lists the same serials.
+#
+# Usage: scripts/fleet-test.sh [short|full]
+#   short (CI):  32 clients, 5 revocations, database down 4 s, 1,000-record migration
+#   full:        32 clients, 20 revocations, database down 10 s, 10,000-record migration
+set -euo pipefail
+here="$(cd "$(dirname "$0")" && pwd)"
+# shellcheck source=lib.sh
+. "$here/lib.sh"
+# shellcheck source=lib-interop.sh
+. "$here/lib-interop.sh"
+
+mode="${1:-full}"
+case "$mode" in
+  short) revocations=5 down=4 records=1000 ;;
+  full) revocations=20 down=10 records=10000 ;;
+  *) fail "usage: $0 [short|full]" ;;
+esac
+clients=32
+
+need openssl
+need haproxy
+pgbin="$(ls -d /usr/lib/postgresql/*/bin 2>/dev/null | sort -V | tail -1)"
+[ -x "$pgbin/initdb" ] || fail "PostgreSQL server binaries not found (apt-get install postgresql)"
+
+root="$(cd "$here/.." && pwd)"
+if [ -n "${MCP_ZT_BIN:-}" ]; then
+  MCP_ZT="$MCP_ZT_BIN"
+  seed="$(dirname "$MCP_ZT_BIN")/examples/seed_ledger"
+  [ -x "$seed" ] || (cd "$root" && cargo build --locked --quiet --example seed_ledger)
+else
+  build_tools "${MCP_ZT_PROFILE:-release}"
+  seed="$TOOLS/examples/seed_ledger"
+fi
+
+venv="${MCP_ZT_VENV:-$here/.venv}"
+[ -x "$venv/bin/python" ] || python3 -m venv "$venv"
+"$venv/bin/python" -c 'import prometheus_client' 2>/dev/null ||
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'prometheus-client>=0.20'
+
+work="$(mktemp -d)"
+# PostgreSQL runs as the postgres user when this runs as root: its folder must be its own.
+pgdir="$(mktemp -d /tmp/mcpzt-pg.XXXXXX)"
+chmod 755 "$pgdir"
+pids=()
+cleanup() {
+  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  as_pg "$pgbin/pg_ctl -D $pgdir/data -m immediate stop" >/dev/null 2>&1 || true
+  wait 2>/dev/null || true
+  rm -rf "$work" "$pgdir"
+}
+trap cleanup EXIT
+
+as_pg() {
+  if [ "$(id -u)" = 0 ]; then su postgres -s /bin/sh -c "$1"; else sh -c "$1"; fi
+}
+
+# --- PostgreSQL with TLS (its certificate from a throwaway openssl CA) ---
+pgport=$(free_port)
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 1 -subj "/CN=fleet db CA" \
+  -keyout "$work/dbca.key" -out "$work/dbca.crt" 2>/dev/null
+openssl req -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=127.0.0.1" \
+  -keyout "$pgdir/server.key" -out "$work/db.csr" 2>/dev/null
+printf 'subjectAltName=IP:127.0.0.1\nextendedKeyUsage=serverAuth\n' >"$work/db.ext"
+openssl x509 -req -in "$work/db.csr" -CA "$work/dbca.crt" -CAkey "$work/dbca.key" -days 1 \
+  -extfile "$work/db.ext" -out "$pgdir/server.crt" 2>/dev/null
+chmod 600 "$pgdir/server.key"
+[ "$(id -u)" = 0 ] && chown -R postgres "$pgdir"
+as_pg "$pgbin/initdb -D $pgdir/data -A trust -U postgres" >"$work/initdb.log" 2>&1 ||
+  { cat "$work/initdb.log" >&2; fail "initdb"; }
+pg_start="$pgbin/pg_ctl -D $pgdir/data -l $pgdir/pg.log -w -o '-p $pgport -k $pgdir -c listen_addresses=127.0.0.1 -c ssl=on -c ssl_cert_file=$pgdir/server.crt -c ssl_key_file=$pgdir/server.key' start"
+pg_stop="$pgbin/pg_ctl -D $pgdir/data -m fast -w stop"
+as_pg "$pg_start" >/dev/null || { cat "$pgdir/pg.log" >&2; fail "PostgreSQL did not start"; }
+# For fleet_check.py, which stops and starts the database mid-run.
+for verb in start stop; do
+  if [ "$verb" = start ]; then cmd="$pg_start"; else cmd="$pg_stop"; fi
+  if [ "$(id -u)" = 0 ]; then
+    printf '#!/usr/bin/env bash\nexec su postgres -s /bin/sh -c %q\n' "$cmd" >"$work/pg-$verb.sh"
+  else
+    printf '#!/usr/bin/env bash\nexec sh -c %q\n' "$cmd" >"$work/pg-$verb.sh"
+  fi
+  chmod 700 "$work/pg-$verb.sh"
+done
+as_pg "$pgbin/psql -h $pgdir -p $pgport -U postgres -qc 'CREATE DATABASE mcpzt' -c 'CREATE DATABASE migrated'" >/dev/null
+ledger="postgres://postgres@127.0.0.1:$pgport/mcpzt?sslmode=require"
+export MCP_ZT_LEDGER_CA="$work/dbca.crt"
+echo "== PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pgport (TLS), HAProxy $(haproxy -v | awk 'NR==1 {print $3}')" >&2
+
+# --- the CA: an admin HOME (never serves) and three replica HOMEs copied from it ---
+admin="$work/admin"
+"$MCP_ZT" --home "$admin" --ledger "$ledger" ca init >/dev/null 2>&1 || fail "ca init on PostgreSQL"
+"$MCP_ZT" --home "$admin" --ledger "$ledger" ca init >"$work/reinit.out" 2>&1 &&
+  fail "a second ca init on the same ledger was accepted"
+for i in $(seq 0 $((clients - 1))); do
+  "$MCP_ZT" --home "$admin" --ledger "$ledger" issue --role viewer --name "$(printf 'fleet-%02d' "$i")" >/dev/null 2>&1 ||
+    fail "issue fleet-$i"
+done
+replicas_json=""
+for r in 1 2 3; do
+  h="$work/r$r"
+  mkdir -m 700 "$h"
+  (cd "$admin" && tar cf - --exclude=clients --exclude='*.sock' --exclude='audit.log*' .) | (cd "$h" && tar xf -)
+  "$MCP_ZT" --home "$h" --ledger "$ledger" serve --listen 127.0.0.1:0 --ops-listen 127.0.0.1:0 \
+    --proxy-protocol-from 127.0.0.2 --lockout-threshold 0 --max-handshakes-per-address 0 \
+    --max-connections-per-cert 0 >"$work/r$r.out" 2>"$work/r$r.err" &
+  pid=$!
+  pids+=("$pid")
+  for _ in $(seq 1 400); do
+    grep -q '^ops ' "$work/r$r.out" 2>/dev/null && break
+    kill -0 "$pid" 2>/dev/null || { cat "$work/r$r.err" >&2; fail "replica $r did not start"; }
+    sleep 0.05
+  done
+  port=$(sed -n 's/^listening 127\.0\.0\.1://p' "$work/r$r.out")
+  ops=$(sed -n 's/^ops //p' "$work/r$r.out")
+  [ -n "$port" ] && [ -n "$ops" ] || { cat "$work/r$r.err" >&2; fail "replica $r printed no ports"; }
+  eval "port$r=$port ops$r=$ops"
+  replicas_json="$replicas_json${replicas_json:+,}{\"name\":\"replica$r\",\"port\":$port,\"ops\":\"$ops\",\"pid\":$pid,\"audit\":\"$h/audit.log\"}"
+done
+curl -sf "http://$ops1/readyz" >/dev/null || fail "replica 1 is not ready"
+curl -sf "http://$ops1/crl" -o "$work/crl.der" && openssl crl -inform DER -in "$work/crl.der" -noout 2>/dev/null ||
+  fail "/crl is not a DER CRL openssl reads"
+
+# --- HAProxy: TCP, round robin, PROXY v2 from 127.0.0.2, health from each replica's /readyz ---
+hport=$(free_port)
+cat >"$work/haproxy.cfg" <<CFG
+global
+  maxconn 2000
+defaults
+  mode tcp
+  timeout connect 2s
+  timeout client 60s
+  timeout server 60s
+  retries 3
+  option redispatch
+frontend mcp
+  bind 127.0.0.1:$hport
+  default_backend replicas
+backend replicas
+  balance roundrobin
+  option httpchk GET /readyz
+  default-server send-proxy-v2 source 127.0.0.2 check inter 300 fall 2 rise 1
+  server replica1 127.0.0.1:$port1 port ${ops1##*:}
+  server replica2 127.0.0.1:$port2 port ${ops2##*:}
+  server replica3 127.0.0.1:$port3 port ${ops3##*:}
+CFG
+haproxy -f "$work/haproxy.cfg" -db >"$work/haproxy.log" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 100); do (: <"/dev/tcp/127.0.0.1/$hport") 2>/dev/null && break; sleep 0.05; done
+
+cat >"$work/fleet.json" <<JSON
+{"mcp_zt": "$MCP_ZT", "admin_home": "$admin", "ledger": "$ledger", "ledger_ca": "$work/dbca.crt",
+ "ca": "$admin/ca.crt", "clients_dir": "$admin/clients", "clients": $clients,
+ "revocations": $revocations, "warm_calls": 5, "haproxy_port": $hport,
+ "client_source": "127.0.0.3", "balancer_source": "127.0.0.2", "pg_down_secs": $down,
+ "pg_stop": "$work/pg-stop.sh", "pg_start": "$work/pg-start.sh",
+ "replicas": [$replicas_json]}
+JSON
+"$venv/bin/python" "$here/fleet_check.py" "$work/fleet.json" || fail "fleet checks (above)"
+
+"$MCP_ZT" --home "$admin" --ledger "$ledger" doctor >"$work/doctor.out" 2>&1 ||
+  { cat "$work/doctor.out" >&2; fail "doctor on the shared ledger after the run"; }
+echo "ok: doctor on the shared ledger after kill -9 and the database restart: green" >&2
+
+# --- ledger migrate: a sled ledger of $records records into the second database ---
+mig="$work/sled"
+"$MCP_ZT" --home "$mig" ca init >/dev/null 2>&1 || fail "ca init (sled)"
+for n in a b c d e f; do "$MCP_ZT" --home "$mig" issue --role viewer --name "m-$n" >/dev/null 2>&1 || fail "issue m-$n"; done
+for n in a b c; do "$MCP_ZT" --home "$mig" revoke "m-$n" >/dev/null 2>&1 || fail "revoke m-$n"; done
+"$seed" "$mig" $((records - 6)) 2>/dev/null || fail "seed_ledger"
+target="postgres://postgres@127.0.0.1:$pgport/migrated?sslmode=require"
+"$MCP_ZT" --home "$mig" ledger migrate --to "$target" >"$work/migrate.out" 2>&1 ||
+  { cat "$work/migrate.out" >&2; fail "ledger migrate"; }
+sed 's/^/   /' "$work/migrate.out" >&2
+"$MCP_ZT" --home "$mig" ledger migrate --to "$target" >"$work/migrate2.out" 2>&1 ||
+  { cat "$work/migrate2.out" >&2; fail "a second ledger migrate (verify only)"; }
+grep -q '^verified' "$work/migrate2.out" || fail "a second migrate did not just verify"
+"$MCP_ZT" --home "$mig" doctor >"$work/d1.out" 2>&1 || { cat "$work/d1.out" >&2; fail "doctor (sled)"; }
+"$MCP_ZT" --home "$mig" --ledger "$target" doctor >"$work/d2.out" 2>&1 ||
+  { cat "$work/d2.out" >&2; fail "doctor (PostgreSQL)"; }
+"$MCP_ZT" --home "$mig" list --json >"$work/l1.json"
+"$MCP_ZT" --home "$mig" --ledger "$target" list --json >"$work/l2.json"
+cmp -s "$work/l1.json" "$work/l2.json" || fail "list --json differs between sled and PostgreSQL"
+total=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/l2.json")
+[ "$total" = "$records" ] || fail "PostgreSQL lists $total records, expected $records"
+# The CRL published from each ledger: HOME copies without their CRL, repaired by doctor.
+for side in sled pg; do
+  c="$work/crl-$side"
+  mkdir -m 700 "$c"
+  (cd "$mig" && tar cf - --exclude=./ledger --exclude=./crl.pem .) | (cd "$c" && tar xf -)
+  if [ "$side" = sled ]; then cp -a "$mig/ledger" "$c/ledger"; fi
+  if [ "$side" = sled ]; then arg=(); else arg=(--ledger "$target"); fi
+  "$MCP_ZT" --home "$c" "${arg[@]}" doctor --repair >/dev/null 2>&1 || true
+  "$MCP_ZT" --home "$c" "${arg[@]}" doctor >"$work/dc.out" 2>&1 ||
+    { cat "$work/dc.out" >&2; fail "doctor after --repair ($side)"; }
+  openssl crl -in "$c/crl.pem" -noout -text | sed -n 's/^ *Serial Number: *//p' | sort >"$work/serials-$side"
+done
+cmp -s "$work/serials-sled" "$work/serials-pg" || fail "the CRLs from sled and PostgreSQL list different serials"
+echo "ok: ledger migrate of $records records: doctor green on both, list --json equal, both CRLs list the same $(wc -l <"$work/serials-pg") serials" >&2
+echo "fleet-test ($mode): all checks passed" >&2

@@ -1,0 +1,703 @@
+//! The PostgreSQL backend: the shared ledger of a fleet of replicas.
+//!
+//! What the database enforces (schema in [`schema`]): one row per serial (primary key); a
+//! revocation is a row-locked read-check-update in one transaction, so two revokes give one
+//! revocation and one "already revoked"; renewal and chain revocation lock the rows they read,
+//! so they serialize like sled's transactions (a deadlock between two of them is retried);
+//! the CRL number is one row incremented in place; triggers refuse un-revoking and a CRL
+//! number that goes down. Nothing relies on a lock inside this process.
+//!
+//! Every committed revocation is announced with `NOTIFY` on [`schema::REVOCATION_CHANNEL`]
+//! (delivered only if the transaction commits); replicas `LISTEN` ([`listen`]) and resync
+//! periodically to catch what a dropped connection missed.
+//!
+//! The rest of mcp-zt calls the ledger synchronously (the CLI, and the server from blocking
+//! threads). [`PgLedger`] owns a small runtime of its own for tokio-postgres, so a call from
+//! any thread, inside an async runtime or not, neither panics nor needs one.
+
+pub mod schema;
+
+use std::sync::mpsc::sync_channel;
+use std::sync::Arc;
+use std::time::Duration;
+
+use futures_util::future::BoxFuture;
+use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, Client, Notification, Transaction};
+
+use super::target::PgTarget;
+use super::{decode, encode, ChainRevocation, LedgerError, LedgerSpec, MAX_CHAIN};
+use super::{CaMeta, CertRecord, Revocation};
+use crate::pki::build::Reason;
+use schema::{MIGRATIONS, MIGRATION_LOCK, REVOCATION_CHANNEL};
+
+/// The longest one ledger operation may take once connected.
+const OP_TIMEOUT: Duration = Duration::from_secs(15);
+
+/// How often a transaction that lost a deadlock or serialization race is retried.
+const RETRIES: usize = 5;
+
+/// An error inside an operation: PostgreSQL's, or the ledger's own verdict.
+pub enum OpError {
+    /// From tokio-postgres.
+    Pg(tokio_postgres::Error),
+    /// A ledger verdict (not found, already revoked, ...).
+    Ledger(LedgerError),
+}
+
+impl From<tokio_postgres::Error> for OpError {
+    fn from(e: tokio_postgres::Error) -> Self {
+        OpError::Pg(e)
+    }
+}
+
+impl From<LedgerError> for OpError {
+    fn from(e: LedgerError) -> Self {
+        OpError::Ledger(e)
+    }
+}
+
+impl OpError {
+    fn into_ledger(self, target: &str) -> LedgerError {
+        match self {
+            OpError::Ledger(e) => e,
+            OpError::Pg(e) => pg_error(target, &e),
+        }
+    }
+
+    fn retryable(&self) -> bool {
+        matches!(self, OpError::Pg(e) if matches!(
+            e.code(),
+            Some(c) if *c == SqlState::T_R_DEADLOCK_DETECTED
+                || *c == SqlState::T_R_SERIALIZATION_FAILURE
+        ))
+    }
+
+    fn is_unique_violation(&self) -> bool {
+        matches!(self, OpError::Pg(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
+    }
+}
+
+/// A tokio-postgres error as a ledger error: an answer from the server is `Database`,
+/// anything else (refused, reset, closed, timed out) is `Unreachable`.
+pub fn pg_error(target: &str, e: &tokio_postgres::Error) -> LedgerError {
+    match e.as_db_error() {
+        Some(db) => LedgerError::Database {
+            target: target.to_string(),
+            message: format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        },
+        None => {
+            let mut message = e.to_string();
+            let mut src = std::error::Error::source(e);
+            while let Some(s) = src {
+                message.push_str(&format!(": {s}"));
+                src = s.source();
+            }
+            LedgerError::Unreachable {
+                target: target.to_string(),
+                message,
+            }
+        }
+    }
+}
+
+type Op<T> = Box<dyn for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, OpError>> + Send>;
+
+struct Inner {
+    target: PgTarget,
+    client: tokio::sync::Mutex<Option<Client>>,
+}
+
+impl Inner {
+    async fn call<T>(&self, op: Op<T>) -> Result<T, LedgerError> {
+        let mut guard = self.client.lock().await;
+        if guard.as_ref().is_none_or(|c| c.is_closed()) {
+            *guard = None;
+            *guard = Some(connect(&self.target, None).await?);
+        }
+        let Some(client) = guard.as_mut() else {
+            return Err(self.unreachable("not connected"));
+        };
+        let r = match tokio::time::timeout(OP_TIMEOUT, op(client)).await {
+            Ok(r) => r.map_err(|e| e.into_ledger(&self.target.shown)),
+            Err(_) => Err(self.unreachable(&format!("no answer within {OP_TIMEOUT:?}"))),
+        };
+        if matches!(r, Err(LedgerError::Unreachable { .. })) {
+            // Connection state unknown: start afresh next time.
+            *guard = None;
+        }
+        r
+    }
+
+    fn unreachable(&self, message: &str) -> LedgerError {
+        LedgerError::Unreachable {
+            target: self.target.shown.clone(),
+            message: message.into(),
+        }
+    }
+}
+
+/// Connects, and drives the connection on the current runtime. Notifications go to `notify`
+/// when given (a `LISTEN`ing connection); the channel closes when the connection does.
+pub async fn connect(
+    t: &PgTarget,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
+) -> Result<Client, LedgerError> {
+    let err = |e: tokio_postgres::Error| pg_error(&t.shown, &e);
+    match &t.tls {
+        Some(tls) => {
+            let (client, conn) = t.config.connect(tls.clone()).await.map_err(err)?;
+            drive(conn, notify);
+            Ok(client)
+        }
+        None => {
+            let (client, conn) = t.config.connect(tokio_postgres::NoTls).await.map_err(err)?;
+            drive(conn, notify);
+            Ok(client)
+        }
+    }
+}
+
+fn drive<S, T>(
+    mut conn: tokio_postgres::Connection<S, T>,
+    notify: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        while let Some(Ok(msg)) = futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            if let (AsyncMessage::Notification(n), Some(tx)) = (msg, &notify) {
+                if tx.send(n).is_err() {
+                    break;
+                }
+            }
+        }
+    });
+}
+
+/// A connection that listens for revocations. The receiver ends when the connection drops.
+pub async fn listen(
+    t: &PgTarget,
+) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Notification>), LedgerError> {
+    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+    let client = connect(t, Some(tx)).await?;
+    client
+        .batch_execute(&format!("LISTEN {REVOCATION_CHANNEL}"))
+        .await
+        .map_err(|e| pg_error(&t.shown, &e))?;
+    Ok((client, rx))
+}
+
+/// Reads a notification's payload: `(serial, unix_ms of the revoke)`.
+pub fn parse_notification(payload: &str) -> Option<(String, i64)> {
+    let (serial, ms) = payload.split_once(' ')?;
+    if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    Some((serial.to_string(), ms.parse().ok()?))
+}
+
+/// Every revoked serial (replica resync).
+pub async fn revoked_serials(c: &Client, target: &str) -> Result<Vec<String>, LedgerError> {
+    let rows = c
+        .query("SELECT serial FROM mcpzt_certs WHERE revoked", &[])
+        .await
+        .map_err(|e| pg_error(target, &e))?;
+    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
+}
+
+/// The records of these serials (replica resync).
+pub async fn records_of(
+    c: &Client,
+    target: &str,
+    serials: &[String],
+) -> Result<Vec<CertRecord>, LedgerError> {
+    let rows = c
+        .query(
+            "SELECT serial, record FROM mcpzt_certs WHERE serial = ANY($1)",
+            &[&serials],
+        )
+        .await
+        .map_err(|e| pg_error(target, &e))?;
+    rows.iter()
+        .map(|r| decode(r.get::<_, &str>(0), r.get::<_, &str>(1).as_bytes()))
+        .collect()
+}
+
+/// The PostgreSQL ledger.
+pub struct PgLedger {
+    rt: Option<tokio::runtime::Runtime>,
+    inner: Arc<Inner>,
+}
+
+impl Drop for PgLedger {
+    fn drop(&mut self) {
+        // Dropping a runtime blocks; this may run on an async worker.
+        if let Some(rt) = self.rt.take() {
+            rt.shutdown_background();
+        }
+    }
+}
+
+impl PgLedger {
+    /// Connects and applies the schema migrations this build knows.
+    pub fn open(spec: &LedgerSpec) -> Result<PgLedger, LedgerError> {
+        let target = spec.target()?;
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("mcp-zt-ledger")
+            .enable_all()
+            .build()
+            .map_err(|e| LedgerError::Config(format!("cannot start the ledger thread: {e}")))?;
+        let me = PgLedger {
+            rt: Some(rt),
+            inner: Arc::new(Inner {
+                target,
+                client: tokio::sync::Mutex::new(None),
+            }),
+        };
+        me.run(|c| Box::pin(migrate(c)))?;
+        Ok(me)
+    }
+
+    /// `user@host:port/database`.
+    pub fn target(&self) -> &str {
+        &self.inner.target.shown
+    }
+
+    /// The connection settings (for the server's listening connection).
+    pub fn pg_target(&self) -> &PgTarget {
+        &self.inner.target
+    }
+
+    fn run<T: Send + 'static, F>(&self, op: F) -> Result<T, LedgerError>
+    where
+        F: for<'c> FnOnce(&'c mut Client) -> BoxFuture<'c, Result<T, OpError>> + Send + 'static,
+    {
+        let op: Op<T> = Box::new(op);
+        let Some(rt) = &self.rt else {
+            return Err(self.inner.unreachable("the ledger is closed"));
+        };
+        let inner = self.inner.clone();
+        let (tx, rx) = sync_channel(1);
+        rt.spawn(async move {
+            let _ = tx.send(inner.call(op).await);
+        });
+        rx.recv()
+            .map_err(|_| self.inner.unreachable("the ledger thread stopped"))?
+    }
+
+    /// The CA's metadata.
+    pub fn ca_meta(&self) -> Result<Option<CaMeta>, LedgerError> {
+        self.run(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt("SELECT value FROM mcpzt_meta WHERE key = 'ca'", &[])
+                    .await?;
+                Ok(match row {
+                    Some(r) => Some(decode("meta/ca", r.get::<_, &str>(0).as_bytes())?),
+                    None => None,
+                })
+            })
+        })
+    }
+
+    /// Records the CA's metadata.
+    pub fn set_ca_meta(&self, meta: &CaMeta) -> Result<(), LedgerError> {
+        let value = json(meta)?;
+        self.run(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "INSERT INTO mcpzt_meta (key, value) VALUES ('ca', $1) \
+                     ON CONFLICT (key) DO UPDATE SET value = EXCLUDED.value",
+                    &[&value],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+
+    /// Inserts records in one transaction; a serial already present fails the whole batch.
+    pub fn insert_many(&self, recs: &[CertRecord]) -> Result<(), LedgerError> {
+        let rows = recs
+            .iter()
+            .map(|r| Ok((r.clone(), json(r)?)))
+            .collect::<Result<Vec<_>, LedgerError>>()?;
+        self.run(move |c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let stmt = tx
+                    .prepare(
+                        "INSERT INTO mcpzt_certs \
+                         (serial, record, issued_at, revoked, revocation_seq, superseded_by) \
+                         VALUES ($1, $2, $3, $4, \
+                         CASE WHEN $4 THEN nextval('mcpzt_revocation_seq') END, $5)",
+                    )
+                    .await?;
+                for (rec, value) in &rows {
+                    let revoked = rec.revocation.is_some();
+                    let r = tx
+                        .execute(
+                            &stmt,
+                            &[
+                                &rec.serial,
+                                value,
+                                &rec.issued_at,
+                                &revoked,
+                                &rec.superseded_by,
+                            ],
+                        )
+                        .await;
+                    if let Err(e) = r {
+                        let e = OpError::Pg(e);
+                        if e.is_unique_violation() {
+                            return Err(LedgerError::DuplicateSerial(rec.serial.clone()).into());
+                        }
+                        return Err(e);
+                    }
+                }
+                tx.commit().await?;
+                Ok(())
+            })
+        })
+    }
+
+    /// One record.
+    pub fn get(&self, serial_hex: &str) -> Result<Option<CertRecord>, LedgerError> {
+        let serial = serial_hex.to_ascii_lowercase();
+        self.run(move |c| {
+            Box::pin(async move {
+                let row = c
+                    .query_opt(
+                        "SELECT record FROM mcpzt_certs WHERE serial = $1",
+                        &[&serial],
+                    )
+                    .await?;
+                Ok(match row {
+                    Some(r) => Some(decode(&serial, r.get::<_, &str>(0).as_bytes())?),
+                    None => None,
+                })
+            })
+        })
+    }
+
+    /// Every record, oldest issuance first.
+    pub fn all(&self) -> Result<Vec<CertRecord>, LedgerError> {
+        self.run(|c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT serial, record FROM mcpzt_certs ORDER BY issued_at, serial",
+                        &[],
+                    )
+                    .await?;
+                let mut out = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    out.push(decode(r.get::<_, &str>(0), r.get::<_, &str>(1).as_bytes())?);
+                }
+                Ok(out)
+            })
+        })
+    }
+
+    /// Compare-and-swap revoke of one certificate.
+    pub fn revoke(
+        &self,
+        serial_hex: &str,
+        reason: Reason,
+        at: i64,
+    ) -> Result<CertRecord, LedgerError> {
+        let serial = serial_hex.to_ascii_lowercase();
+        self.run(move |c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                let Some(mut rec) = locked(&tx, &serial).await? else {
+                    return Err(LedgerError::NotFound(serial).into());
+                };
+                if rec.revocation.is_some() {
+                    return Err(LedgerError::AlreadyRevoked {
+                        serial: rec.serial,
+                        name: rec.name,
+                    }
+                    .into());
+                }
+                rec.revocation = Some(Revocation { at, reason });
+                mark_revoked(&tx, &rec).await?;
+                tx.commit().await?;
+                Ok(rec)
+            })
+        })
+    }
+
+    /// Renewal: inserts `new` and links `old` to it, in one transaction with `old` locked.
+    pub fn record_renewal(&self, old: &str, new: &CertRecord, now: i64) -> Result<(), LedgerError> {
+        let old = old.to_ascii_lowercase();
+        let new = new.clone();
+        let new_json = json(&new)?;
+        self.run(move |c| {
+            Box::pin(async move {
+                retrying(c, |tx| {
+                    let (old, new, new_json) = (old.clone(), new.clone(), new_json.clone());
+                    Box::pin(async move { renew_in(tx, &old, &new, &new_json, now).await })
+                })
+                .await
+            })
+        })
+    }
+
+    /// Revokes a whole renewal chain in one transaction, each row locked as it is read.
+    pub fn revoke_chain(
+        &self,
+        serial: &str,
+        reason: Reason,
+        at: i64,
+    ) -> Result<ChainRevocation, LedgerError> {
+        let serial = serial.to_ascii_lowercase();
+        self.run(move |c| {
+            Box::pin(async move {
+                retrying(c, |tx| {
+                    let serial = serial.clone();
+                    Box::pin(async move { revoke_chain_in(tx, &serial, reason, at).await })
+                })
+                .await
+            })
+        })
+    }
+
+    /// The next CRL number (the one row, incremented in place).
+    pub fn next_crl_number(&self) -> Result<u64, LedgerError> {
+        self.run(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one(
+                        "UPDATE mcpzt_crl_number SET n = n + 1 WHERE id RETURNING n",
+                        &[],
+                    )
+                    .await?;
+                Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            })
+        })
+    }
+
+    /// The last CRL number handed out.
+    pub fn crl_number(&self) -> Result<u64, LedgerError> {
+        self.run(|c| {
+            Box::pin(async move {
+                let row = c
+                    .query_one("SELECT n FROM mcpzt_crl_number WHERE id", &[])
+                    .await?;
+                Ok(u64::try_from(row.get::<_, i64>(0)).unwrap_or(0))
+            })
+        })
+    }
+
+    /// Raises the CRL number to at least `n`.
+    pub fn raise_crl_number(&self, n: u64) -> Result<(), LedgerError> {
+        let n = i64::try_from(n).map_err(|_| LedgerError::Config("CRL number too large".into()))?;
+        self.run(move |c| {
+            Box::pin(async move {
+                c.execute(
+                    "UPDATE mcpzt_crl_number SET n = GREATEST(n, $1) WHERE id",
+                    &[&n],
+                )
+                .await?;
+                Ok(())
+            })
+        })
+    }
+}
+
+/// Now, in Unix milliseconds (the revoke time announced to replicas, for propagation lag).
+pub fn unix_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+}
+
+fn json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
+    String::from_utf8(encode(v)?).map_err(|e| LedgerError::Corrupt {
+        key: "(new record)".into(),
+        message: e.to_string(),
+    })
+}
+
+async fn migrate(c: &mut Client) -> Result<(), OpError> {
+    let tx = c.transaction().await?;
+    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+        .await?;
+    tx.batch_execute(
+        "CREATE TABLE IF NOT EXISTS mcpzt_schema (\
+         version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+    )
+    .await?;
+    let current: i32 = tx
+        .query_one("SELECT COALESCE(max(version), 0) FROM mcpzt_schema", &[])
+        .await?
+        .get(0);
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    if current > known {
+        return Err(LedgerError::Config(format!(
+            "the ledger database has schema version {current}, newer than this mcp-zt knows \
+             ({known}): upgrade mcp-zt before pointing it at this database"
+        ))
+        .into());
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
+        tx.batch_execute(sql).await?;
+        tx.execute("INSERT INTO mcpzt_schema (version) VALUES ($1)", &[version])
+            .await?;
+    }
+    tx.commit().await?;
+    Ok(())
+}
+
+/// Runs `body` in a transaction, again (up to [`RETRIES`] times) when PostgreSQL aborted it
+/// for a deadlock or serialization failure; commits on success.
+async fn retrying<T, F>(c: &mut Client, body: F) -> Result<T, OpError>
+where
+    F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, OpError>>,
+{
+    let mut attempt = 0;
+    loop {
+        attempt += 1;
+        let tx = c.transaction().await?;
+        let r = body(&tx).await;
+        let r = match r {
+            Ok(v) => tx.commit().await.map(|_| v).map_err(OpError::Pg),
+            Err(e) => Err(e),
+        };
+        match r {
+            Err(e) if e.retryable() && attempt < RETRIES => continue,
+            r => return r,
+        }
+    }
+}
+
+/// Reads one record with its row locked until the transaction ends.
+async fn locked(tx: &Transaction<'_>, serial: &str) -> Result<Option<CertRecord>, OpError> {
+    let row = tx
+        .query_opt(
+            "SELECT record FROM mcpzt_certs WHERE serial = $1 FOR UPDATE",
+            &[&serial],
+        )
+        .await?;
+    Ok(match row {
+        Some(r) => Some(decode(serial, r.get::<_, &str>(0).as_bytes())?),
+        None => None,
+    })
+}
+
+/// Writes a revoked record, takes its place in the revocation order and announces it (the
+/// announcement is delivered only if the transaction commits).
+async fn mark_revoked(tx: &Transaction<'_>, rec: &CertRecord) -> Result<(), OpError> {
+    let value = json(rec)?;
+    tx.execute(
+        "UPDATE mcpzt_certs SET record = $2, revoked = true, \
+         revocation_seq = nextval('mcpzt_revocation_seq') WHERE serial = $1",
+        &[&rec.serial, &value],
+    )
+    .await?;
+    let payload = format!("{} {}", rec.serial, unix_ms());
+    tx.execute("SELECT pg_notify($1, $2)", &[&REVOCATION_CHANNEL, &payload])
+        .await?;
+    Ok(())
+}
+
+async fn renew_in(
+    tx: &Transaction<'_>,
+    old: &str,
+    new: &CertRecord,
+    new_json: &str,
+    now: i64,
+) -> Result<(), OpError> {
+    let Some(mut rec) = locked(tx, old).await? else {
+        return Err(LedgerError::NotFound(old.into()).into());
+    };
+    if rec.revocation.is_some() {
+        return Err(LedgerError::NotRenewable {
+            serial: old.into(),
+            why: "revoked",
+        }
+        .into());
+    }
+    if now > rec.not_after {
+        return Err(LedgerError::NotRenewable {
+            serial: old.into(),
+            why: "expired",
+        }
+        .into());
+    }
+    if rec.superseded_by.is_some() {
+        return Err(LedgerError::AlreadyRenewed(old.into()).into());
+    }
+    let inserted = tx
+        .execute(
+            "INSERT INTO mcpzt_certs (serial, record, issued_at, superseded_by) \
+             VALUES ($1, $2, $3, NULL)",
+            &[&new.serial, &new_json, &new.issued_at],
+        )
+        .await;
+    if let Err(e) = inserted {
+        let e = OpError::Pg(e);
+        return Err(if e.is_unique_violation() {
+            LedgerError::DuplicateSerial(new.serial.clone()).into()
+        } else {
+            e
+        });
+    }
+    rec.superseded_by = Some(new.serial.clone());
+    let value = json(&rec)?;
+    tx.execute(
+        "UPDATE mcpzt_certs SET record = $2, superseded_by = $3 WHERE serial = $1",
+        &[&rec.serial, &value, &rec.superseded_by],
+    )
+    .await?;
+    Ok(())
+}
+
+async fn revoke_chain_in(
+    tx: &Transaction<'_>,
+    serial: &str,
+    reason: Reason,
+    at: i64,
+) -> Result<ChainRevocation, OpError> {
+    let Some(mut first) = locked(tx, serial).await? else {
+        return Err(LedgerError::NotFound(serial.into()).into());
+    };
+    for _ in 0..MAX_CHAIN {
+        let Some(prev) = first.renewed_from.clone() else {
+            break;
+        };
+        match locked(tx, &prev).await? {
+            Some(p) => first = p,
+            None => break,
+        }
+    }
+    let mut out = ChainRevocation::default();
+    let mut next = Some(first);
+    let mut steps = 0;
+    while let Some(mut rec) = next.take() {
+        steps += 1;
+        if steps > MAX_CHAIN {
+            return Err(LedgerError::Corrupt {
+                key: serial.into(),
+                message: "renewal chain loops".into(),
+            }
+            .into());
+        }
+        let successor = rec.superseded_by.clone();
+        if rec.revocation.is_some() {
+            out.already.push(rec);
+        } else {
+            rec.revocation = Some(Revocation { at, reason });
+            mark_revoked(tx, &rec).await?;
+            out.newly.push(rec);
+        }
+        if let Some(s) = successor {
+            next = locked(tx, &s).await?;
+        }
+    }
+    Ok(out)
+}
