@@ -17,7 +17,7 @@
 #     both, `list --json` equal, and the CRL published from each ledger lists the same serials.
 #
 # Usage: scripts/fleet-test.sh [short|full]
-#   short (CI):  32 clients, 5 revocations, database down 4 s, 1,000-record migration
+#   short (CI):  32 clients, 10 revocations, database down 4 s, 2,000-record migration
 #   full:        32 clients, 20 revocations, database down 10 s, 10,000-record migration
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -28,7 +28,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 mode="${1:-full}"
 case "$mode" in
-  short) revocations=5 down=4 records=1000 ;;
+  short) revocations=10 down=4 records=2000 ;;
   full) revocations=20 down=10 records=10000 ;;
   *) fail "usage: $0 [short|full]" ;;
 esac
@@ -43,10 +43,13 @@ root="$(cd "$here/.." && pwd)"
 if [ -n "${MCP_ZT_BIN:-}" ]; then
   MCP_ZT="$MCP_ZT_BIN"
   seed="$(dirname "$MCP_ZT_BIN")/examples/seed_ledger"
-  [ -x "$seed" ] || (cd "$root" && cargo build --locked --quiet --example seed_ledger)
+  contract="$(dirname "$MCP_ZT_BIN")/examples/ledger_contract"
+  [ -x "$seed" ] && [ -x "$contract" ] ||
+    (cd "$root" && cargo build --locked --quiet --example seed_ledger --example ledger_contract)
 else
   build_tools "${MCP_ZT_PROFILE:-release}"
   seed="$TOOLS/examples/seed_ledger"
+  contract="$TOOLS/examples/ledger_contract"
 fi
 
 venv="${MCP_ZT_VENV:-$here/.venv}"
@@ -60,7 +63,7 @@ pgdir="$(mktemp -d /tmp/mcpzt-pg.XXXXXX)"
 chmod 755 "$pgdir"
 pids=()
 cleanup() {
-  for p in "${pids[@]}"; do kill -TERM "$p" 2>/dev/null || true; done
+  for p in "${pids[@]}" $(cat "$work/extra.pids" 2>/dev/null); do kill -TERM "$p" 2>/dev/null || true; done
   as_pg "$pgbin/pg_ctl -D $pgdir/data -m immediate stop" >/dev/null 2>&1 || true
   wait 2>/dev/null || true
   rm -rf "$work" "$pgdir"
@@ -97,20 +100,37 @@ for verb in start stop; do
   fi
   chmod 700 "$work/pg-$verb.sh"
 done
-as_pg "$pgbin/psql -h $pgdir -p $pgport -U postgres -qc 'CREATE DATABASE mcpzt' -c 'CREATE DATABASE migrated'" >/dev/null
+as_pg "$pgbin/psql -h $pgdir -p $pgport -U postgres -qc 'CREATE DATABASE mcpzt' -c 'CREATE DATABASE migrated' -c 'CREATE DATABASE contract'" >/dev/null
 ledger="postgres://postgres@127.0.0.1:$pgport/mcpzt?sslmode=require"
 export MCP_ZT_LEDGER_CA="$work/dbca.crt"
 echo "== PostgreSQL $("$pgbin/postgres" --version | awk '{print $3}') on 127.0.0.1:$pgport (TLS), HAProxy $(haproxy -v | awk 'NR==1 {print $3}')" >&2
 
+# --- the ledger's contract on PostgreSQL: races between connections, enforced by the database ---
+"$contract" "postgres://postgres@127.0.0.1:$pgport/contract?sslmode=require" "$work/dbca.crt" >"$work/contract.out" 2>&1 ||
+  { cat "$work/contract.out" >&2; fail "ledger contract on PostgreSQL"; }
+sed 's/^/   /' "$work/contract.out" >&2
+# The schema refuses what no mcp-zt code path does: un-revoking, lowering the CRL number.
+for sql in "UPDATE mcpzt_certs SET revoked = false, revocation_seq = NULL WHERE revoked" \
+  "UPDATE mcpzt_crl_number SET n = 0"; do
+  if as_pg "$pgbin/psql -h $pgdir -p $pgport -U postgres -d contract -qc '$sql'" >"$work/sql.out" 2>&1; then
+    fail "the database accepted: $sql"
+  fi
+  grep -Eq 'cannot be undone|cannot go down' "$work/sql.out" || { cat "$work/sql.out" >&2; fail "$sql failed for another reason"; }
+done
+echo "ok: the database itself refuses un-revoking and a lower CRL number" >&2
+
 # --- the CA: an admin HOME (never serves) and three replica HOMEs copied from it ---
 admin="$work/admin"
-"$MCP_ZT" --home "$admin" --ledger "$ledger" ca init >/dev/null 2>&1 || fail "ca init on PostgreSQL"
+"$MCP_ZT" --home "$admin" --ledger "$ledger" ca init --crl-url http://crl.fleet.test/crl >/dev/null 2>&1 ||
+  fail "ca init on PostgreSQL"
 "$MCP_ZT" --home "$admin" --ledger "$ledger" ca init >"$work/reinit.out" 2>&1 &&
   fail "a second ca init on the same ledger was accepted"
 for i in $(seq 0 $((clients - 1))); do
   "$MCP_ZT" --home "$admin" --ledger "$ledger" issue --role viewer --name "$(printf 'fleet-%02d' "$i")" >/dev/null 2>&1 ||
     fail "issue fleet-$i"
 done
+openssl x509 -in "$admin/clients/fleet-00.crt" -noout -ext crlDistributionPoints 2>/dev/null |
+  grep -q 'URI:http://crl.fleet.test/crl' || fail "issued certificates lack the --crl-url distribution point"
 replicas_json=""
 for r in 1 2 3; do
   h="$work/r$r"
@@ -133,10 +153,23 @@ for r in 1 2 3; do
   replicas_json="$replicas_json${replicas_json:+,}{\"name\":\"replica$r\",\"port\":$port,\"ops\":\"$ops\",\"pid\":$pid,\"audit\":\"$h/audit.log\"}"
 done
 curl -sf "http://$ops1/readyz" >/dev/null || fail "replica 1 is not ready"
-curl -sf "http://$ops1/crl" -o "$work/crl.der" && openssl crl -inform DER -in "$work/crl.der" -noout 2>/dev/null ||
-  fail "/crl is not a DER CRL openssl reads"
+# fleet_check.py brings replica 3 back after killing it, on the same ports, with a short
+# --revocation-max-stale: it must refuse new handshakes once the database is gone that long.
+cat >"$work/restart-r3.sh" <<SH
+#!/usr/bin/env bash
+"$MCP_ZT" --home "$work/r3" --ledger "$ledger" serve --listen 127.0.0.1:$port3 --ops-listen $ops3 \
+  --proxy-protocol-from 127.0.0.2 --lockout-threshold 0 --max-handshakes-per-address 0 \
+  --max-connections-per-cert 0 --revocation-max-stale 2s >"$work/r3b.out" 2>"$work/r3b.err" &
+echo \$! >>"$work/extra.pids"
+echo \$!
+SH
+chmod 700 "$work/restart-r3.sh"
+curl -sf "http://$ops1/crl" -o "$work/crl.der" || fail "GET /crl"
+openssl crl -inform DER -in "$work/crl.der" -CAfile "$admin/intermediate.crt" -noout 2>&1 | grep -q 'verify OK' ||
+  fail "/crl is not a DER CRL that verifies against the intermediate"
+echo "ok: certificates carry the --crl-url distribution point; /crl serves a DER CRL openssl verifies" >&2
 
-# --- HAProxy: TCP, round robin, PROXY v2 from 127.0.0.2, health from each replica's /readyz ---
+# --- HAProxy: TCP, round robin, PROXY v2 from 127.0.0.2, health from each replica's /serving ---
 hport=$(free_port)
 cat >"$work/haproxy.cfg" <<CFG
 global
@@ -153,7 +186,7 @@ frontend mcp
   default_backend replicas
 backend replicas
   balance roundrobin
-  option httpchk GET /readyz
+  option httpchk GET /serving
   default-server send-proxy-v2 source 127.0.0.2 check inter 300 fall 2 rise 1
   server replica1 127.0.0.1:$port1 port ${ops1##*:}
   server replica2 127.0.0.1:$port2 port ${ops2##*:}
@@ -168,7 +201,7 @@ cat >"$work/fleet.json" <<JSON
  "ca": "$admin/ca.crt", "clients_dir": "$admin/clients", "clients": $clients,
  "revocations": $revocations, "warm_calls": 5, "haproxy_port": $hport,
  "client_source": "127.0.0.3", "balancer_source": "127.0.0.2", "pg_down_secs": $down,
- "pg_stop": "$work/pg-stop.sh", "pg_start": "$work/pg-start.sh",
+ "pg_stop": "$work/pg-stop.sh", "pg_start": "$work/pg-start.sh", "restart_r3": "$work/restart-r3.sh",
  "replicas": [$replicas_json]}
 JSON
 "$venv/bin/python" "$here/fleet_check.py" "$work/fleet.json" || fail "fleet checks (above)"

@@ -17,6 +17,7 @@ import sys
 import threading
 import time
 import http.client
+import urllib.error
 import urllib.request
 
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
@@ -273,6 +274,32 @@ else:
     ok("no revoked certificate accepted while the clients re-balanced")
 survivors = replicas[:-1]
 
+# The killed replica comes back (same ports) with --revocation-max-stale 2s.
+victim["pid"] = int(subprocess.run([cfg["restart_r3"]], capture_output=True, text=True,
+                                   check=True).stdout.split()[-1])
+deadline = time.time() + 30
+while time.time() < deadline:
+    try:
+        urllib.request.urlopen(f"http://{victim['ops']}/readyz", timeout=1).read()
+        break
+    except Exception:
+        time.sleep(0.1)
+else:
+    fail(f"{victim['name']} did not come back after its restart")
+if handshake_refused("127.0.0.1", victim["port"], live[0]):
+    fail(f"the restarted {victim['name']} refuses a known-good certificate")
+elif not handshake_refused("127.0.0.1", victim["port"], doomed[0]):
+    fail(f"the restarted {victim['name']} accepts a revoked certificate")
+else:
+    ok(f"{victim['name']} restarted: it admits known-good certificates and refuses revoked ones")
+
+
+def status(ops, path):
+    try:
+        return urllib.request.urlopen(f"http://{ops}{path}", timeout=2).status
+    except urllib.error.HTTPError as e:
+        return e.code
+
 # 4. PostgreSQL stopped for 10 s.
 target = live[-1]
 watch = [conns[target]] + [Conn(target, "127.0.0.1", r["port"], "127.0.0.1", r["name"])
@@ -302,9 +329,21 @@ fresh = Conn(live[0], hp_host, hp_port, cfg["client_source"], "probe")
 try:
     fresh.open()
     fresh.call()
-    ok("new handshakes still admitted within --revocation-max-stale")
+    ok("new handshakes through HAProxy still admitted within --revocation-max-stale (5 min)")
 except Exception as e:
     fail(f"a new handshake was refused while PostgreSQL was down (within max-stale): {e}")
+if handshake_refused("127.0.0.1", victim["port"], live[0]):
+    ok(f"{victim['name']} (--revocation-max-stale 2s) refuses new handshakes after "
+       f"{time.time() - t_down:.0f} s without the database (fail closed)")
+else:
+    fail(f"{victim['name']} admitted a new handshake past its --revocation-max-stale")
+codes = {r["name"]: (status(r["ops"], "/readyz"), status(r["ops"], "/serving")) for r in replicas}
+want = {r["name"]: (503, 200) for r in survivors} | {victim["name"]: (503, 503)}
+if codes != want:
+    fail(f"/readyz and /serving while the database is down: {codes}, expected {want}")
+else:
+    ok("while the database is down: /readyz 503 everywhere; /serving 200 on the replicas "
+       "within max-stale, 503 on the stale one (HAProxy checks /serving)")
 subprocess.run(cfg["pg_start"], shell=True, check=True, capture_output=True)
 t_up = time.time()
 for c in watch:
@@ -333,8 +372,23 @@ else:
        f"(the first revoke the database accepted) cut every replica's connection "
        f"{1000 * (max(cut) - (t_revoked - t_up)):.0f} ms later")
 
+deadline = time.time() + 5
+while time.time() < deadline and handshake_refused("127.0.0.1", victim["port"], live[0]):
+    time.sleep(0.1)
+if handshake_refused("127.0.0.1", victim["port"], live[0]):
+    fail(f"{victim['name']} still refuses new handshakes 5 s after the database's return")
+else:
+    ok(f"{victim['name']} admits new handshakes again {time.time() - t_up:.1f} s after the "
+       "database's return")
+
 for c in list(conns.values()) + [c for cs in direct.values() for c in cs] + watch:
     c.stop = True
+
+for rep in survivors:
+    kinds = [json.loads(x).get("event") for x in open(rep["audit"]) if x.startswith("{")]
+    if "ledger_unreachable" not in kinds or "ledger_reconnected" not in kinds:
+        fail(f"{rep['name']}: the audit log lacks ledger_unreachable/ledger_reconnected")
+ok("audit: ledger_unreachable and ledger_reconnected on every surviving replica")
 
 # 5. The audit logs: real client addresses, and no tool call accepted from a revoked
 #    certificate after the replica applied its revocation.
@@ -361,6 +415,19 @@ for rep in survivors + [victim]:
         fail(f"{rep['name']}: no handshake from the clients' real address in the audit log")
 ok(f"audit logs: clients appear as {cfg['client_source']} (PROXY v2), never as the balancer "
    f"{cfg['balancer_source']}; no call allowed after a revocation was applied")
+
+lag_sum = lag_count = 0
+for rep in survivors:
+    for fam in scrape(rep["ops"]):
+        if fam.name == "mcpzt_revocation_propagation_seconds":
+            for smp in fam.samples:
+                if smp.name.endswith("_sum"):
+                    lag_sum += smp.value
+                elif smp.name.endswith("_count"):
+                    lag_count += smp.value
+if lag_count:
+    print(f"propagation (mcpzt_revocation_propagation_seconds, commit to applied, "
+          f"{lag_count:.0f} notifications): mean {1000 * lag_sum / lag_count:.1f} ms", flush=True)
 
 if failures:
     sys.exit(1)

@@ -3,7 +3,11 @@
 //!
 //! - `/metrics`: Prometheus metrics (OpenMetrics text).
 //! - `/healthz`: the process is up.
-//! - `/readyz`: ready to admit clients: the ledger is reachable and revocations are fresh.
+//! - `/readyz`: fully ready: the ledger is reachable and revocations are fresh.
+//! - `/serving`: new handshakes are admitted (in sync, or the ledger lost for less than
+//!   `--revocation-max-stale`): what a load balancer should check, so that a database outage
+//!   does not take every replica out of rotation while they keep serving, and a replica that
+//!   went stale does.
 //! - `/crl`: the current CRL in DER, for relying parties that fetch it over HTTP (the URL a
 //!   `ca init --crl-url` puts into certificates).
 //!
@@ -30,6 +34,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         .route("/metrics", get(metrics))
         .route("/healthz", get(|| async { "ok\n" }))
         .route("/readyz", get(readyz))
+        .route("/serving", get(serving))
         .route("/crl", get(crl))
         .with_state(state);
     let _ = axum::serve(listener, app)
@@ -84,6 +89,20 @@ async fn readyz(State(state): State<Arc<AppState>>) -> Response {
             .into_response();
     }
     "ready\n".into_response()
+}
+
+async fn serving(State(state): State<Arc<AppState>>) -> Response {
+    if state.replica.fresh() {
+        return "serving\n".into_response();
+    }
+    (
+        StatusCode::SERVICE_UNAVAILABLE,
+        format!(
+            "refusing new handshakes: revocations not synced for {} ms\n",
+            state.replica.stale_ms()
+        ),
+    )
+        .into_response()
 }
 
 async fn crl(State(state): State<Arc<AppState>>) -> Response {
