@@ -2,7 +2,6 @@
 //! certificate failing in a loop locks out itself only, and per-address and per-certificate caps
 //! and HTTP timeouts bound what one peer can hold.
 
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -10,7 +9,8 @@ use tokio::net::TcpStream;
 
 use crate::common::Env;
 use crate::server_env::{
-    audit_len, client_of, http_client, post, wait_audit, wait_audit_after, Server, INIT,
+    audit_len, client_of, http_client, localhost, post, tls_connector, wait_audit,
+    wait_audit_after, Server, INIT,
 };
 
 /// The first bytes of a TLS ClientHello record: a handshake that is started and never finished.
@@ -254,30 +254,11 @@ async fn tls_of(
     server: &Server,
     name: &str,
 ) -> tokio_rustls::client::TlsStream<TcpStream> {
-    use rustls::pki_types::pem::PemObject;
-    use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
-    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
-    let mut roots = rustls::RootCertStore::empty();
-    roots
-        .add(CertificateDer::from_pem_file(env.home.join("ca.crt")).expect("ca"))
-        .expect("root");
-    let dir = env.home.join("clients");
-    let certs = CertificateDer::pem_file_iter(dir.join(format!("{name}.crt")))
-        .expect("cert")
-        .collect::<Result<Vec<_>, _>>()
-        .expect("cert");
-    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).expect("key");
-    let config = rustls::ClientConfig::builder_with_provider(provider)
-        .with_safe_default_protocol_versions()
-        .expect("versions")
-        .with_root_certificates(roots)
-        .with_client_auth_cert(certs, key)
-        .expect("client cert");
     let tcp = TcpStream::connect(("127.0.0.1", server.port))
         .await
         .expect("connect");
-    tokio_rustls::TlsConnector::from(Arc::new(config))
-        .connect(ServerName::try_from("localhost").expect("name"), tcp)
+    tls_connector(env, name)
+        .connect(localhost(), tcp)
         .await
         .expect("handshake")
 }

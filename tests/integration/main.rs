@@ -5,6 +5,7 @@ mod admission;
 mod audit_log;
 mod common;
 mod connect;
+mod fleet_ops;
 mod gateway;
 mod hardening;
 mod holder;

@@ -16,6 +16,8 @@ use crate::common::{bin, Env};
 pub struct Server {
     pub child: Child,
     pub port: u16,
+    /// The operations listener's address, when started with `--ops-listen`.
+    pub ops: Option<String>,
 }
 
 impl Drop for Server {
@@ -44,8 +46,13 @@ impl Server {
             .expect("start server");
         let stdout = child.stdout.take().expect("stdout");
         let (tx, rx) = std::sync::mpsc::channel();
+        let ops = std::sync::Arc::new(std::sync::Mutex::new(None));
+        let ops_seen = ops.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if let Some(addr) = line.strip_prefix("ops ") {
+                    *ops_seen.lock().expect("ops") = Some(addr.to_string());
+                }
                 if let Some(addr) = line.strip_prefix("listening ") {
                     let _ = tx.send(addr.to_string());
                 }
@@ -54,17 +61,49 @@ impl Server {
         let addr = rx
             .recv_timeout(Duration::from_secs(20))
             .expect("server did not start listening");
+        // Printed before "listening".
+        let ops = ops.lock().expect("ops").clone();
         let port = addr
             .rsplit(':')
             .next()
             .and_then(|p| p.parse().ok())
             .expect("port");
-        Server { child, port }
+        Server { child, port, ops }
     }
 
     pub fn url(&self) -> String {
         format!("https://localhost:{}/mcp", self.port)
     }
+}
+
+/// A rustls connector trusting only HOME's CA and presenting `name`'s certificate, for
+/// connections driven by hand.
+pub fn tls_connector(env: &Env, name: &str) -> tokio_rustls::TlsConnector {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+    let provider = std::sync::Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_file(env.home.join("ca.crt")).expect("ca"))
+        .expect("root");
+    let dir = env.home.join("clients");
+    let certs = CertificateDer::pem_file_iter(dir.join(format!("{name}.crt")))
+        .expect("cert")
+        .collect::<Result<Vec<_>, _>>()
+        .expect("cert");
+    let key = PrivateKeyDer::from_pem_file(dir.join(format!("{name}.key"))).expect("key");
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_client_auth_cert(certs, key)
+        .expect("client cert");
+    tokio_rustls::TlsConnector::from(std::sync::Arc::new(config))
+}
+
+/// The server name the test server's certificate carries.
+pub fn localhost() -> rustls::pki_types::ServerName<'static> {
+    rustls::pki_types::ServerName::try_from("localhost").expect("name")
 }
 
 /// A reqwest client trusting only the CA, presenting `name`'s certificate (if any).
