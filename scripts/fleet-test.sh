@@ -217,12 +217,17 @@ for n in a b c d e f; do "$MCP_ZT" --home "$mig" issue --role viewer --name "m-$
 for n in a b c; do "$MCP_ZT" --home "$mig" revoke "m-$n" >/dev/null 2>&1 || fail "revoke m-$n"; done
 "$seed" "$mig" $((records - 6)) 2>/dev/null || fail "seed_ledger"
 target="postgres://postgres@127.0.0.1:$pgport/migrated?sslmode=require"
+# For the CRL comparison: the sled side as it was before the move, without its CRL.
+mkdir -m 700 "$work/crl-sled"
+(cd "$mig" && tar cf - --exclude=./crl.pem .) | (cd "$work/crl-sled" && tar xf -)
 "$MCP_ZT" --home "$mig" ledger migrate --to "$target" >"$work/migrate.out" 2>&1 ||
   { cat "$work/migrate.out" >&2; fail "ledger migrate"; }
 sed 's/^/   /' "$work/migrate.out" >&2
 "$MCP_ZT" --home "$mig" ledger migrate --to "$target" >"$work/migrate2.out" 2>&1 ||
   { cat "$work/migrate2.out" >&2; fail "a second ledger migrate (verify only)"; }
 grep -q '^verified' "$work/migrate2.out" || fail "a second migrate did not just verify"
+"$MCP_ZT" --home "$mig" revoke m-d >"$work/moved.out" 2>&1 && fail "the migrated sled ledger still took a revocation"
+grep -q 'read-only' "$work/moved.out" || { cat "$work/moved.out" >&2; fail "unclear refusal on the migrated sled ledger"; }
 "$MCP_ZT" --home "$mig" doctor >"$work/d1.out" 2>&1 || { cat "$work/d1.out" >&2; fail "doctor (sled)"; }
 "$MCP_ZT" --home "$mig" --ledger "$target" doctor >"$work/d2.out" 2>&1 ||
   { cat "$work/d2.out" >&2; fail "doctor (PostgreSQL)"; }
@@ -232,11 +237,10 @@ cmp -s "$work/l1.json" "$work/l2.json" || fail "list --json differs between sled
 total=$(python3 -c 'import json,sys; print(len(json.load(open(sys.argv[1]))))' "$work/l2.json")
 [ "$total" = "$records" ] || fail "PostgreSQL lists $total records, expected $records"
 # The CRL published from each ledger: HOME copies without their CRL, repaired by doctor.
+mkdir -m 700 "$work/crl-pg"
+(cd "$mig" && tar cf - --exclude=./ledger --exclude=./crl.pem .) | (cd "$work/crl-pg" && tar xf -)
 for side in sled pg; do
   c="$work/crl-$side"
-  mkdir -m 700 "$c"
-  (cd "$mig" && tar cf - --exclude=./ledger --exclude=./crl.pem .) | (cd "$c" && tar xf -)
-  if [ "$side" = sled ]; then cp -a "$mig/ledger" "$c/ledger"; fi
   if [ "$side" = sled ]; then arg=(); else arg=(--ledger "$target"); fi
   "$MCP_ZT" --home "$c" "${arg[@]}" doctor --repair >/dev/null 2>&1 || true
   "$MCP_ZT" --home "$c" "${arg[@]}" doctor >"$work/dc.out" 2>&1 ||

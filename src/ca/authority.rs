@@ -493,9 +493,12 @@ impl Authority {
     /// signed, with the next CRL number) and replaces the files atomically. Returns the CRL
     /// of the current CA, which is also `HOME/crl.pem`.
     pub fn publish_crl(&self, signer: &Signer) -> Result<String, CaError> {
-        let all = self.ledger.all()?;
+        // The revocations and the CRL numbers are read together: with replicas publishing at
+        // once, a higher number must never carry an older set of revocations.
+        let cas: Vec<_> = signer.all().collect();
+        let (all, first) = self.ledger.crl_snapshot(cas.len() as u64)?;
         let mut current = String::new();
-        for ca in signer.all() {
+        for (this, ca) in (first..).zip(cas) {
             let entries: Vec<RevokedEntry> = all
                 .iter()
                 .filter(|r| r.issuer.as_deref() == ca.id())
@@ -508,10 +511,9 @@ impl Authority {
                     })
                 })
                 .collect();
-            let number = self.ledger.next_crl_number()?;
             let pem = build::crl(
                 &ca.issuer()?,
-                number,
+                this,
                 pki::now(),
                 Duration::days(CRL_LIFETIME_DAYS),
                 &entries,

@@ -245,14 +245,17 @@ fn make(
         fsutil::ensure_private_dir(&home.ledger())?;
     }
     let ledger = Ledger::open(&home.ledger(), home.ledger_spec())?;
-    if ledger.is_shared() && ledger.ca_meta()?.is_some() {
-        return Err(CaError::AlreadyInitialized(format!(
-            "{} (the ledger {} already holds a CA: copy that CA's HOME to run another replica)",
-            home.display(),
-            ledger.describe()
-        )));
+    match ledger.init_ca_meta(&meta) {
+        Err(crate::ledger::LedgerError::AlreadyInitialized) => {
+            return Err(CaError::AlreadyInitialized(format!(
+                "{} (the ledger {} already holds a CA: copy that CA's HOME to run another \
+                 replica)",
+                home.display(),
+                ledger.describe()
+            )))
+        }
+        r => r?,
     }
-    ledger.set_ca_meta(&meta)?;
     new_file(written, home.ca_cert(), anchor_pem.as_bytes(), PUBLIC_MODE)?;
     if let Some(serial) = intermediate_serial {
         let chain = fsutil::read(&home.intermediate_cert_of(&serial))?;

@@ -577,7 +577,7 @@ fn ledger_migrate(home: &Home, to: &str, ca: Option<std::path::PathBuf>, json: b
     println!("verified: every record and the CA metadata read back equal; the CRL number did not go down");
     println!(
         "from now on run every command of this CA with --ledger URL (or MCP_ZT_LEDGER); \
-         HOME/ledger is no longer written and is kept as it was"
+         HOME/ledger is kept for reference, read-only: commands that would write it are refused"
     );
     Ok(())
 }

@@ -142,7 +142,14 @@ pub enum LedgerCommand {
     /// server first; afterwards run every command with --ledger URL (or MCP_ZT_LEDGER).
     Migrate {
         /// The target: postgres://user[:password]@host[:port]/database (schema created).
-        #[arg(long, value_name = "URL")]
+        /// Prefer the environment variable when the URL holds a password (the command line
+        /// shows in `ps` and shell history).
+        #[arg(
+            long,
+            value_name = "URL",
+            env = "MCP_ZT_MIGRATE_TO",
+            hide_env_values = true
+        )]
         to: String,
         /// Print JSON.
         #[arg(long)]

@@ -1,9 +1,10 @@
 //! `ledger migrate`: copies a sled ledger into PostgreSQL completely, then proves it.
 //!
-//! Order matters for a copy that can be interrupted: the records go in one transaction, then
-//! the CRL counter is raised, and the CA metadata is written last. A database without CA
+//! Order matters for a copy that can be interrupted: the records go in (transactions of 5,000),
+//! then the CRL counter is raised, and the CA metadata is written last. A database without CA
 //! metadata reads as "not initialized", so a copy cut short is never mistaken for a ledger, and
-//! running the command again finishes it (records already there are compared, not re-added).
+//! running the command again finishes it: records already there must equal the source's and
+//! only the missing ones are added. The source is marked moved (read-only) at the end.
 
 use super::{CaMeta, CertRecord, Ledger, LedgerError};
 
@@ -38,27 +39,43 @@ pub fn copy_and_verify(src: &Ledger, dst: &Ledger) -> Result<MigrationReport, Le
             )));
         }
     }
+    // Records already in the target (an earlier run, cut short) must be exactly the source's;
+    // the missing ones are added.
     let present = dst.all()?;
     let resumed = !present.is_empty();
-    if resumed {
-        if present != records {
-            return Err(LedgerError::Config(format!(
-                "{} already holds {} records that are not this ledger's {}; refusing to merge",
-                dst.describe(),
-                present.len(),
-                records.len()
-            )));
-        }
-    } else {
-        for chunk in records.chunks(5_000) {
-            dst.insert_many(chunk)?;
-        }
+    let by_serial: std::collections::HashMap<&str, &CertRecord> =
+        records.iter().map(|r| (r.serial.as_str(), r)).collect();
+    if let Some(stray) = present
+        .iter()
+        .find(|p| by_serial.get(p.serial.as_str()) != Some(p))
+    {
+        return Err(LedgerError::Config(format!(
+            "{} already holds record {} that differs from this ledger's or is not in it; \
+             refusing to merge",
+            dst.describe(),
+            stray.serial
+        )));
+    }
+    let have: std::collections::HashSet<&str> = present.iter().map(|p| p.serial.as_str()).collect();
+    let missing: Vec<CertRecord> = records
+        .iter()
+        .filter(|r| !have.contains(r.serial.as_str()))
+        .cloned()
+        .collect();
+    for chunk in missing.chunks(5_000) {
+        dst.insert_many(chunk)?;
     }
     dst.raise_crl_number(src.crl_number()?)?;
     if existing_meta.is_none() {
-        dst.set_ca_meta(&meta)?;
+        dst.init_ca_meta(&meta)?;
     }
     verify(src, dst, &meta, &records)?;
+    // From now on the sled copy must not take revocations the fleet would never see.
+    if let Ledger::Sled(s) = src {
+        if s.moved_to().is_none() {
+            s.mark_moved(&dst.describe())?;
+        }
+    }
     Ok(MigrationReport {
         target: dst.describe(),
         records: records.len(),
@@ -92,6 +109,22 @@ fn verify(
     }
     if let Some((a, _)) = records.iter().zip(&copied).find(|(a, b)| a != b) {
         return Err(mismatch(format!("record {} differs", a.serial)));
+    }
+    // What replicas query: the indexed revocation column, not only the documents.
+    let mut want: Vec<String> = records
+        .iter()
+        .filter(|r| r.revocation.is_some())
+        .map(|r| r.serial.clone())
+        .collect();
+    let mut got = dst.revoked_serials()?;
+    want.sort_unstable();
+    got.sort_unstable();
+    if want != got {
+        return Err(mismatch(format!(
+            "{} revoked in the source, {} marked revoked in the copy",
+            want.len(),
+            got.len()
+        )));
     }
     if dst.crl_number()? < src.crl_number()? {
         return Err(mismatch("the CRL number went down".into()));

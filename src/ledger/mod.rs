@@ -239,6 +239,12 @@ pub enum LedgerError {
         /// PostgreSQL's error code and message.
         message: String,
     },
+    /// The ledger already holds a CA.
+    #[error("the ledger already holds a CA")]
+    AlreadyInitialized,
+    /// This sled ledger was moved to PostgreSQL by `ledger migrate`: it is read-only.
+    #[error("HOME/ledger was moved to {0} by `ledger migrate` and is read-only: run with --ledger URL (or MCP_ZT_LEDGER)")]
+    Moved(String),
     /// A `--ledger` URL or option that cannot be used.
     #[error("--ledger: {0}")]
     Config(String),
@@ -461,6 +467,50 @@ impl Ledger {
         match self {
             Ledger::Sled(s) => s.next_crl_number(),
             Ledger::Postgres(p) => p.next_crl_number(),
+        }
+    }
+
+    /// The revoked records and `count` CRL numbers reserved (the first is returned), read
+    /// atomically: a CRL with a higher number never lists fewer revocations than one with a
+    /// lower number, whichever process signs them.
+    pub fn crl_snapshot(&self, count: u64) -> Result<(Vec<CertRecord>, u64), LedgerError> {
+        let count = count.max(1);
+        match self {
+            Ledger::Sled(s) => {
+                let revoked: Vec<CertRecord> = s
+                    .all()?
+                    .into_iter()
+                    .filter(|r| r.revocation.is_some())
+                    .collect();
+                let first = s.next_crl_number()?;
+                for _ in 1..count {
+                    s.next_crl_number()?;
+                }
+                Ok((revoked, first))
+            }
+            Ledger::Postgres(p) => p.crl_snapshot(count),
+        }
+    }
+
+    /// Writes the CA's metadata only if there is none yet (`ca init`, `ledger migrate`):
+    /// two racing initializations give one CA and one [`LedgerError::AlreadyInitialized`].
+    pub fn init_ca_meta(&self, meta: &CaMeta) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Sled(s) => s.init_ca_meta(meta),
+            Ledger::Postgres(p) => p.init_ca_meta(meta),
+        }
+    }
+
+    /// Every revoked serial, as the backend indexes them (PostgreSQL: the `revoked` column).
+    pub fn revoked_serials(&self) -> Result<Vec<String>, LedgerError> {
+        match self {
+            Ledger::Sled(s) => Ok(s
+                .all()?
+                .into_iter()
+                .filter(|r| r.revocation.is_some())
+                .map(|r| r.serial)
+                .collect()),
+            Ledger::Postgres(p) => p.revoked_serials(),
         }
     }
 

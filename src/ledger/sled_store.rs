@@ -16,6 +16,8 @@ const TREE_CERTS: &str = "certs";
 const TREE_META: &str = "meta";
 const KEY_CA: &[u8] = b"ca";
 const KEY_CRL_NUMBER: &[u8] = b"crl_number";
+/// Set by `ledger migrate`: where the ledger went. The sled copy is read-only from then on.
+const KEY_MOVED_TO: &[u8] = b"moved_to";
 
 type TxResult<T> = Result<T, sled::transaction::ConflictableTransactionError<LedgerError>>;
 
@@ -76,6 +78,7 @@ fn is_lock_error(e: &sled::Error) -> bool {
 /// An open ledger.
 #[derive(Clone)]
 pub struct SledLedger {
+    moved_to: Option<String>,
     path: std::path::PathBuf,
     db: sled::Db,
     certs: sled::Tree,
@@ -102,7 +105,11 @@ impl SledLedger {
         };
         let certs = db.open_tree(TREE_CERTS)?;
         let meta = db.open_tree(TREE_META)?;
+        let moved_to = meta
+            .get(KEY_MOVED_TO)?
+            .map(|v| String::from_utf8_lossy(&v).into_owned());
         Ok(SledLedger {
+            moved_to,
             path: dir.to_path_buf(),
             db,
             certs,
@@ -131,6 +138,7 @@ impl SledLedger {
 
     /// Records the CA's metadata (durably).
     pub fn set_ca_meta(&self, meta: &CaMeta) -> Result<(), LedgerError> {
+        self.writable()?;
         self.meta.insert(KEY_CA, encode(meta)?)?;
         self.flush()
     }
@@ -138,6 +146,7 @@ impl SledLedger {
     /// Adds a new certificate record; durable when this returns. A serial already present is
     /// refused, never overwritten.
     pub fn insert_new(&self, rec: &CertRecord) -> Result<(), LedgerError> {
+        self.writable()?;
         let key = hex::decode(&rec.serial).map_err(|e| LedgerError::Corrupt {
             key: rec.serial.clone(),
             message: e.to_string(),
@@ -154,6 +163,7 @@ impl SledLedger {
     /// Imports many records in one batch and one flush (bulk loads, benchmarks). A serial that
     /// is already present is an error and nothing is written.
     pub fn insert_many(&self, recs: &[CertRecord]) -> Result<(), LedgerError> {
+        self.writable()?;
         let mut batch = sled::Batch::default();
         for rec in recs {
             let key = hex::decode(&rec.serial).map_err(|e| LedgerError::Corrupt {
@@ -203,6 +213,7 @@ impl SledLedger {
         reason: Reason,
         at: i64,
     ) -> Result<CertRecord, LedgerError> {
+        self.writable()?;
         let key = hex::decode(serial_hex).map_err(|_| LedgerError::NotFound(serial_hex.into()))?;
         loop {
             let old = self
@@ -235,6 +246,7 @@ impl SledLedger {
     /// and not renewed before, and a concurrent [`SledLedger::revoke_chain`] either commits first
     /// (and this fails) or sees the new link (and revokes `new` as well). Durable on return.
     pub fn record_renewal(&self, old: &str, new: &CertRecord, now: i64) -> Result<(), LedgerError> {
+        self.writable()?;
         self.certs
             .transaction(|tx| {
                 let Some(mut rec) = tx_get(tx, old)? else {
@@ -276,6 +288,7 @@ impl SledLedger {
         reason: Reason,
         at: i64,
     ) -> Result<ChainRevocation, LedgerError> {
+        self.writable()?;
         let out = self
             .certs
             .transaction(|tx| {
@@ -326,6 +339,7 @@ impl SledLedger {
     /// Reserves the next CRL number: strictly greater than every number handed out before,
     /// durable before it is returned.
     pub fn next_crl_number(&self) -> Result<u64, LedgerError> {
+        self.writable()?;
         let next = self.meta.update_and_fetch(KEY_CRL_NUMBER, |old| {
             let n = old
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -349,6 +363,7 @@ impl SledLedger {
 
     /// Raises the CRL counter to at least `n`; durable on return.
     pub fn raise_crl_number(&self, n: u64) -> Result<(), LedgerError> {
+        self.writable()?;
         self.meta.fetch_and_update(KEY_CRL_NUMBER, |old| {
             let cur = old
                 .and_then(|b| <[u8; 8]>::try_from(b).ok())
@@ -361,5 +376,37 @@ impl SledLedger {
     /// The database folder.
     pub fn path(&self) -> &Path {
         &self.path
+    }
+
+    /// Refuses writes to a ledger `ledger migrate` moved to PostgreSQL: two ledgers taking
+    /// revocations apart would each miss the other's.
+    fn writable(&self) -> Result<(), LedgerError> {
+        match &self.moved_to {
+            Some(to) => Err(LedgerError::Moved(to.clone())),
+            None => Ok(()),
+        }
+    }
+
+    /// Marks this ledger as moved to `to` (read-only from now on); durable on return.
+    pub fn mark_moved(&self, to: &str) -> Result<(), LedgerError> {
+        self.meta.insert(KEY_MOVED_TO, to.as_bytes())?;
+        self.flush()
+    }
+
+    /// Where `ledger migrate` moved this ledger, if it did.
+    pub fn moved_to(&self) -> Option<&str> {
+        self.moved_to.as_deref()
+    }
+
+    /// Writes the CA metadata if there is none (compare-and-swap); durable on return.
+    pub fn init_ca_meta(&self, meta: &CaMeta) -> Result<(), LedgerError> {
+        self.writable()?;
+        let swapped =
+            self.meta
+                .compare_and_swap(KEY_CA, None as Option<&[u8]>, Some(encode(meta)?))?;
+        if swapped.is_err() {
+            return Err(LedgerError::AlreadyInitialized);
+        }
+        self.flush()
     }
 }

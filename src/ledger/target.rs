@@ -82,6 +82,12 @@ impl LedgerSpec {
         if config.get_connect_timeout().is_none() {
             config.connect_timeout(CONNECT_TIMEOUT);
         }
+        // A database that vanishes without a FIN is noticed in seconds, not hours.
+        config.keepalives(true);
+        config.keepalives_idle(std::time::Duration::from_secs(10));
+        config.keepalives_interval(std::time::Duration::from_secs(5));
+        config.keepalives_retries(3);
+        config.tcp_user_timeout(std::time::Duration::from_secs(20));
         config.application_name("mcp-zt");
         let tls = match (&self.ca, config.get_ssl_mode()) {
             (Some(_), SslMode::Disable) => {
@@ -93,11 +99,20 @@ impl LedgerSpec {
                 config.ssl_mode(SslMode::Require);
                 Some(tls_for(ca)?)
             }
-            (None, SslMode::Disable | SslMode::Prefer) => {
-                // No TLS asked for: plain (a Unix socket or loopback database). `prefer`
-                // would silently fall back anyway; say what happens by doing it explicitly.
+            (None, SslMode::Disable) => None,
+            (None, SslMode::Prefer) if local_only(&config) => {
+                // A Unix socket or loopback database: plain, said explicitly (`prefer` would
+                // silently fall back anyway).
                 config.ssl_mode(SslMode::Disable);
                 None
+            }
+            (None, SslMode::Prefer) => {
+                return Err(LedgerError::Config(
+                    "the database is not on this host: give --ledger-ca FILE (the CA bundle \
+                     that signed its certificate) for TLS, or say sslmode=disable in the URL to \
+                     accept a plaintext connection anyone on the path can read and change"
+                        .into(),
+                ))
             }
             (None, _) => {
                 return Err(LedgerError::Config(
@@ -116,6 +131,25 @@ impl LedgerSpec {
     }
 }
 
+/// Whether every host of the URL is a Unix socket or a loopback address.
+fn local_only(c: &tokio_postgres::Config) -> bool {
+    let hosts = c.get_hosts();
+    !hosts.is_empty()
+        && hosts.iter().all(|h| match h {
+            Host::Tcp(name) => {
+                name == "localhost"
+                    || name
+                        .trim_start_matches('[')
+                        .trim_end_matches(']')
+                        .parse::<std::net::IpAddr>()
+                        .is_ok_and(|ip| ip.is_loopback())
+            }
+            #[cfg(unix)]
+            Host::Unix(_) => true,
+        })
+        && c.get_hostaddrs().iter().all(|a| a.is_loopback())
+}
+
 fn shown(c: &tokio_postgres::Config) -> String {
     let user = c.get_user().unwrap_or("(default user)");
     let host = match c.get_hosts().first() {
@@ -129,13 +163,15 @@ fn shown(c: &tokio_postgres::Config) -> String {
     format!("{user}@{host}:{port}/{db}")
 }
 
-/// Removes the password (if any) from a message that might quote the URL.
+/// Removes the password (if any) from a message that might quote the URL. Works on the text
+/// (`scheme://user:PASSWORD@...`), since it is called when the URL did not parse.
 fn redact(msg: &str, url: &str) -> String {
-    let Ok(c) = tokio_postgres::Config::from_str(url) else {
+    let Some(rest) = url.split_once("://").map(|(_, r)| r) else {
         return msg.to_string();
     };
-    match c.get_password().and_then(|p| std::str::from_utf8(p).ok()) {
-        Some(p) if !p.is_empty() => msg.replace(p, "***"),
+    let userinfo = rest.rsplit_once('@').map_or("", |(u, _)| u);
+    match userinfo.split_once(':') {
+        Some((_, pw)) if !pw.is_empty() => msg.replace(pw, "***"),
         _ => msg.to_string(),
     }
 }
@@ -187,14 +223,45 @@ mod tests {
             LedgerSpec::new("postgres://app:s3cret@db.example:6543/ledger", None).expect("spec");
         assert_eq!(s.shown(), "app@db.example:6543/ledger");
         assert!(!format!("{s:?}").contains("s3cret"));
-        let t = s.target().expect("target");
-        assert_eq!(t.shown, "app@db.example:6543/ledger");
-        assert!(t.tls.is_none());
+        assert_eq!(
+            redact("bad s3cret here", "postgres://app:s3cret@x/y"),
+            "bad *** here"
+        );
+        let local = LedgerSpec::new("postgres://app:s3cret@127.0.0.1:6543/ledger", None)
+            .expect("spec")
+            .target()
+            .expect("a loopback database may be plain");
+        assert_eq!(local.shown, "app@127.0.0.1:6543/ledger");
+        assert!(local.tls.is_none());
+        let remote = LedgerSpec::new("postgres://a@db.example/d", None)
+            .expect("spec")
+            .target()
+            .err()
+            .expect("a remote database without TLS is refused");
+        assert!(remote.to_string().contains("sslmode=disable"), "{remote}");
+        assert!(
+            LedgerSpec::new("postgres://a@db.example/d?sslmode=disable", None)
+                .expect("spec")
+                .target()
+                .is_ok()
+        );
     }
 
     #[test]
     fn unsafe_or_unknown_settings_are_refused() {
         assert!(LedgerSpec::new("mysql://x@y/z", None).is_err());
+        let e = LedgerSpec::new("postgres://a@db.example/d", None)
+            .expect("spec")
+            .target()
+            .err()
+            .expect("a remote database without TLS is refused");
+        assert!(e.to_string().contains("sslmode=disable"), "{e}");
+        assert!(
+            LedgerSpec::new("postgres://a@db.example/d?sslmode=disable", None)
+                .expect("spec")
+                .target()
+                .is_ok()
+        );
         let e = LedgerSpec::new("postgres://a@h/d?sslmode=require", None)
             .expect("spec")
             .target()

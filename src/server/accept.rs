@@ -92,19 +92,20 @@ pub async fn run(
             let admission = admission.clone();
             tracker.spawn(async move {
                 let mut tcp = tcp;
-                let client =
-                    match proxy::read_header(&mut tcp, peer, conn.settings.handshake_timeout).await
-                    {
-                        Ok(client) => client,
-                        Err(why) => {
-                            conn.state.audit.log(
-                                Event::new("connection_refused")
-                                    .peer(peer)
-                                    .reason(format!("from a --proxy-protocol-from address: {why}")),
-                            );
-                            return;
-                        }
-                    };
+                // A short, fixed bound: the read holds a connection slot before any
+                // per-address limit applies.
+                let limit = conn.settings.handshake_timeout.min(proxy::HEADER_TIMEOUT);
+                let client = match proxy::read_header(&mut tcp, peer, limit).await {
+                    Ok(client) => client,
+                    Err(why) => {
+                        conn.state.audit.log(
+                            Event::new("connection_refused")
+                                .peer(peer)
+                                .reason(format!("from a --proxy-protocol-from address: {why}")),
+                        );
+                        return;
+                    }
+                };
                 if let Some((delay, ticket)) = admit(&conn.state, &admission, client) {
                     conn.serve(tcp, client, delay, ticket).await;
                 }

@@ -181,11 +181,17 @@ impl Metrics {
                 } else {
                     "denied"
                 };
-                let tool = self.tool_label(e.tool.as_deref().unwrap_or("(none)"));
+                // A name no provider offers is the caller's free text: never a label.
+                let unknown = e.reason.as_deref() == Some("no such tool");
+                let tool = if unknown {
+                    "(unknown)".to_string()
+                } else {
+                    self.tool_label(e.tool.as_deref().unwrap_or("(none)"))
+                };
                 self.calls
                     .get_or_create(&CallLabels {
                         tool,
-                        role: e.role.clone().unwrap_or_else(|| "(none)".into()),
+                        role: label(e.role.as_deref().unwrap_or("(none)")),
                         decision: decision.into(),
                     })
                     .inc();
@@ -198,8 +204,8 @@ impl Metrics {
         if let (Some(up), Some(outcome), Some(ms)) = (&e.upstream, &e.outcome, e.latency_ms) {
             self.upstream
                 .get_or_create(&UpstreamLabels {
-                    upstream: up.clone(),
-                    outcome: outcome.clone(),
+                    upstream: label(up),
+                    outcome: label(outcome),
                 })
                 .inc();
             self.upstream_latency.observe(ms as f64 / 1000.0);
@@ -215,6 +221,8 @@ impl Metrics {
     }
 
     fn tool_label(&self, tool: &str) -> String {
+        let tool = label(tool);
+        let tool = tool.as_str();
         let mut seen = self.tools_seen.lock().unwrap_or_else(|e| e.into_inner());
         if seen.contains(tool) {
             return tool.to_string();
@@ -251,6 +259,21 @@ impl Metrics {
     }
 }
 
+/// A label value that cannot break the exposition: the encoder does not escape, and upstream
+/// servers name their own tools. Other characters become `_`; at most 128 bytes.
+fn label(v: &str) -> String {
+    v.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || "_-.:/()@".contains(c) {
+                c
+            } else {
+                '_'
+            }
+        })
+        .take(128)
+        .collect()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -264,8 +287,17 @@ mod tests {
         denied.role = Some("viewer".into());
         m.observe(&denied);
         for i in 0..(MAX_TOOL_LABELS + 10) {
-            m.observe(&Event::new("tool_denied").tool(format!("junk{i}")));
+            m.observe(&Event::new("tool_allowed").tool(format!("tool{i}")));
         }
+        // A name the caller made up is never a label, quotes and newlines least of all.
+        m.observe(
+            &Event::new("tool_denied")
+                .tool("x\"} 1\nmcpzt_fake 1")
+                .reason("no such tool"),
+        );
+        let mut odd = Event::new("tool_allowed").tool("we\"ird\nname");
+        odd.role = Some("admin".into());
+        m.observe(&odd);
         let text = m.render(Snapshot::default());
         assert!(
             text.contains("mcpzt_handshakes_total{result=\"ok\"} 1"),
@@ -275,12 +307,19 @@ mod tests {
             "mcpzt_tool_calls_total{tool=\"admin_only\",role=\"viewer\",decision=\"denied\"} 1"
         ));
         assert!(text.contains("tool=\"(other)\""));
+        assert!(text.contains("tool=\"(unknown)\""));
+        assert!(!text.contains("mcpzt_fake"), "{text}");
         assert!(
             text.lines()
-                .filter(|l| l.starts_with("mcpzt_tool_calls_total"))
-                .count()
-                <= MAX_TOOL_LABELS + 1
+                .all(|l| l.starts_with('#') || l.starts_with("mcpzt_")),
+            "{text}"
         );
+        // Bounded: the capped tool names plus `(other)` and `(unknown)`, per role and decision.
+        let series = text
+            .lines()
+            .filter(|l| l.starts_with("mcpzt_tool_calls_total"))
+            .count();
+        assert!(series <= MAX_TOOL_LABELS + 4, "{series}");
         assert!(text.ends_with("# EOF\n"));
     }
 }

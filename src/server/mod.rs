@@ -92,6 +92,14 @@ pub struct ServeOptions {
 pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Result<()> {
     let home = authority.home().clone();
     check_home_mode(home.dir())?;
+    if let crate::ledger::Ledger::Sled(s) = authority.ledger() {
+        if let Some(to) = s.moved_to() {
+            anyhow::bail!(
+                "HOME/ledger was moved to {to} by `ledger migrate`: serving from it would miss \
+                 every revocation made since; run serve with --ledger URL (or MCP_ZT_LEDGER)"
+            );
+        }
+    }
     let policy = Arc::new(RwLock::new(Arc::new(authority.policy()?)));
     let all = authority.ledger().all()?;
     let revoked = RevocationSet::new(

@@ -16,6 +16,9 @@ use tokio::net::TcpStream;
 /// The v2 signature every header starts with.
 const SIGNATURE: [u8; 12] = *b"\r\n\r\n\0\r\nQUIT\n";
 
+/// How long a balancer may take to send the header (it sends it at once).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(2);
+
 /// Largest address block accepted after the fixed 16 bytes (addresses plus TLVs).
 const MAX_BODY: usize = 1024;
 

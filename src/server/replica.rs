@@ -14,9 +14,9 @@
 //! choice: a replica that cannot learn of revocations must not keep admitting certificates
 //! that may have been revoked since.
 
-use std::sync::atomic::{AtomicBool, AtomicI64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use tokio_util::sync::CancellationToken;
 
@@ -32,59 +32,69 @@ pub const RESYNC_EVERY: Duration = Duration::from_secs(2);
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
 /// Whether this server's view of revocations is current.
+///
+/// Measured on the monotonic clock from the last successful sync (a resync every
+/// [`RESYNC_EVERY`], or the load at start): a wall-clock step cannot stretch or shrink the
+/// grace, and the grace runs from the last moment the replica was known in sync, not from when
+/// the loss was noticed.
 #[derive(Debug)]
 pub struct Health {
     shared: bool,
     max_stale: Duration,
+    base: Instant,
     connected: AtomicBool,
-    /// Unix ms of the last moment the replica was known to be in sync.
-    synced_at: AtomicI64,
+    /// Milliseconds after `base` of the last successful sync.
+    synced_at: AtomicU64,
 }
 
 impl Health {
-    /// For a server whose ledger is `shared` (PostgreSQL); a sled server is always fresh.
+    /// For a server whose ledger is `shared` (PostgreSQL), which loaded every revocation just
+    /// now; a sled server is always fresh. Not connected until the listener is up and synced.
     pub fn new(shared: bool, max_stale: Duration) -> Health {
         Health {
             shared,
             max_stale,
-            connected: AtomicBool::new(shared),
-            synced_at: AtomicI64::new(unix_ms()),
+            base: Instant::now(),
+            connected: AtomicBool::new(!shared),
+            synced_at: AtomicU64::new(0),
         }
     }
 
-    /// Whether new handshakes may be admitted: the ledger is local, or connected and in sync,
-    /// or lost for no longer than `--revocation-max-stale`.
+    /// Whether new handshakes may be admitted: the ledger is local, or connected and in sync
+    /// (a stalled connection is dropped within two [`QUERY_TIMEOUT`]s of a resync), or the
+    /// last sync is no older than `--revocation-max-stale`.
     pub fn fresh(&self) -> bool {
-        !self.shared || self.connected.load(Ordering::Acquire) || self.stale_ms() <= self.max_ms()
+        !self.shared
+            || self.connected.load(Ordering::Acquire)
+            || self.since_sync() <= self.max_stale
     }
 
-    /// Whether the shared ledger is connected now (true for sled).
+    /// Whether the shared ledger is connected and in sync now (true for sled).
     pub fn ledger_up(&self) -> bool {
         !self.shared || self.connected.load(Ordering::Acquire)
     }
 
-    /// Milliseconds since the replica was last known in sync (0 while connected).
+    /// Milliseconds since the last sync while the ledger is lost (0 while connected).
     pub fn stale_ms(&self) -> i64 {
-        if !self.shared || self.connected.load(Ordering::Acquire) {
+        if self.ledger_up() {
             return 0;
         }
-        (unix_ms() - self.synced_at.load(Ordering::Acquire)).max(0)
+        i64::try_from(self.since_sync().as_millis()).unwrap_or(i64::MAX)
     }
 
-    fn max_ms(&self) -> i64 {
-        i64::try_from(self.max_stale.as_millis()).unwrap_or(i64::MAX)
+    fn since_sync(&self) -> Duration {
+        let at = Duration::from_millis(self.synced_at.load(Ordering::Acquire));
+        self.base.elapsed().saturating_sub(at)
     }
 
     fn synced(&self) {
-        self.synced_at.store(unix_ms(), Ordering::Release);
+        let now = u64::try_from(self.base.elapsed().as_millis()).unwrap_or(u64::MAX);
+        self.synced_at.store(now, Ordering::Release);
         self.connected.store(true, Ordering::Release);
     }
 
     fn lost(&self) {
-        if self.connected.swap(false, Ordering::AcqRel) {
-            // In sync up to now.
-            self.synced_at.store(unix_ms(), Ordering::Release);
-        }
+        self.connected.store(false, Ordering::Release);
     }
 }
 
@@ -295,6 +305,11 @@ mod tests {
     #[test]
     fn a_lost_ledger_refuses_only_after_the_grace() {
         let h = Health::new(true, Duration::from_millis(50));
+        assert!(
+            h.fresh() && !h.ledger_up(),
+            "loaded at start, not yet listening"
+        );
+        h.synced();
         assert!(h.fresh() && h.ledger_up());
         h.lost();
         assert!(h.fresh(), "within the grace");

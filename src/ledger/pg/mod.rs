@@ -25,7 +25,7 @@ use futures_util::future::BoxFuture;
 use tokio_postgres::error::SqlState;
 use tokio_postgres::{AsyncMessage, Client, Notification, Transaction};
 
-use super::target::PgTarget;
+use super::target::{PgTarget, CONNECT_TIMEOUT};
 use super::{decode, encode, ChainRevocation, LedgerError, LedgerSpec, MAX_CHAIN};
 use super::{CaMeta, CertRecord, Revocation};
 use crate::pki::build::Reason;
@@ -113,7 +113,15 @@ impl Inner {
         let mut guard = self.client.lock().await;
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             *guard = None;
-            *guard = Some(connect(&self.target, None).await?);
+            // The whole of TCP, TLS and login, not only the TCP connect, is bounded.
+            match tokio::time::timeout(CONNECT_TIMEOUT, connect(&self.target, None)).await {
+                Ok(c) => *guard = Some(c?),
+                Err(_) => {
+                    return Err(
+                        self.unreachable(&format!("no connection within {CONNECT_TIMEOUT:?}"))
+                    )
+                }
+            }
         }
         let Some(client) = guard.as_mut() else {
             return Err(self.unreachable("not connected"));
@@ -181,7 +189,15 @@ pub async fn listen(
     t: &PgTarget,
 ) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Notification>), LedgerError> {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let client = connect(t, Some(tx)).await?;
+    let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect(t, Some(tx))).await {
+        Ok(c) => c?,
+        Err(_) => {
+            return Err(LedgerError::Unreachable {
+                target: t.shown.clone(),
+                message: format!("no connection within {CONNECT_TIMEOUT:?}"),
+            })
+        }
+    };
     client
         .batch_execute(&format!("LISTEN {REVOCATION_CHANNEL}"))
         .await
@@ -284,8 +300,9 @@ impl PgLedger {
         rt.spawn(async move {
             let _ = tx.send(inner.call(op).await);
         });
-        rx.recv()
-            .map_err(|_| self.inner.unreachable("the ledger thread stopped"))?
+        // Waiting for the lock held by an earlier call counts too: never block for ever.
+        rx.recv_timeout(CONNECT_TIMEOUT + OP_TIMEOUT + Duration::from_secs(5))
+            .map_err(|_| self.inner.unreachable("no answer from the ledger in time"))?
     }
 
     /// The CA's metadata.
@@ -317,6 +334,65 @@ impl PgLedger {
                 Ok(())
             })
         })
+    }
+
+    /// Writes the CA metadata if there is none.
+    pub fn init_ca_meta(&self, meta: &CaMeta) -> Result<(), LedgerError> {
+        let value = json(meta)?;
+        self.run(move |c| {
+            Box::pin(async move {
+                let n = c
+                    .execute(
+                        "INSERT INTO mcpzt_meta (key, value) VALUES ('ca', $1) \
+                         ON CONFLICT (key) DO NOTHING",
+                        &[&value],
+                    )
+                    .await?;
+                if n == 0 {
+                    return Err(LedgerError::AlreadyInitialized.into());
+                }
+                Ok(())
+            })
+        })
+    }
+
+    /// The revoked records and `count` reserved CRL numbers (the first returned), in one
+    /// transaction that locks the counter first: a publisher that gets a higher number reads
+    /// after every earlier publisher committed.
+    pub fn crl_snapshot(&self, count: u64) -> Result<(Vec<CertRecord>, u64), LedgerError> {
+        let count = i64::try_from(count).unwrap_or(1).max(1);
+        self.run(move |c| {
+            Box::pin(async move {
+                let tx = c.transaction().await?;
+                tx.execute("SELECT n FROM mcpzt_crl_number WHERE id FOR UPDATE", &[])
+                    .await?;
+                let rows = tx
+                    .query(
+                        "SELECT serial, record FROM mcpzt_certs WHERE revoked ORDER BY serial",
+                        &[],
+                    )
+                    .await?;
+                let mut revoked = Vec::with_capacity(rows.len());
+                for r in &rows {
+                    revoked.push(decode(r.get::<_, &str>(0), r.get::<_, &str>(1).as_bytes())?);
+                }
+                let last: i64 = tx
+                    .query_one(
+                        "UPDATE mcpzt_crl_number SET n = n + $1 WHERE id RETURNING n",
+                        &[&count],
+                    )
+                    .await?
+                    .get(0);
+                tx.commit().await?;
+                Ok((revoked, u64::try_from(last - count + 1).unwrap_or(1)))
+            })
+        })
+    }
+
+    /// Every revoked serial, by the `revoked` column.
+    pub fn revoked_serials(&self) -> Result<Vec<String>, LedgerError> {
+        let target = self.inner.target.shown.clone();
+        self.run(move |c| Box::pin(async move { Ok(revoked_serials(c, &target).await?) }))
     }
 
     /// Inserts records in one transaction; a serial already present fails the whole batch.
@@ -524,6 +600,22 @@ fn json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
 }
 
 async fn migrate(c: &mut Client) -> Result<(), OpError> {
+    let known = MIGRATIONS.last().map_or(0, |m| m.0);
+    // Up to date (the common case): nothing to create, so replicas can run as a role without
+    // CREATE rights on the database.
+    let exists: bool = c
+        .query_one("SELECT to_regclass('mcpzt_schema') IS NOT NULL", &[])
+        .await?
+        .get(0);
+    if exists {
+        let current: i32 = c
+            .query_one("SELECT COALESCE(max(version), 0) FROM mcpzt_schema", &[])
+            .await?
+            .get(0);
+        if current == known {
+            return Ok(());
+        }
+    }
     let tx = c.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
         .await?;
@@ -536,7 +628,6 @@ async fn migrate(c: &mut Client) -> Result<(), OpError> {
         .query_one("SELECT COALESCE(max(version), 0) FROM mcpzt_schema", &[])
         .await?
         .get(0);
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
     if current > known {
         return Err(LedgerError::Config(format!(
             "the ledger database has schema version {current}, newer than this mcp-zt knows \

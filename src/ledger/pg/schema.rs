@@ -21,7 +21,9 @@ CREATE TABLE mcpzt_certs (
     revocation_seq  bigint UNIQUE,
     -- A certificate is renewed at most once.
     superseded_by   text UNIQUE,
-    CHECK (revoked = (revocation_seq IS NOT NULL))
+    CHECK (revoked = (revocation_seq IS NOT NULL)),
+    -- The column replicas index and the document every reader decodes say the same thing.
+    CHECK (revoked = (COALESCE(record::jsonb -> 'revocation', 'null'::jsonb) <> 'null'::jsonb))
 );
 CREATE SEQUENCE mcpzt_revocation_seq;
 CREATE INDEX mcpzt_certs_revoked ON mcpzt_certs (revocation_seq) WHERE revoked;
@@ -49,6 +51,16 @@ BEGIN
 END $$;
 CREATE TRIGGER mcpzt_no_unrevoke BEFORE UPDATE ON mcpzt_certs
     FOR EACH ROW EXECUTE FUNCTION mcpzt_no_unrevoke();
+
+-- Nor forgotten: records are never deleted (a deleted revocation would vanish from every CRL).
+CREATE FUNCTION mcpzt_keep_records() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    RAISE EXCEPTION 'the ledger keeps every certificate it issued; records cannot be deleted';
+END $$;
+CREATE TRIGGER mcpzt_no_delete BEFORE DELETE ON mcpzt_certs
+    FOR EACH ROW EXECUTE FUNCTION mcpzt_keep_records();
+CREATE TRIGGER mcpzt_no_truncate BEFORE TRUNCATE ON mcpzt_certs
+    FOR EACH STATEMENT EXECUTE FUNCTION mcpzt_keep_records();
 
 -- Nor can the CRL number go down.
 CREATE FUNCTION mcpzt_crl_up() RETURNS trigger LANGUAGE plpgsql AS $$
