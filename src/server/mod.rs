@@ -159,23 +159,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         audit.set_observer(Box::new(move |e| m.observe(e)));
     }
     // Renewals whose predecessor is still valid: retired at first use or after the grace period.
-    let mut pending = std::collections::HashMap::new();
-    let active: std::collections::HashSet<&str> = all
-        .iter()
-        .filter(|r| r.revocation.is_none())
-        .map(|r| r.serial.as_str())
-        .collect();
-    for rec in &all {
-        if let Some(old) = &rec.renewed_from {
-            let old_active = active.contains(old.as_str());
-            if old_active && rec.revocation.is_none() {
-                pending.insert(
-                    rec.serial.clone(),
-                    (old.clone(), rec.issued_at + ca::RENEWAL_GRACE_SECS),
-                );
-            }
-        }
-    }
+    let pending = pending_renewals(&all);
     let state = Arc::new(AppState {
         authority,
         signer: RwLock::new(Arc::new(signer)),
@@ -379,12 +363,52 @@ fn check_home_mode(dir: &std::path::Path) -> Result<()> {
 /// Every 30 s: retires renewed certificates past their grace period; every hour: keeps the
 /// CRL on disk fresh.
 #[cfg(unix)]
+/// Renewed certificates whose predecessor is still valid: new serial → (old serial, Unix time
+/// after which the old one is retired even if the new one was never used).
+pub fn pending_renewals(
+    all: &[crate::ledger::CertRecord],
+) -> std::collections::HashMap<String, (String, i64)> {
+    let active: std::collections::HashSet<&str> = all
+        .iter()
+        .filter(|r| r.revocation.is_none())
+        .map(|r| r.serial.as_str())
+        .collect();
+    all.iter()
+        .filter(|r| r.revocation.is_none())
+        .filter_map(|r| {
+            let old = r.renewed_from.as_ref()?;
+            active.contains(old.as_str()).then(|| {
+                (
+                    r.serial.clone(),
+                    (old.clone(), r.issued_at + ca::RENEWAL_GRACE_SECS),
+                )
+            })
+        })
+        .collect()
+}
+
 async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut ticks: u64 = 0;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(Duration::from_secs(30)) => {}
+        }
+        if state.authority.ledger().is_shared() {
+            // Renewals made by other replicas or the CLI: this replica retires their
+            // predecessors too (at first use here, or after the grace), so no old certificate
+            // outlives a replica that went away.
+            let st = state.clone();
+            let found = tokio::task::spawn_blocking(move || st.authority.ledger().all()).await;
+            if let Ok(Ok(all)) = found {
+                let mut p = state
+                    .pending_renewals
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner());
+                for (new, entry) in pending_renewals(&all) {
+                    p.entry(new).or_insert(entry);
+                }
+            }
         }
         state.retire_expired_renewals(crate::pki::now().unix_timestamp());
         ticks += 1;
