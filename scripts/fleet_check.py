@@ -352,25 +352,25 @@ for c in watch:
     c.reconnect = False
 # The operator repeats the revocation once the database answers.
 while True:
+    t_try = time.time()
     r = zt("revoke", target, check=False)
     if r.returncode == 0:
         break
     if time.time() - t_up > 10:
         raise SystemExit(f"FAIL: revoke after PostgreSQL's return: {r.stderr.strip()}")
     time.sleep(0.05)
-t_revoked = time.time()
-deadline = t_revoked + 5
+deadline = time.time() + 5
 while time.time() < deadline and any(c.failed_at is None for c in watch):
     time.sleep(0.005)
 cut = [c.failed_at - t_up for c in watch if c.failed_at is not None]
 if len(cut) != len(watch):
     fail("the revocation made after PostgreSQL's return did not cut every connection")
-elif max(cut) - (t_revoked - t_up) > 1.0:
-    fail(f"revocation after the database's return took {max(cut) * 1000:.0f} ms to cut")
+elif max(cut) > 1.0:
+    fail(f"the revocation was in force everywhere only {max(cut) * 1000:.0f} ms after the "
+         "database's return")
 else:
-    ok(f"revocation made {1000 * (t_revoked - t_up):.0f} ms after PostgreSQL's return "
-       f"(the first revoke the database accepted) cut every replica's connection "
-       f"{1000 * (max(cut) - (t_revoked - t_up)):.0f} ms later")
+    ok(f"in force on every replica {max(cut) * 1000:.0f} ms after PostgreSQL's return (the "
+       f"revoke the database accepted started at +{1000 * (t_try - t_up):.0f} ms)")
 
 deadline = time.time() + 5
 while time.time() < deadline and handshake_refused("127.0.0.1", victim["port"], live[0]):
