@@ -35,6 +35,11 @@ struct CallLabels {
 }
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
+struct UpstreamName {
+    upstream: String,
+}
+
+#[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct UpstreamLabels {
     upstream: String,
     outcome: String,
@@ -61,6 +66,7 @@ pub struct Metrics {
     handshakes: Family<ResultLabel, Counter>,
     calls: Family<CallLabels, Counter>,
     upstream: Family<UpstreamLabels, Counter>,
+    upstream_up: Family<UpstreamName, Gauge>,
     upstream_latency: Histogram,
     request_latency: Histogram,
     propagation: Histogram,
@@ -100,6 +106,12 @@ impl Metrics {
             "upstream_requests",
             "Requests forwarded to upstream MCP servers, by upstream and outcome",
             upstream.clone(),
+        );
+        let upstream_up = Family::<UpstreamName, Gauge>::default();
+        registry.register(
+            "upstream_up",
+            "1 while the gateway's shared connection to an upstream is up, 0 while it is down",
+            upstream_up.clone(),
         );
         let upstream_latency = Histogram::new(exponential_buckets(0.000_5, 2.0, 16));
         registry.register(
@@ -156,6 +168,7 @@ impl Metrics {
             handshakes,
             calls,
             upstream,
+            upstream_up,
             upstream_latency,
             request_latency,
             propagation,
@@ -198,6 +211,15 @@ impl Metrics {
             }
             "revocation_applied" => {
                 self.revocations_applied.inc();
+            }
+            "upstream_up" | "upstream_down" | "upstream_unavailable" => {
+                if let Some(name) = e.item.as_deref().and_then(|i| i.strip_prefix("upstream:")) {
+                    self.upstream_up
+                        .get_or_create(&UpstreamName {
+                            upstream: label(name),
+                        })
+                        .set(i64::from(e.event == "upstream_up"));
+                }
             }
             _ => {}
         }
@@ -298,7 +320,18 @@ mod tests {
         let mut odd = Event::new("tool_allowed").tool("we\"ird\nname");
         odd.role = Some("admin".into());
         m.observe(&odd);
+        m.observe(&Event::new("upstream_up").item("upstream:files"));
+        m.observe(&Event::new("upstream_up").item("upstream:gone"));
+        m.observe(&Event::new("upstream_down").item("upstream:gone"));
         let text = m.render(Snapshot::default());
+        assert!(
+            text.contains("mcpzt_upstream_up{upstream=\"files\"} 1"),
+            "{text}"
+        );
+        assert!(
+            text.contains("mcpzt_upstream_up{upstream=\"gone\"} 0"),
+            "{text}"
+        );
         assert!(
             text.contains("mcpzt_handshakes_total{result=\"ok\"} 1"),
             "{text}"
