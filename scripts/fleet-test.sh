@@ -17,8 +17,11 @@
 #     both, `list --json` equal, and the CRL published from each ledger lists the same serials.
 #
 # Usage: scripts/fleet-test.sh [short|full]
-#   short (CI):  32 clients, 10 revocations, database down 4 s, 2,000-record migration
-#   full:        32 clients, 20 revocations, database down 10 s, 10,000-record migration
+#   short (CI):  32 clients, 10 revocations, database down 4 s, 2,000-record migration;
+#                revoke-to-cut p99 <= 2 s (CI runs debug builds, and the figure includes the
+#                `revoke` process itself)
+#   full:        32 clients, 20 revocations, database down 10 s, 10,000-record migration;
+#                revoke-to-cut p99 <= 1 s (release build, MCP_ZT_PROFILE=release)
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh
@@ -28,8 +31,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 
 mode="${1:-full}"
 case "$mode" in
-  short) revocations=10 down=4 records=2000 ;;
-  full) revocations=20 down=10 records=10000 ;;
+  short) revocations=10 down=4 records=2000 budget=2 ;;
+  full) revocations=20 down=10 records=10000 budget=1 ;;
   *) fail "usage: $0 [short|full]" ;;
 esac
 clients=32
@@ -199,7 +202,7 @@ for _ in $(seq 1 100); do (: <"/dev/tcp/127.0.0.1/$hport") 2>/dev/null && break;
 cat >"$work/fleet.json" <<JSON
 {"mcp_zt": "$MCP_ZT", "admin_home": "$admin", "ledger": "$ledger", "ledger_ca": "$work/dbca.crt",
  "ca": "$admin/ca.crt", "clients_dir": "$admin/clients", "clients": $clients,
- "revocations": $revocations, "warm_calls": 5, "haproxy_port": $hport,
+ "revocations": $revocations, "cut_budget_secs": $budget, "warm_calls": 5, "haproxy_port": $hport,
  "client_source": "127.0.0.3", "balancer_source": "127.0.0.2", "pg_down_secs": $down,
  "pg_stop": "$work/pg-stop.sh", "pg_start": "$work/pg-start.sh", "restart_r3": "$work/restart-r3.sh",
  "replicas": [$replicas_json]}

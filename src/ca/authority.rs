@@ -47,11 +47,19 @@ pub struct Authority {
     home: Home,
     ledger: Ledger,
     meta: CaMeta,
+    /// Held from reading the revocations to the last CRL file written: a CRL signed with an
+    /// older snapshot never replaces a newer one on disk.
+    crl_lock: std::sync::Mutex<()>,
 }
 
 impl Authority {
     pub(super) fn from_parts(home: Home, ledger: Ledger, meta: CaMeta) -> Result<Self, CaError> {
-        Ok(Authority { home, ledger, meta })
+        Ok(Authority {
+            home,
+            ledger,
+            meta,
+            crl_lock: std::sync::Mutex::new(()),
+        })
     }
 
     /// Opens the CA in `home`, waiting briefly if another process holds the ledger.
@@ -67,6 +75,7 @@ impl Authority {
             home: home.clone(),
             ledger,
             meta,
+            crl_lock: std::sync::Mutex::new(()),
         })
     }
 
@@ -494,7 +503,9 @@ impl Authority {
     /// of the current CA, which is also `HOME/crl.pem`.
     pub fn publish_crl(&self, signer: &Signer) -> Result<String, CaError> {
         // The revocations and the CRL numbers are read together: with replicas publishing at
-        // once, a higher number must never carry an older set of revocations.
+        // once, a higher number must never carry an older set of revocations; and within this
+        // process, publications are written in the order they were numbered.
+        let _one_at_a_time = self.crl_lock.lock().unwrap_or_else(|e| e.into_inner());
         let cas: Vec<_> = signer.all().collect();
         let (all, first) = self.ledger.crl_snapshot(cas.len() as u64)?;
         let mut current = String::new();

@@ -245,16 +245,15 @@ fn make(
         fsutil::ensure_private_dir(&home.ledger())?;
     }
     let ledger = Ledger::open(&home.ledger(), home.ledger_spec())?;
-    match ledger.init_ca_meta(&meta) {
-        Err(crate::ledger::LedgerError::AlreadyInitialized) => {
-            return Err(CaError::AlreadyInitialized(format!(
-                "{} (the ledger {} already holds a CA: copy that CA's HOME to run another \
-                 replica)",
-                home.display(),
-                ledger.describe()
-            )))
-        }
-        r => r?,
+    let taken = |ledger: &Ledger| {
+        CaError::AlreadyInitialized(format!(
+            "{} (the ledger {} already holds a CA: copy that CA's HOME to run another replica)",
+            home.display(),
+            ledger.describe()
+        ))
+    };
+    if ledger.ca_meta()?.is_some() {
+        return Err(taken(&ledger));
     }
     new_file(written, home.ca_cert(), anchor_pem.as_bytes(), PUBLIC_MODE)?;
     if let Some(serial) = intermediate_serial {
@@ -264,6 +263,14 @@ fn make(
     let authority = super::Authority::from_parts(home.clone(), ledger, meta.clone())?;
     let signer = super::Signer::load(home, pass)?;
     authority.publish_crl(&signer)?;
+    // Last: a ledger naming this CA exists only once everything above did. Of two racing
+    // inits on one shared ledger, the loser's files are removed by the caller's rollback.
+    match authority.ledger().init_ca_meta(&meta) {
+        Err(crate::ledger::LedgerError::AlreadyInitialized) => {
+            return Err(taken(authority.ledger()))
+        }
+        r => r?,
+    }
     Ok(meta)
 }
 

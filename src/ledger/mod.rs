@@ -501,6 +501,32 @@ impl Ledger {
         }
     }
 
+    /// Renewals whose old and new certificates are both unrevoked: `(new, old, new's
+    /// issued_at)`. PostgreSQL answers from its indexed columns, without reading every record.
+    pub fn pending_renewals(&self) -> Result<Vec<(String, String, i64)>, LedgerError> {
+        match self {
+            Ledger::Sled(s) => {
+                let all = s.all()?;
+                let active: std::collections::HashSet<&str> = all
+                    .iter()
+                    .filter(|r| r.revocation.is_none())
+                    .map(|r| r.serial.as_str())
+                    .collect();
+                Ok(all
+                    .iter()
+                    .filter(|r| r.revocation.is_none())
+                    .filter_map(|r| {
+                        let old = r.renewed_from.as_ref()?;
+                        active
+                            .contains(old.as_str())
+                            .then(|| (r.serial.clone(), old.clone(), r.issued_at))
+                    })
+                    .collect())
+            }
+            Ledger::Postgres(p) => p.pending_renewals(),
+        }
+    }
+
     /// Every revoked serial, as the backend indexes them (PostgreSQL: the `revoked` column).
     pub fn revoked_serials(&self) -> Result<Vec<String>, LedgerError> {
         match self {

@@ -88,6 +88,14 @@ impl LedgerSpec {
         config.keepalives_interval(std::time::Duration::from_secs(5));
         config.keepalives_retries(3);
         config.tcp_user_timeout(std::time::Duration::from_secs(20));
+        // The server gives up too, rather than holding locks for a client that left.
+        let ours = "-c statement_timeout=15000 -c lock_timeout=10000 \
+                    -c idle_in_transaction_session_timeout=30000";
+        let options = match config.get_options() {
+            Some(o) if !o.trim().is_empty() => format!("{o} {ours}"),
+            _ => ours.to_string(),
+        };
+        config.options(&options);
         config.application_name("mcp-zt");
         let tls = match (&self.ca, config.get_ssl_mode()) {
             (Some(_), SslMode::Disable) => {

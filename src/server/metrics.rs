@@ -212,7 +212,9 @@ impl Metrics {
             "revocation_applied" => {
                 self.revocations_applied.inc();
             }
-            "upstream_up" | "upstream_down" | "upstream_unavailable" => {
+            // The shared connection's own transitions only: `upstream_unavailable` is also
+            // logged for one identity's child, which says nothing of the shared connection.
+            "upstream_up" | "upstream_down" => {
                 if let Some(name) = e.item.as_deref().and_then(|i| i.strip_prefix("upstream:")) {
                     self.upstream_up
                         .get_or_create(&UpstreamName {

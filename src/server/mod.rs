@@ -360,9 +360,6 @@ fn check_home_mode(dir: &std::path::Path) -> Result<()> {
     Ok(())
 }
 
-/// Every 30 s: retires renewed certificates past their grace period; every hour: keeps the
-/// CRL on disk fresh.
-#[cfg(unix)]
 /// Renewed certificates whose predecessor is still valid: new serial → (old serial, Unix time
 /// after which the old one is retired even if the new one was never used).
 pub fn pending_renewals(
@@ -387,6 +384,9 @@ pub fn pending_renewals(
         .collect()
 }
 
+/// Every 30 s: retires renewed certificates past their grace period; every hour: keeps the
+/// CRL on disk fresh.
+#[cfg(unix)]
 async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
     let mut ticks: u64 = 0;
     loop {
@@ -399,14 +399,16 @@ async fn retire_loop(state: Arc<AppState>, shutdown: CancellationToken) {
             // predecessors too (at first use here, or after the grace), so no old certificate
             // outlives a replica that went away.
             let st = state.clone();
-            let found = tokio::task::spawn_blocking(move || st.authority.ledger().all()).await;
-            if let Ok(Ok(all)) = found {
+            let found =
+                tokio::task::spawn_blocking(move || st.authority.ledger().pending_renewals()).await;
+            if let Ok(Ok(found)) = found {
                 let mut p = state
                     .pending_renewals
                     .lock()
                     .unwrap_or_else(|e| e.into_inner());
-                for (new, entry) in pending_renewals(&all) {
-                    p.entry(new).or_insert(entry);
+                for (new, old, issued_at) in found {
+                    p.entry(new)
+                        .or_insert((old, issued_at + ca::RENEWAL_GRACE_SECS));
                 }
             }
         }

@@ -28,6 +28,9 @@ use crate::ledger::target::PgTarget;
 /// How often the replica checks the ledger for revocations it may have missed.
 pub const RESYNC_EVERY: Duration = Duration::from_secs(2);
 
+/// How long a connected replica counts as fresh without a completed resync.
+const CONNECTED_GRACE: Duration = Duration::from_secs(10);
+
 /// How long one resync query may take before the ledger counts as lost.
 const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
 
@@ -64,9 +67,12 @@ impl Health {
     /// (a stalled connection is dropped within two [`QUERY_TIMEOUT`]s of a resync), or the
     /// last sync is no older than `--revocation-max-stale`.
     pub fn fresh(&self) -> bool {
+        let since = self.since_sync();
         !self.shared
-            || self.connected.load(Ordering::Acquire)
-            || self.since_sync() <= self.max_stale
+            || since <= self.max_stale
+            // Connected: resyncs land every RESYNC_EVERY; should the sync task itself stop,
+            // this path expires and the max-stale rule takes over.
+            || (self.connected.load(Ordering::Acquire) && since <= CONNECTED_GRACE)
     }
 
     /// Whether the shared ledger is connected and in sync now (true for sled).

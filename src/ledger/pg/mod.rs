@@ -17,6 +17,7 @@
 
 pub mod schema;
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
 use std::sync::Arc;
 use std::time::Duration;
@@ -109,8 +110,13 @@ struct Inner {
 }
 
 impl Inner {
-    async fn call<T>(&self, op: Op<T>) -> Result<T, LedgerError> {
+    async fn call<T>(&self, op: Op<T>, gave_up: &AtomicBool) -> Result<T, LedgerError> {
         let mut guard = self.client.lock().await;
+        // The caller stopped waiting while earlier calls held the connection: a revoke or a
+        // CRL number nobody will hear of must not be replayed later.
+        if gave_up.load(Ordering::Acquire) {
+            return Err(self.unreachable("abandoned: the caller stopped waiting"));
+        }
         if guard.as_ref().is_none_or(|c| c.is_closed()) {
             *guard = None;
             // The whole of TCP, TLS and login, not only the TCP connect, is bounded.
@@ -297,12 +303,17 @@ impl PgLedger {
         };
         let inner = self.inner.clone();
         let (tx, rx) = sync_channel(1);
+        let gave_up = Arc::new(AtomicBool::new(false));
+        let flag = gave_up.clone();
         rt.spawn(async move {
-            let _ = tx.send(inner.call(op).await);
+            let _ = tx.send(inner.call(op, &flag).await);
         });
         // Waiting for the lock held by an earlier call counts too: never block for ever.
         rx.recv_timeout(CONNECT_TIMEOUT + OP_TIMEOUT + Duration::from_secs(5))
-            .map_err(|_| self.inner.unreachable("no answer from the ledger in time"))?
+            .map_err(|_| {
+                gave_up.store(true, Ordering::Release);
+                self.inner.unreachable("no answer from the ledger in time")
+            })?
     }
 
     /// The CA's metadata.
@@ -385,6 +396,26 @@ impl PgLedger {
                     .get(0);
                 tx.commit().await?;
                 Ok((revoked, u64::try_from(last - count + 1).unwrap_or(1)))
+            })
+        })
+    }
+
+    /// Renewals whose both certificates are unrevoked, from the indexed columns.
+    pub fn pending_renewals(&self) -> Result<Vec<(String, String, i64)>, LedgerError> {
+        self.run(|c| {
+            Box::pin(async move {
+                let rows = c
+                    .query(
+                        "SELECT n.serial, o.serial, n.issued_at FROM mcpzt_certs o \
+                         JOIN mcpzt_certs n ON n.serial = o.superseded_by \
+                         WHERE NOT o.revoked AND NOT n.revoked",
+                        &[],
+                    )
+                    .await?;
+                Ok(rows
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2)))
+                    .collect())
             })
         })
     }
@@ -615,6 +646,9 @@ async fn migrate(c: &mut Client) -> Result<(), OpError> {
         if current == known {
             return Ok(());
         }
+        if current > known {
+            return Err(newer(current, known));
+        }
     }
     let tx = c.transaction().await?;
     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -629,11 +663,7 @@ async fn migrate(c: &mut Client) -> Result<(), OpError> {
         .await?
         .get(0);
     if current > known {
-        return Err(LedgerError::Config(format!(
-            "the ledger database has schema version {current}, newer than this mcp-zt knows \
-             ({known}): upgrade mcp-zt before pointing it at this database"
-        ))
-        .into());
+        return Err(newer(current, known));
     }
     for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
         tx.batch_execute(sql).await?;
@@ -642,6 +672,14 @@ async fn migrate(c: &mut Client) -> Result<(), OpError> {
     }
     tx.commit().await?;
     Ok(())
+}
+
+fn newer(current: i32, known: i32) -> OpError {
+    LedgerError::Config(format!(
+        "the ledger database has schema version {current}, newer than this mcp-zt knows \
+         ({known}): upgrade mcp-zt before pointing it at this database"
+    ))
+    .into()
 }
 
 /// Runs `body` in a transaction, again (up to [`RETRIES`] times) when PostgreSQL aborted it
