@@ -272,7 +272,7 @@ for i in 1 2 3; do
 done
 
 echo "== nginx $(nginx -v 2>&1 | cut -d/ -f2) with client certificates and the same CRL" >&2
-nport=$((20000 + RANDOM % 20000))
+nport=$(free_port)
 mkdir -p "$work/nginx"
 cat >"$work/nginx/nginx.conf" <<CONF
 worker_processes 1;
@@ -313,12 +313,19 @@ done
 kill "$(cat "$work/nginx.pid")" 2>/dev/null || true
 
 echo "== TypeScript SDK $(node -p "require('$prefix/node_modules/@modelcontextprotocol/sdk/package.json').version") on node:https" >&2
-tport=$((20000 + RANDOM % 20000))
-node "$prefix/ts_server.mjs" "$home/server/server.crt" "$home/server/server.key" "$home/ca.crt" "$tport" \
+# Port 0: the server picks a free one and prints it (a guessed port can be taken).
+node "$prefix/ts_server.mjs" "$home/server/server.crt" "$home/server/server.key" "$home/ca.crt" 0 \
   >"$work/ts.out" 2>&1 &
 tpid=$!
 pids+=("$tpid")
-wait_port "$tport" "$tpid" "the TypeScript SDK server" "$work/ts.out"
+tport=""
+for _ in $(seq 1 400); do
+  tport=$(sed -n 's/^listening 127\.0\.0\.1://p' "$work/ts.out")
+  [ -n "$tport" ] && break
+  kill -0 "$tpid" 2>/dev/null || break
+  sleep 0.05
+done
+[ -n "$tport" ] || { cat "$work/ts.out" >&2; fail "the TypeScript SDK server did not start"; }
 for c in $concs; do
   gen "ts-sdk handshake c=$c" "$home" "$tport" "--pid $tpid" handshake "$c" --legacy
   kill -0 "$tpid" 2>/dev/null || { cat "$work/ts.out" >&2; fail "the TypeScript SDK server died"; }

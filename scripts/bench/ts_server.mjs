@@ -1,7 +1,7 @@
 // Baseline for scripts/bench.sh: the official MCP TypeScript SDK on node:https, requiring client
 // certificates from the same CA, with one trivial tool. Sessions for clients that initialize,
 // stateless JSON replies for single requests without a session.
-// Usage: node ts_server.mjs CERT KEY CA PORT
+// Usage: node ts_server.mjs CERT KEY CA PORT   (PORT 0: a free one, printed)
 import fs from "node:fs";
 import https from "node:https";
 import { randomUUID } from "node:crypto";
@@ -30,32 +30,38 @@ const tls = {
   rejectUnauthorized: true,
 };
 
-https
-  .createServer(tls, async (req, res) => {
-    try {
-      const chunks = [];
-      for await (const c of req) chunks.push(c);
-      const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
-      const sid = req.headers["mcp-session-id"];
-      let transport = sid ? sessions.get(sid) : undefined;
-      if (sid && !transport) {
-        res.writeHead(404).end("session not found");
-        return;
-      }
-      if (!transport) {
-        const initialize = body && body.method === "initialize";
-        transport = new StreamableHTTPServerTransport({
-          sessionIdGenerator: initialize ? () => randomUUID() : undefined,
-          enableJsonResponse: true,
-          onsessioninitialized: (id) => sessions.set(id, transport),
-        });
-        await newServer().connect(transport);
-      }
-      await transport.handleRequest(req, res, body);
-    } catch (e) {
-      // A client that hangs up mid-request must not take the baseline down with it.
-      if (res.headersSent) res.destroy();
-      else res.writeHead(500).end(String(e));
+const server = https.createServer(tls, async (req, res) => {
+  try {
+    const chunks = [];
+    for await (const c of req) chunks.push(c);
+    const body = chunks.length ? JSON.parse(Buffer.concat(chunks).toString()) : undefined;
+    const sid = req.headers["mcp-session-id"];
+    let transport = sid ? sessions.get(sid) : undefined;
+    if (sid && !transport) {
+      res.writeHead(404).end("session not found");
+      return;
     }
-  })
-  .listen(Number(port), "127.0.0.1", () => console.log(`listening 127.0.0.1:${port}`));
+    if (!transport) {
+      const initialize = body && body.method === "initialize";
+      transport = new StreamableHTTPServerTransport({
+        sessionIdGenerator: initialize ? () => randomUUID() : undefined,
+        enableJsonResponse: true,
+        onsessioninitialized: (id) => sessions.set(id, transport),
+      });
+      await newServer().connect(transport);
+    }
+    await transport.handleRequest(req, res, body);
+  } catch (e) {
+    // A client that hangs up mid-request must not take the baseline down with it.
+    if (res.headersSent) res.destroy();
+    else res.writeHead(500).end(String(e));
+  }
+});
+server.on("error", (e) => {
+  console.error("server error:", e);
+  process.exit(1);
+});
+// PORT 0 picks a free port; the line says which.
+server.listen(Number(port), "127.0.0.1", () =>
+  console.log(`listening 127.0.0.1:${server.address().port}`),
+);
