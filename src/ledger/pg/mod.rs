@@ -15,7 +15,12 @@
 //! threads). [`PgLedger`] owns a small runtime of its own for tokio-postgres, so a call from
 //! any thread, inside an async runtime or not, neither panics nor needs one.
 
+mod conn;
 pub mod schema;
+mod tx;
+
+pub use conn::{connect, listen, parse_notification, pg_error, records_of, revoked_serials};
+pub use tx::unix_ms;
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::sync_channel;
@@ -24,19 +29,19 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, Client, Notification, Transaction};
+use tokio_postgres::Client;
 
 use super::target::{PgTarget, CONNECT_TIMEOUT};
-use super::{decode, encode, ChainRevocation, LedgerError, LedgerSpec, MAX_CHAIN};
+use super::{decode, ChainRevocation, LedgerError, LedgerSpec};
 use super::{CaMeta, CertRecord, Revocation};
 use crate::pki::build::Reason;
-use schema::{MIGRATIONS, MIGRATION_LOCK, REVOCATION_CHANNEL};
+use tx::{json, locked, mark_revoked, migrate, renew_in, retrying, revoke_chain_in};
 
 /// The longest one ledger operation may take once connected.
 const OP_TIMEOUT: Duration = Duration::from_secs(15);
 
 /// How often a transaction that lost a deadlock or serialization race is retried.
-const RETRIES: usize = 5;
+pub(super) const RETRIES: usize = 5;
 
 /// An error inside an operation: PostgreSQL's, or the ledger's own verdict.
 pub enum OpError {
@@ -76,29 +81,6 @@ impl OpError {
 
     fn is_unique_violation(&self) -> bool {
         matches!(self, OpError::Pg(e) if e.code() == Some(&SqlState::UNIQUE_VIOLATION))
-    }
-}
-
-/// A tokio-postgres error as a ledger error: an answer from the server is `Database`,
-/// anything else (refused, reset, closed, timed out) is `Unreachable`.
-pub fn pg_error(target: &str, e: &tokio_postgres::Error) -> LedgerError {
-    match e.as_db_error() {
-        Some(db) => LedgerError::Database {
-            target: target.to_string(),
-            message: format!("{} (SQLSTATE {})", db.message(), db.code().code()),
-        },
-        None => {
-            let mut message = e.to_string();
-            let mut src = std::error::Error::source(e);
-            while let Some(s) = src {
-                message.push_str(&format!(": {s}"));
-                src = s.source();
-            }
-            LedgerError::Unreachable {
-                target: target.to_string(),
-                message,
-            }
-        }
     }
 }
 
@@ -149,102 +131,6 @@ impl Inner {
             message: message.into(),
         }
     }
-}
-
-/// Connects, and drives the connection on the current runtime. Notifications go to `notify`
-/// when given (a `LISTEN`ing connection); the channel closes when the connection does.
-pub async fn connect(
-    t: &PgTarget,
-    notify: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
-) -> Result<Client, LedgerError> {
-    let err = |e: tokio_postgres::Error| pg_error(&t.shown, &e);
-    match &t.tls {
-        Some(tls) => {
-            let (client, conn) = t.config.connect(tls.clone()).await.map_err(err)?;
-            drive(conn, notify);
-            Ok(client)
-        }
-        None => {
-            let (client, conn) = t.config.connect(tokio_postgres::NoTls).await.map_err(err)?;
-            drive(conn, notify);
-            Ok(client)
-        }
-    }
-}
-
-fn drive<S, T>(
-    mut conn: tokio_postgres::Connection<S, T>,
-    notify: Option<tokio::sync::mpsc::UnboundedSender<Notification>>,
-) where
-    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-    T: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
-{
-    tokio::spawn(async move {
-        while let Some(Ok(msg)) = futures_util::future::poll_fn(|cx| conn.poll_message(cx)).await {
-            if let (AsyncMessage::Notification(n), Some(tx)) = (msg, &notify) {
-                if tx.send(n).is_err() {
-                    break;
-                }
-            }
-        }
-    });
-}
-
-/// A connection that listens for revocations. The receiver ends when the connection drops.
-pub async fn listen(
-    t: &PgTarget,
-) -> Result<(Client, tokio::sync::mpsc::UnboundedReceiver<Notification>), LedgerError> {
-    let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-    let client = match tokio::time::timeout(CONNECT_TIMEOUT, connect(t, Some(tx))).await {
-        Ok(c) => c?,
-        Err(_) => {
-            return Err(LedgerError::Unreachable {
-                target: t.shown.clone(),
-                message: format!("no connection within {CONNECT_TIMEOUT:?}"),
-            })
-        }
-    };
-    client
-        .batch_execute(&format!("LISTEN {REVOCATION_CHANNEL}"))
-        .await
-        .map_err(|e| pg_error(&t.shown, &e))?;
-    Ok((client, rx))
-}
-
-/// Reads a notification's payload: `(serial, unix_ms of the revoke)`.
-pub fn parse_notification(payload: &str) -> Option<(String, i64)> {
-    let (serial, ms) = payload.split_once(' ')?;
-    if serial.is_empty() || !serial.bytes().all(|b| b.is_ascii_hexdigit()) {
-        return None;
-    }
-    Some((serial.to_string(), ms.parse().ok()?))
-}
-
-/// Every revoked serial (replica resync).
-pub async fn revoked_serials(c: &Client, target: &str) -> Result<Vec<String>, LedgerError> {
-    let rows = c
-        .query("SELECT serial FROM mcpzt_certs WHERE revoked", &[])
-        .await
-        .map_err(|e| pg_error(target, &e))?;
-    Ok(rows.iter().map(|r| r.get::<_, String>(0)).collect())
-}
-
-/// The records of these serials (replica resync).
-pub async fn records_of(
-    c: &Client,
-    target: &str,
-    serials: &[String],
-) -> Result<Vec<CertRecord>, LedgerError> {
-    let rows = c
-        .query(
-            "SELECT serial, record FROM mcpzt_certs WHERE serial = ANY($1)",
-            &[&serials],
-        )
-        .await
-        .map_err(|e| pg_error(target, &e))?;
-    rows.iter()
-        .map(|r| decode(r.get::<_, &str>(0), r.get::<_, &str>(1).as_bytes()))
-        .collect()
 }
 
 /// The PostgreSQL ledger.
@@ -614,219 +500,4 @@ impl PgLedger {
             })
         })
     }
-}
-
-/// Now, in Unix milliseconds (the revoke time announced to replicas, for propagation lag).
-pub fn unix_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-}
-
-fn json<T: serde::Serialize>(v: &T) -> Result<String, LedgerError> {
-    String::from_utf8(encode(v)?).map_err(|e| LedgerError::Corrupt {
-        key: "(new record)".into(),
-        message: e.to_string(),
-    })
-}
-
-async fn migrate(c: &mut Client) -> Result<(), OpError> {
-    let known = MIGRATIONS.last().map_or(0, |m| m.0);
-    // Up to date (the common case): nothing to create, so replicas can run as a role without
-    // CREATE rights on the database.
-    let exists: bool = c
-        .query_one("SELECT to_regclass('mcpzt_schema') IS NOT NULL", &[])
-        .await?
-        .get(0);
-    if exists {
-        let current: i32 = c
-            .query_one("SELECT COALESCE(max(version), 0) FROM mcpzt_schema", &[])
-            .await?
-            .get(0);
-        if current == known {
-            return Ok(());
-        }
-        if current > known {
-            return Err(newer(current, known));
-        }
-    }
-    let tx = c.transaction().await?;
-    tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
-        .await?;
-    tx.batch_execute(
-        "CREATE TABLE IF NOT EXISTS mcpzt_schema (\
-         version integer PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
-    )
-    .await?;
-    let current: i32 = tx
-        .query_one("SELECT COALESCE(max(version), 0) FROM mcpzt_schema", &[])
-        .await?
-        .get(0);
-    if current > known {
-        return Err(newer(current, known));
-    }
-    for (version, sql) in MIGRATIONS.iter().filter(|m| m.0 > current) {
-        tx.batch_execute(sql).await?;
-        tx.execute("INSERT INTO mcpzt_schema (version) VALUES ($1)", &[version])
-            .await?;
-    }
-    tx.commit().await?;
-    Ok(())
-}
-
-fn newer(current: i32, known: i32) -> OpError {
-    LedgerError::Config(format!(
-        "the ledger database has schema version {current}, newer than this mcp-zt knows \
-         ({known}): upgrade mcp-zt before pointing it at this database"
-    ))
-    .into()
-}
-
-/// Runs `body` in a transaction, again (up to [`RETRIES`] times) when PostgreSQL aborted it
-/// for a deadlock or serialization failure; commits on success.
-async fn retrying<T, F>(c: &mut Client, body: F) -> Result<T, OpError>
-where
-    F: for<'t> Fn(&'t Transaction<'t>) -> BoxFuture<'t, Result<T, OpError>>,
-{
-    let mut attempt = 0;
-    loop {
-        attempt += 1;
-        let tx = c.transaction().await?;
-        let r = body(&tx).await;
-        let r = match r {
-            Ok(v) => tx.commit().await.map(|_| v).map_err(OpError::Pg),
-            Err(e) => Err(e),
-        };
-        match r {
-            Err(e) if e.retryable() && attempt < RETRIES => continue,
-            r => return r,
-        }
-    }
-}
-
-/// Reads one record with its row locked until the transaction ends.
-async fn locked(tx: &Transaction<'_>, serial: &str) -> Result<Option<CertRecord>, OpError> {
-    let row = tx
-        .query_opt(
-            "SELECT record FROM mcpzt_certs WHERE serial = $1 FOR UPDATE",
-            &[&serial],
-        )
-        .await?;
-    Ok(match row {
-        Some(r) => Some(decode(serial, r.get::<_, &str>(0).as_bytes())?),
-        None => None,
-    })
-}
-
-/// Writes a revoked record, takes its place in the revocation order and announces it (the
-/// announcement is delivered only if the transaction commits).
-async fn mark_revoked(tx: &Transaction<'_>, rec: &CertRecord) -> Result<(), OpError> {
-    let value = json(rec)?;
-    tx.execute(
-        "UPDATE mcpzt_certs SET record = $2, revoked = true, \
-         revocation_seq = nextval('mcpzt_revocation_seq') WHERE serial = $1",
-        &[&rec.serial, &value],
-    )
-    .await?;
-    let payload = format!("{} {}", rec.serial, unix_ms());
-    tx.execute("SELECT pg_notify($1, $2)", &[&REVOCATION_CHANNEL, &payload])
-        .await?;
-    Ok(())
-}
-
-async fn renew_in(
-    tx: &Transaction<'_>,
-    old: &str,
-    new: &CertRecord,
-    new_json: &str,
-    now: i64,
-) -> Result<(), OpError> {
-    let Some(mut rec) = locked(tx, old).await? else {
-        return Err(LedgerError::NotFound(old.into()).into());
-    };
-    if rec.revocation.is_some() {
-        return Err(LedgerError::NotRenewable {
-            serial: old.into(),
-            why: "revoked",
-        }
-        .into());
-    }
-    if now > rec.not_after {
-        return Err(LedgerError::NotRenewable {
-            serial: old.into(),
-            why: "expired",
-        }
-        .into());
-    }
-    if rec.superseded_by.is_some() {
-        return Err(LedgerError::AlreadyRenewed(old.into()).into());
-    }
-    let inserted = tx
-        .execute(
-            "INSERT INTO mcpzt_certs (serial, record, issued_at, superseded_by) \
-             VALUES ($1, $2, $3, NULL)",
-            &[&new.serial, &new_json, &new.issued_at],
-        )
-        .await;
-    if let Err(e) = inserted {
-        let e = OpError::Pg(e);
-        return Err(if e.is_unique_violation() {
-            LedgerError::DuplicateSerial(new.serial.clone()).into()
-        } else {
-            e
-        });
-    }
-    rec.superseded_by = Some(new.serial.clone());
-    let value = json(&rec)?;
-    tx.execute(
-        "UPDATE mcpzt_certs SET record = $2, superseded_by = $3 WHERE serial = $1",
-        &[&rec.serial, &value, &rec.superseded_by],
-    )
-    .await?;
-    Ok(())
-}
-
-async fn revoke_chain_in(
-    tx: &Transaction<'_>,
-    serial: &str,
-    reason: Reason,
-    at: i64,
-) -> Result<ChainRevocation, OpError> {
-    let Some(mut first) = locked(tx, serial).await? else {
-        return Err(LedgerError::NotFound(serial.into()).into());
-    };
-    for _ in 0..MAX_CHAIN {
-        let Some(prev) = first.renewed_from.clone() else {
-            break;
-        };
-        match locked(tx, &prev).await? {
-            Some(p) => first = p,
-            None => break,
-        }
-    }
-    let mut out = ChainRevocation::default();
-    let mut next = Some(first);
-    let mut steps = 0;
-    while let Some(mut rec) = next.take() {
-        steps += 1;
-        if steps > MAX_CHAIN {
-            return Err(LedgerError::Corrupt {
-                key: serial.into(),
-                message: "renewal chain loops".into(),
-            }
-            .into());
-        }
-        let successor = rec.superseded_by.clone();
-        if rec.revocation.is_some() {
-            out.already.push(rec);
-        } else {
-            rec.revocation = Some(Revocation { at, reason });
-            mark_revoked(tx, &rec).await?;
-            out.newly.push(rec);
-        }
-        if let Some(s) = successor {
-            next = locked(tx, &s).await?;
-        }
-    }
-    Ok(out)
 }
