@@ -130,7 +130,7 @@ impl Authority {
                 role_oid: self.meta.role_oid.clone(),
             },
             lifetime: Duration::seconds(req.ttl_secs),
-            crl_url: self.meta.crl_url.clone(),
+            crl_url: self.crl_url_of(signer.current()),
         };
         let out_dir = req.out_dir.clone().unwrap_or_else(|| self.home.clients());
         self.sign_and_record(
@@ -155,7 +155,7 @@ impl Authority {
             extra_sans: sans.to_vec(),
             kind: LeafKind::Server,
             lifetime,
-            crl_url: self.meta.crl_url.clone(),
+            crl_url: self.crl_url_of(signer.current()),
         };
         self.sign_and_record(signer, &leaf, CertKind::Server, None, &self.home.server())
     }
@@ -330,7 +330,7 @@ impl Authority {
                 role_oid: self.meta.role_oid.clone(),
             },
             lifetime: Duration::seconds(end - t),
-            crl_url: self.meta.crl_url.clone(),
+            crl_url: self.crl_url_of(ca),
         };
         let built = build::leaf_for_key(&leaf, &csr.public_key, &ca.issuer()?, now)?;
         let record = CertRecord {
@@ -428,6 +428,17 @@ impl Authority {
             return Ok(());
         }
         self.publish_crl(signer).map(|_| ())
+    }
+
+    /// The CRL distribution point a certificate signed by `ca` names: `ca init --crl-url`
+    /// for a single CA; for an intermediate, that URL plus `/ID` (the ops listener's
+    /// `/crl/ID`), so a certificate keeps pointing at its own issuer's CRL after `ca rotate`.
+    pub fn crl_url_of(&self, ca: &IssuingCa) -> Option<String> {
+        let url = self.meta.crl_url.as_deref()?;
+        Some(match ca.id() {
+            Some(id) => format!("{}/{id}", url.trim_end_matches('/')),
+            None => url.to_string(),
+        })
     }
 
     /// Where the CRL of `ca` is written: `intermediates/SERIAL.crl` for an intermediate

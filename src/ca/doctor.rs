@@ -441,10 +441,18 @@ fn check_trusts(
             .map_err(|e| e.to_string())
             .and_then(|ca| {
                 let crl = fsutil::read(&home.dir().join(crl)).map_err(|e| e.to_string())?;
-                crate::tls::foreign::ForeignTrust::build(t.clone(), &ca, crl)
+                crate::tls::foreign::ForeignTrust::build(t.clone(), &ca, crl, &[])
                     .map_err(|e| e.to_string())
             });
-        match loaded {
+        if let Ok(l) = &loaded {
+            for why in &l.refused {
+                out.push((
+                    Severity::Warning,
+                    format!("trust {:?}: its CRL file: {why}", t.name),
+                ));
+            }
+        }
+        match loaded.map(|l| l.trust) {
             Err(e) if e.starts_with("trust ") => out.push((
                 Severity::Error,
                 format!("{e}: its certificates are refused until it loads"),

@@ -66,6 +66,22 @@ pub fn copy_and_verify(src: &Ledger, dst: &Ledger) -> Result<MigrationReport, Le
         dst.insert_many(chunk)?;
     }
     dst.raise_crl_number(src.crl_number()?)?;
+    // Foreign serials seen revoked stay refused on the fleet too.
+    let foreign = src.foreign_revocations(i64::MIN)?;
+    dst.remember_foreign_revocations(&foreign)?;
+    let copied = dst.foreign_revocations(i64::MIN)?;
+    if let Some(lost) = foreign
+        .iter()
+        .find(|f| !copied.iter().any(|c| c.key == f.key))
+    {
+        return Err(LedgerError::Corrupt {
+            key: dst.describe(),
+            message: format!(
+                "verification after the copy failed: foreign revocation {} is missing",
+                lost.key
+            ),
+        });
+    }
     if existing_meta.is_none() {
         dst.init_ca_meta(&meta)?;
     }

@@ -197,6 +197,7 @@ mod record {
     }
 }
 
+mod foreign;
 pub mod migrate;
 pub mod pg;
 mod sled_store;
@@ -206,6 +207,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
+pub use foreign::ForeignRevocation;
 pub use record::{CaMeta, CertKind, CertRecord, Layout, Revocation, Status, RECORD_VERSION};
 pub use sled_store::SledLedger;
 pub use target::LedgerSpec;

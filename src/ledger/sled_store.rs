@@ -123,6 +123,11 @@ impl SledLedger {
         Ok(())
     }
 
+    /// Another tree of the same database (foreign revocations).
+    pub(super) fn tree(&self, name: &str) -> Result<sled::Tree, LedgerError> {
+        Ok(self.db.open_tree(name)?)
+    }
+
     /// The tree the server's data tools use (same database: one process owns it all).
     pub fn data_tree(&self) -> Result<sled::Tree, LedgerError> {
         Ok(self.db.open_tree("data")?)
@@ -380,7 +385,7 @@ impl SledLedger {
 
     /// Refuses writes to a ledger `ledger migrate` moved to PostgreSQL: two ledgers taking
     /// revocations apart would each miss the other's.
-    fn writable(&self) -> Result<(), LedgerError> {
+    pub(super) fn writable(&self) -> Result<(), LedgerError> {
         match &self.moved_to {
             Some(to) => Err(LedgerError::Moved(to.clone())),
             None => Ok(()),

@@ -8,8 +8,9 @@
 //!   `--revocation-max-stale`): what a load balancer should check, so that a database outage
 //!   does not take every replica out of rotation while they keep serving, and a replica that
 //!   went stale does.
-//! - `/crl`: the current CRL in DER, for relying parties that fetch it over HTTP (the URL a
-//!   `ca init --crl-url` puts into certificates).
+//! - `/crl`: the current CRL in DER, for relying parties that fetch it over HTTP (the URL
+//!   `ca init --crl-url` names); `/crl/ID`: the CRL of intermediate ID, which is what the
+//!   certificates it signed name as their CRL distribution point (`--crl-url` plus `/ID`).
 //!
 //! Nothing here needs a client certificate and nothing here is secret, but it tells who is
 //! connected (names, roles in labels are policy roles only) and how busy the server is: it
@@ -17,7 +18,7 @@
 
 use std::sync::Arc;
 
-use axum::extract::State;
+use axum::extract::{Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
@@ -36,6 +37,7 @@ pub async fn serve(listener: TcpListener, state: Arc<AppState>, shutdown: Cancel
         .route("/readyz", get(readyz))
         .route("/serving", get(serving))
         .route("/crl", get(crl))
+        .route("/crl/{id}", get(crl_of))
         .with_state(state);
     let _ = axum::serve(listener, app)
         .with_graceful_shutdown(async move { shutdown.cancelled().await })
@@ -106,8 +108,31 @@ async fn serving(State(state): State<Arc<AppState>>) -> Response {
 }
 
 async fn crl(State(state): State<Arc<AppState>>) -> Response {
-    let path = state.authority.home().crl();
-    let pem = match tokio::fs::read(&path).await {
+    crl_file(&state.authority.home().crl()).await
+}
+
+/// The CRL of one intermediate, by its id (the serial its certificates name in their CRL
+/// distribution point): served for as long as mcp-zt keeps publishing it, which is while the
+/// intermediate's key is loaded (until it expires), retired intermediates included.
+async fn crl_of(State(state): State<Arc<AppState>>, Path(id): Path<String>) -> Response {
+    let well_formed = !id.is_empty()
+        && id.len() <= 64
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b));
+    if !well_formed {
+        return (StatusCode::NOT_FOUND, "no such CRL\n").into_response();
+    }
+    let path = state.authority.home().intermediate_crl_of(&id);
+    if !path.is_file() {
+        return (StatusCode::NOT_FOUND, "no such CRL\n").into_response();
+    }
+    crl_file(&path).await
+}
+
+/// A PEM CRL file, served as DER.
+async fn crl_file(path: &std::path::Path) -> Response {
+    let pem = match tokio::fs::read(path).await {
         Ok(p) => p,
         Err(_) => {
             return (StatusCode::SERVICE_UNAVAILABLE, "no CRL published yet\n").into_response()

@@ -16,9 +16,12 @@ use tokio_util::sync::CancellationToken;
 use super::state::AppState;
 use crate::audit::Event;
 use crate::fsutil;
+use crate::identity;
+use crate::ledger::ForeignRevocation;
 use crate::policy::trust::CrlSource;
 use crate::policy::TrustConfig;
 use crate::tls::foreign::ForeignTrust;
+use crate::tls::foreign_crl::VerifiedCrl;
 use crate::tls::verifier::current_policy;
 
 /// How often CRL files are checked for changes.
@@ -194,35 +197,42 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
             continue;
         }
         let config = cfg.clone();
-        let built = tokio::task::spawn_blocking(move || ForeignTrust::build(config, &ca, crl))
-            .await
-            .map_err(|e| format!("trust {:?}: {e}", cfg.name))
-            .and_then(|r| r.map_err(|e| e.to_string()));
+        let in_force: Vec<VerifiedCrl> = named.as_ref().map(|x| x.crls.clone()).unwrap_or_default();
+        let built =
+            tokio::task::spawn_blocking(move || ForeignTrust::build(config, &ca, crl, &in_force))
+                .await
+                .map_err(|e| format!("trust {:?}: {e}", cfg.name))
+                .and_then(|r| r.map_err(|e| e.to_string()));
         match built {
-            Ok(loaded) if existing.as_ref().is_some_and(|x| loaded.older_than(x)) => {
-                report(
-                    state,
-                    t,
-                    &cfg.name,
-                    format!(
-                        "trust {:?}: refused a CRL older than the one in force (an old CRL served again would un-revoke)",
-                        cfg.name
-                    ),
-                );
-                next.extend(existing);
-            }
             Ok(loaded) => {
                 t.last_error.remove(&cfg.name);
-                state.audit.log(Event::new("trust_loaded").reason(format!(
-                    "trust {:?}: CRL with {} entries, nextUpdate {}",
-                    cfg.name,
-                    loaded.revoked.len(),
-                    crate::pki::rfc3339(loaded.crl_next_update)
-                )));
+                for why in &loaded.refused {
+                    eprintln!("mcp-zt: trust {:?}: {why}", cfg.name);
+                    state.audit.log(
+                        Event::new("crl_refused").reason(format!("trust {:?}: {why}", cfg.name)),
+                    );
+                }
+                let trust = loaded.trust;
+                let same = existing.as_ref().is_some_and(|x| x.same_crls(&trust));
+                if !same {
+                    state.audit.log(Event::new("trust_loaded").reason(format!(
+                        "trust {:?}: {} CRL(s) in force ({}), {} entries, nextUpdate {}",
+                        cfg.name,
+                        trust.crls.len(),
+                        trust
+                            .crls
+                            .iter()
+                            .map(|c| format!("{} number {}", c.issuer_text, c.number))
+                            .collect::<Vec<_>>()
+                            .join("; "),
+                        trust.revoked.len(),
+                        crate::pki::rfc3339(trust.crl_next_update)
+                    )));
+                }
                 if bundle_changed {
                     closed.push(cfg.name.clone());
                 }
-                next.push(Arc::new(loaded));
+                next.push(Arc::new(trust));
                 changed = true;
             }
             Err(e) => {
@@ -257,32 +267,134 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
             t.stale.remove(&x.config.name);
         }
     }
-    if !changed {
-        return;
+    if changed {
+        // The new trusts and CRLs take effect for handshakes first, then live connections.
+        state.verifier.set_foreign(next.clone());
+        closed.sort();
+        closed.dedup();
+        for name in closed {
+            let cut = state.conns.cut_prefix(&format!("{name}:"));
+            state.audit.log(Event::new("trust_changed").reason(format!(
+                "trust {name:?}: its configuration or CA bundle changed, or it was removed; {cut} open connection(s) closed"
+            )));
+        }
     }
-    // The new trusts and CRLs take effect for handshakes first, then live connections.
-    state.verifier.set_foreign(next.clone());
-    closed.sort();
-    closed.dedup();
-    for name in closed {
-        let cut = state.conns.cut_prefix(&format!("{name}:"));
-        state.audit.log(Event::new("trust_changed").reason(format!(
-            "trust {name:?}: its configuration or CA bundle changed, or it was removed; {cut} open connection(s) closed"
-        )));
+    if !next.is_empty() {
+        apply_revocations(state, &next).await;
     }
-    for trust in &next {
-        let newly = state
-            .revoked
-            .replace_prefix(&format!("{}:", trust.config.name), &trust.revoked);
+}
+
+/// Applies the trusts' CRLs and the remembered foreign revocations to the revocation set and
+/// to live connections, and records in the ledger every serial a CRL in force lists that the
+/// ledger does not hold yet (a write that fails is tried again on the next pass).
+///
+/// Each trust's keys in the set become: what its CRLs list, plus what the ledger remembers
+/// (also what other replicas saw), minus what a CRL lists as removeFromCRL. While the ledger
+/// cannot be read nothing is taken out of the set, only added.
+async fn apply_revocations(state: &AppState, trusts: &[Arc<ForeignTrust>]) {
+    let now = crate::pki::now().unix_timestamp();
+    let mut to_record = Vec::new();
+    let mut lifted = Vec::new();
+    for trust in trusts {
+        for crl in &trust.crls {
+            for e in &crl.entries {
+                let key = identity::foreign_key(&trust.config.name, &crl.issuer, &e.serial);
+                if e.remove_from_crl {
+                    lifted.push(key);
+                } else {
+                    to_record.push(ForeignRevocation {
+                        key,
+                        trust: trust.config.name.clone(),
+                        issuer: crl.issuer_text.clone(),
+                        serial: hex::encode(&e.serial),
+                        seen_at: now,
+                        until: crl.issuer_not_after,
+                    });
+                }
+            }
+        }
+    }
+    let ledger = state.authority.ledger().clone();
+    let synced = tokio::task::spawn_blocking(move || {
+        let known = ledger.foreign_revocations(now)?;
+        let missing: Vec<ForeignRevocation> = to_record
+            .into_iter()
+            .filter(|r| !known.iter().any(|k| k.key == r.key))
+            .collect();
+        ledger.remember_foreign_revocations(&missing)?;
+        let lifted: Vec<String> = lifted
+            .into_iter()
+            .filter(|k| known.iter().any(|r| &r.key == k))
+            .collect();
+        let forgotten = ledger.forget_foreign_revocations(&lifted)?;
+        let mut remembered = known;
+        remembered.retain(|r| !forgotten.iter().any(|f| f.key == r.key));
+        remembered.extend(missing);
+        Ok::<_, crate::ledger::LedgerError>((remembered, forgotten))
+    })
+    .await;
+    let remembered = match synced {
+        Ok(Ok((remembered, forgotten))) => {
+            for f in forgotten {
+                state.audit.log(
+                    Event::new("foreign_revocation_lifted")
+                        .cert(Some(f.key.clone()), None)
+                        .reason(format!(
+                            "trust {:?}: the CRL of {} lists serial {} as removeFromCRL; it is no longer remembered as revoked (seen revoked at {})",
+                            f.trust,
+                            f.issuer,
+                            f.serial,
+                            crate::pki::rfc3339(f.seen_at)
+                        )),
+                );
+            }
+            Some(remembered)
+        }
+        Ok(Err(e)) => {
+            state.audit.log(
+                Event::new("foreign_revocations_unsynced")
+                    .reason(format!("foreign revocations not read or recorded: {e}")),
+            );
+            None
+        }
+        Err(e) => {
+            state.audit.log(
+                Event::new("foreign_revocations_unsynced")
+                    .reason(format!("foreign revocations not read or recorded: {e}")),
+            );
+            None
+        }
+    };
+    for trust in trusts {
+        let name = &trust.config.name;
+        let prefix = format!("{name}:");
+        let newly = match &remembered {
+            Some(all) => {
+                let mut keys: Vec<String> = trust
+                    .revoked
+                    .iter()
+                    .filter(|k| !trust.lifted.contains(k))
+                    .cloned()
+                    .collect();
+                keys.extend(
+                    all.iter()
+                        .filter(|r| r.key.starts_with(&prefix) && !trust.lifted.contains(&r.key))
+                        .map(|r| r.key.clone()),
+                );
+                keys.sort();
+                keys.dedup();
+                state.revoked.replace_prefix(&prefix, &keys)
+            }
+            None => state.revoked.insert_all(&trust.revoked),
+        };
         let cut: usize = newly
             .iter()
             .map(|key| state.apply_foreign_revocation(key))
             .sum();
         if !newly.is_empty() {
             state.audit.log(Event::new("revocation_applied").reason(format!(
-                "{} certificate(s) newly listed in the CRL of trust {:?}; {cut} open connection(s) closed",
+                "{} certificate(s) newly listed in the CRL of trust {name:?} or remembered as revoked in the ledger; {cut} open connection(s) closed",
                 newly.len(),
-                trust.config.name
             )));
         }
     }

@@ -6,11 +6,13 @@
 //! accepted for the trust's grace period and then refuses every handshake (fail closed), and
 //! the role comes only from the trust's rules.
 //!
-//! The CRL's own signature is checked by webpki at each handshake, not when it is loaded: a
-//! forged CRL (from a `crl_url` over plain HTTP, say) can make mcp-zt refuse and cut
-//! certificates it lists, never accept one; and a genuine but older CRL served again is
-//! refused by the refresher ([`ForeignTrust::older_than`]), so it cannot un-revoke. Serve CRLs
-//! over https, or as files.
+//! Every CRL is checked when it is loaded ([`super::foreign_crl`]): its signature against the
+//! bundle, its issuer's cRLSign, a thisUpdate not in the future; and exactly one CRL per issuer
+//! (the newest that verifies, in the new body or in force) is handed to webpki. A forged CRL
+//! is refused and the CRL in force stays; a genuine but older CRL served again loses to the
+//! one in force. Serials a verified CRL lists are also remembered in the ledger by the server
+//! ([`crate::server`]'s trust refresher), so a later CRL that leaves them out cannot bring them
+//! back.
 
 use std::sync::Arc;
 
@@ -19,6 +21,7 @@ use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, UnixTime};
 use rustls::server::danger::ClientCertVerifier;
 use rustls::server::WebPkiClientVerifier;
 
+use super::foreign_crl::{self, CrlSkip, VerifiedCrl};
 use crate::identity::{self, Identity};
 use crate::policy::TrustConfig;
 
@@ -39,16 +42,26 @@ pub struct ForeignTrust {
     verifier: Arc<dyn ClientCertVerifier>,
     /// The earliest nextUpdate of its CRLs (Unix seconds).
     pub crl_next_update: i64,
-    /// thisUpdate and CRL number of each CRL, by issuer name (DER): a later CRL from the same
-    /// issuer must not be older (an old CRL served again would un-revoke what was revoked
-    /// since).
-    pub crl_this_update: std::collections::BTreeMap<Vec<u8>, (i64, u64)>,
-    /// The identity keys ([`identity::foreign_key`]) its CRLs list.
+    /// The CRLs in force: one per issuer, each verified against the bundle. webpki checks
+    /// exactly these.
+    pub crls: Vec<VerifiedCrl>,
+    /// The identity keys ([`identity::foreign_key`]) its CRLs list as revoked.
     pub revoked: Vec<String>,
-    /// The CRL bytes as loaded, to notice a change.
+    /// The identity keys its CRLs list with reason removeFromCRL (a hold lifted).
+    pub lifted: Vec<String>,
+    /// The CRL bytes last read, to notice a change.
     pub crl_bytes: Vec<u8>,
     /// The CA bundle as loaded, to notice a change.
     pub ca_bytes: Vec<u8>,
+}
+
+/// A trust built from a new CRL body, and what was refused on the way.
+#[derive(Debug)]
+pub struct Loaded {
+    /// The trust, with the CRLs it put in force.
+    pub trust: ForeignTrust,
+    /// CRLs of the body that were refused, each with its reason (for the audit log).
+    pub refused: Vec<String>,
 }
 
 impl std::fmt::Debug for ForeignTrust {
@@ -71,15 +84,19 @@ pub struct ForeignRefusal {
 }
 
 impl ForeignTrust {
-    /// Builds a trust from its CA bundle (PEM) and CRL bytes (PEM, one or more blocks, or
-    /// DER). Bundle CAs that are not valid now are left out, with their CRLs. Refused: no CA
-    /// valid now, a CRL that does not parse, lacks nextUpdate, or comes from no CA of the
-    /// bundle, or no CRL of a valid CA.
+    /// Builds a trust from its CA bundle (PEM) and a CRL body (PEM, one or more blocks, or
+    /// DER), with the CRLs of `in_force` (the trust as it was) as the floor: for each issuer
+    /// the newest CRL that verifies wins, and a CRL of the body that is forged, malformed,
+    /// from the future or older than the one in force is refused (listed in
+    /// [`Loaded::refused`]). Bundle CAs that are not valid now are left out, with their CRLs.
+    /// Refused as a whole: a bundle with no CA valid now, a body that is not PEM or DER, or
+    /// no verified CRL at all.
     pub fn build(
         config: TrustConfig,
         ca_pem: &[u8],
         crl_bytes: Vec<u8>,
-    ) -> Result<ForeignTrust, TrustLoadError> {
+        in_force: &[VerifiedCrl],
+    ) -> Result<Loaded, TrustLoadError> {
         let ca_bytes = ca_pem.to_vec();
         let err = |message: String| TrustLoadError {
             trust: config.name.clone(),
@@ -91,19 +108,17 @@ impl ForeignTrust {
         if cas.is_empty() {
             return Err(err(format!("CA bundle {} holds no certificate", config.ca)));
         }
-        let mut subjects = Vec::new();
-        let mut all_subjects = Vec::new();
-        let mut roots = rustls::RootCertStore::empty();
         let now = crate::pki::now().unix_timestamp();
-        for ca in &cas {
-            let (_, c) = x509_parser::parse_x509_certificate(ca)
-                .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
-            all_subjects.push(c.subject().as_raw().to_vec());
+        let bundle = foreign_crl::bundle_cas(&cas, now)
+            .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
+        let mut roots = rustls::RootCertStore::empty();
+        for (ca, info) in cas.iter().zip(&bundle) {
             // webpki does not check a trust anchor's own dates: an expired CA is left out.
-            let v = c.validity();
-            if v.not_before.timestamp() > now || v.not_after.timestamp() <= now {
+            if !info.valid_now {
                 continue;
             }
+            let (_, c) = x509_parser::parse_x509_certificate(ca)
+                .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
             if !c.is_ca() {
                 return Err(err(format!(
                     "CA bundle {}: {} is not a CA certificate",
@@ -111,7 +126,6 @@ impl ForeignTrust {
                     c.subject()
                 )));
             }
-            subjects.push(c.subject().as_raw().to_vec());
             roots
                 .add(ca.clone())
                 .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
@@ -122,69 +136,71 @@ impl ForeignTrust {
                 config.ca
             )));
         }
-        let crls = parse_crls(&crl_bytes).map_err(&err)?;
-        let mut next_update = i64::MAX;
-        let mut this_update = std::collections::BTreeMap::new();
+        let mut refused = Vec::new();
+        let mut fresh = Vec::new();
+        for der in parse_crls(&crl_bytes).map_err(&err)? {
+            match foreign_crl::verify(&der, &bundle, now) {
+                Ok(v) => fresh.push(v),
+                Err(CrlSkip::Refused(why)) => refused.push(why),
+                Err(CrlSkip::ExpiredIssuer) => {}
+            }
+        }
+        // The CRLs in force are checked again: the bundle may have changed under them.
+        let floor: Vec<VerifiedCrl> = in_force
+            .iter()
+            .filter_map(|c| foreign_crl::verify(&c.der, &bundle, now).ok())
+            .collect();
+        let (crls, older) = foreign_crl::choose(&floor, fresh);
+        refused.extend(older);
+        if crls.is_empty() {
+            let why = refused.first().cloned().unwrap_or_default();
+            return Err(err(format!(
+                "no CRL of a CA of the bundle that is valid now verifies{}{why}",
+                if why.is_empty() { "" } else { ": " }
+            )));
+        }
         let mut revoked = Vec::new();
-        let mut kept = Vec::new();
-        for der in crls {
-            let (_, crl) =
-                x509_parser::parse_x509_crl(&der).map_err(|e| err(format!("CRL: {e}")))?;
-            let issuer = crl.issuer().as_raw();
-            if !all_subjects.iter().any(|s| s == issuer) {
-                return Err(err(format!(
-                    "the CRL is issued by {}, which is not a CA of the bundle {}",
-                    crl.issuer(),
-                    config.ca
-                )));
+        let mut lifted = Vec::new();
+        let mut next_update = i64::MAX;
+        for crl in &crls {
+            next_update = next_update.min(crl.next_update);
+            for e in &crl.entries {
+                let key = identity::foreign_key(&config.name, &crl.issuer, &e.serial);
+                if e.remove_from_crl {
+                    lifted.push(key);
+                } else {
+                    revoked.push(key);
+                }
             }
-            // The CRL of a CA left out (expired) counts for nothing.
-            if !subjects.iter().any(|s| s == issuer) {
-                continue;
-            }
-            let Some(next) = crl.next_update() else {
-                return Err(err(
-                    "the CRL has no nextUpdate: its freshness cannot be judged".into(),
-                ));
-            };
-            next_update = next_update.min(next.timestamp());
-            let number = crl
-                .crl_number()
-                .and_then(|n| u64::try_from(n.clone()).ok())
-                .unwrap_or(0);
-            this_update.insert(issuer.to_vec(), (crl.last_update().timestamp(), number));
-            for r in crl.iter_revoked_certificates() {
-                revoked.push(identity::foreign_key(&config.name, issuer, r.raw_serial()));
-            }
-            kept.push(der);
         }
-        if kept.is_empty() {
-            return Err(err("no CRL of a CA of the bundle that is valid now".into()));
-        }
-        let crls = kept;
         let verifier =
             WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider())
-                .with_crls(crls)
+                .with_crls(crls.iter().map(|c| c.der.clone()))
                 .only_check_end_entity_revocation()
                 .build()
                 .map_err(|e| err(format!("verifier: {e}")))?;
-        Ok(ForeignTrust {
-            config,
-            verifier,
-            crl_next_update: next_update,
-            crl_this_update: this_update,
-            revoked,
-            crl_bytes,
-            ca_bytes,
+        Ok(Loaded {
+            trust: ForeignTrust {
+                config,
+                verifier,
+                crl_next_update: next_update,
+                crls,
+                revoked,
+                lifted,
+                crl_bytes,
+                ca_bytes,
+            },
+            refused,
         })
     }
 
-    /// Whether a CRL of this trust is older (thisUpdate, then CRL number) than the one from the
-    /// same issuer in `current`: such a CRL is refused.
-    pub fn older_than(&self, current: &ForeignTrust) -> bool {
-        self.crl_this_update
-            .iter()
-            .any(|(issuer, t)| current.crl_this_update.get(issuer).is_some_and(|c| t < c))
+    /// Whether this trust's CRLs are the same as `other`'s (a body that changed nothing).
+    pub fn same_crls(&self, other: &ForeignTrust) -> bool {
+        self.crls.len() == other.crls.len()
+            && self
+                .crls
+                .iter()
+                .all(|c| other.crls.iter().any(|o| o.der == c.der))
     }
 
     /// Verifies a client certificate against this trust. `Ok(None)`: not issued by this
@@ -240,6 +256,9 @@ impl ForeignTrust {
     }
 }
 
+/// The most CRLs one body may hold: each costs a signature check.
+const MAX_CRLS: usize = 256;
+
 /// CRLs from PEM (every `X509 CRL` block) or a single DER CRL.
 fn parse_crls(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>, String> {
     let crls: Vec<CertificateRevocationListDer<'static>> =
@@ -252,6 +271,12 @@ fn parse_crls(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>
         };
     if crls.is_empty() {
         return Err("the CRL file holds no X509 CRL block".into());
+    }
+    if crls.len() > MAX_CRLS {
+        return Err(format!(
+            "the CRL body holds {} CRLs; at most {MAX_CRLS} are read",
+            crls.len()
+        ));
     }
     Ok(crls)
 }

@@ -2,6 +2,7 @@
 //! client-certificate verifier and the handshake lockout.
 
 pub mod foreign;
+pub mod foreign_crl;
 pub mod lockout;
 pub mod verifier;
 

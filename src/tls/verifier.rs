@@ -62,6 +62,17 @@ impl RevocationSet {
             .cloned()
             .collect()
     }
+    /// Adds `keys`; returns those that were not in the set before.
+    pub fn insert_all(&self, keys: &[String]) -> Vec<String> {
+        let mut set = match self.0.write() {
+            Ok(s) => s,
+            Err(p) => p.into_inner(),
+        };
+        keys.iter()
+            .filter(|k| set.insert((*k).clone()))
+            .cloned()
+            .collect()
+    }
     /// How many serials are revoked.
     pub fn len(&self) -> usize {
         self.0.read().map(|s| s.len()).unwrap_or(0)

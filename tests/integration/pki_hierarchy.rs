@@ -456,8 +456,7 @@ match = { san_uri = "spiffe://corp.example/*" }
     let before = audit_len(&env);
     std::fs::write(env.home.join("corp.crl"), &first_crl).expect("crl");
     wait_audit_after(&env, before, |v| {
-        v["event"] == "trust_load_failed"
-            && v["reason"].as_str().is_some_and(|r| r.contains("older"))
+        v["event"] == "crl_refused" && v["reason"].as_str().is_some_and(|r| r.contains("older"))
     });
     assert!(post(&client(&sam), &server, INIT).await.is_err());
     std::fs::write(env.home.join("corp.crl"), corp.crl(&[&sam.2], 86_400, 3)).expect("crl");

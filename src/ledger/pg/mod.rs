@@ -16,6 +16,7 @@
 //! any thread, inside an async runtime or not, neither panics nor needs one.
 
 mod conn;
+mod foreign;
 pub mod schema;
 mod tx;
 

@@ -6,9 +6,10 @@
 //! Never edit a released migration: add the next one.
 
 /// `(version, SQL)`, oldest first.
-pub const MIGRATIONS: &[(i32, &str)] = &[(
-    1,
-    r#"
+pub const MIGRATIONS: &[(i32, &str)] = &[
+    (
+        1,
+        r#"
 -- One row per certificate the CA issued. `record` is the same JSON document the sled backend
 -- stores; the other columns are what the database must enforce or index.
 CREATE TABLE mcpzt_certs (
@@ -73,7 +74,25 @@ END $$;
 CREATE TRIGGER mcpzt_crl_up BEFORE UPDATE ON mcpzt_crl_number
     FOR EACH ROW EXECUTE FUNCTION mcpzt_crl_up();
 "#,
-)];
+    ),
+    (
+        2,
+        r#"
+-- Foreign certificates seen revoked in a verified CRL of a trust, remembered until their CA's
+-- notAfter so that a later CRL that leaves them out cannot bring them back. `key` is the
+-- identity key the server refuses (TRUST:ISSUER-HASH:SERIAL).
+CREATE TABLE mcpzt_foreign_revoked (
+    key      text PRIMARY KEY,
+    trust    text NOT NULL,
+    issuer   text NOT NULL,
+    serial   text NOT NULL CHECK (serial ~ '^[0-9a-f]*$'),
+    seen_at  bigint NOT NULL,
+    until    bigint NOT NULL
+);
+CREATE INDEX mcpzt_foreign_revoked_until ON mcpzt_foreign_revoked (until);
+"#,
+    ),
+];
 
 /// The key of the advisory lock migrations run under (any constant unique to mcp-zt).
 pub const MIGRATION_LOCK: i64 = 0x6d63_707a_745f_6d67;
