@@ -92,6 +92,13 @@ impl Report {
                 "warning: [[advisories.ignore]] {id} matches no advisory for these lockfiles: remove it"
             );
         }
+        if self.failed() {
+            let _ = writeln!(
+                out,
+                "  fix: `cargo update -p CRATE --precise VERSION` to a patched version; only if none \
+                 fits, an [[advisories.ignore]] entry in dependency-policy.toml with its reason"
+            );
+        }
         let _ = writeln!(
             out,
             "advisories: {} failing, {} warnings, {} ignored ({} packages in {} lockfiles)",
