@@ -40,7 +40,7 @@ if [ -r "$advisory_db/SNAPSHOT" ]; then
 else
   echo "advisory database: $advisory_db (no SNAPSHOT file: its commit and date are unknown)" >&2
 fi
-# Its own workspace and target dir; a debug build (about a minute from scratch on 2 cores).
+# Its own workspace and target dir; a debug build (about 25 s from scratch on 2 cores).
 started=$SECONDS
 xtask=(--locked --quiet --manifest-path xtask/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/xtask")
 cargo fmt --manifest-path xtask/Cargo.toml -- --check

@@ -10,8 +10,9 @@
 //! or of `HEAD` and refuses a database older than its staleness limit), so the snapshot would
 //! have to be turned into a throwaway repository first. Both tools are also large builds from
 //! crates.io (about 170 and 380 packages against this crate's 67), and cargo-audit checks no
-//! licenses. This crate builds in about a minute on two cores and its rules are short enough
-//! to read (`advisories.rs`, `licenses.rs`).
+//! licenses. This crate builds, runs its tests and checks the tree in about 25 s from scratch
+//! on two cores (debug build), and its rules are short enough to read (`advisories.rs`,
+//! `licenses.rs`).
 //!
 //! It is its own workspace with its own `Cargo.lock`: nothing here enters the main build.
 
