@@ -5,14 +5,15 @@
 //! Why this small crate on `rustsec` and `spdx`, not cargo-deny or cargo-audit: CI cannot
 //! reach GitHub, so the database is a folder of plain files (`../shared/advisory-db`), not a
 //! git clone. `rustsec::Database::open` reads such a folder as it is (the crate's `git`
-//! feature is off), the same parser and version matching cargo-audit uses. cargo-deny 0.20
-//! with fetching disabled still wants a git repository (it reads the time of `.git/FETCH_HEAD`
-//! or of `HEAD` and refuses a database older than its staleness limit), so the snapshot would
-//! have to be turned into a throwaway repository first. Both tools are also large builds from
-//! crates.io (about 170 and 380 packages against this crate's 67), and cargo-audit checks no
-//! licenses. This crate builds, runs its tests and checks the tree in about 25 s from scratch
-//! on two cores (debug build), and its rules are short enough to read (`advisories.rs`,
-//! `licenses.rs`).
+//! feature is off), the same parser and version matching cargo-audit uses. cargo-deny 0.20.2
+//! with `--offline` refuses it: it looks in a folder named after a hash of the database URL
+//! and reads the time of `.git/FETCH_HEAD` or of `HEAD` ("not a git repository"), then refuses
+//! a copy older than its staleness limit, so the snapshot would have to be made a throwaway git
+//! repository first. Both tools are also large builds from crates.io: `cargo install
+//! cargo-deny` took 3 min 47 s here (about 170 packages), cargo-audit is about 380 packages
+//! against this crate's 67, and checks no licenses. This crate builds, runs its tests and checks
+//! the tree in about 25 s from scratch on two cores (debug build), and its rules are short
+//! enough to read (`advisories.rs`, `licenses.rs`).
 //!
 //! It is its own workspace with its own `Cargo.lock`: nothing here enters the main build.
 
