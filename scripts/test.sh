@@ -19,6 +19,35 @@ if cargo tree --locked --target all -i ring 2>/dev/null | grep -q '^ring v'; the
   exit 1
 fi
 
+step "dependency advisories and licenses (xtask/, offline RustSec snapshot, dependency-policy.toml)"
+# The advisory database is a folder of plain files beside the checkout (no git, no network);
+# MCP_ZT_ADVISORY_DB points elsewhere (a relative path is taken from the repository root).
+advisory_db="${MCP_ZT_ADVISORY_DB:-../shared/advisory-db}"
+if [ ! -d "$advisory_db/crates" ]; then
+  echo "no advisory database at $advisory_db: put a copy of rustsec/advisory-db there (plain" \
+    "files are enough: crates/, rust/), or point MCP_ZT_ADVISORY_DB at one" >&2
+  exit 1
+fi
+if [ -r "$advisory_db/SNAPSHOT" ]; then
+  # "rustsec/advisory-db <commit> (<date>), <license>"
+  read -r db_name db_commit db_date _ <"$advisory_db/SNAPSHOT" || true
+  db_date="${db_date%,}" db_date="${db_date#(}" db_date="${db_date%)}"
+  age=""
+  if db_secs="$(date -u -d "$db_date" +%s 2>/dev/null)"; then
+    age=", $(( ($(date -u +%s) - db_secs) / 86400 )) days old"
+  fi
+  echo "advisory database: $db_name $db_commit ($db_date$age)" >&2
+else
+  echo "advisory database: $advisory_db (no SNAPSHOT file: its commit and date are unknown)" >&2
+fi
+# Its own workspace and target dir; a debug build (about 25 s from scratch on 2 cores).
+started=$SECONDS
+xtask=(--locked --quiet --manifest-path xtask/Cargo.toml --target-dir "${CARGO_TARGET_DIR:-$PWD/target}/xtask")
+cargo fmt --manifest-path xtask/Cargo.toml -- --check
+cargo test "${xtask[@]}"
+cargo run "${xtask[@]}" -- check --db "$advisory_db"
+echo "dependency check: $((SECONDS - started)) s (xtask build and tests included)" >&2
+
 step "cargo test"
 cargo test --locked
 
