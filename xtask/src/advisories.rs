@@ -226,20 +226,25 @@ mod tests {
     fn a_vulnerable_lockfile_fails() {
         let report = scan_fixture("");
         assert!(report.failed());
-        // smallvec 1.6.0: buffer overflow (a vulnerability); abomonation: unsound.
+        // zt-fixture-overflow 1.4.0: a vulnerability; zt-fixture-unsound: unsound.
         assert_eq!(
             ids(&report, Level::Error),
-            ["RUSTSEC-2021-0003", "RUSTSEC-2021-0120"]
+            ["RUSTSEC-2099-0001", "RUSTSEC-2099-0002"]
         );
-        // adler: unmaintained, a warning.
-        assert_eq!(ids(&report, Level::Warning), ["RUSTSEC-2025-0056"]);
+        // zt-fixture-unmaintained: unmaintained, a warning.
+        assert_eq!(ids(&report, Level::Warning), ["RUSTSEC-2099-0003"]);
         let text = report.render();
         assert!(
-            text.contains("error: RUSTSEC-2021-0003 smallvec 1.6.0 (vulnerable.lock): vulnerability, severity critical: Buffer overflow in SmallVec::insert_many"),
+            text.contains("error: RUSTSEC-2099-0001 zt-fixture-overflow 1.4.0 (vulnerable.lock): vulnerability, severity critical: Ring::push_all writes past its buffer"),
+            "{text}"
+        );
+        assert!(text.contains("patched: >=0.9.3, <1.0.0; >=1.4.1"), "{text}");
+        assert!(
+            text.contains("error: RUSTSEC-2099-0002 zt-fixture-unsound 0.3.2 (vulnerable.lock): unsound: Cell::borrow_twice hands out two mutable references"),
             "{text}"
         );
         assert!(
-            text.contains("patched: >=0.6.14, <1.0.0; >=1.6.1"),
+            text.contains("warning: RUSTSEC-2099-0003 zt-fixture-unmaintained 2.0.0 (vulnerable.lock): unmaintained"),
             "{text}"
         );
         assert!(
@@ -254,49 +259,59 @@ mod tests {
     fn patched_unaffected_and_withdrawn_do_not_match() {
         let report = scan_fixture("");
         let packages: Vec<&str> = report.findings.iter().map(|f| f.package.as_str()).collect();
-        // hyper 0.14.10 is patched; serde has no advisory; the withdrawn daemonize advisory
-        // is skipped; the local package is not from crates.io.
-        for clean in ["hyper", "serde", "daemonize", "fixture"] {
+        // zt-fixture-patched 0.5.0 is patched; zt-fixture-clean has no advisory; the withdrawn
+        // zt-fixture-withdrawn advisory is skipped; the local package is not from crates.io.
+        for clean in [
+            "zt-fixture-patched",
+            "zt-fixture-clean",
+            "zt-fixture-withdrawn",
+            "zt-fixture-app",
+        ] {
             assert!(!packages.contains(&clean), "{clean}: {packages:?}");
+        }
+        // Both advisories are in the database: they are skipped, not missing.
+        let db = open_db(&fixture("advisory-db")).unwrap();
+        for id in ["RUSTSEC-2099-0004", "RUSTSEC-2099-0005"] {
+            assert!(db.get(&id.parse().unwrap()).is_some(), "{id}");
         }
     }
 
     #[test]
     fn an_ignore_entry_with_a_reason_silences_its_advisory_only() {
         let report = scan_fixture(
-            "[[advisories.ignore]]\nid = \"RUSTSEC-2021-0003\"\nreason = \"insert_many is never called (fixture)\"\n",
+            "[[advisories.ignore]]\nid = \"RUSTSEC-2099-0001\"\nreason = \"push_all is never called (fixture)\"\n",
         );
-        assert_eq!(ids(&report, Level::Error), ["RUSTSEC-2021-0120"]);
-        assert_eq!(ids(&report, Level::Ignored), ["RUSTSEC-2021-0003"]);
+        assert_eq!(ids(&report, Level::Error), ["RUSTSEC-2099-0002"]);
+        assert_eq!(ids(&report, Level::Ignored), ["RUSTSEC-2099-0001"]);
         assert!(report
             .render()
-            .contains("listed in dependency-policy.toml: insert_many is never called (fixture)"));
+            .contains("listed in dependency-policy.toml: push_all is never called (fixture)"));
     }
 
     #[test]
     fn an_alias_can_be_ignored() {
         let report = scan_fixture(
-            "[[advisories.ignore]]\nid = \"CVE-2021-25900\"\nreason = \"insert_many is never called (fixture)\"\n",
+            "[[advisories.ignore]]\nid = \"CVE-2099-0001\"\nreason = \"push_all is never called (fixture)\"\n",
         );
-        assert_eq!(ids(&report, Level::Ignored), ["RUSTSEC-2021-0003"]);
+        assert_eq!(ids(&report, Level::Ignored), ["RUSTSEC-2099-0001"]);
     }
 
     #[test]
     fn a_stale_ignore_entry_is_reported() {
         let report = scan_fixture(
-            "[[advisories.ignore]]\nid = \"RUSTSEC-2016-0002\"\nreason = \"hyper 0.9 is not in the tree any more\"\n",
+            "[[advisories.ignore]]\nid = \"RUSTSEC-2099-0099\"\nreason = \"zt-fixture-gone is not in the tree any more\"\n",
         );
-        assert_eq!(report.unused_ignores, ["RUSTSEC-2016-0002"]);
+        assert_eq!(report.unused_ignores, ["RUSTSEC-2099-0099"]);
         assert!(report
             .render()
-            .contains("RUSTSEC-2016-0002 matches no advisory"));
+            .contains("RUSTSEC-2099-0099 matches no advisory"));
     }
 
     #[test]
     fn ignoring_everything_that_fails_passes() {
         let report = scan_fixture(
-            "[[advisories.ignore]]\nid = \"RUSTSEC-2021-0003\"\nreason = \"insert_many is never called (fixture)\"\n\
-             [[advisories.ignore]]\nid = \"RUSTSEC-2021-0120\"\nreason = \"abomonation is a fixture here only\"\n",
+            "[[advisories.ignore]]\nid = \"RUSTSEC-2099-0001\"\nreason = \"push_all is never called (fixture)\"\n\
+             [[advisories.ignore]]\nid = \"RUSTSEC-2099-0002\"\nreason = \"borrow_twice is never called (fixture)\"\n",
         );
         assert!(!report.failed());
         assert_eq!(report.count(Level::Warning), 1);

@@ -147,15 +147,15 @@ mod tests {
 
     #[test]
     fn an_ignore_entry_needs_a_reason() {
-        let e = Policy::parse("[[advisories.ignore]]\nid = \"RUSTSEC-2021-0003\"\n").unwrap_err();
-        assert!(e.contains("RUSTSEC-2021-0003: a reason is required"), "{e}");
+        let e = Policy::parse("[[advisories.ignore]]\nid = \"RUSTSEC-2099-0001\"\n").unwrap_err();
+        assert!(e.contains("RUSTSEC-2099-0001: a reason is required"), "{e}");
     }
 
     #[test]
     fn a_blank_or_token_reason_is_refused() {
         for reason in ["", "   ", "ok", "n/a"] {
             let text =
-                format!("[[advisories.ignore]]\nid = \"RUSTSEC-2021-0003\"\nreason = {reason:?}\n");
+                format!("[[advisories.ignore]]\nid = \"RUSTSEC-2099-0001\"\nreason = {reason:?}\n");
             let e = Policy::parse(&text).unwrap_err();
             assert!(e.contains("too short"), "{reason:?}: {e}");
         }
@@ -164,7 +164,7 @@ mod tests {
     #[test]
     fn a_misspelt_key_is_refused() {
         let e = Policy::parse(
-            "[[advisories.ignore]]\nid = \"RUSTSEC-2021-0003\"\nreasn = \"the affected function is never called\"\n",
+            "[[advisories.ignore]]\nid = \"RUSTSEC-2099-0001\"\nreasn = \"the affected function is never called\"\n",
         )
         .unwrap_err();
         assert!(e.contains("unknown field `reasn`"), "{e}");
@@ -172,7 +172,7 @@ mod tests {
 
     #[test]
     fn a_duplicate_ignore_is_refused() {
-        let one = "[[advisories.ignore]]\nid = \"RUSTSEC-2021-0003\"\nreason = \"the affected function is never called\"\n";
+        let one = "[[advisories.ignore]]\nid = \"RUSTSEC-2099-0001\"\nreason = \"the affected function is never called\"\n";
         let e = Policy::parse(&format!("{one}{one}")).unwrap_err();
         assert!(e.contains("listed twice"), "{e}");
     }
