@@ -7,7 +7,8 @@
 use std::sync::{Arc, Barrier};
 
 use mcp_zt::ledger::{
-    CaMeta, CertKind, CertRecord, Layout, Ledger, LedgerError, LedgerSpec, RECORD_VERSION,
+    CaMeta, CertKind, CertRecord, ForeignRevocation, Layout, Ledger, LedgerError, LedgerSpec,
+    RECORD_VERSION,
 };
 use mcp_zt::pki::build::{KeyAlgorithm, Reason};
 
@@ -152,6 +153,36 @@ fn main() -> anyhow::Result<()> {
     let all = ledger.all()?;
     anyhow::ensure!(all.len() == 1 + 20 + all.iter().filter(|r| r.renewed_from.is_some()).count());
     println!("ok: {} records read back", all.len());
+
+    // 6. Foreign revocations: what one replica records, every other reads; 8 replicas that
+    // record the same serial at once keep one row and the first sighting.
+    let foreign = |seen_at: i64| ForeignRevocation {
+        key: "corp:00112233445566778899aabbccddeeff:0a".into(),
+        trust: "corp".into(),
+        issuer: "CN=Corp Root".into(),
+        serial: "0a".into(),
+        seen_at,
+        until: 4_000_000_000,
+    };
+    let new = race(8, opener, |l| {
+        l.remember_foreign_revocations(&[foreign(100)])
+            .is_ok_and(|n| n == 1)
+    });
+    anyhow::ensure!(
+        new == 1,
+        "{new} replicas recorded one foreign serial as new"
+    );
+    anyhow::ensure!(ledger.remember_foreign_revocations(&[foreign(999)])? == 0);
+    let other = open()?;
+    let seen = other.foreign_revocations(1_000)?;
+    anyhow::ensure!(
+        seen == vec![foreign(100)],
+        "another connection read {seen:?}"
+    );
+    anyhow::ensure!(other.foreign_revocations(4_000_000_000)?.is_empty());
+    let gone = other.forget_foreign_revocations(&[foreign(0).key])?;
+    anyhow::ensure!(gone.len() == 1 && ledger.foreign_revocations(1_000)?.is_empty());
+    println!("ok: foreign revocations are shared, recorded once, expire with their CA, and only removeFromCRL forgets them");
     Ok(())
 }
 

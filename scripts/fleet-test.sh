@@ -13,7 +13,9 @@
 #  4. PostgreSQL stopped: known-good clients keep calling; `revoke` is refused with a clear
 #     error (not queued); once the database is back a revocation cuts everywhere within 1 s;
 # then, apart:
-#  5. `ledger migrate` of a sled ledger of M records into a second database: `doctor` green on
+#  5. a foreign trust on two more replicas: a serial one replica's CRL lists is refused by the
+#     other, whose CRL leaves it out (the ledger shares what was seen revoked);
+#  6. `ledger migrate` of a sled ledger of M records into a second database: `doctor` green on
 #     both, `list --json` equal, and the CRL published from each ledger lists the same serials.
 #
 # Usage: scripts/fleet-test.sh [short|full]
@@ -212,6 +214,63 @@ JSON
 "$MCP_ZT" --home "$admin" --ledger "$ledger" doctor >"$work/doctor.out" 2>&1 ||
   { cat "$work/doctor.out" >&2; fail "doctor on the shared ledger after the run"; }
 echo "ok: doctor on the shared ledger after kill -9 and the database restart: green" >&2
+
+# --- foreign revocations are shared: what one replica's trust CRL lists, every replica refuses ---
+# An openssl-made corporate CA; replica 4's CRL lists sam, replica 5's (an old one) lists nobody.
+corp="$work/corp"
+mkdir -p "$corp/db"
+openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -days 2 \
+  -subj "/O=Example Corp/CN=Example Corp Root" -addext "basicConstraints=critical,CA:TRUE" \
+  -addext "keyUsage=critical,keyCertSign,cRLSign" -keyout "$corp/ca.key" -out "$corp/ca.pem" 2>/dev/null
+printf 'extendedKeyUsage=clientAuth\n' >"$corp/leaf.ext"
+for who in sam carol; do
+  openssl req -new -newkey ec -pkeyopt ec_paramgen_curve:P-256 -nodes -subj "/CN=$who" \
+    -keyout "$corp/$who.key" -out "$corp/$who.csr" 2>/dev/null
+  openssl x509 -req -in "$corp/$who.csr" -CA "$corp/ca.pem" -CAkey "$corp/ca.key" -CAcreateserial \
+    -days 1 -extfile "$corp/leaf.ext" -out "$corp/$who.crt" 2>/dev/null
+done
+: >"$corp/db/index.txt"
+echo 01 >"$corp/db/crlnumber"
+printf '[ca]\ndefault_ca = corp\n[corp]\ndatabase = %s\ncrlnumber = %s\ndefault_md = sha256\ndefault_crl_days = 1\n' \
+  "$corp/db/index.txt" "$corp/db/crlnumber" >"$corp/ca.cnf"
+corp_crl() { openssl ca -gencrl -config "$corp/ca.cnf" -keyfile "$corp/ca.key" -cert "$corp/ca.pem" -out "$1" 2>/dev/null; }
+corp_crl "$corp/empty.crl"
+openssl ca -config "$corp/ca.cnf" -keyfile "$corp/ca.key" -cert "$corp/ca.pem" -revoke "$corp/sam.crt" 2>/dev/null ||
+  fail "openssl ca -revoke"
+corp_crl "$corp/sam.crl"
+for r in 4 5; do
+  h="$work/r$r"
+  mkdir -m 700 "$h"
+  (cd "$admin" && tar cf - --exclude=clients --exclude='*.sock' --exclude='audit.log*' .) | (cd "$h" && tar xf -)
+  cp "$corp/ca.pem" "$h/corp-ca.pem"
+  if [ "$r" = 4 ]; then cp "$corp/sam.crl" "$h/corp.crl"; else cp "$corp/empty.crl" "$h/corp.crl"; fi
+  printf '\n[trust.corp]\nca = "corp-ca.pem"\ncrl = "corp.crl"\n[[trust.corp.roles]]\nrole = "viewer"\nmatch = { cn = "*" }\n' >>"$h/policy.toml"
+done
+"$MCP_ZT" --home "$work/r4" --ledger "$ledger" serve --listen 127.0.0.1:0 >"$work/r4.out" 2>"$work/r4.err" &
+pids+=("$!")
+for _ in $(seq 1 200); do grep -q 'newly listed in the CRL of trust' "$work/r4/audit.log" 2>/dev/null && break; sleep 0.05; done
+grep -q 'newly listed in the CRL of trust' "$work/r4/audit.log" 2>/dev/null || { cat "$work/r4.err" >&2; fail "replica 4 did not apply its trust's CRL"; }
+"$MCP_ZT" --home "$work/r5" --ledger "$ledger" serve --listen 127.0.0.1:0 >"$work/r5.out" 2>"$work/r5.err" &
+pids+=("$!")
+for _ in $(seq 1 200); do grep -q '^listening ' "$work/r5.out" 2>/dev/null && break; sleep 0.05; done
+port5=$(sed -n 's/^listening 127\.0\.0\.1://p' "$work/r5.out")
+[ -n "$port5" ] || { cat "$work/r5.err" >&2; fail "replica 5 did not start"; }
+corp_call() {
+  curl -s -o /dev/null -w '%{http_code}' --max-time 5 --cacert "$admin/ca.crt" \
+    --cert "$corp/$1.crt" --key "$corp/$1.key" -H 'Content-Type: application/json' \
+    -H 'Accept: application/json, text/event-stream' \
+    --data '{"jsonrpc":"2.0","id":1,"method":"initialize","params":{"protocolVersion":"2025-06-18","capabilities":{},"clientInfo":{"name":"fleet","version":"1"}}}' \
+    "https://localhost:$port5/mcp" || true
+}
+[ "$(corp_call carol)" = 200 ] || fail "replica 5 refused carol, whom no CRL lists"
+[ "$(corp_call sam)" != 200 ] || fail "replica 5 admitted sam, whom replica 4 saw revoked"
+for _ in $(seq 1 100); do
+  grep '"handshake_rejected"' "$work/r5/audit.log" | grep -q 'revoked' && break
+  sleep 0.05
+done
+grep '"handshake_rejected"' "$work/r5/audit.log" | grep -q 'revoked' ||
+  { tail -5 "$work/r5/audit.log" >&2; fail "replica 5 did not audit sam's refusal as revoked"; }
+echo "ok: a foreign serial replica 4's trust CRL lists is refused by replica 5, whose own CRL (an old one) lists nobody" >&2
 
 # --- ledger migrate: a sled ledger of $records records into the second database ---
 mig="$work/sled"
