@@ -7,7 +7,7 @@
 //! retried; one whose CRL cannot be refreshed keeps the CRL it has, which fails closed once it
 //! is stale beyond the grace.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -37,6 +37,8 @@ pub struct Tracker {
     fetched: HashMap<String, Instant>,
     last_error: HashMap<String, String>,
     stale: std::collections::HashSet<String>,
+    /// Whether the last pass could not read or record foreign revocations (audited once).
+    unsynced: bool,
 }
 
 impl Tracker {
@@ -52,6 +54,7 @@ impl Tracker {
             fetched: HashMap::new(),
             last_error: HashMap::new(),
             stale: Default::default(),
+            unsynced: false,
         }
     }
 }
@@ -280,7 +283,7 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
         }
     }
     if !next.is_empty() {
-        apply_revocations(state, &next).await;
+        apply_revocations(state, t, &next).await;
     }
 }
 
@@ -291,7 +294,7 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
 /// Each trust's keys in the set become: what its CRLs list, plus what the ledger remembers
 /// (also what other replicas saw), minus what a CRL lists as removeFromCRL. While the ledger
 /// cannot be read nothing is taken out of the set, only added.
-async fn apply_revocations(state: &AppState, trusts: &[Arc<ForeignTrust>]) {
+async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<ForeignTrust>]) {
     let now = crate::pki::now().unix_timestamp();
     let mut to_record = Vec::new();
     let mut lifted = Vec::new();
@@ -317,22 +320,47 @@ async fn apply_revocations(state: &AppState, trusts: &[Arc<ForeignTrust>]) {
     let ledger = state.authority.ledger().clone();
     let synced = tokio::task::spawn_blocking(move || {
         let known = ledger.foreign_revocations(now)?;
+        let known_keys: HashSet<&str> = known.iter().map(|r| r.key.as_str()).collect();
         let missing: Vec<ForeignRevocation> = to_record
             .into_iter()
-            .filter(|r| !known.iter().any(|k| k.key == r.key))
+            .filter(|r| !known_keys.contains(r.key.as_str()))
             .collect();
         ledger.remember_foreign_revocations(&missing)?;
         let lifted: Vec<String> = lifted
             .into_iter()
-            .filter(|k| known.iter().any(|r| &r.key == k))
+            .filter(|k| known_keys.contains(k.as_str()))
             .collect();
+        drop(known_keys);
         let forgotten = ledger.forget_foreign_revocations(&lifted)?;
         let mut remembered = known;
-        remembered.retain(|r| !forgotten.iter().any(|f| f.key == r.key));
+        let gone: HashSet<&str> = forgotten.iter().map(|f| f.key.as_str()).collect();
+        remembered.retain(|r| !gone.contains(r.key.as_str()));
+        drop(gone);
         remembered.extend(missing);
         Ok::<_, crate::ledger::LedgerError>((remembered, forgotten))
     })
     .await;
+    let failure = match &synced {
+        Ok(Ok(_)) => None,
+        Ok(Err(e)) => Some(e.to_string()),
+        Err(e) => Some(e.to_string()),
+    };
+    match failure {
+        Some(e) if !t.unsynced => {
+            t.unsynced = true;
+            state.audit.log(Event::new("foreign_revocations_unsynced").reason(format!(
+                "foreign revocations cannot be read or recorded in the ledger ({e}); the revocation set keeps what it holds and only grows until the ledger answers"
+            )));
+        }
+        None if t.unsynced => {
+            t.unsynced = false;
+            state.audit.log(
+                Event::new("foreign_revocations_synced")
+                    .reason("foreign revocations are read and recorded in the ledger again"),
+            );
+        }
+        _ => {}
+    }
     let remembered = match synced {
         Ok(Ok((remembered, forgotten))) => {
             for f in forgotten {
@@ -350,35 +378,23 @@ async fn apply_revocations(state: &AppState, trusts: &[Arc<ForeignTrust>]) {
             }
             Some(remembered)
         }
-        Ok(Err(e)) => {
-            state.audit.log(
-                Event::new("foreign_revocations_unsynced")
-                    .reason(format!("foreign revocations not read or recorded: {e}")),
-            );
-            None
-        }
-        Err(e) => {
-            state.audit.log(
-                Event::new("foreign_revocations_unsynced")
-                    .reason(format!("foreign revocations not read or recorded: {e}")),
-            );
-            None
-        }
+        _ => None,
     };
     for trust in trusts {
         let name = &trust.config.name;
         let prefix = format!("{name}:");
+        let lifted: HashSet<&str> = trust.lifted.iter().map(String::as_str).collect();
         let newly = match &remembered {
             Some(all) => {
                 let mut keys: Vec<String> = trust
                     .revoked
                     .iter()
-                    .filter(|k| !trust.lifted.contains(k))
+                    .filter(|k| !lifted.contains(k.as_str()))
                     .cloned()
                     .collect();
                 keys.extend(
                     all.iter()
-                        .filter(|r| r.key.starts_with(&prefix) && !trust.lifted.contains(&r.key))
+                        .filter(|r| r.key.starts_with(&prefix) && !lifted.contains(r.key.as_str()))
                         .map(|r| r.key.clone()),
                 );
                 keys.sort();

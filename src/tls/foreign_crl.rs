@@ -497,7 +497,7 @@ mod tests {
         let bundle = cas(&[&a, &b], now());
         let va = verify(&crl(&a, 1, now(), &[]), &bundle, now()).expect("a");
         let vb = verify(&crl(&b, 1, now(), &[]), &bundle, now()).expect("b");
-        let (chosen, refused) = choose(&[va.clone()], vec![vb]);
+        let (chosen, refused) = choose(std::slice::from_ref(&va), vec![vb]);
         assert_eq!(chosen.len(), 2);
         assert!(refused.is_empty());
         assert!(chosen.iter().any(|c| c.der == va.der));
