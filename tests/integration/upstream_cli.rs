@@ -273,9 +273,10 @@ fn upstream_commands_need_a_ca_home() {
 /// A stdio MCP server in `sh` that answers `initialize` and `tools/list`, and once its stdin
 /// closes goes on writing to stdout, as a Node server flushing its last messages does. A write
 /// into a closed pipe is reported the way Node reports it; SIGTERM makes it say so and exit.
-const CHATTY_SERVER: &str = r#"
+/// It writes its pid to `SCRIPT.pid` and appends `term` or `EPIPE` to `SCRIPT.log`.
+pub const CHATTY_SERVER: &str = r#"
 trap '' PIPE
-trap 'echo "chatty: stopped by SIGTERM" >&2; exit 0' TERM
+trap 'echo term >> "$0.log"; echo "chatty: stopped by SIGTERM" >&2; exit 0' TERM
 echo $$ > "$0.pid"
 while IFS= read -r line; do
   id=$(printf '%s\n' "$line" | sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p')
@@ -292,7 +293,7 @@ while IFS= read -r line; do
 done
 while :; do
   printf '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"still here"}}\n' \
-    || { echo "Error: write EPIPE" >&2; exit 1; }
+    || { echo EPIPE >> "$0.log"; echo "Error: write EPIPE" >&2; exit 1; }
   sleep 0.01
 done
 "#;
@@ -330,4 +331,6 @@ fn check_stops_a_stdio_child_that_keeps_writing_without_an_epipe_or_its_last_wor
         .status()
         .expect("kill -0");
     assert!(!gone.success(), "the child is gone once check returns");
+    let log = fs::read_to_string(env.path("chatty.sh.log")).expect("log");
+    assert_eq!(log, "term\n", "SIGTERM after the grace, no write failed");
 }
