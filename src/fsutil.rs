@@ -24,16 +24,17 @@ pub const PRIVATE_DIR_MODE: u32 = 0o700;
 /// Errors from file operations, with the path that failed.
 #[derive(Debug, thiserror::Error)]
 pub enum FsError {
-    /// An I/O error on a named path.
-    #[error("{action} {path}: {source}")]
+    /// An I/O error on a named path. The message already ends with the OS error, so it is
+    /// not also given as [`std::error::Error::source`]: `{:#}` (how `main` prints errors) would
+    /// then say it twice.
+    #[error("{action} {path}: {error}")]
     Io {
         /// What was being done ("write", "read", ...).
         action: &'static str,
         /// The file or folder concerned.
         path: PathBuf,
-        /// The underlying error.
-        #[source]
-        source: io::Error,
+        /// The underlying error (in the message, not the error's source).
+        error: io::Error,
     },
     /// The target exists and must not be replaced.
     #[error("{0} already exists; refusing to overwrite it")]
@@ -41,10 +42,10 @@ pub enum FsError {
 }
 
 fn io_err<'a>(action: &'static str, path: &'a Path) -> impl FnOnce(io::Error) -> FsError + 'a {
-    move |source| FsError::Io {
+    move |error| FsError::Io {
         action,
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 

@@ -80,7 +80,7 @@ pub enum IdentityError {
         trust_domain: String,
     },
     /// The role extension is missing or malformed.
-    #[error("{0}")]
+    #[error(transparent)]
     Role(#[from] RoleError),
     /// The role extension was marked critical (mcp-zt never issues that).
     #[error("role extension is marked critical")]

@@ -651,11 +651,11 @@ pub fn load_policy(home: &Home) -> Result<Policy, CaError> {
     let text = fsutil::read(&path)?;
     let text = String::from_utf8(text).map_err(|_| CaError::Policy {
         path: path.display().to_string(),
-        source: crate::policy::PolicyError::Parse("not UTF-8 text".into()),
+        error: crate::policy::PolicyError::Parse("not UTF-8 text".into()),
     })?;
-    Policy::parse(&text).map_err(|source| CaError::Policy {
+    Policy::parse(&text).map_err(|error| CaError::Policy {
         path: path.display().to_string(),
-        source,
+        error,
     })
 }
 
@@ -663,10 +663,10 @@ pub fn load_policy(home: &Home) -> Result<Policy, CaError> {
 /// others may read is refused (on unix; see [`fsutil`] for Windows): the passphrase is what
 /// protects the key at rest.
 pub fn read_passphrase(path: &std::path::Path) -> Result<Zeroizing<Vec<u8>>, CaError> {
-    let meta = std::fs::metadata(path).map_err(|source| crate::fsutil::FsError::Io {
+    let meta = std::fs::metadata(path).map_err(|error| crate::fsutil::FsError::Io {
         action: "read",
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     if let Some(mode) = fsutil::exposed_mode(&meta) {
         return Err(PkiError::Key(format!(

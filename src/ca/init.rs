@@ -119,9 +119,9 @@ pub fn init(home: &Home, opts: &InitOptions) -> Result<CaMeta, CaError> {
     let policy_path = home.policy();
     if policy_path.exists() {
         let text = fsutil::read(&policy_path)?;
-        Policy::parse(&String::from_utf8_lossy(&text)).map_err(|source| CaError::Policy {
+        Policy::parse(&String::from_utf8_lossy(&text)).map_err(|error| CaError::Policy {
             path: policy_path.display().to_string(),
-            source,
+            error,
         })?;
     } else {
         fsutil::write_new(&policy_path, DEFAULT_POLICY.as_bytes(), PUBLIC_MODE)?;
@@ -301,10 +301,10 @@ pub(super) fn check_offline_dir(home: &Home, dir: &Path) -> Result<(), CaError> 
 /// `path` made absolute with symbolic links resolved: the nearest existing ancestor is
 /// canonicalized and the rest appended; a `..` in the part that does not exist is refused.
 fn resolve(path: &Path) -> Result<PathBuf, CaError> {
-    let abs = std::path::absolute(path).map_err(|source| fsutil::FsError::Io {
+    let abs = std::path::absolute(path).map_err(|error| fsutil::FsError::Io {
         action: "resolve",
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let mut existing = abs.as_path();
     let mut rest = Vec::new();

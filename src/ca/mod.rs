@@ -93,13 +93,14 @@ pub enum CaError {
     /// Ledger.
     #[error(transparent)]
     Ledger(#[from] LedgerError),
-    /// Policy.
-    #[error("{path}: {source}")]
+    /// A policy file that does not load. The message names the file, then what is wrong; the
+    /// policy error is part of the message and not also the error's source, so `{:#}` says it
+    /// once.
+    #[error("{path}: {error}")]
     Policy {
         /// The policy file.
         path: String,
-        /// What is wrong.
-        #[source]
-        source: PolicyError,
+        /// What is wrong (with its line where known).
+        error: PolicyError,
     },
 }

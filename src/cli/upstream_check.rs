@@ -18,7 +18,10 @@ async fn probe(u: &Upstream) -> Result<Items, String> {
     let (tx, _rx) = tokio::sync::mpsc::channel(crate::mcp::provider::HUB_QUEUE);
     let (inst, _) = conn::connect(u, u.identity_bound().then_some(&checker), tx, None).await?;
     let items = inst.items().await;
+    // Waits for the child to exit before the next upstream (and before mcp-zt exits): a child
+    // left behind would find its pipes closed mid-write (a Node server's `write EPIPE`).
     inst.close();
+    inst.stopped().await;
     items.map(|i| (*i).clone())
 }
 

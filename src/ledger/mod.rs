@@ -220,9 +220,10 @@ pub const LOCK_WAIT: Duration = Duration::from_secs(15);
 /// Ledger failures.
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
-    /// sled failed.
+    /// sled failed. sled's error is in the message and so not also the source: `{:#}` would
+    /// say it twice.
     #[error("ledger storage error: {0}")]
-    Storage(#[from] sled::Error),
+    Storage(sled::Error),
     /// The PostgreSQL ledger cannot be reached (down, refused, timed out). Nothing the call
     /// asked for was done, unless it was a commit whose answer was lost (then the operation is
     /// safe to repeat: a second revoke reports "already revoked").
@@ -286,6 +287,12 @@ pub enum LedgerError {
         /// "revoked" or "expired".
         why: &'static str,
     },
+}
+
+impl From<sled::Error> for LedgerError {
+    fn from(e: sled::Error) -> Self {
+        LedgerError::Storage(e)
+    }
 }
 
 /// The longest renewal chain followed; a longer one means a corrupt ledger (a loop).
@@ -580,6 +587,14 @@ pub(crate) fn decode<T: serde::de::DeserializeOwned>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_storage_error_is_said_once_as_main_prints_it() {
+        let inner = sled::Error::Unsupported("no such thing".into());
+        let chain = format!("{:#}", anyhow::Error::from(LedgerError::from(inner)));
+        assert_eq!(chain.matches("no such thing").count(), 1, "{chain}");
+        assert!(chain.starts_with("ledger storage error: "), "{chain}");
+    }
 
     fn record(serial: &str, name: &str) -> CertRecord {
         CertRecord {

@@ -14,9 +14,9 @@ use time::OffsetDateTime;
 /// Errors from certificate and key operations.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
-    /// rcgen refused to build or sign.
+    /// rcgen refused to build or sign (its error is in the message, not also the source).
     #[error("certificate generation failed: {0}")]
-    Rcgen(#[from] rcgen::Error),
+    Rcgen(rcgen::Error),
     /// The system random source failed.
     #[error("the system random number generator failed")]
     Random,
@@ -32,6 +32,12 @@ pub enum PkiError {
     /// Role extension problem.
     #[error(transparent)]
     Role(#[from] role_ext::RoleExtError),
+}
+
+impl From<rcgen::Error> for PkiError {
+    fn from(e: rcgen::Error) -> Self {
+        PkiError::Rcgen(e)
+    }
 }
 
 /// Fills `buf` from the process' one crypto provider (aws-lc-rs).
@@ -131,6 +137,26 @@ pub fn parse_ttl(s: &str) -> Result<i64, PkiError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn wrapped_errors_are_said_once_as_main_prints_them() {
+        let chain = format!(
+            "{:#}",
+            anyhow::Error::from(PkiError::from(rcgen::Error::CouldNotParseCertificate))
+        );
+        assert_eq!(
+            chain,
+            "certificate generation failed: Could not parse certificate"
+        );
+        let tls = crate::tls::TlsError::from(rustls::Error::NoCertificatesPresented);
+        let chain = format!("{:#}", anyhow::Error::from(tls));
+        assert_eq!(chain, "TLS configuration: peer sent no certificates");
+        let identity = crate::identity::IdentityError::from(
+            crate::pki::inspect::RoleError::Malformed(role_ext::RoleExtError::Malformed("empty")),
+        );
+        let chain = format!("{:#}", anyhow::Error::from(identity));
+        assert_eq!(chain, "malformed role extension: empty");
+    }
 
     #[test]
     fn serials_are_positive_16_bytes_and_distinct() {

@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Result};
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::state::AppState;
 use crate::audit::Event;
@@ -18,6 +19,7 @@ use crate::mcp::hub::Hub;
 use crate::mcp::provider::{HubSender, Provider, SharedProvider};
 use crate::mcp::state::Sealer;
 use crate::upstream::check_names;
+use crate::upstream::child::STOP_GRACE;
 use crate::upstream::config::{self, Upstream};
 use crate::upstream::provider::UpstreamProvider;
 
@@ -25,6 +27,9 @@ use crate::upstream::provider::UpstreamProvider;
 pub struct Upstreams {
     running: std::sync::Mutex<Vec<Arc<UpstreamProvider>>>,
     stop: CancellationToken,
+    /// Every upstream connection, running or being stopped (also those of upstreams removed
+    /// at a reload), until its child has exited.
+    tasks: TaskTracker,
 }
 
 /// Builds the hub, starts the upstreams, waits (up to each one's timeout) for the shared ones
@@ -38,6 +43,7 @@ pub async fn start(
     let cfg = config::load(state.authority.home().dir())?;
     let gate = Arc::new(Gate::new(state.policy.clone(), state.audit.clone()));
     let (tx, rx) = tokio::sync::mpsc::channel(crate::mcp::provider::HUB_QUEUE);
+    let tasks = TaskTracker::new();
     let running: Vec<Arc<UpstreamProvider>> = cfg
         .list
         .iter()
@@ -47,6 +53,7 @@ pub async fn start(
                 tx.clone(),
                 state.audit.clone(),
                 stop.child_token(),
+                tasks.clone(),
             )
         })
         .collect();
@@ -57,12 +64,11 @@ pub async fn start(
     let ups = Arc::new(Upstreams {
         running: std::sync::Mutex::new(running.clone()),
         stop: stop.clone(),
+        tasks,
     });
     let providers = providers_of(&local, &running);
     if let Err(e) = check_at_load(&providers, &running).await {
-        for p in &running {
-            p.shutdown();
-        }
+        ups.stop_all().await;
         return Err(e);
     }
     for u in &cfg.list {
@@ -178,6 +184,7 @@ impl Upstreams {
                     events.clone(),
                     state.audit.clone(),
                     self.stop.child_token(),
+                    self.tasks.clone(),
                 )),
             }
         }
@@ -195,5 +202,25 @@ impl Upstreams {
         state
             .audit
             .log(Event::new("upstreams_reloaded").reason(format!("{} upstream(s)", next.len())));
+    }
+
+    /// Stops every upstream and waits for their children to exit (each gets its stdin closed,
+    /// then SIGTERM, then SIGKILL: see [`crate::upstream::child`]), so none is left running
+    /// or writing into closed pipes when the server exits. Bounded: a connection still being
+    /// made when this is called is left to `kill_on_drop`.
+    pub async fn stop_all(&self) {
+        let running: Vec<_> = self
+            .running
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        for p in &running {
+            p.shutdown();
+        }
+        self.tasks.close();
+        let most = STOP_GRACE * 2 + Duration::from_secs(1);
+        if tokio::time::timeout(most, self.tasks.wait()).await.is_err() {
+            eprintln!("mcp-zt: some upstream children did not stop within {most:?}");
+        }
     }
 }

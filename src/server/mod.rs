@@ -260,7 +260,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     tokio::spawn(signals(
         state.clone(),
         hub,
-        upstreams,
+        upstreams.clone(),
         shutdown.clone(),
         sig,
     ));
@@ -311,6 +311,8 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     )
     .await;
 
+    // The upstreams' children stop before the last audit line (stdin closed, SIGTERM, SIGKILL).
+    upstreams.stop_all().await;
     let _ = std::fs::remove_file(home.ctl_socket());
     // Waits for the audit writer to reach the disk, off the async workers: first the refusals
     // still being counted, so the last line is the one saying the server stopped.

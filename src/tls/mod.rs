@@ -20,15 +20,28 @@ use crate::pki::role_ext::Oid;
 /// TLS setup failures.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// rustls refused the configuration.
+    /// rustls refused the configuration (its error is in the message, not also the source:
+    /// `{:#}` would say it twice).
     #[error("TLS configuration: {0}")]
-    Rustls(#[from] rustls::Error),
-    /// The client verifier could not be built.
+    Rustls(rustls::Error),
+    /// The client verifier could not be built (its error is in the message).
     #[error("client verifier: {0}")]
-    Verifier(#[from] rustls::server::VerifierBuilderError),
+    Verifier(rustls::server::VerifierBuilderError),
     /// PEM decoding.
     #[error("{0}")]
     Pem(String),
+}
+
+impl From<rustls::Error> for TlsError {
+    fn from(e: rustls::Error) -> Self {
+        TlsError::Rustls(e)
+    }
+}
+
+impl From<rustls::server::VerifierBuilderError> for TlsError {
+    fn from(e: rustls::server::VerifierBuilderError) -> Self {
+        TlsError::Verifier(e)
+    }
 }
 
 /// The one crypto provider of the process: aws-lc-rs.

@@ -361,7 +361,7 @@ pub fn parse(text: &str, path: &Path) -> Result<Upstreams, UpstreamConfigError> 
 fn read_private(path: &Path) -> Result<Option<String>, UpstreamConfigError> {
     let exposed = match fsutil::exposed_mode_of(path) {
         Ok(exposed) => exposed,
-        Err(FsError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+        Err(FsError::Io { error, .. }) if error.kind() == io::ErrorKind::NotFound => {
             return Ok(None)
         }
         Err(e) => return Err(e.into()),

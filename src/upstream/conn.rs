@@ -14,11 +14,12 @@ use rmcp::service::{
     serve_client_with_ct, serve_client_with_lifecycle_and_ct, ClientLifecycleMode,
     PeerRequestOptions, RequestHandle,
 };
-use rmcp::transport::{StreamableHttpClientTransport, TokioChildProcess};
+use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ErrorData, Peer, RoleClient, ServiceError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
+use super::child::{self, StdioChild, Stopped, STOP_GRACE};
 use super::config::{Transport, Upstream, IDENTITY_ENV, IDENTITY_HEADERS};
 use super::relay::{Relay, Route, Routes};
 use crate::identity::Identity;
@@ -66,6 +67,8 @@ pub struct Instance {
     /// The first link lists the items.
     links: Vec<Link>,
     close: CancellationToken,
+    /// Cancelled when the connection has ended and its child (stdio) is stopped.
+    done: CancellationToken,
     stale: Arc<AtomicBool>,
     closed: Arc<AtomicBool>,
     catalog: std::sync::RwLock<Option<Arc<Items>>>,
@@ -130,6 +133,7 @@ pub async fn connect(
         audit: audit.clone(),
     };
     let mut running = Vec::new();
+    let mut stdio_child: Option<StdioChild> = None;
     let pid = match &cfg.transport {
         Transport::Stdio {
             command,
@@ -155,20 +159,29 @@ pub async fn connect(
             if let Some(dir) = cwd {
                 cmd.current_dir(dir);
             }
-            let (child, _) = TokioChildProcess::builder(cmd)
-                .stderr(std::process::Stdio::inherit())
-                .spawn()
+            // mcp-zt keeps the child and gives rmcp only its pipes, to stop it as the MCP
+            // specification says (see [`child`]).
+            let (child, transport) = child::spawn(cmd, tokio::io::stderr())
                 .map_err(|e| format!("cannot start {command:?}: {e}"))?;
             let pid = child.id();
             let routes = Arc::new(Routes::default());
             let client = tokio::time::timeout(
                 cfg.timeout,
-                serve_client_with_ct(relay(&routes), child, close.clone()),
+                serve_client_with_ct(relay(&routes), transport, close.clone()),
             )
             .await
-            .map_err(|_| format!("no answer to initialize within {:?}", cfg.timeout))?
-            .map_err(|e| format!("initialize failed: {e}"))?;
+            .map_err(|_| format!("no answer to initialize within {:?}", cfg.timeout))
+            .and_then(|r| r.map_err(|e| format!("initialize failed: {e}")));
+            let client = match client {
+                Ok(client) => client,
+                Err(e) => {
+                    // Waited for, so a failed start leaves no child behind.
+                    report_stop(&cfg.name, pid, child.stop(STOP_GRACE).await);
+                    return Err(e);
+                }
+            };
             running.push((client, routes));
+            stdio_child = Some(child);
             pid
         }
         Transport::Http {
@@ -264,9 +277,11 @@ pub async fn connect(
             modern,
         });
     }
+    let done = CancellationToken::new();
     let instance = Arc::new(Instance {
         links,
         close: close.clone(),
+        done: done.clone(),
         stale,
         closed: closed.clone(),
         catalog: std::sync::RwLock::new(None),
@@ -277,7 +292,9 @@ pub async fn connect(
         started_as: who.map(|w| (w.name.clone(), w.role.clone())),
     });
     let (tx, rx) = oneshot::channel();
-    // The connection ends when any of its links ends (the supervisor then connects anew).
+    // The connection ends when any of its links ends; a child is stopped before the end is
+    // reported (the supervisor then connects anew: never two children at once).
+    let name = cfg.name.clone();
     tokio::spawn(async move {
         let waits = running
             .into_iter()
@@ -285,9 +302,27 @@ pub async fn connect(
         let _ = futures_util::future::select_all(waits).await;
         closed.store(true, Ordering::SeqCst);
         close.cancel();
+        if let Some(child) = stdio_child {
+            report_stop(&name, pid, child.stop(STOP_GRACE).await);
+        }
+        done.cancel();
         let _ = tx.send(());
     });
     Ok((instance, rx))
+}
+
+/// Says so on stderr when a child had to be killed or could not be stopped; a child that
+/// exited after its stdin closed or after SIGTERM stopped as it should.
+fn report_stop(name: &str, pid: Option<u32>, how: std::io::Result<Stopped>) {
+    let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    match how {
+        Ok(Stopped::Exited(_) | Stopped::Terminated(_)) => {}
+        Ok(Stopped::Killed(_)) => eprintln!(
+            "mcp-zt: upstream {name}{pid} did not exit within {} s of its stdin closing nor of SIGTERM: killed",
+            STOP_GRACE.as_secs()
+        ),
+        Err(e) => eprintln!("mcp-zt: upstream {name}{pid}: stopping the child failed: {e}"),
+    }
 }
 
 /// Whether a connection speaks MCP 2026-07-28 or later.
@@ -416,9 +451,16 @@ impl Instance {
         self.closed.load(Ordering::SeqCst)
     }
 
-    /// Ends the connection: an HTTP session is deleted, a child is stopped.
+    /// Ends the connection: an HTTP session is deleted, a child is stopped (in the background:
+    /// [`Instance::stopped`] waits for it).
     pub fn close(&self) {
         self.close.cancel();
+    }
+
+    /// Waits until the connection has ended and its child, if any, has exited: at most about
+    /// twice [`STOP_GRACE`] after [`Instance::close`].
+    pub async fn stopped(&self) {
+        self.done.cancelled().await;
     }
 
     /// Requests in flight.

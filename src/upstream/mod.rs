@@ -2,6 +2,7 @@
 //! (`HOME/upstreams.toml`), the connections to them, and the provider that puts them behind
 //! the gate.
 
+pub mod child;
 pub mod config;
 pub mod conn;
 pub mod provider;

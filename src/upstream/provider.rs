@@ -11,6 +11,7 @@ use futures_util::FutureExt;
 use rmcp::model::{ClientRequest, ServerResult};
 use rmcp::ErrorData;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use super::config::Upstream;
 use super::conn::{self, Instance};
@@ -41,15 +42,20 @@ pub struct UpstreamProvider {
     /// The last certificate refused for `max_children` (one audit line per refusal run).
     last_refused: Mutex<Option<String>>,
     stop: CancellationToken,
+    /// One task per connection, ending when it has ended and its child has exited: the
+    /// server waits for them before it exits (see `gateway::Upstreams::stop_all`).
+    tasks: TaskTracker,
 }
 
 impl UpstreamProvider {
     /// The provider for `cfg`; shared connections are started (in the background) at once.
+    /// Every connection it makes is tracked in `tasks` until its child has exited.
     pub fn start(
         cfg: Upstream,
         events: HubSender,
         audit: Arc<Audit>,
         stop: CancellationToken,
+        tasks: TaskTracker,
     ) -> Arc<Self> {
         let me = Arc::new(UpstreamProvider {
             cfg,
@@ -60,6 +66,7 @@ impl UpstreamProvider {
             revoked: Mutex::new(std::collections::HashSet::new()),
             last_refused: Mutex::new(None),
             stop,
+            tasks,
         });
         if me.cfg.identity_bound() {
             tokio::spawn(me.clone().reap());
@@ -95,6 +102,12 @@ impl UpstreamProvider {
         }
     }
 
+    /// Tracks `inst` until it has ended and its child has exited.
+    fn track(&self, inst: &Arc<Instance>) {
+        let inst = inst.clone();
+        self.tasks.spawn(async move { inst.stopped().await });
+    }
+
     fn lock_ids(&self) -> std::sync::MutexGuard<'_, HashMap<String, Slot>> {
         self.per_identity.lock().unwrap_or_else(|e| e.into_inner())
     }
@@ -122,6 +135,7 @@ impl UpstreamProvider {
             .await
             {
                 Ok((inst, mut ended)) => {
+                    self.track(&inst);
                     let pid = inst.pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
                     self.log("upstream_up", format!("connected{pid}"));
                     last_error.clear();
@@ -177,7 +191,11 @@ impl UpstreamProvider {
         loop {
             tokio::select! {
                 _ = tokio::time::sleep(REAP_EVERY) => {}
-                _ = self.stop.cancelled() => return,
+                _ = self.stop.cancelled() => {
+                    // The server is stopping: so do the children.
+                    self.shutdown();
+                    return;
+                }
             }
             let idle: Vec<(String, Arc<Instance>)> = {
                 let mut ids = self.lock_ids();
@@ -308,6 +326,7 @@ impl UpstreamProvider {
             self.log("upstream_unavailable", format!("for {}: {e}", who.serial));
             e
         })?;
+        self.track(&inst);
         if unusable() {
             inst.close();
             return Err(format!(

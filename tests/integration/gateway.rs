@@ -243,3 +243,80 @@ fn a_name_offered_twice_refuses_to_serve_and_check_names_both() {
         .as_array()
         .is_some_and(|t| t.iter().any(|n| n == "whoami")));
 }
+
+/// Whether process `pid` still exists.
+fn alive(pid: &str) -> bool {
+    std::process::Command::new("kill")
+        .args(["-0", pid])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("kill -0")
+        .success()
+}
+
+fn signal(server: &Server, sig: &str) {
+    let status = std::process::Command::new("kill")
+        .args([sig, &server.child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(status.success());
+}
+
+#[test]
+fn stdio_children_are_stopped_gracefully_at_reload_and_at_shutdown() {
+    use crate::upstream_cli::CHATTY_SERVER;
+    let env = Env::with_ca();
+    let entry = |name: &str| {
+        let script = env.path(&format!("{name}.sh"));
+        std::fs::write(&script, CHATTY_SERVER).expect("script");
+        format!(
+            "[upstreams.{name}]\ncommand = \"/bin/sh\"\nargs = [\"{}\"]\n",
+            script.display()
+        )
+    };
+    let (a, b) = (entry("a"), entry("b"));
+    write_upstreams(&env, &format!("{a}{b}"));
+    let errors = env.path("serve.err");
+    let mut server = Server::start_logging(&env, &[], &errors);
+    for name in ["a", "b"] {
+        wait_audit(&env, |v| {
+            v["event"] == "upstream_up" && v["item"] == format!("upstream:{name}").as_str()
+        });
+    }
+    let pid = |name: &str| {
+        std::fs::read_to_string(env.path(&format!("{name}.sh.pid")))
+            .expect("pid")
+            .trim()
+            .to_string()
+    };
+    let log = |name: &str| std::fs::read_to_string(env.path(&format!("{name}.sh.log")));
+    let (pid_a, pid_b) = (pid("a"), pid("b"));
+
+    // A reload without `a`: its stdin is closed; it keeps writing (drained), so after the 2 s
+    // grace it gets SIGTERM. `b` is untouched.
+    write_upstreams(&env, &b);
+    signal(&server, "-HUP");
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while alive(&pid_a) {
+        assert!(Instant::now() < deadline, "a was not stopped");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(log("a").expect("a's log"), "term\n");
+    assert!(alive(&pid_b), "b keeps running");
+
+    // Shutdown: the server exits only once `b` has been stopped the same way.
+    signal(&server, "-TERM");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    while server.child.try_wait().expect("wait").is_none() {
+        assert!(Instant::now() < deadline, "server did not stop");
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(!alive(&pid_b), "b is gone when the server has exited");
+    assert_eq!(log("b").expect("b's log"), "term\n");
+    let stderr = std::fs::read_to_string(&errors).expect("stderr");
+    assert!(!stderr.contains("EPIPE"), "{stderr}");
+    assert!(
+        !stderr.contains("chatty:"),
+        "what children say once stopping is dropped: {stderr}"
+    );
+}

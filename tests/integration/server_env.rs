@@ -35,13 +35,23 @@ impl Server {
 
     /// Starts `serve` on `port` (0: a free one).
     pub fn start_on(env: &Env, port: u16, extra: &[&str]) -> Server {
+        Server::start_with(env, port, extra, Stdio::null())
+    }
+
+    /// Starts `serve` on a free port with its stderr written to `file`.
+    pub fn start_logging(env: &Env, extra: &[&str], file: &Path) -> Server {
+        let log = std::fs::File::create(file).expect("stderr file");
+        Server::start_with(env, 0, extra, Stdio::from(log))
+    }
+
+    fn start_with(env: &Env, port: u16, extra: &[&str], stderr: Stdio) -> Server {
         let mut child = Command::new(bin())
             .arg("--home")
             .arg(&env.home)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .args(extra)
             .stdout(Stdio::piped())
-            .stderr(Stdio::null())
+            .stderr(stderr)
             .spawn()
             .expect("start server");
         let stdout = child.stdout.take().expect("stdout");

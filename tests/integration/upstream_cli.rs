@@ -269,3 +269,68 @@ fn upstream_commands_need_a_ca_home() {
     assert!(!env.home.exists());
     env.run(&["upstream", "list"]).fails_with("no CA in");
 }
+
+/// A stdio MCP server in `sh` that answers `initialize` and `tools/list`, and once its stdin
+/// closes goes on writing to stdout, as a Node server flushing its last messages does. A write
+/// into a closed pipe is reported the way Node reports it; SIGTERM makes it say so and exit.
+/// It writes its pid to `SCRIPT.pid` and appends `term` or `EPIPE` to `SCRIPT.log`.
+pub const CHATTY_SERVER: &str = r#"
+trap '' PIPE
+trap 'echo term >> "$0.log"; echo "chatty: stopped by SIGTERM" >&2; exit 0' TERM
+echo $$ > "$0.pid"
+while IFS= read -r line; do
+  id=$(printf '%s\n' "$line" | sed -n 's/.*"id":\([0-9][0-9]*\).*/\1/p')
+  [ -n "$id" ] || continue
+  case "$line" in
+    *'"method":"initialize"'*)
+      v=$(printf '%s\n' "$line" | sed -n 's/.*"protocolVersion":"\([^"]*\)".*/\1/p')
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"protocolVersion":"%s","capabilities":{"tools":{}},"serverInfo":{"name":"chatty","version":"1"}}}\n' "$id" "$v" ;;
+    *'"method":"tools/list"'*)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{"tools":[{"name":"chat","inputSchema":{"type":"object"}}]}}\n' "$id" ;;
+    *)
+      printf '{"jsonrpc":"2.0","id":%s,"result":{}}\n' "$id" ;;
+  esac
+done
+while :; do
+  printf '{"jsonrpc":"2.0","method":"notifications/message","params":{"level":"info","data":"still here"}}\n' \
+    || { echo EPIPE >> "$0.log"; echo "Error: write EPIPE" >&2; exit 1; }
+  sleep 0.01
+done
+"#;
+
+#[test]
+fn check_stops_a_stdio_child_that_keeps_writing_without_an_epipe_or_its_last_words() {
+    let env = Env::with_ca();
+    let script = env.path("chatty.sh");
+    fs::write(&script, CHATTY_SERVER).expect("script");
+    let file = env.home.join("upstreams.toml");
+    fs::write(
+        &file,
+        format!(
+            "[upstreams.chatty]\ncommand = \"/bin/sh\"\nargs = [\"{}\"]\n",
+            script.display()
+        ),
+    )
+    .expect("upstreams");
+    fs::set_permissions(&file, fs::Permissions::from_mode(0o600)).expect("chmod");
+    let started = std::time::Instant::now();
+    let run = env.run(&["upstream", "check"]);
+    assert!(
+        run.ok().contains("chatty: ok"),
+        "the upstream answered: {run:?}"
+    );
+    // Its stdin closed, it kept writing; after the 2 s grace SIGTERM stopped it. Neither a
+    // failed write nor what it said on its way out reaches the operator.
+    assert!(!run.stderr.contains("EPIPE"), "{run:?}");
+    assert!(!run.stderr.contains("chatty:"), "{run:?}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(10));
+    let pid = fs::read_to_string(env.path("chatty.sh.pid")).expect("pid file");
+    let gone = std::process::Command::new("kill")
+        .args(["-0", pid.trim()])
+        .stderr(std::process::Stdio::null())
+        .status()
+        .expect("kill -0");
+    assert!(!gone.success(), "the child is gone once check returns");
+    let log = fs::read_to_string(env.path("chatty.sh.log")).expect("log");
+    assert_eq!(log, "term\n", "SIGTERM after the grace, no write failed");
+}
