@@ -33,8 +33,8 @@ pub struct ForeignRevocation {
 }
 
 impl Ledger {
-    /// Records `recs` that are not recorded yet (the first sighting is kept); durable on
-    /// return. Returns how many were new.
+    /// Records `recs` that are not recorded yet (the first sighting is kept; a later `until`
+    /// extends it); durable on return. Returns how many were new or extended.
     pub fn remember_foreign_revocations(
         &self,
         recs: &[ForeignRevocation],
@@ -48,12 +48,22 @@ impl Ledger {
                 let tree = s.tree(TREE)?;
                 let mut new = 0;
                 for r in recs {
-                    let swapped = tree.compare_and_swap(
-                        r.key.as_bytes(),
-                        None as Option<&[u8]>,
-                        Some(encode(r)?),
-                    )?;
-                    new += usize::from(swapped.is_ok());
+                    let key = r.key.as_bytes();
+                    // Absent: recorded. Present: kept (the first sighting), unless its CA now
+                    // lives longer. One writer owns a sled ledger, so read-then-write is safe.
+                    let value = match tree.get(key)? {
+                        None => encode(r)?,
+                        Some(old) => {
+                            let mut old: ForeignRevocation = decode(&r.key, &old)?;
+                            if old.until >= r.until {
+                                continue;
+                            }
+                            old.until = r.until;
+                            encode(&old)?
+                        }
+                    };
+                    tree.insert(key, value)?;
+                    new += 1;
                 }
                 s.flush()?;
                 Ok(new)
@@ -143,6 +153,24 @@ mod tests {
         assert!(now.iter().any(|r| r.key == "corp:a:01" && r.seen_at == 100));
         // Past the CA's notAfter it is no longer needed.
         assert_eq!(l.foreign_revocations(300).expect("read").len(), 1);
+        // Unless its CA now lives longer: extended, the first sighting kept.
+        let mut longer = rec("corp:a:02", 400);
+        longer.seen_at = 900;
+        assert_eq!(
+            l.remember_foreign_revocations(&[longer.clone()])
+                .expect("w"),
+            1
+        );
+        assert_eq!(
+            l.remember_foreign_revocations(&[rec("corp:a:02", 300)])
+                .expect("w"),
+            0
+        );
+        let back = l.foreign_revocations(300).expect("read");
+        assert!(back
+            .iter()
+            .any(|r| r.key == "corp:a:02" && r.until == 400 && r.seen_at == 100));
+        assert_eq!(l.foreign_revocations(450).expect("read").len(), 1);
         // Survives a reopen.
         drop(l);
         let l = Ledger::open_sled(dir.path(), std::time::Duration::from_secs(1)).expect("open");

@@ -69,11 +69,12 @@ pub fn copy_and_verify(src: &Ledger, dst: &Ledger) -> Result<MigrationReport, Le
     // Foreign serials seen revoked stay refused on the fleet too.
     let foreign = src.foreign_revocations(i64::MIN)?;
     dst.remember_foreign_revocations(&foreign)?;
-    let copied = dst.foreign_revocations(i64::MIN)?;
-    if let Some(lost) = foreign
-        .iter()
-        .find(|f| !copied.iter().any(|c| c.key == f.key))
-    {
+    let copied: std::collections::HashSet<String> = dst
+        .foreign_revocations(i64::MIN)?
+        .into_iter()
+        .map(|c| c.key)
+        .collect();
+    if let Some(lost) = foreign.iter().find(|f| !copied.contains(&f.key)) {
         return Err(LedgerError::Corrupt {
             key: dst.describe(),
             message: format!(

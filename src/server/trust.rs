@@ -28,6 +28,9 @@ use crate::tls::verifier::current_policy;
 const FILE_CHECK: Duration = Duration::from_secs(2);
 /// Longest time a CRL download may take.
 const FETCH_TIMEOUT: Duration = Duration::from_secs(10);
+/// How often foreign revocations are read from the ledger when no CRL changed (what other
+/// replicas saw).
+const LEDGER_SYNC: Duration = Duration::from_secs(10);
 /// Largest CRL accepted.
 const MAX_CRL_BYTES: usize = 32 * 1024 * 1024;
 
@@ -39,6 +42,10 @@ pub struct Tracker {
     stale: std::collections::HashSet<String>,
     /// Whether the last pass could not read or record foreign revocations (audited once).
     unsynced: bool,
+    /// Serials seen revoked while the ledger could not record them: recorded when it can.
+    pending: HashMap<String, ForeignRevocation>,
+    /// When the revocation set was last synced with the ledger.
+    last_sync: Option<Instant>,
 }
 
 impl Tracker {
@@ -55,6 +62,8 @@ impl Tracker {
             last_error: HashMap::new(),
             stale: Default::default(),
             unsynced: false,
+            pending: HashMap::new(),
+            last_sync: None,
         }
     }
 }
@@ -282,7 +291,10 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
             )));
         }
     }
-    if !next.is_empty() {
+    // Other replicas record what they see: read the ledger now and then even when nothing
+    // changed here.
+    let due = changed || t.unsynced || t.last_sync.is_none_or(|at| at.elapsed() >= LEDGER_SYNC);
+    if !next.is_empty() && due {
         apply_revocations(state, t, &next).await;
     }
 }
@@ -291,9 +303,9 @@ pub async fn refresh(state: &AppState, t: &mut Tracker) {
 /// to live connections, and records in the ledger every serial a CRL in force lists that the
 /// ledger does not hold yet (a write that fails is tried again on the next pass).
 ///
-/// Each trust's keys in the set become: what its CRLs list, plus what the ledger remembers
-/// (also what other replicas saw), minus what a CRL lists as removeFromCRL. While the ledger
-/// cannot be read nothing is taken out of the set, only added.
+/// Each trust's keys in the set become: what its CRLs list as revoked, plus what the ledger
+/// remembers (also what other replicas saw; an entry lifted by removeFromCRL is no longer
+/// remembered). While the ledger cannot be read nothing is taken out of the set, only added.
 async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<ForeignTrust>]) {
     let now = crate::pki::now().unix_timestamp();
     let mut to_record = Vec::new();
@@ -303,7 +315,7 @@ async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<Fore
             for e in &crl.entries {
                 let key = identity::foreign_key(&trust.config.name, &crl.issuer, &e.serial);
                 if e.remove_from_crl {
-                    lifted.push(key);
+                    lifted.push((key, crl.this_update));
                 } else {
                     to_record.push(ForeignRevocation {
                         key,
@@ -317,6 +329,15 @@ async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<Fore
             }
         }
     }
+    // What was seen while the ledger could not take it is recorded with the rest.
+    let seen: HashSet<String> = to_record.iter().map(|r| r.key.clone()).collect();
+    to_record.extend(
+        t.pending
+            .values()
+            .filter(|p| !seen.contains(&p.key))
+            .cloned(),
+    );
+    let attempted = to_record.clone();
     let ledger = state.authority.ledger().clone();
     let synced = tokio::task::spawn_blocking(move || {
         let known = ledger.foreign_revocations(now)?;
@@ -326,9 +347,12 @@ async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<Fore
             .filter(|r| !known_keys.contains(r.key.as_str()))
             .collect();
         ledger.remember_foreign_revocations(&missing)?;
+        // removeFromCRL lifts a revocation only from a CRL made after mcp-zt first saw it: an
+        // old CRL from before the final revocation, replayed, cannot take it back.
         let lifted: Vec<String> = lifted
             .into_iter()
-            .filter(|k| known_keys.contains(k.as_str()))
+            .filter(|(k, made)| known.iter().any(|r| &r.key == k && r.seen_at < *made))
+            .map(|(k, _)| k)
             .collect();
         drop(known_keys);
         let forgotten = ledger.forget_foreign_revocations(&lifted)?;
@@ -345,6 +369,14 @@ async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<Fore
         Ok(Err(e)) => Some(e.to_string()),
         Err(e) => Some(e.to_string()),
     };
+    if failure.is_some() {
+        for r in attempted {
+            t.pending.entry(r.key.clone()).or_insert(r);
+        }
+    } else {
+        t.pending.clear();
+        t.last_sync = Some(Instant::now());
+    }
     match failure {
         Some(e) if !t.unsynced => {
             t.unsynced = true;
@@ -383,25 +415,23 @@ async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<Fore
     for trust in trusts {
         let name = &trust.config.name;
         let prefix = format!("{name}:");
-        let lifted: HashSet<&str> = trust.lifted.iter().map(String::as_str).collect();
         let newly = match &remembered {
             Some(all) => {
-                let mut keys: Vec<String> = trust
-                    .revoked
-                    .iter()
-                    .filter(|k| !lifted.contains(k.as_str()))
-                    .cloned()
-                    .collect();
+                let mut keys: Vec<String> = trust.revoked.iter().cloned().collect();
                 keys.extend(
                     all.iter()
-                        .filter(|r| r.key.starts_with(&prefix) && !lifted.contains(r.key.as_str()))
+                        .filter(|r| r.key.starts_with(&prefix))
                         .map(|r| r.key.clone()),
                 );
                 keys.sort();
                 keys.dedup();
                 state.revoked.replace_prefix(&prefix, &keys)
             }
-            None => state.revoked.insert_all(&trust.revoked),
+            None => {
+                let mut keys = trust.revoked.clone();
+                keys.extend(t.pending.keys().filter(|k| k.starts_with(&prefix)).cloned());
+                state.revoked.insert_all(&keys)
+            }
         };
         let cut: usize = newly
             .iter()

@@ -47,8 +47,6 @@ pub struct ForeignTrust {
     pub crls: Vec<VerifiedCrl>,
     /// The identity keys ([`identity::foreign_key`]) its CRLs list as revoked.
     pub revoked: Vec<String>,
-    /// The identity keys its CRLs list with reason removeFromCRL (a hold lifted).
-    pub lifted: Vec<String>,
     /// The CRL bytes last read, to notice a change.
     pub crl_bytes: Vec<u8>,
     /// The CA bundle as loaded, to notice a change.
@@ -136,19 +134,35 @@ impl ForeignTrust {
                 config.ca
             )));
         }
+        foreign_crl::distinct_issuers(&bundle)
+            .map_err(|e| err(format!("CA bundle {}: {e}", config.ca)))?;
+        let roots = Arc::new(roots);
+        let grace = config.crl_grace_secs;
         let mut refused = Vec::new();
         let mut fresh = Vec::new();
         for der in parse_crls(&crl_bytes).map_err(&err)? {
             match foreign_crl::verify(&der, &bundle, now) {
-                Ok(v) => fresh.push(v),
+                Ok(v) if v.next_update.saturating_add(grace) < now => refused.push(format!(
+                    "{}: its CRL is stale (nextUpdate {} plus {grace} s of grace has passed)",
+                    v.issuer_text,
+                    crate::pki::rfc3339(v.next_update)
+                )),
+                // webpki must be able to use what mcp-zt chooses (reason codes, extensions).
+                Ok(v) => match usable(&roots, &v) {
+                    Ok(()) => fresh.push(v),
+                    Err(why) => refused.push(why),
+                },
                 Err(CrlSkip::Refused(why)) => refused.push(why),
                 Err(CrlSkip::ExpiredIssuer) => {}
             }
         }
-        // The CRLs in force are checked again: the bundle may have changed under them.
+        // The CRLs in force are checked again: the bundle may have changed under them, and
+        // one that went stale is dropped (its issuer's certificates are then refused, the
+        // other issuers' keep working), so it can never pin the trust.
         let floor: Vec<VerifiedCrl> = in_force
             .iter()
             .filter_map(|c| foreign_crl::verify(&c.der, &bundle, now).ok())
+            .filter(|c| c.next_update.saturating_add(grace) >= now)
             .collect();
         let (crls, older) = foreign_crl::choose(&floor, fresh);
         refused.extend(older);
@@ -160,25 +174,18 @@ impl ForeignTrust {
             )));
         }
         let mut revoked = Vec::new();
-        let mut lifted = Vec::new();
         let mut next_update = i64::MAX;
         for crl in &crls {
             next_update = next_update.min(crl.next_update);
-            for e in &crl.entries {
-                let key = identity::foreign_key(&config.name, &crl.issuer, &e.serial);
-                if e.remove_from_crl {
-                    lifted.push(key);
-                } else {
-                    revoked.push(key);
-                }
+            for e in crl.entries.iter().filter(|e| !e.remove_from_crl) {
+                revoked.push(identity::foreign_key(&config.name, &crl.issuer, &e.serial));
             }
         }
-        let verifier =
-            WebPkiClientVerifier::builder_with_provider(Arc::new(roots), super::provider())
-                .with_crls(crls.iter().map(|c| c.der.clone()))
-                .only_check_end_entity_revocation()
-                .build()
-                .map_err(|e| err(format!("verifier: {e}")))?;
+        let verifier = WebPkiClientVerifier::builder_with_provider(roots, super::provider())
+            .with_crls(crls.iter().map(|c| c.der.clone()))
+            .only_check_end_entity_revocation()
+            .build()
+            .map_err(|e| err(format!("verifier: {e}")))?;
         Ok(Loaded {
             trust: ForeignTrust {
                 config,
@@ -186,7 +193,6 @@ impl ForeignTrust {
                 crl_next_update: next_update,
                 crls,
                 revoked,
-                lifted,
                 crl_bytes,
                 ca_bytes,
             },
@@ -256,6 +262,16 @@ impl ForeignTrust {
     }
 }
 
+/// Whether webpki accepts `crl` (it refuses some reason codes and extensions mcp-zt's own
+/// checks let through): a CRL it would refuse must not be chosen, or the whole trust fails.
+fn usable(roots: &Arc<rustls::RootCertStore>, crl: &VerifiedCrl) -> Result<(), String> {
+    WebPkiClientVerifier::builder_with_provider(roots.clone(), super::provider())
+        .with_crls([crl.der.clone()])
+        .build()
+        .map(|_| ())
+        .map_err(|e| format!("the CRL of {} cannot be used: {e}", crl.issuer_text))
+}
+
 /// The most CRLs one body may hold: each costs a signature check.
 const MAX_CRLS: usize = 256;
 
@@ -279,4 +295,114 @@ fn parse_crls(bytes: &[u8]) -> Result<Vec<CertificateRevocationListDer<'static>>
         ));
     }
     Ok(crls)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::policy::trust::CrlSource;
+
+    fn config(grace: i64) -> TrustConfig {
+        TrustConfig {
+            name: "corp".into(),
+            ca: "corp.pem".into(),
+            crl: CrlSource::File("corp.crl".into()),
+            crl_grace_secs: grace,
+            crl_refresh_secs: 60,
+            roles: Vec::new(),
+        }
+    }
+
+    fn root(cn: &str) -> (rcgen::Issuer<'static, rcgen::KeyPair>, String) {
+        let key = rcgen::KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256).expect("key");
+        let mut p = rcgen::CertificateParams::new(Vec::<String>::new()).expect("params");
+        p.distinguished_name.push(rcgen::DnType::CommonName, cn);
+        p.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        p.key_usages = vec![
+            rcgen::KeyUsagePurpose::KeyCertSign,
+            rcgen::KeyUsagePurpose::CrlSign,
+        ];
+        let pem = p.self_signed(&key).expect("root").pem();
+        (rcgen::Issuer::new(p, key), pem)
+    }
+
+    /// A PEM CRL made `age` seconds ago, valid for `life` seconds from then.
+    fn crl(
+        issuer: &rcgen::Issuer<'static, rcgen::KeyPair>,
+        number: u8,
+        age: i64,
+        life: i64,
+    ) -> String {
+        let at = time::OffsetDateTime::now_utc() - time::Duration::seconds(age);
+        rcgen::CertificateRevocationListParams {
+            this_update: at,
+            next_update: at + time::Duration::seconds(life),
+            crl_number: rcgen::SerialNumber::from_slice(&[number]),
+            issuing_distribution_point: None,
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(issuer)
+        .expect("crl")
+        .pem()
+        .expect("pem")
+    }
+
+    #[test]
+    fn a_stale_crl_is_refused_at_load_and_a_stale_one_in_force_is_dropped() {
+        let (a, a_pem) = root("Corp A");
+        let (b, b_pem) = root("Corp B");
+        let bundle = format!("{a_pem}{b_pem}");
+        // Past nextUpdate plus the grace: refused, saying so.
+        let e = ForeignTrust::build(
+            config(60),
+            bundle.as_bytes(),
+            crl(&a, 1, 7200, 3600).into_bytes(),
+            &[],
+        )
+        .expect_err("stale");
+        assert!(e.to_string().contains("its CRL is stale"), "{e}");
+        // Within the grace: taken.
+        assert!(ForeignTrust::build(
+            config(3600),
+            bundle.as_bytes(),
+            crl(&a, 1, 5400, 3600).into_bytes(),
+            &[]
+        )
+        .is_ok());
+        // A CRL of B in force that has gone stale does not stay: A's fresh body alone is in
+        // force, and the trust is not stale because of B.
+        let now = crate::pki::now().unix_timestamp();
+        let cas: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(bundle.as_bytes())
+            .collect::<Result<_, _>>()
+            .expect("bundle");
+        let info = foreign_crl::bundle_cas(&cas, now).expect("cas");
+        let stale_b =
+            CertificateRevocationListDer::from_pem_slice(crl(&b, 1, 7200, 3600).as_bytes())
+                .expect("pem");
+        let stale_b = foreign_crl::verify(&stale_b, &info, now).expect("verifies");
+        let loaded = ForeignTrust::build(
+            config(60),
+            bundle.as_bytes(),
+            crl(&a, 2, 10, 3600).into_bytes(),
+            &[stale_b],
+        )
+        .expect("loads");
+        assert_eq!(loaded.trust.crls.len(), 1);
+        assert!(loaded.trust.crl_next_update > now);
+    }
+
+    #[test]
+    fn a_bundle_with_two_cas_of_one_name_is_refused() {
+        let (_, a) = root("Corp Root");
+        let (b, b2) = root("Corp Root");
+        let e = ForeignTrust::build(
+            config(60),
+            format!("{a}{b2}").as_bytes(),
+            crl(&b, 1, 10, 3600).into_bytes(),
+            &[],
+        )
+        .expect_err("refused");
+        assert!(e.to_string().contains("keep one"), "{e}");
+    }
 }

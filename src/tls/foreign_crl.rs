@@ -19,6 +19,7 @@ use std::cmp::Ordering;
 use rustls::pki_types::{CertificateDer, CertificateRevocationListDer};
 use x509_parser::asn1_rs::{Any, FromDer};
 use x509_parser::num_bigint::BigUint;
+use x509_parser::oid_registry;
 use x509_parser::prelude::X509Certificate;
 
 /// How far in the future a CRL's thisUpdate may be (clocks differ) before it is refused.
@@ -132,6 +133,30 @@ pub fn verify(der: &[u8], cas: &[BundleCa], now: i64) -> Result<VerifiedCrl, Crl
     let named: Vec<&BundleCa> = named.into_iter().filter(|c| c.valid_now).collect();
     if named.is_empty() {
         return Err(CrlSkip::ExpiredIssuer);
+    }
+    // A partitioned (issuingDistributionPoint) or delta CRL covers only part of what the
+    // issuer revokes, and webpki reads it by its own scope rules: one of them chosen as "the"
+    // CRL of its issuer would hide the full CRL's later revocations. Neither is accepted, nor
+    // a critical extension mcp-zt does not know.
+    for ext in crl.extensions() {
+        let oid = &ext.oid;
+        if *oid == oid_registry::OID_X509_EXT_ISSUER_DISTRIBUTION_POINT
+            || *oid == oid_registry::OID_X509_EXT_DELTA_CRL_INDICATOR
+        {
+            return Err(refuse(format!(
+                "the CRL of {} is a partitioned or delta CRL ({oid}): give mcp-zt the issuer's full CRL",
+                crl.issuer()
+            )));
+        }
+        if ext.critical
+            && *oid != oid_registry::OID_X509_EXT_CRL_NUMBER
+            && *oid != oid_registry::OID_X509_EXT_AUTHORITY_KEY_IDENTIFIER
+        {
+            return Err(refuse(format!(
+                "the CRL of {} has a critical extension mcp-zt does not know ({oid})",
+                crl.issuer()
+            )));
+        }
     }
     if crl.tbs_cert_list.signature != crl.signature_algorithm {
         return Err(refuse(format!(
@@ -276,6 +301,25 @@ fn split_spki(raw: &[u8]) -> Option<(Vec<u8>, Vec<u8>)> {
         Some((0, bits)) => Some((alg.data.to_vec(), bits.to_vec())),
         _ => None,
     }
+}
+
+/// Refuses a bundle in which two CAs valid now share a subject with different keys: a CRL
+/// names its issuer by subject only, so webpki would check one key's certificates against the
+/// other key's CRL (refusing them all), and their serials would share one identity space.
+pub fn distinct_issuers(cas: &[BundleCa]) -> Result<(), String> {
+    let valid: Vec<&BundleCa> = cas.iter().filter(|c| c.valid_now).collect();
+    for (i, a) in valid.iter().enumerate() {
+        if let Some(b) = valid[i + 1..]
+            .iter()
+            .find(|b| b.subject == a.subject && b.spki_key != a.spki_key)
+        {
+            return Err(format!(
+                "two CAs valid now are both named {} with different keys; CRLs name their issuer by subject, so keep one of them in the bundle",
+                b.subject_text
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The bundle's CAs, parsed for the CRL check. Errors name the bundle's problem.
@@ -488,6 +532,42 @@ mod tests {
         let (chosen, refused) = choose(&in_force, vec![v(6, t)]);
         assert_eq!(chosen[0].number, BigUint::from(6u8));
         assert!(refused.is_empty());
+    }
+
+    #[test]
+    fn a_partitioned_crl_is_refused() {
+        let corp = ca("Corp Root", true);
+        let at = time::OffsetDateTime::now_utc();
+        let der = rcgen::CertificateRevocationListParams {
+            this_update: at,
+            next_update: at + time::Duration::days(1),
+            crl_number: rcgen::SerialNumber::from_slice(&[9]),
+            issuing_distribution_point: Some(rcgen::CrlIssuingDistributionPoint {
+                distribution_point: rcgen::CrlDistributionPoint {
+                    uris: vec!["http://crl.example/users.crl".into()],
+                },
+                scope: Some(rcgen::CrlScope::UserCertsOnly),
+            }),
+            revoked_certs: Vec::new(),
+            key_identifier_method: rcgen::KeyIdMethod::Sha256,
+        }
+        .signed_by(&corp.issuer)
+        .expect("crl")
+        .der()
+        .to_vec();
+        let m = refused(verify(&der, &cas(&[&corp], now()), now()));
+        assert!(m.contains("partitioned or delta"), "{m}");
+    }
+
+    #[test]
+    fn two_cas_of_one_name_with_different_keys_are_refused_in_one_bundle() {
+        let a = ca("Corp Root", true);
+        let b = ca("Corp Root", true);
+        let m = distinct_issuers(&cas(&[&a, &b], now())).expect_err("same name, two keys");
+        assert!(m.contains("keep one"), "{m}");
+        assert!(distinct_issuers(&cas(&[&a, &ca("Other", true)], now())).is_ok());
+        // The same certificate twice is harmless.
+        assert!(distinct_issuers(&cas(&[&a, &a], now())).is_ok());
     }
 
     #[test]

@@ -1,11 +1,14 @@
 //! Foreign revocations in PostgreSQL (table `mcpzt_foreign_revoked`, migration 2): one row per
-//! identity key, the first sighting kept, so every replica refuses what any replica saw.
+//! identity key, the first sighting kept, so every replica refuses what any replica saw. Rows
+//! stay past `until` (harmless: they are not read) and are extended if the key comes back.
 
 use super::{LedgerError, PgLedger};
 use crate::ledger::ForeignRevocation;
 
 impl PgLedger {
-    /// Inserts the revocations not recorded yet, in one transaction; returns how many were new.
+    /// Inserts the revocations not recorded yet (the first sighting is kept; a later CA
+    /// notAfter extends `until`), in one transaction of a few statements however many there
+    /// are; returns how many were new or extended.
     pub fn remember_foreign_revocations(
         &self,
         recs: &[ForeignRevocation],
@@ -14,18 +17,24 @@ impl PgLedger {
         self.run(move |c| {
             Box::pin(async move {
                 let tx = c.transaction().await?;
-                let stmt = tx
-                    .prepare(
-                        "INSERT INTO mcpzt_foreign_revoked (key, trust, issuer, serial, seen_at, until) \
-                         VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (key) DO NOTHING",
-                    )
-                    .await?;
                 let mut new = 0;
-                for r in &recs {
+                for chunk in recs.chunks(5_000) {
+                    let col = |f: fn(&ForeignRevocation) -> &String| {
+                        chunk.iter().map(|r| f(r).clone()).collect::<Vec<String>>()
+                    };
+                    let (keys, trusts) = (col(|r| &r.key), col(|r| &r.trust));
+                    let (issuers, serials) = (col(|r| &r.issuer), col(|r| &r.serial));
+                    let seen: Vec<i64> = chunk.iter().map(|r| r.seen_at).collect();
+                    let until: Vec<i64> = chunk.iter().map(|r| r.until).collect();
                     new += tx
                         .execute(
-                            &stmt,
-                            &[&r.key, &r.trust, &r.issuer, &r.serial, &r.seen_at, &r.until],
+                            "INSERT INTO mcpzt_foreign_revoked AS f \
+                             (key, trust, issuer, serial, seen_at, until) \
+                             SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], \
+                             $5::bigint[], $6::bigint[]) \
+                             ON CONFLICT (key) DO UPDATE SET until = EXCLUDED.until \
+                             WHERE f.until < EXCLUDED.until",
+                            &[&keys, &trusts, &issuers, &serials, &seen, &until],
                         )
                         .await?;
                 }

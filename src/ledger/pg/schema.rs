@@ -85,7 +85,7 @@ CREATE TABLE mcpzt_foreign_revoked (
     key      text PRIMARY KEY,
     trust    text NOT NULL,
     issuer   text NOT NULL,
-    serial   text NOT NULL CHECK (serial ~ '^[0-9a-f]*$'),
+    serial   text NOT NULL CHECK (serial ~ '^[0-9a-f]{2,128}$'),
     seen_at  bigint NOT NULL,
     until    bigint NOT NULL
 );
