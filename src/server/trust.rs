@@ -417,7 +417,7 @@ async fn apply_revocations(state: &AppState, t: &mut Tracker, trusts: &[Arc<Fore
         let prefix = format!("{name}:");
         let newly = match &remembered {
             Some(all) => {
-                let mut keys: Vec<String> = trust.revoked.iter().cloned().collect();
+                let mut keys: Vec<String> = trust.revoked.to_vec();
                 keys.extend(
                     all.iter()
                         .filter(|r| r.key.starts_with(&prefix))
