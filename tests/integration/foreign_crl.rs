@@ -7,6 +7,8 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
 use crate::common::{openssl, Env};
+// The CRL server, and the attacker on its URL: it serves whatever the body holds.
+use crate::pki_hierarchy::serve_crl;
 use crate::server_env::{audit_len, http_client, post, wait_audit_after, Server, INIT};
 
 /// A corporate root made by openssl, and what the test signs with its key.
@@ -108,28 +110,6 @@ fn in_2099() -> time::OffsetDateTime {
     time::macros::datetime!(2099-01-01 00:00 UTC)
 }
 
-/// Plays the CRL server (and the attacker on its URL): serves whatever `body` holds.
-async fn crl_server(body: Arc<Mutex<String>>) -> u16 {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-        .await
-        .expect("bind");
-    let port = listener.local_addr().expect("addr").port();
-    tokio::spawn(async move {
-        while let Ok((mut sock, _)) = listener.accept().await {
-            let mut buf = [0u8; 4096];
-            let _ = sock.read(&mut buf).await;
-            let text = body.lock().expect("lock").clone();
-            let resp = format!(
-                "HTTP/1.1 200 OK\r\nContent-Type: application/x-pem-file\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{text}",
-                text.len()
-            );
-            let _ = sock.write_all(resp.as_bytes()).await;
-        }
-    });
-    port
-}
-
 fn trust_policy(env: &Env, corp: &Corp, port: u16) {
     std::fs::write(env.home.join("corp-ca.pem"), &corp.pem).expect("bundle");
     let mut policy = std::fs::read_to_string(env.home.join("policy.toml")).expect("policy");
@@ -169,7 +149,7 @@ async fn a_forged_crl_served_once_neither_unrevokes_nor_pins_the_trust_and_resta
     let crl0 = crl(&corp.issuer, 1, ago(300), &[]);
     let crl1 = crl(&corp.issuer, 2, ago(200), &[&sam.2]);
     let body = Arc::new(Mutex::new(crl1.clone()));
-    let port = crl_server(body.clone()).await;
+    let port = serve_crl(body.clone()).await;
     trust_policy(&env, &corp, port);
 
     let server = Server::start(&env, &["--lockout-threshold", "0"]);
@@ -247,7 +227,7 @@ async fn a_forged_crl_first_in_the_body_locks_nobody_out() {
     let forged = crl(&corp.impostor(), 999, in_2099(), &[]);
     let crl1 = crl(&corp.issuer, 2, ago(200), &[&sam.2]);
     let body = Arc::new(Mutex::new(format!("{forged}{crl1}")));
-    let port = crl_server(body).await;
+    let port = serve_crl(body).await;
     trust_policy(&env, &corp, port);
 
     let server = Server::start(&env, &["--lockout-threshold", "0"]);

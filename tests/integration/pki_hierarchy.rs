@@ -656,7 +656,7 @@ async fn an_imported_intermediate_signs_for_the_corporate_root_and_bad_imports_a
 }
 
 /// Serves whatever `body` holds at any path, over plain HTTP, until the test ends.
-async fn serve_crl(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
+pub(crate) async fn serve_crl(body: std::sync::Arc<std::sync::Mutex<String>>) -> u16 {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
         .await
