@@ -36,7 +36,8 @@ use self::gate::Outcome;
 use self::hub::{Hub, ListKind, SessionSlot, View};
 use self::provider::{Caller, ClientSide};
 use self::resume::provider_state;
-use self::uri::{resource_owner, template_matches};
+use self::template::template_matches;
+use self::uri::resource_owner;
 use crate::identity::ConnInfo;
 use crate::policy::rules::Kind;
 
@@ -650,8 +651,9 @@ impl ServerHandler for ZtMcp {
                 ))
             }
         };
-        // For a resource template, a value is kept only if the URI it completes is one the
-        // role may read: completion must not list what the policy hides.
+        // For a resource template, a value is kept only if the URI it completes (the template
+        // fully expanded, RFC 6570, with the context's values for the other variables) is
+        // canonical and one the role may read: completion must not list what the policy hides.
         let template = match &inner.r#ref {
             Reference::Resource(r) => {
                 let others = inner
