@@ -158,6 +158,19 @@ impl fmt::Write for Bounded {
     }
 }
 
+/// Whether every `%` in `template` is followed by two hexadecimal digits, as RFC 6570 requires
+/// of literals and variable names alike. Checked before iri-string sees the template: its
+/// parser (0.7.14) slices the two bytes after a `%` as a string and panics when they end
+/// inside a multi-byte character (`%a\u{e9}`); found by the `uri_template` fuzz target.
+fn percent_escapes_are_whole(template: &str) -> bool {
+    let bytes = template.as_bytes();
+    bytes.iter().enumerate().all(|(i, b)| {
+        *b != b'%'
+            || (bytes.get(i + 1).is_some_and(u8::is_ascii_hexdigit)
+                && bytes.get(i + 2).is_some_and(u8::is_ascii_hexdigit))
+    })
+}
+
 /// One expansion: the URI, the variables that had a value, the first that had none.
 struct Expansion {
     uri: String,
@@ -180,6 +193,11 @@ fn expand_with<'v>(
     template: &str,
     lookup: impl Fn(&str) -> Option<&'v str>,
 ) -> Result<Expansion, TemplateError> {
+    if !percent_escapes_are_whole(template) {
+        return Err(TemplateError::Invalid(
+            "a % not followed by two hexadecimal digits".into(),
+        ));
+    }
     let parsed =
         UriTemplateStr::new(template).map_err(|e| TemplateError::Invalid(e.to_string()))?;
     let context = Lookup {
@@ -475,6 +493,15 @@ deny = [
             completion_uri("docs://{a}", "a", "x", &none).as_deref(),
             Ok("docs://x")
         );
+        // A `%` without two hex digits, even one followed by a multi-byte character (a panic
+        // in iri-string's parser, found by fuzzing), is an error; a whole escape is a literal.
+        for bad in ["docs://%", "docs://%a", "%\n\u{167}", "docs://%a\u{e9}", "{a%zz}"] {
+            assert!(
+                matches!(expand(bad, &none), Err(TemplateError::Invalid(_))),
+                "{bad:?}"
+            );
+        }
+        assert_eq!(expand("docs://a%2Fb", &none).as_deref(), Ok("docs://a%2Fb"));
         // A hostile template or value cannot grow the answer past the bound.
         let long = "x".repeat(MAX_EXPANSION);
         assert_eq!(
