@@ -10,8 +10,9 @@ use std::time::{Duration, Instant};
 
 use rmcp::model::{
     ArgumentInfo, CompleteRequestParams, CompleteResult, CompletionContext, CompletionInfo,
-    Implementation, ListResourceTemplatesResult, PaginatedRequestParams, Reference,
-    ResourceTemplate, ServerCapabilities, ServerConfig,
+    Implementation, ListResourceTemplatesResult, PaginatedRequestParams, ReadResourceRequestParams,
+    ReadResourceResponse, ReadResourceResult, Reference, ResourceContents, ResourceTemplate,
+    ServerCapabilities, ServerConfig,
 };
 use rmcp::service::{RequestContext, RunningService};
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -75,6 +76,17 @@ impl ServerHandler for Docs {
         let info = CompletionInfo::new(values.iter().map(|v| v.to_string()).collect())
             .map_err(|e| ErrorData::internal_error(e, None))?;
         Ok(CompleteResult::new(info))
+    }
+
+    async fn read_resource(
+        &self,
+        request: ReadResourceRequestParams,
+        _context: RequestContext<RoleServer>,
+    ) -> Result<ReadResourceResponse, ErrorData> {
+        let contents = ResourceContents::text("a document", request.uri);
+        Ok(ReadResourceResponse::Complete(ReadResourceResult::new(
+            vec![contents],
+        )))
     }
 }
 
@@ -191,4 +203,23 @@ async fn completion_through_the_gateway_never_lists_what_the_policy_hides() {
         }
     }
     assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+
+    // Reads through the same templates agree: what completion listed can be read, what it
+    // left out cannot (denied, or not canonical), and both answer like a missing resource.
+    for (uri, readable) in [
+        ("docs://public/a", true),
+        ("docs://search?area=public", true),
+        ("docs://secret/x", false),
+        ("docs://public/../secret/x", false),
+        ("docs://search?area=secret", false),
+    ] {
+        let r = rita
+            .read_resource(ReadResourceRequestParams::new(uri))
+            .await;
+        match (r, readable) {
+            (Ok(_), true) => {}
+            (Err(e), false) => assert!(e.to_string().contains("resource not found"), "{uri}: {e}"),
+            (r, _) => panic!("{uri}: {r:?}, readable {readable}"),
+        }
+    }
 }
