@@ -495,7 +495,13 @@ deny = [
         );
         // A `%` without two hex digits, even one followed by a multi-byte character (a panic
         // in iri-string's parser, found by fuzzing), is an error; a whole escape is a literal.
-        for bad in ["docs://%", "docs://%a", "%\n\u{167}", "docs://%a\u{e9}", "{a%zz}"] {
+        for bad in [
+            "docs://%",
+            "docs://%a",
+            "%\n\u{167}",
+            "docs://%a\u{e9}",
+            "{a%zz}",
+        ] {
             assert!(
                 matches!(expand(bad, &none), Err(TemplateError::Invalid(_))),
                 "{bad:?}"
