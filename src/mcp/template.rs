@@ -171,6 +171,32 @@ fn percent_escapes_are_whole(template: &str) -> bool {
     })
 }
 
+/// Whether every prefix modifier (`{var:N}`) is RFC 6570's `max-length`: 1 to 4 digits, no
+/// leading zero. Checked before iri-string sees the template: its parser (0.7.14) accepts up
+/// to 5 digits, then panics when the number does not fit in a `u16` (`{a:99299}`); found by
+/// the `uri_template` fuzz target. An unclosed expression is left to iri-string to refuse.
+fn prefixes_are_in_range(template: &str) -> bool {
+    let mut rest = template;
+    while let Some(open) = rest.find('{') {
+        let after = &rest[open + 1..];
+        let Some(close) = after.find('}') else {
+            return true;
+        };
+        let fits = after[..close].split(',').all(|spec| {
+            spec.split_once(':').is_none_or(|(_, len)| {
+                (1..=4).contains(&len.len())
+                    && len.bytes().all(|b| b.is_ascii_digit())
+                    && !len.starts_with('0')
+            })
+        });
+        if !fits {
+            return false;
+        }
+        rest = &after[close + 1..];
+    }
+    true
+}
+
 /// One expansion: the URI, the variables that had a value, the first that had none.
 struct Expansion {
     uri: String,
@@ -196,6 +222,11 @@ fn expand_with<'v>(
     if !percent_escapes_are_whole(template) {
         return Err(TemplateError::Invalid(
             "a % not followed by two hexadecimal digits".into(),
+        ));
+    }
+    if !prefixes_are_in_range(template) {
+        return Err(TemplateError::Invalid(
+            "a prefix modifier (:N) must be 1 to 9999".into(),
         ));
     }
     let parsed =
@@ -508,6 +539,17 @@ deny = [
             );
         }
         assert_eq!(expand("docs://a%2Fb", &none).as_deref(), Ok("docs://a%2Fb"));
+        // A prefix beyond RFC 6570's 9999 (a panic in iri-string's parser past 65535, found by
+        // fuzzing), zero or with a leading zero, is an error.
+        for bad in ["{a:99299}", "{a:65536}", "{a:10000}", "{a:0}", "{b,a:012}"] {
+            assert!(
+                matches!(
+                    completion_uri(bad, "a", "x", &none),
+                    Err(TemplateError::Invalid(_))
+                ),
+                "{bad:?}"
+            );
+        }
         // A hostile template or value cannot grow the answer past the bound.
         let long = "x".repeat(MAX_EXPANSION);
         assert_eq!(
