@@ -39,16 +39,23 @@ pub enum TemplateError {
     /// The argument being completed is not a variable of the template.
     #[error("the template has no variable {0:?}")]
     NotAVariable(String),
+    /// A value has characters outside ASCII. RFC 6570 would percent-encode them, so the URI
+    /// could never be canonical; and iri-string's prefix truncation (0.7.14) counts their bytes
+    /// as characters and overflows, a panic where overflow checks are on (found by fuzzing).
+    /// Refused before iri-string sees the value.
+    #[error("the value of {0:?} is not ASCII")]
+    NotAscii(String),
     /// The expansion is longer than [`MAX_EXPANSION`].
     #[error("the expansion is longer than {MAX_EXPANSION} bytes")]
     TooLong,
 }
 
-/// Expands `template` with `values`, each variable a single string, into a URI (non-ASCII
-/// and characters the operator does not allow are percent-encoded, as RFC 6570 says).
+/// Expands `template` with `values`, each variable a single ASCII string, into a URI
+/// (characters the operator does not allow are percent-encoded, as RFC 6570 says).
 ///
 /// Every variable must have a value: RFC 6570 would drop an undefined one silently, and a URI
-/// expanded without it is not the one the client will read ([`TemplateError::Unbound`]).
+/// expanded without it is not the one the client will read ([`TemplateError::Unbound`]). A
+/// value outside ASCII is refused ([`TemplateError::NotAscii`]).
 pub fn expand(template: &str, values: &HashMap<String, String>) -> Result<String, TemplateError> {
     expand_with(template, |name| values.get(name).map(String::as_str))?.complete()
 }
@@ -113,11 +120,12 @@ pub(super) fn template_matches(template: &str, uri: &str) -> bool {
 }
 
 /// The expansion context: each variable's value from `lookup`; remembers the variables the
-/// template asked for, and the first one without a value.
+/// template asked for that have a value, and the first variable refused (no value, or one
+/// outside ASCII, which is then never given to iri-string).
 struct Lookup<F> {
     lookup: F,
     seen: RefCell<Vec<String>>,
-    unbound: RefCell<Option<String>>,
+    refused: RefCell<Option<TemplateError>>,
 }
 
 impl<'v, F: Fn(&str) -> Option<&'v str>> Context for Lookup<F> {
@@ -129,12 +137,18 @@ impl<'v, F: Fn(&str) -> Option<&'v str>> Context for Lookup<F> {
                 if !seen.iter().any(|n| n == name) {
                     seen.push(name.to_string());
                 }
-                visitor.visit_string(value)
+                if value.is_ascii() {
+                    return visitor.visit_string(value);
+                }
+                self.refused
+                    .borrow_mut()
+                    .get_or_insert_with(|| TemplateError::NotAscii(name.to_string()));
+                visitor.visit_undefined()
             }
             None => {
-                self.unbound
+                self.refused
                     .borrow_mut()
-                    .get_or_insert_with(|| name.to_string());
+                    .get_or_insert_with(|| TemplateError::Unbound(name.to_string()));
                 visitor.visit_undefined()
             }
         }
@@ -197,18 +211,18 @@ fn prefixes_are_in_range(template: &str) -> bool {
     true
 }
 
-/// One expansion: the URI, the variables that had a value, the first that had none.
+/// One expansion: the URI, the variables that had a value, the first variable refused.
 struct Expansion {
     uri: String,
     used: Vec<String>,
-    unbound: Option<String>,
+    refused: Option<TemplateError>,
 }
 
 impl Expansion {
-    /// The URI, if every variable had a value.
+    /// The URI, if every variable had a usable value.
     fn complete(self) -> Result<String, TemplateError> {
-        match self.unbound {
-            Some(name) => Err(TemplateError::Unbound(name)),
+        match self.refused {
+            Some(e) => Err(e),
             None => Ok(self.uri),
         }
     }
@@ -234,7 +248,7 @@ fn expand_with<'v>(
     let context = Lookup {
         lookup,
         seen: RefCell::new(Vec::new()),
-        unbound: RefCell::new(None),
+        refused: RefCell::new(None),
     };
     let expanded = parsed
         .expand::<UriSpec, _>(&context)
@@ -253,7 +267,7 @@ fn expand_with<'v>(
     Ok(Expansion {
         uri: out.out,
         used: context.seen.into_inner(),
-        unbound: context.unbound.into_inner(),
+        refused: context.refused.into_inner(),
     })
 }
 
@@ -539,6 +553,20 @@ deny = [
             );
         }
         assert_eq!(expand("docs://a%2Fb", &none).as_deref(), Ok("docs://a%2Fb"));
+        // A value outside ASCII never reaches iri-string (whose prefix truncation counts its
+        // bytes as characters and overflows, found by fuzzing), with or without a prefix.
+        for template in [
+            "docs://{a:3}",
+            "docs://{+a:3}",
+            "docs://{#a:3}",
+            "docs://{a}",
+        ] {
+            assert_eq!(
+                completion_uri(template, "a", "\u{e9}\u{e9}\u{e9}\u{e9}", &none),
+                Err(TemplateError::NotAscii("a".into())),
+                "{template}"
+            );
+        }
         // A prefix beyond RFC 6570's 9999 (a panic in iri-string's parser past 65535, found by
         // fuzzing), zero or with a leading zero, is an error.
         for bad in ["{a:99299}", "{a:65536}", "{a:10000}", "{a:0}", "{b,a:012}"] {
