@@ -8,7 +8,7 @@ shift || true
 cd "$here/../fuzz"
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz --locked --quiet
 targets=("$@")
-[ ${#targets[@]} -gt 0 ] || targets=(role_ext identity policy audit_line jsonrpc_ingress sse crl_loader)
+[ ${#targets[@]} -gt 0 ] || targets=(role_ext identity policy audit_line jsonrpc_ingress sse crl_loader uri_template)
 export RUSTC_BOOTSTRAP=1
 status=0
 for t in "${targets[@]}"; do

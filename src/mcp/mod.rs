@@ -13,6 +13,7 @@ pub mod provider;
 pub mod ratelimit;
 mod resume;
 pub mod state;
+pub mod template;
 pub mod tools;
 mod uri;
 
@@ -35,7 +36,8 @@ use self::gate::Outcome;
 use self::hub::{Hub, ListKind, SessionSlot, View};
 use self::provider::{Caller, ClientSide};
 use self::resume::provider_state;
-use self::uri::{canonical_uri, resource_owner, template_matches};
+use self::template::template_matches;
+use self::uri::resource_owner;
 use crate::identity::ConnInfo;
 use crate::policy::rules::Kind;
 
@@ -649,10 +651,18 @@ impl ServerHandler for ZtMcp {
                 ))
             }
         };
-        // For a resource template, a value is kept only if the URI it completes is one the
-        // role may read: completion must not list what the policy hides.
+        // For a resource template, a value is kept only if the URI it completes (the template
+        // fully expanded, RFC 6570, with the context's values for the other variables) is
+        // canonical and one the role may read: completion must not list what the policy hides.
         let template = match &inner.r#ref {
-            Reference::Resource(r) => Some((r.uri.clone(), inner.argument.name.clone())),
+            Reference::Resource(r) => {
+                let others = inner
+                    .context
+                    .as_ref()
+                    .and_then(|c| c.arguments.clone())
+                    .unwrap_or_default();
+                Some((r.uri.clone(), inner.argument.name.clone(), others))
+            }
             _ => None,
         };
         let req = ClientRequest::CompleteRequest(Request::new(inner));
@@ -661,14 +671,13 @@ impl ServerHandler for ZtMcp {
             .await?
         {
             ServerResult::CompleteResult(mut r) => {
-                if let Some((uri, arg)) = template {
+                if let Some((uri, arg, others)) = template {
                     let policy = self.hub.gate.policy();
-                    let var = format!("{{{arg}}}");
                     let before = r.completion.values.len();
                     r.completion.values.retain(|v| {
-                        let concrete = uri.replace(&var, v);
-                        canonical_uri(&concrete)
-                            && policy.permits(&who.role, Kind::Resource, &concrete)
+                        template::completion_permitted(&uri, &arg, v, &others, |concrete| {
+                            policy.permits(&who.role, Kind::Resource, concrete)
+                        })
                     });
                     if r.completion.values.len() != before {
                         r.completion.total = None;

@@ -1,28 +1,9 @@
 //! Resource URIs: which provider serves a URI (a listed resource or a template), and which
-//! URIs are canonical enough to be matched against the policy's globs.
+//! URIs are canonical enough to be matched against the policy's globs. Templates themselves
+//! are handled in [`super::template`].
 
 use super::hub::View;
-use crate::policy::rules::glob_match;
-
-/// Whether `uri` is an instance of the RFC 6570 template `template` (each `{...}` matches any
-/// run of characters): enough to find which upstream serves a URI read through a template.
-pub(super) fn template_matches(template: &str, uri: &str) -> bool {
-    let mut pattern = String::with_capacity(template.len());
-    let mut in_var = false;
-    for c in template.chars() {
-        match (c, in_var) {
-            ('{', false) => {
-                in_var = true;
-                pattern.push('*');
-            }
-            ('}', true) => in_var = false,
-            (_, true) => {}
-            ('*', false) => pattern.push('*'),
-            (c, false) => pattern.push(c),
-        }
-    }
-    glob_match(&pattern, uri)
-}
+use super::template::template_matches;
 
 /// Where a URI is served: a listed resource, else the first template it matches. `None`:
 /// not found, or not visible to this role (answered alike).
@@ -82,19 +63,5 @@ mod tests {
         ] {
             assert!(!canonical_uri(bad), "{bad}");
         }
-    }
-
-    #[test]
-    fn templates_match_their_instances_only() {
-        assert!(template_matches(
-            "test://template/{id}/data",
-            "test://template/42/data"
-        ));
-        assert!(!template_matches(
-            "test://template/{id}/data",
-            "test://other/42/data"
-        ));
-        assert!(template_matches("file:///{path}", "file:///etc/hosts"));
-        assert!(!template_matches("a://{x}", "b://y"));
     }
 }

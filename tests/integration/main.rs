@@ -4,6 +4,7 @@
 mod admission;
 mod audit_log;
 mod common;
+mod completion;
 mod config_errors;
 mod connect;
 mod fleet_ops;
