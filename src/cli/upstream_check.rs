@@ -21,7 +21,14 @@ async fn probe(u: &Upstream) -> Result<Items, String> {
     // Waits for the child to exit before the next upstream (and before mcp-zt exits): a child
     // left behind would find its pipes closed mid-write (a Node server's `write EPIPE`).
     inst.close();
-    inst.stopped().await;
+    let most =
+        conn::DRAIN + crate::upstream::child::STOP_GRACE * 2 + std::time::Duration::from_secs(2);
+    if tokio::time::timeout(most, inst.stopped()).await.is_err() {
+        eprintln!(
+            "mcp-zt: upstream {:?}: its child did not stop within {most:?}",
+            u.name
+        );
+    }
     items.map(|i| (*i).clone())
 }
 

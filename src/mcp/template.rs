@@ -93,8 +93,38 @@ pub fn completion_permitted(
     others: &HashMap<String, String>,
     permits: impl Fn(&str) -> bool,
 ) -> bool {
-    completion_uri(template, arg, value, others)
-        .is_ok_and(|uri| canonical_uri(&uri) && permits(&uri))
+    let judged = |t: &str| {
+        completion_uri(t, arg, value, others).is_ok_and(|uri| canonical_uri(&uri) && permits(&uri))
+    };
+    // A prefix modifier (`{+path:3}`) cuts the value in the URI but not in the list the client
+    // sees: the whole value, uncut, must be one the role may read too.
+    let uncut = without_prefixes(template);
+    judged(template) && (uncut == template || judged(&uncut))
+}
+
+/// `template` with every prefix modifier (`:N`) removed. In an RFC 6570 expression a `:` can
+/// only start a prefix modifier (variable names have none), so dropping from a `:` to the next
+/// `,` or `}` inside `{...}` is exact for a template iri-string accepts.
+fn without_prefixes(template: &str) -> String {
+    let mut out = String::with_capacity(template.len());
+    let (mut in_expr, mut skipping) = (false, false);
+    for c in template.chars() {
+        match c {
+            '{' | '}' => {
+                in_expr = c == '{';
+                skipping = false;
+                out.push(c);
+            }
+            ':' if in_expr => skipping = true,
+            ',' if in_expr => {
+                skipping = false;
+                out.push(c);
+            }
+            _ if skipping => {}
+            _ => out.push(c),
+        }
+    }
+    out
 }
 
 /// Whether `uri` is an instance of the template `template` (each `{...}` matches any run of
@@ -357,13 +387,31 @@ deny = [
             // A prefix that keeps the denied part.
             ("docs://{+path:7}", "path", &[], "secret/x", false),
             ("docs://{area:6}/readme", "area", &[], "secretive", false),
-            // A prefix that cuts the denied part off: the URI is docs://sec, which may be read.
-            ("docs://{+path:3}", "path", &[], "secret/x", true),
+            // A prefix that cuts the denied part off: the URI is docs://sec, which may be read,
+            // but the client would be shown `secret/x`: the uncut value decides too.
+            ("docs://{+path:3}", "path", &[], "secret/x", false),
+            ("docs://{+path:3}", "path", &[], "public/x", true),
             ("docs://{+path:8}", "path", &[], "public/../secret/x", false),
             // The same variable twice, once cut: the whole URI decides.
             ("docs://{area:1}/{area}/x", "area", &[], "public", true),
-            ("docs://{+path:1}/{+path}", "path", &[], "secret/x", true),
+            ("docs://{+path:1}/{+path}", "path", &[], "secret/x", false),
+            ("docs://{+path:1}/{+path}", "path", &[], "public/x", true),
             ("docs://{+path}/{+path:1}", "path", &[], "secret/x", false),
+        ];
+        let wrong = check(rows);
+        assert!(wrong.is_empty(), "{}", wrong.join("\n"));
+    }
+
+    #[test]
+    fn values_that_would_land_in_the_authority_are_dropped() {
+        let rows: &[Row] = &[
+            ("docs://{+path}", "path", &[], "./secret/x", false),
+            ("docs://{+path}", "path", &[], "../secret/x", false),
+            ("docs://{+path}", "path", &[], "/secret/x", false),
+            ("docs://{+path}", "path", &[], "a@secret/x", false),
+            ("docs://{+path}", "path", &[], "secret:1/x", false),
+            ("docs://{+path}", "path", &[], "SECRET/x", false),
+            ("docs://{+path}", "path", &[], "public/x", true),
         ];
         let wrong = check(rows);
         assert!(wrong.is_empty(), "{}", wrong.join("\n"));

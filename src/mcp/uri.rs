@@ -25,14 +25,37 @@ pub(super) fn resource_owner(view: &View, policy_ok: bool, uri: &str) -> Option<
         .map(|e| e.provider)
 }
 
-/// Whether `uri` has no dot segments, no empty segments after the authority, no
-/// percent-escapes, no backslashes and no control characters.
+/// Whether `uri` has a plain lower-case authority (no `.`/`..`, userinfo or port; empty only
+/// for `file`), no dot segments, no empty segments after the authority, no percent-escapes, no
+/// backslashes and no control characters.
 pub(super) fn canonical_uri(uri: &str) -> bool {
     if uri.contains(['%', '\\']) || uri.chars().any(char::is_control) {
         return false;
     }
-    let rest = uri.split_once("://").map_or(uri, |(_, r)| r);
-    let path = rest.split(['?', '#']).next().unwrap_or("");
+    let (scheme, rest) = match uri.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, uri),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if let Some(scheme) = scheme {
+        // The authority is matched by the globs as text, but read by an upstream as a host:
+        // `docs://SECRET/x`, `docs://a@secret/x`, `docs://secret:1/x` or `docs://../secret/x`
+        // would pass `docs://secret/*` unseen and still reach it. Only a plain lower-case
+        // name; an empty one only for `file`.
+        if authority == "."
+            || authority == ".."
+            || authority.contains(['@', ':'])
+            || scheme
+                .chars()
+                .chain(authority.chars())
+                .any(|c| c.is_ascii_uppercase())
+            || (authority.is_empty() && scheme != "file")
+        {
+            return false;
+        }
+    }
+    let path = path.split(['?', '#']).next().unwrap_or("");
     let mut segments = path.split('/').skip(1).peekable();
     while let Some(seg) = segments.next() {
         let last = segments.peek().is_none();
@@ -60,6 +83,13 @@ mod tests {
             "file:///srv/pub/..",
             "docs://public\\..\\x",
             "docs://public/a\nb",
+            "docs://./secret/x",
+            "docs://../secret/x",
+            "docs:///secret/x",
+            "docs://a@secret/x",
+            "docs://secret:1/x",
+            "docs://SECRET/x",
+            "DOCS://secret/x",
         ] {
             assert!(!canonical_uri(bad), "{bad}");
         }

@@ -218,7 +218,7 @@ impl Upstreams {
             p.shutdown();
         }
         self.tasks.close();
-        let most = STOP_GRACE * 2 + Duration::from_secs(1);
+        let most = crate::upstream::conn::DRAIN + STOP_GRACE * 2 + Duration::from_secs(2);
         if tokio::time::timeout(most, self.tasks.wait()).await.is_err() {
             eprintln!("mcp-zt: some upstream children did not stop within {most:?}");
         }

@@ -229,7 +229,12 @@ pub async fn stop(
 /// (an id reaped could name another process by now).
 #[cfg(unix)]
 fn signal_group(child: &Child, sig: nix::sys::signal::Signal) {
-    let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) else {
+    // Never 0 or 1: killpg(0) would signal mcp-zt's own group, and 1 is init's.
+    let Some(pid) = child
+        .id()
+        .and_then(|p| i32::try_from(p).ok())
+        .filter(|p| *p > 1)
+    else {
         return;
     };
     // Fails only if the group is gone already, which is what was asked for.

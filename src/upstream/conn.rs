@@ -20,6 +20,10 @@ use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
 use super::child::{self, StdioChild, Stopped, STOP_GRACE};
+
+/// How long a closing connection waits for rmcp to finish the requests in flight before its
+/// child is stopped regardless.
+pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
 use super::config::{Transport, Upstream, IDENTITY_ENV, IDENTITY_HEADERS};
 use super::relay::{Relay, Route, Routes};
 use crate::identity::Identity;
@@ -299,7 +303,17 @@ pub async fn connect(
         let waits = running
             .into_iter()
             .map(|(client, _)| Box::pin(async move { client.waiting().await }));
-        let _ = futures_util::future::select_all(waits).await;
+        let mut links_ended = futures_util::future::select_all(waits);
+        tokio::select! {
+            _ = &mut links_ended => {}
+            // Asked to close: rmcp gets a bounded time to finish what is in flight, then the
+            // child is stopped whatever rmcp is doing (a child that stopped reading its stdin
+            // can leave rmcp's writer waiting for ever; the stop ends that too).
+            () = close.cancelled() => {
+                let _ = tokio::time::timeout(DRAIN, &mut links_ended).await;
+            }
+        }
+        drop(links_ended);
         closed.store(true, Ordering::SeqCst);
         close.cancel();
         if let Some(child) = stdio_child {
@@ -458,7 +472,7 @@ impl Instance {
     }
 
     /// Waits until the connection has ended and its child, if any, has exited: at most about
-    /// twice [`STOP_GRACE`] after [`Instance::close`].
+    /// [`DRAIN`] plus twice [`STOP_GRACE`] after [`Instance::close`].
     pub async fn stopped(&self) {
         self.done.cancelled().await;
     }
