@@ -5,7 +5,7 @@
 //! template must be judged by the policy (which completion values a role may be shown), it is
 //! first expanded by a real RFC 6570 level 4 processor ([`iri_string::template`]), every
 //! operator (`+ # . / ; ? &`) and modifier (`*`, `:N`) included, with a value for every
-//! variable; the URI that comes out must then be canonical (`uri::canonical_uri`, as
+//! variable; the URI that comes out must then be canonical ([`canonical_uri`], as
 //! for a read through a template) and allowed. Replacing `{name}` by hand would miss
 //! `{+name}`, `{/name}`, `{?name}` and friends, and leave other variables unexpanded, so a
 //! glob like `docs://secret/*` would never see the URI the client is going to read.
@@ -20,7 +20,6 @@ use iri_string::spec::UriSpec;
 use iri_string::template::context::{Context, Visitor};
 use iri_string::template::UriTemplateStr;
 
-use super::uri::canonical_uri;
 use crate::policy::rules::glob_match;
 
 /// Longest expansion produced, in bytes: a URI longer than this is no resource name, and the
@@ -147,6 +146,47 @@ pub(super) fn template_matches(template: &str, uri: &str) -> bool {
         }
     }
     glob_match(&pattern, uri)
+}
+
+/// Whether `uri` has a plain lower-case authority (no `.`/`..`, userinfo or port; empty only
+/// for `file`), no dot segments, no empty segments after the authority, no percent-escapes, no
+/// backslashes and no control characters.
+pub(super) fn canonical_uri(uri: &str) -> bool {
+    if uri.contains(['%', '\\']) || uri.chars().any(char::is_control) {
+        return false;
+    }
+    let (scheme, rest) = match uri.split_once("://") {
+        Some((scheme, rest)) => (Some(scheme), rest),
+        None => (None, uri),
+    };
+    let end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let (authority, path) = rest.split_at(end);
+    if let Some(scheme) = scheme {
+        // The authority is matched by the globs as text, but read by an upstream as a host:
+        // `docs://SECRET/x`, `docs://a@secret/x`, `docs://secret:1/x` or `docs://../secret/x`
+        // would pass `docs://secret/*` unseen and still reach it. Only a plain lower-case
+        // name; an empty one only for `file`.
+        if authority == "."
+            || authority == ".."
+            || authority.contains(['@', ':'])
+            || scheme
+                .chars()
+                .chain(authority.chars())
+                .any(|c| c.is_ascii_uppercase())
+            || (authority.is_empty() && scheme != "file")
+        {
+            return false;
+        }
+    }
+    let path = path.split(['?', '#']).next().unwrap_or("");
+    let mut segments = path.split('/').skip(1).peekable();
+    while let Some(seg) = segments.next() {
+        let last = segments.peek().is_none();
+        if seg == "." || seg == ".." || (seg.is_empty() && !last) {
+            return false;
+        }
+    }
+    true
 }
 
 /// The expansion context: each variable's value from `lookup`; remembers the variables the
