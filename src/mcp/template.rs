@@ -104,7 +104,7 @@ pub fn completion_permitted(
 /// `template` with every prefix modifier (`:N`) removed. In an RFC 6570 expression a `:` can
 /// only start a prefix modifier (variable names have none), so dropping from a `:` to the next
 /// `,` or `}` inside `{...}` is exact for a template iri-string accepts.
-fn without_prefixes(template: &str) -> String {
+pub fn without_prefixes(template: &str) -> String {
     let mut out = String::with_capacity(template.len());
     let (mut in_expr, mut skipping) = (false, false);
     for c in template.chars() {
