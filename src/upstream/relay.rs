@@ -43,10 +43,15 @@ pub struct Route {
 /// notification to its own task, so one sent just before the answer may still be on its way
 /// when the answer arrives; the answer waits for it (the client's stream closes with the
 /// answer, and a progress notification after it would be lost).
+///
+/// Because those tasks may run in any order, forwarding is serialized per request and a
+/// notification whose progress is not above the last one forwarded is dropped: the client sees
+/// progress only increase, as MCP requires, whatever order rmcp ran the tasks in.
 #[derive(Default)]
 pub struct ProgressCount {
     seen: AtomicUsize,
     active: AtomicUsize,
+    last: tokio::sync::Mutex<Option<f64>>,
 }
 
 impl ProgressCount {
@@ -366,7 +371,14 @@ impl ClientHandler for Relay {
         route.progress.active.fetch_add(1, Ordering::SeqCst);
         let mut p = params;
         p.progress_token = token;
-        let _ = route.peer.notify_progress(p).await;
+        {
+            // Held across the send: one notification of this request at a time, in order.
+            let mut last = route.progress.last.lock().await;
+            if last.is_none_or(|l| p.progress > l) {
+                *last = Some(p.progress);
+                let _ = route.peer.notify_progress(p).await;
+            }
+        }
         route.progress.active.fetch_sub(1, Ordering::SeqCst);
     }
 
