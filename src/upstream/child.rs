@@ -225,6 +225,20 @@ pub async fn stop(
     }
 }
 
+/// Says so on stderr when a child had to be killed or could not be stopped; a child that
+/// exited after its stdin closed or after SIGTERM stopped as it should.
+pub fn report_stop(name: &str, pid: Option<u32>, how: std::io::Result<Stopped>) {
+    let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
+    match how {
+        Ok(Stopped::Exited(_) | Stopped::Terminated(_)) => {}
+        Ok(Stopped::Killed(_)) => eprintln!(
+            "mcp-zt: upstream {name}{pid} did not exit within {} s of its stdin closing nor of SIGTERM: killed",
+            STOP_GRACE.as_secs()
+        ),
+        Err(e) => eprintln!("mcp-zt: upstream {name}{pid}: stopping the child failed: {e}"),
+    }
+}
+
 /// Sends `sig` to the child's process group (its id: see [`spawn`]), if it was not reaped yet
 /// (an id reaped could name another process by now).
 #[cfg(unix)]

@@ -19,7 +19,7 @@ use rmcp::{ErrorData, Peer, RoleClient, ServiceError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
 
-use super::child::{self, StdioChild, Stopped, STOP_GRACE};
+use super::child::{self, report_stop, StdioChild, STOP_GRACE};
 
 /// How long a closing connection waits for rmcp to finish the requests in flight before its
 /// child is stopped regardless.
@@ -323,20 +323,6 @@ pub async fn connect(
         let _ = tx.send(());
     });
     Ok((instance, rx))
-}
-
-/// Says so on stderr when a child had to be killed or could not be stopped; a child that
-/// exited after its stdin closed or after SIGTERM stopped as it should.
-fn report_stop(name: &str, pid: Option<u32>, how: std::io::Result<Stopped>) {
-    let pid = pid.map(|p| format!(" (pid {p})")).unwrap_or_default();
-    match how {
-        Ok(Stopped::Exited(_) | Stopped::Terminated(_)) => {}
-        Ok(Stopped::Killed(_)) => eprintln!(
-            "mcp-zt: upstream {name}{pid} did not exit within {} s of its stdin closing nor of SIGTERM: killed",
-            STOP_GRACE.as_secs()
-        ),
-        Err(e) => eprintln!("mcp-zt: upstream {name}{pid}: stopping the child failed: {e}"),
-    }
 }
 
 /// Whether a connection speaks MCP 2026-07-28 or later.
