@@ -78,6 +78,12 @@ pub struct Event {
     /// The upstream a request was forwarded to.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub upstream: Option<String>,
+    /// `oauth` when the request came with an access token rather than the certificate.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub via: Option<String>,
+    /// The OAuth client (`client_id`) of an OAuth step or a token-borne request.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_id: Option<String>,
     /// How a forwarded request ended: ok, tool_error, error, timeout, unavailable, cancelled.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub outcome: Option<String>,
@@ -112,6 +118,22 @@ impl Event {
         self.name = Some(id.name.clone());
         self.role = Some(id.role.clone());
         self.serial = Some(id.serial.clone());
+        if let Some(via) = &id.oauth {
+            self.via = Some("oauth".into());
+            self.client_id = Some(via.client_id.clone());
+        }
+        self
+    }
+    /// Sets name, role and serial of a grant's holder.
+    pub fn holder(mut self, name: &str, role: &str, serial: &str) -> Self {
+        self.name = Some(name.to_string());
+        self.role = Some(role.to_string());
+        self.serial = Some(serial.to_string());
+        self
+    }
+    /// Sets the OAuth client.
+    pub fn client(mut self, client_id: impl ToString) -> Self {
+        self.client_id = Some(client_id.to_string());
         self
     }
     /// Sets the tool.
@@ -164,6 +186,8 @@ impl Event {
             self.tool.as_mut(),
             self.upstream.as_mut(),
             self.outcome.as_mut(),
+            self.via.as_mut(),
+            self.client_id.as_mut(),
         ]
         .into_iter()
         .flatten()

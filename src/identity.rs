@@ -35,6 +35,19 @@ pub struct Identity {
     /// The foreign trust (`[trust.NAME]`) that vouched for it; `None` for mcp-zt's own CA.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub trust: Option<String>,
+    /// Set when the request came with an OAuth access token instead of the certificate itself:
+    /// the token carries the identity of the certificate its grant was approved with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<OAuthVia>,
+}
+
+/// The OAuth grant a token-borne request came through.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct OAuthVia {
+    /// The OAuth client the holder approved.
+    pub client_id: String,
+    /// The grant (token family) id.
+    pub grant: String,
 }
 
 impl Identity {
@@ -48,6 +61,7 @@ impl Identity {
             spiffe_id: String::new(),
             not_after: 0,
             trust: None,
+            oauth: None,
         }
     }
 }
@@ -139,6 +153,7 @@ pub fn from_der(der: &[u8], role_oid: &Oid, trust_domain: &str) -> Result<Identi
         spiffe_id: expected,
         not_after: cert.validity().not_after.timestamp(),
         trust: None,
+        oauth: None,
     })
 }
 
@@ -275,6 +290,7 @@ pub fn from_foreign_der(
         spiffe_id,
         not_after: cert.validity().not_after.timestamp(),
         trust: Some(trust.name.clone()),
+        oauth: None,
     })
 }
 

@@ -12,6 +12,7 @@ pub mod fsutil;
 pub mod identity;
 pub mod ledger;
 pub mod mcp;
+pub mod oauth;
 pub mod pki;
 pub mod policy;
 pub mod server;

@@ -338,6 +338,19 @@ pub struct ServeArgs {
     /// from anyone else.
     #[arg(long, value_name = "CIDR")]
     pub proxy_protocol_from: Vec<String>,
+    /// Turn on OAuth 2.1 for clients without a client certificate (hosted and OAuth-native MCP
+    /// clients): mcp-zt becomes the authorization server of its own endpoint, and holders
+    /// approve clients with their certificate at --login-url. Settings: HOME/oauth.toml.
+    #[arg(long, requires_all = ["public_url", "login_url"])]
+    pub oauth: bool,
+    /// With --oauth: the MCP endpoint's public URL, exactly as clients use it
+    /// (https://mcp.example.org/mcp); it is the token audience.
+    #[arg(long, value_name = "URL", requires = "oauth")]
+    pub public_url: Option<String>,
+    /// With --oauth: the login name, which asks browsers for their client certificate
+    /// (https://login.example.org). It may share the port (chosen by name).
+    #[arg(long, value_name = "URL", requires = "oauth")]
+    pub login_url: Option<String>,
     /// Let `issue` over the control socket sign without the CA passphrase (by default, when
     /// ca.key is encrypted, the issuing command must give it too).
     #[arg(long)]

@@ -105,6 +105,12 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
         },
         proxy_from: crate::server::proxy::ProxyFrom::parse(&args.proxy_protocol_from)
             .map_err(|e| anyhow::anyhow!(e))?,
+        oauth: match (args.oauth, &args.public_url, &args.login_url) {
+            (true, Some(p), Some(l)) => {
+                Some(crate::oauth::Endpoints::new(p, l).map_err(|e| anyhow::anyhow!(e))?)
+            }
+            _ => None,
+        },
     };
     let authority = Authority::open(home)?;
     let signer = load_signer(&authority, pass)?;

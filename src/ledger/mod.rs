@@ -199,6 +199,7 @@ mod record {
 
 mod foreign;
 pub mod migrate;
+pub mod oauth;
 pub mod pg;
 mod sled_store;
 pub mod target;

@@ -21,7 +21,7 @@ use tokio_util::task::TaskTracker;
 use tower::ServiceExt;
 
 use super::proxy;
-use super::state::{AppState, ConnInfo};
+use super::state::{AppState, ConnInfo, Peer};
 use crate::audit::Event;
 use crate::tls::lockout::{AddrGroup, Admission, Fingerprint, HandshakeGate, GATE};
 use crate::tls::verifier::{rejection_of, VERDICT};
@@ -284,8 +284,31 @@ impl Connection {
             }
             Ok(Ok(tls)) => tls,
         };
+        let x5t = tls
+            .get_ref()
+            .1
+            .peer_certificates()
+            .and_then(|c| c.first())
+            .map(|der| crate::oauth::crypto::sha256_b64(der));
         let identity = if let Some(Ok(id)) = verdict {
             id
+        } else if x5t.is_none() && self.state.oauth.is_some() {
+            // OAuth is on: a connection without a certificate may go on; each request on it
+            // must bring an access token (the HTTP layer checks), or be one of the OAuth
+            // endpoints.
+            self.state.audit.log(
+                Event::new("handshake_ok")
+                    .peer(peer)
+                    .reason("no client certificate (OAuth)"),
+            );
+            let peer_info = Arc::new(Peer {
+                id: self.state.conns.next_id(),
+                addr: peer,
+                x5t: None,
+            });
+            return self
+                .http(tls, peer_info, None, CancellationToken::new())
+                .await;
         } else {
             // Not reached with ZtVerifier, which always leaves its verdict; kept so the identity
             // never depends on that.
@@ -339,6 +362,25 @@ impl Connection {
             revoked.cancel();
         }
         let info = Arc::new(ConnInfo { id, peer, identity });
+        let peer_info = Arc::new(Peer {
+            id,
+            addr: peer,
+            x5t,
+        });
+        self.http(tls, peer_info, Some(info), revoked).await;
+        self.state.conns.unregister(&serial, id);
+    }
+
+    /// Serves HTTP on a verified connection until it closes, idles out, is revoked (`revoked`
+    /// fires) or the server stops. `info`: the certificate's identity, if the client sent one.
+    async fn http(
+        &self,
+        tls: tokio_rustls::server::TlsStream<TcpStream>,
+        peer_info: Arc<Peer>,
+        info: Option<Arc<ConnInfo>>,
+        revoked: CancellationToken,
+    ) {
+        let peer = peer_info.addr;
         let router = self.router.clone();
         let conn_info = info.clone();
         let activity = Arc::new(Activity::new());
@@ -346,7 +388,10 @@ impl Connection {
         let svc = tower::service_fn(move |mut req: http::Request<hyper::body::Incoming>| {
             // The request counts as in flight until its response body is gone.
             let guard = active.begin();
-            req.extensions_mut().insert(conn_info.clone());
+            req.extensions_mut().insert(peer_info.clone());
+            if let Some(c) = &conn_info {
+                req.extensions_mut().insert(c.clone());
+            }
             let response = router.clone().oneshot(req.map(axum::body::Body::new));
             async move {
                 let response = response.await?;
@@ -374,16 +419,17 @@ impl Connection {
                 let _ = tokio::time::timeout(self.settings.drain_timeout, conn.as_mut()).await;
             }
             _ = revoked.cancelled() => {
-                self.state.audit.log(
-                    Event::new("connection_cut").peer(peer).who(&info.identity).reason("certificate revoked"),
-                );
+                if let Some(info) = &info {
+                    self.state.audit.log(
+                        Event::new("connection_cut").peer(peer).who(&info.identity).reason("certificate revoked"),
+                    );
+                }
             }
             _ = self.shutdown.cancelled() => {
                 conn.as_mut().graceful_shutdown();
                 let _ = tokio::time::timeout(self.settings.drain_timeout, conn.as_mut()).await;
             }
         }
-        self.state.conns.unregister(&serial, id);
     }
 }
 

@@ -48,11 +48,20 @@ pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSett
         s.session_manager.clone(),
         config,
     );
-    Router::new()
+    let mut app = Router::new()
         .nest_service("/mcp", mcp)
         .route("/renew", axum::routing::post(renew))
         .layer(middleware::from_fn_with_state(state.clone(), guard))
-        .layer(middleware::from_fn_with_state(state.clone(), timed))
+        // Outside the guard: a request without a certificate gets its identity from its
+        // access token here, before anything but its headers was read.
+        .layer(middleware::from_fn_with_state(
+            state.clone(),
+            super::oauth::bearer,
+        ));
+    if state.oauth.is_some() {
+        app = app.merge(super::oauth::router());
+    }
+    app.layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
 }
 

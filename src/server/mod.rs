@@ -10,6 +10,7 @@ pub mod ctl;
 pub mod gateway;
 pub mod http;
 pub mod metrics;
+pub mod oauth;
 pub mod ops;
 pub mod proxy;
 pub mod replica;
@@ -85,6 +86,8 @@ pub struct ServeOptions {
     pub ops_listen: Option<std::net::SocketAddr>,
     /// Load balancers whose connections start with a PROXY v2 header.
     pub proxy_from: proxy::ProxyFrom,
+    /// `--oauth`: the public MCP URL and the login name.
+    pub oauth: Option<crate::oauth::Endpoints>,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -117,8 +120,13 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     )
     .with_context(|| format!("open {}", home.audit_log().display()))?;
 
+    let oauth_state = match &opts.oauth {
+        Some(endpoints) => Some(Arc::new(oauth::start(&authority, endpoints.clone())?)),
+        None => None,
+    };
     let mut names = certs::default_names();
-    for san in &opts.sans {
+    let oauth_hosts = opts.oauth.as_ref().map(|e| e.hosts()).unwrap_or_default();
+    for san in opts.sans.iter().chain(&oauth_hosts) {
         if !names.contains(san) {
             names.push(san.clone());
         }
@@ -132,6 +140,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         trust_domain: authority.meta().trust_domain.clone(),
         policy: policy.clone(),
         revoked: revoked.clone(),
+        certificate_optional: oauth_state.is_some(),
     })?;
     // Other consumers must never see a stale CRL, nor one missing a revocation (a revoke killed
     // between the ledger and the CRL): republished at start if so, then kept fresh hourly.
@@ -181,6 +190,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         replica: replica::Health::new(shared_ledger, opts.revocation_max_stale),
         crl_stale: Default::default(),
         metrics,
+        oauth: oauth_state,
     });
 
     let listener = TcpListener::bind(opts.listen)
@@ -204,6 +214,13 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         allowed_hosts.push(n.clone());
         if n.contains(':') {
             allowed_hosts.push(format!("[{n}]"));
+        }
+    }
+    if let Some(e) = &opts.oauth {
+        for a in [&e.mcp_authority, &e.login_authority] {
+            if !allowed_hosts.contains(a) {
+                allowed_hosts.push(a.clone());
+            }
         }
     }
     let session_manager = Arc::new(
@@ -243,7 +260,16 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         if fresh { "issued" } else { "reused" },
         state.revoked.len()
     )));
-    eprintln!("mcp-zt: serving MCP on https://{local}/mcp (client certificate required)");
+    match &opts.oauth {
+        None => {
+            eprintln!("mcp-zt: serving MCP on https://{local}/mcp (client certificate required)")
+        }
+        Some(e) => eprintln!(
+            "mcp-zt: serving MCP on https://{local}/mcp (client certificate or OAuth access token; \
+             public URL {}, login at {})",
+            e.resource, e.login
+        ),
+    }
     if let Some(l) = &ops_listener {
         if let Ok(a) = l.local_addr() {
             eprintln!(

@@ -15,6 +15,17 @@ use crate::tls::{RevocationSet, SharedPolicy, ZtVerifier};
 /// One verified TLS connection; attached to every HTTP request that arrives on it.
 pub use crate::identity::ConnInfo;
 
+/// Every TLS connection, with or without a client certificate: attached to every request.
+#[derive(Debug)]
+pub struct Peer {
+    /// Process-unique connection number.
+    pub id: u64,
+    /// The client's address.
+    pub addr: std::net::SocketAddr,
+    /// `x5t#S256` (SHA-256 of the DER, base64url) of the verified client certificate, if any.
+    pub x5t: Option<String>,
+}
+
 /// Open connections by certificate serial, so a revocation can close them at once.
 #[derive(Debug, Default)]
 pub struct ConnRegistry {
@@ -49,6 +60,12 @@ impl ConnRegistry {
                 map.remove(serial);
             }
         }
+    }
+    /// Registers `token` (made by the caller) under `key`: a token-borne response stream, cut
+    /// with the certificate (`key` = serial) or its grant (`key` = `oauth:GRANT`).
+    pub fn attach(&self, key: &str, id: u64, token: CancellationToken) {
+        let mut map = self.by_serial.lock().unwrap_or_else(|p| p.into_inner());
+        map.entry(key.to_string()).or_default().insert(id, token);
     }
     /// Closes every connection of `serial`; returns how many.
     pub fn cut(&self, serial: &str) -> usize {
@@ -247,6 +264,8 @@ pub struct AppState {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Whether `issue` over the control socket may skip the CA passphrase.
     pub allow_socket_issue: bool,
+    /// OAuth (`serve --oauth`): the authorization server and its limits.
+    pub oauth: Option<Arc<crate::server::oauth::OAuthState>>,
 }
 
 impl AppState {

@@ -107,6 +107,8 @@ pub struct TlsSettings {
     pub policy: SharedPolicy,
     /// The live revocation set.
     pub revoked: RevocationSet,
+    /// Whether a client may connect without a certificate (OAuth on).
+    pub certificate_optional: bool,
 }
 
 /// Builds the server configuration: TLS 1.3 and 1.2 (rustls offers only ECDHE + AEAD suites),
@@ -114,13 +116,17 @@ pub struct TlsSettings {
 /// a resumed session does not run the verifier and would let a revoked certificate back in.
 pub fn server_config(s: &TlsSettings) -> Result<(Arc<ServerConfig>, Arc<ZtVerifier>), TlsError> {
     let provider = provider();
-    let verifier = Arc::new(ZtVerifier::new(
+    let mut verifier = ZtVerifier::new(
         &s.anchors,
         s.role_oid.clone(),
         s.trust_domain.clone(),
         s.policy.clone(),
         s.revoked.clone(),
-    )?);
+    )?;
+    if s.certificate_optional {
+        verifier = verifier.certificate_optional();
+    }
+    let verifier = Arc::new(verifier);
     let mut config = ServerConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
         .with_client_cert_verifier(verifier.clone())

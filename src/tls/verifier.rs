@@ -153,6 +153,9 @@ pub struct ZtVerifier {
     trust_domain: String,
     policy: SharedPolicy,
     revoked: RevocationSet,
+    /// OAuth is on: a client that sends no certificate may finish the handshake (its requests
+    /// then need an access token); a certificate that is sent must still verify.
+    optional: bool,
 }
 
 impl fmt::Debug for ZtVerifier {
@@ -181,6 +184,7 @@ impl ZtVerifier {
             trust_domain,
             policy,
             revoked,
+            optional: false,
         })
     }
 
@@ -202,6 +206,12 @@ impl ZtVerifier {
             Ok(mut g) => *g = trusts,
             Err(p) => *p.into_inner() = trusts,
         }
+    }
+
+    /// Lets clients without a certificate finish the handshake (`serve --oauth`).
+    pub fn certificate_optional(mut self) -> Self {
+        self.optional = true;
+        self
     }
 
     /// The foreign trusts in force.
@@ -297,7 +307,7 @@ impl ClientCertVerifier for ZtVerifier {
     }
 
     fn client_auth_mandatory(&self) -> bool {
-        true
+        !self.optional
     }
 
     /// No hints: the trusted CAs change at run time (rotation, foreign trusts), and every

@@ -1,0 +1,688 @@
+//! The authorization server's decisions: which authorization requests are acceptable, codes,
+//! token issuance, refresh rotation with its reuse grace, registration, revocation and the
+//! check of an access token. No HTTP here; the ledger is the only I/O.
+
+use serde::{Deserialize, Serialize};
+
+use super::crypto::{self, Secret};
+use super::redirect;
+use super::{Endpoints, OAuthConfig, ACCESS_PREFIX, CODE_PREFIX, REFRESH_PREFIX, SCOPE};
+use crate::ledger::oauth::{
+    AuthCode, ClientKind, CodeTake, Grant, GrantHolder, OAuthClient, Rotation, TokenRecord,
+};
+use crate::ledger::{Ledger, LedgerError};
+
+/// How long an authorization code lives.
+pub const CODE_TTL: i64 = 60;
+/// How long a rotated refresh token still gets the same answer (hosted clients refresh from
+/// several nodes at once).
+pub const REUSE_GRACE: i64 = 60;
+/// DCR clients unused this long are forgotten.
+pub const DCR_IDLE: i64 = 30 * 86_400;
+/// Most DCR clients held at once.
+pub const MAX_DCR_CLIENTS: usize = 10_000;
+
+/// A protocol error (RFC 6749 §5.2, RFC 7591 §3.2.2).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OAuthFail {
+    /// HTTP status.
+    pub status: u16,
+    /// `error`.
+    pub code: &'static str,
+    /// `error_description` (mcp-zt's own words; never a secret).
+    pub description: String,
+    /// The audit event this refusal is (`token_refused` unless something worse happened).
+    pub event: &'static str,
+}
+
+impl OAuthFail {
+    fn new(status: u16, code: &'static str, description: impl Into<String>) -> OAuthFail {
+        OAuthFail {
+            status,
+            code,
+            description: description.into(),
+            event: "token_refused",
+        }
+    }
+    fn grant(description: impl Into<String>) -> OAuthFail {
+        OAuthFail::new(400, "invalid_grant", description)
+    }
+    /// `invalid_client` (401): the token endpoint's answer to an unknown or deleted client,
+    /// which makes hosted clients register again.
+    pub fn client(description: impl Into<String>) -> OAuthFail {
+        OAuthFail::new(401, "invalid_client", description)
+    }
+    /// `invalid_request` (400).
+    pub fn request(description: impl Into<String>) -> OAuthFail {
+        OAuthFail::new(400, "invalid_request", description)
+    }
+    fn storage(e: LedgerError) -> OAuthFail {
+        OAuthFail::new(500, "server_error", format!("ledger: {e}"))
+    }
+}
+
+impl From<LedgerError> for OAuthFail {
+    fn from(e: LedgerError) -> Self {
+        OAuthFail::storage(e)
+    }
+}
+
+/// The query of `/authorize`.
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct AuthorizeParams {
+    /// Must be `code`.
+    pub response_type: Option<String>,
+    /// The client.
+    pub client_id: Option<String>,
+    /// Where the answer goes.
+    pub redirect_uri: Option<String>,
+    /// Echoed back.
+    pub state: Option<String>,
+    /// PKCE challenge.
+    pub code_challenge: Option<String>,
+    /// Must be `S256`.
+    pub code_challenge_method: Option<String>,
+    /// RFC 8707 resource.
+    pub resource: Option<String>,
+    /// Space-separated scopes.
+    pub scope: Option<String>,
+}
+
+/// An authorization request that passed every check: what the consent page shows and what the
+/// approval turns into a code.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Authorization {
+    /// The client.
+    pub client_id: String,
+    /// The exact redirect URI of the request.
+    pub redirect_uri: String,
+    /// The client's state (echoed).
+    pub state: Option<String>,
+    /// PKCE S256 challenge.
+    pub challenge: String,
+    /// The resource (always the canonical one).
+    pub resource: String,
+    /// A `role:NAME` the client asked for, if any (the holder may narrow further).
+    pub role: Option<String>,
+}
+
+/// Why an authorization request is refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The client or redirect URI cannot be trusted: an error page, never a redirect.
+    Page(String),
+    /// Everything else: back to the client with `error` (the full URL to redirect to).
+    Redirect {
+        /// Where to.
+        to: String,
+        /// Why (for the audit log).
+        why: String,
+    },
+}
+
+/// The answer of the token endpoint.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TokenAnswer {
+    /// The access token.
+    pub access_token: String,
+    /// Always `Bearer`.
+    pub token_type: &'static str,
+    /// Seconds until the access token expires.
+    pub expires_in: i64,
+    /// The refresh token.
+    pub refresh_token: String,
+    /// `mcp` and the role granted.
+    pub scope: String,
+}
+
+/// The form of the token endpoint (both grants).
+#[derive(Debug, Clone, Default, Deserialize)]
+pub struct TokenForm {
+    /// `authorization_code` or `refresh_token`.
+    pub grant_type: Option<String>,
+    /// The code.
+    pub code: Option<String>,
+    /// Must repeat the authorization request's.
+    pub redirect_uri: Option<String>,
+    /// PKCE verifier.
+    pub code_verifier: Option<String>,
+    /// The client (public clients, `client_secret_post`).
+    pub client_id: Option<String>,
+    /// `client_secret_post`.
+    pub client_secret: Option<String>,
+    /// The refresh token.
+    pub refresh_token: Option<String>,
+    /// RFC 8707.
+    pub resource: Option<String>,
+    /// Ignored on refresh beyond a check that it asks for nothing more.
+    pub scope: Option<String>,
+}
+
+/// The authorization server.
+#[derive(Debug)]
+pub struct AuthServer {
+    /// The two names.
+    pub endpoints: Endpoints,
+    /// `oauth.toml`.
+    pub config: OAuthConfig,
+    secret: Secret,
+}
+
+/// The scope string of a grant for `role`.
+pub fn scope_of(role: &str) -> String {
+    format!("{SCOPE} role:{role}")
+}
+
+impl AuthServer {
+    /// With the server's OAuth key.
+    pub fn new(endpoints: Endpoints, config: OAuthConfig, secret: Secret) -> AuthServer {
+        AuthServer {
+            endpoints,
+            config,
+            secret,
+        }
+    }
+
+    /// Checks an authorization request against its (already resolved) client.
+    pub fn check_authorize(
+        &self,
+        client: Option<&OAuthClient>,
+        p: &AuthorizeParams,
+    ) -> Result<Authorization, Refusal> {
+        let Some(client_id) = p.client_id.as_deref() else {
+            return Err(Refusal::Page(
+                "the request names no client (client_id)".into(),
+            ));
+        };
+        let Some(client) = client else {
+            return Err(Refusal::Page(format!(
+                "unknown client {client_id:?} (not registered, or its registration expired)"
+            )));
+        };
+        let redirect_uri = match p.redirect_uri.as_deref() {
+            Some(uri) => {
+                let known = redirect::find(&client.redirect_uris, uri).is_some()
+                    || self.config.redirect_uris_extra.iter().any(|x| x == uri);
+                if !known {
+                    return Err(Refusal::Page(format!(
+                        "the redirect URI {uri:?} is not registered for this client"
+                    )));
+                }
+                uri.to_string()
+            }
+            None => match client.redirect_uris.as_slice() {
+                [only] if redirect::classify(only) == Ok(redirect::Kind::Https) => only.clone(),
+                _ => return Err(Refusal::Page("the request has no redirect_uri".into())),
+            },
+        };
+        let back = |error: &str, why: &str| Refusal::Redirect {
+            to: self.error_redirect(&redirect_uri, error, why, p.state.as_deref()),
+            why: why.to_string(),
+        };
+        if p.response_type.as_deref() != Some("code") {
+            return Err(back(
+                "unsupported_response_type",
+                "response_type must be code",
+            ));
+        }
+        let Some(challenge) = p.code_challenge.as_deref() else {
+            return Err(back("invalid_request", "PKCE is required (code_challenge)"));
+        };
+        if p.code_challenge_method.as_deref() != Some("S256") {
+            return Err(back(
+                "invalid_request",
+                "code_challenge_method must be S256 (plain is refused)",
+            ));
+        }
+        if !crypto::is_s256_challenge(challenge) {
+            return Err(back("invalid_request", "malformed code_challenge"));
+        }
+        if let Some(r) = p.resource.as_deref() {
+            if r != self.endpoints.resource {
+                return Err(back(
+                    "invalid_target",
+                    &format!(
+                        "this server issues tokens only for {}",
+                        self.endpoints.resource
+                    ),
+                ));
+            }
+        }
+        let mut role = None;
+        for s in p.scope.as_deref().unwrap_or("").split_ascii_whitespace() {
+            match s {
+                SCOPE | "offline_access" => {}
+                s if s.starts_with("role:") && role.is_none() => {
+                    role = Some(s["role:".len()..].to_string())
+                }
+                other => return Err(back("invalid_scope", &format!("unknown scope {other:?}"))),
+            }
+        }
+        Ok(Authorization {
+            client_id: client.client_id.clone(),
+            redirect_uri,
+            state: p.state.clone(),
+            challenge: challenge.to_string(),
+            resource: self.endpoints.resource.clone(),
+            role,
+        })
+    }
+
+    /// `redirect_uri` with `error`, `error_description`, `state` and `iss` (RFC 9207).
+    pub fn error_redirect(&self, uri: &str, error: &str, why: &str, state: Option<&str>) -> String {
+        let mut params = vec![("error", error), ("error_description", why)];
+        if let Some(s) = state {
+            params.push(("state", s));
+        }
+        params.push(("iss", &self.endpoints.issuer));
+        with_query(uri, &params)
+    }
+
+    /// The CSRF token of a consent form: bound to the request, the certificate that saw it and
+    /// an expiry, so it works on no other request, for no other certificate, and not for long.
+    pub fn csrf(&self, a: &Authorization, cert: &str, expires: i64) -> String {
+        self.secret.mac(&[
+            "consent",
+            &a.client_id,
+            &a.redirect_uri,
+            a.state.as_deref().unwrap_or(""),
+            &a.challenge,
+            &a.resource,
+            a.role.as_deref().unwrap_or(""),
+            cert,
+            &expires.to_string(),
+        ])
+    }
+
+    /// Whether `token` is the CSRF token of this request and certificate, and unexpired.
+    pub fn csrf_ok(
+        &self,
+        a: &Authorization,
+        cert: &str,
+        expires: i64,
+        token: &str,
+        now: i64,
+    ) -> bool {
+        now <= expires && crypto::same(&self.csrf(a, cert, expires), token)
+    }
+
+    /// The holder approved: a single-use code, stored as its hash, and the URL that takes it
+    /// back to the client.
+    pub fn approve(
+        &self,
+        ledger: &Ledger,
+        a: &Authorization,
+        holder: GrantHolder,
+        now: i64,
+    ) -> Result<String, LedgerError> {
+        let code = crypto::random_token(CODE_PREFIX);
+        ledger.put_oauth_code(
+            &crypto::sha256_hex(&code),
+            &AuthCode {
+                client_id: a.client_id.clone(),
+                redirect_uri: a.redirect_uri.clone(),
+                challenge: a.challenge.clone(),
+                resource: a.resource.clone(),
+                holder,
+                expires_at: now + CODE_TTL,
+                used_by: None,
+            },
+        )?;
+        let mut params = vec![("code", code.as_str())];
+        if let Some(s) = a.state.as_deref() {
+            params.push(("state", s));
+        }
+        params.push(("iss", &self.endpoints.issuer));
+        Ok(with_query(&a.redirect_uri, &params))
+    }
+
+    /// The `authorization_code` grant, for an authenticated `client`. `cnf`: the `x5t#S256`
+    /// of the verified certificate the token request came with, which binds the tokens to it.
+    pub fn exchange(
+        &self,
+        ledger: &Ledger,
+        client: &OAuthClient,
+        f: &TokenForm,
+        cnf: Option<String>,
+        now: i64,
+        revoked: &dyn Fn(&str) -> bool,
+    ) -> Result<(TokenAnswer, Grant), OAuthFail> {
+        let code = f
+            .code
+            .as_deref()
+            .ok_or_else(|| OAuthFail::request("code is missing"))?;
+        let grant_id = crypto::random_id();
+        let c = match ledger.take_oauth_code(&crypto::sha256_hex(code), &grant_id)? {
+            CodeTake::Unknown => return Err(OAuthFail::grant("unknown authorization code")),
+            CodeTake::Replayed(c) => {
+                // RFC 6749 §4.1.2: a code used twice revokes what its first use issued.
+                if let Some(first) = c.used_by.as_deref() {
+                    ledger.revoke_oauth_grant(first, now, "authorization code used twice")?;
+                }
+                let mut fail = OAuthFail::grant(
+                    "authorization code already used; the tokens it gave were revoked",
+                );
+                fail.event = "code_reuse_detected";
+                return Err(fail);
+            }
+            CodeTake::First(c) => c,
+        };
+        if c.expires_at < now {
+            return Err(OAuthFail::grant("authorization code expired"));
+        }
+        if c.client_id != client.client_id {
+            return Err(OAuthFail::grant(
+                "authorization code issued to another client",
+            ));
+        }
+        if f.redirect_uri.as_deref() != Some(c.redirect_uri.as_str()) {
+            return Err(OAuthFail::grant(
+                "redirect_uri differs from the authorization request's",
+            ));
+        }
+        let verifier = f.code_verifier.as_deref().unwrap_or("");
+        if !crypto::pkce_s256_ok(verifier, &c.challenge) {
+            return Err(OAuthFail::grant("PKCE verification failed"));
+        }
+        if let Some(r) = f.resource.as_deref() {
+            if r != c.resource {
+                return Err(OAuthFail::new(400, "invalid_target", "resource differs"));
+            }
+        }
+        if revoked(&c.holder.serial) {
+            return Err(OAuthFail::grant(
+                "the certificate that approved it is revoked",
+            ));
+        }
+        if c.holder.not_after <= now {
+            return Err(OAuthFail::grant("the certificate that approved it expired"));
+        }
+        let grant = Grant {
+            id: grant_id,
+            client_id: c.client_id,
+            expires_at: (now + self.config.refresh_ttl).min(c.holder.not_after),
+            holder: c.holder,
+            resource: c.resource,
+            cnf,
+            created_at: now,
+            revoked: None,
+        };
+        ledger.put_oauth_grant(&grant)?;
+        let answer = self.mint(
+            ledger,
+            &grant,
+            crypto::random_token(ACCESS_PREFIX),
+            crypto::random_token(REFRESH_PREFIX),
+            now,
+        )?;
+        Ok((answer, grant))
+    }
+
+    /// Stores and answers a token pair of `grant`.
+    fn mint(
+        &self,
+        ledger: &Ledger,
+        grant: &Grant,
+        access: String,
+        refresh: String,
+        now: i64,
+    ) -> Result<TokenAnswer, LedgerError> {
+        let access_exp = (now + self.config.access_ttl).min(grant.expires_at);
+        ledger.put_oauth_access(
+            &crypto::sha256_hex(&access),
+            &TokenRecord {
+                grant: grant.id.clone(),
+                expires_at: access_exp,
+                rotated_at: None,
+            },
+        )?;
+        ledger.put_oauth_refresh(
+            &crypto::sha256_hex(&refresh),
+            &TokenRecord {
+                grant: grant.id.clone(),
+                expires_at: grant.expires_at,
+                rotated_at: None,
+            },
+        )?;
+        Ok(TokenAnswer {
+            access_token: access,
+            token_type: "Bearer",
+            expires_in: access_exp - now,
+            refresh_token: refresh,
+            scope: scope_of(&grant.holder.role),
+        })
+    }
+
+    /// The `refresh_token` grant: rotation on every use; a repeat within [`REUSE_GRACE`] gets
+    /// the same new pair (derived from the old token with the server key, so it never has to
+    /// be stored); a repeat after it revokes the whole grant.
+    pub fn refresh(
+        &self,
+        ledger: &Ledger,
+        client: &OAuthClient,
+        f: &TokenForm,
+        now: i64,
+        revoked: &dyn Fn(&str) -> bool,
+    ) -> Result<(TokenAnswer, Grant), OAuthFail> {
+        let old = f
+            .refresh_token
+            .as_deref()
+            .ok_or_else(|| OAuthFail::request("refresh_token is missing"))?;
+        let hash = crypto::sha256_hex(old);
+        let Some(rec) = ledger.oauth_refresh(&hash)? else {
+            return Err(OAuthFail::grant("unknown refresh token"));
+        };
+        let grant = self.live_grant(ledger, &rec.grant, now, revoked)?;
+        if grant.client_id != client.client_id {
+            return Err(OAuthFail::grant("refresh token of another client"));
+        }
+        if rec.expires_at <= now {
+            return Err(OAuthFail::grant("refresh token expired"));
+        }
+        if let Some(r) = f.resource.as_deref() {
+            if r != grant.resource {
+                return Err(OAuthFail::new(400, "invalid_target", "resource differs"));
+            }
+        }
+        let access = self.secret.derive(ACCESS_PREFIX, &["rotate-access", old]);
+        let refresh = self.secret.derive(REFRESH_PREFIX, &["rotate-refresh", old]);
+        match ledger.rotate_oauth_refresh(&hash, now)? {
+            Rotation::Unknown => Err(OAuthFail::grant("unknown refresh token")),
+            Rotation::First(_) => Ok((self.mint(ledger, &grant, access, refresh, now)?, grant)),
+            Rotation::Again(t) => {
+                let at = t.rotated_at.unwrap_or(now);
+                if now - at <= REUSE_GRACE {
+                    let exp = ledger
+                        .oauth_access(&crypto::sha256_hex(&access))?
+                        .map_or(now, |a| a.expires_at);
+                    let answer = TokenAnswer {
+                        access_token: access,
+                        token_type: "Bearer",
+                        expires_in: (exp - now).max(0),
+                        refresh_token: refresh,
+                        scope: scope_of(&grant.holder.role),
+                    };
+                    return Ok((answer, grant));
+                }
+                ledger.revoke_oauth_grant(
+                    &grant.id,
+                    now,
+                    "refresh token reused after its rotation",
+                )?;
+                let mut fail = OAuthFail::grant(
+                    "refresh token already used; every token of this grant was revoked",
+                );
+                fail.event = "refresh_reuse_detected";
+                Err(fail)
+            }
+        }
+    }
+
+    /// A grant that may still issue tokens; one whose certificate was revoked is revoked here
+    /// too (so `oauth grants` says why).
+    fn live_grant(
+        &self,
+        ledger: &Ledger,
+        id: &str,
+        now: i64,
+        revoked: &dyn Fn(&str) -> bool,
+    ) -> Result<Grant, OAuthFail> {
+        let Some(grant) = ledger.oauth_grant(id)? else {
+            return Err(OAuthFail::grant("unknown grant"));
+        };
+        if let Some(r) = &grant.revoked {
+            return Err(OAuthFail::grant(format!("grant revoked: {}", r.reason)));
+        }
+        if revoked(&grant.holder.serial) {
+            ledger.revoke_oauth_grant(&grant.id, now, "certificate revoked")?;
+            return Err(OAuthFail::grant("the holder's certificate is revoked"));
+        }
+        if grant.expires_at <= now || grant.holder.not_after <= now {
+            return Err(OAuthFail::grant("grant expired"));
+        }
+        Ok(grant)
+    }
+
+    /// The grant an access token belongs to, or why it is refused.
+    pub fn check_access(
+        &self,
+        ledger: &Ledger,
+        token: &str,
+        now: i64,
+        revoked: &dyn Fn(&str) -> bool,
+    ) -> Result<Grant, String> {
+        let Some(rec) = ledger
+            .oauth_access(&crypto::sha256_hex(token))
+            .map_err(|e| format!("ledger: {e}"))?
+        else {
+            return Err("unknown token".into());
+        };
+        if rec.expires_at <= now {
+            return Err("token expired".into());
+        }
+        let Some(grant) = ledger
+            .oauth_grant(&rec.grant)
+            .map_err(|e| format!("ledger: {e}"))?
+        else {
+            return Err("unknown grant".into());
+        };
+        if let Some(r) = &grant.revoked {
+            return Err(format!("grant revoked: {}", r.reason));
+        }
+        if revoked(&grant.holder.serial) {
+            return Err("certificate revoked".into());
+        }
+        if grant.holder.not_after <= now {
+            return Err("certificate expired".into());
+        }
+        if grant.resource != self.endpoints.resource {
+            return Err("token for another resource".into());
+        }
+        Ok(grant)
+    }
+
+    /// RFC 7009: revokes the grant of an access or refresh token of `client`. Unknown tokens
+    /// are not an error (the answer is the same, so it says nothing about which tokens exist).
+    pub fn revoke_token(
+        &self,
+        ledger: &Ledger,
+        client: &OAuthClient,
+        token: &str,
+        now: i64,
+    ) -> Result<Option<Grant>, LedgerError> {
+        let hash = crypto::sha256_hex(token);
+        let rec = match ledger.oauth_refresh(&hash)? {
+            Some(r) => Some(r),
+            None => ledger.oauth_access(&hash)?,
+        };
+        let Some(rec) = rec else { return Ok(None) };
+        match ledger.oauth_grant(&rec.grant)? {
+            Some(g) if g.client_id == client.client_id => {
+                ledger.revoke_oauth_grant(&g.id, now, "revoked by the client (RFC 7009)")
+            }
+            _ => Ok(None),
+        }
+    }
+
+    /// RFC 7591 registration of a public client. Redirect URIs that are not allowed are left
+    /// out, not fatal; returns the client and what was left out (with why).
+    pub fn register(
+        &self,
+        ledger: &Ledger,
+        body: &[u8],
+        from: &str,
+        now: i64,
+    ) -> Result<(OAuthClient, Vec<String>), OAuthFail> {
+        #[derive(Deserialize)]
+        struct Req {
+            redirect_uris: Option<Vec<String>>,
+            client_name: Option<String>,
+        }
+        let meta = |why: String| OAuthFail::new(400, "invalid_client_metadata", why);
+        let req: Req =
+            serde_json::from_slice(body).map_err(|e| meta(format!("not client metadata: {e}")))?;
+        let uris = req.redirect_uris.unwrap_or_default();
+        if uris.len() > 16 {
+            return Err(OAuthFail::new(
+                400,
+                "invalid_redirect_uri",
+                "at most 16 redirect URIs",
+            ));
+        }
+        let mut kept = Vec::new();
+        let mut dropped = Vec::new();
+        for uri in uris {
+            if uri.len() > 2048 {
+                dropped.push("(a redirect URI over 2048 bytes)".to_string());
+                continue;
+            }
+            match redirect::classify(&uri) {
+                Ok(_) => kept.push(uri),
+                Err(e) => dropped.push(format!("{uri}: {e}")),
+            }
+        }
+        if kept.is_empty() {
+            return Err(OAuthFail::new(
+                400,
+                "invalid_redirect_uri",
+                if dropped.is_empty() {
+                    "redirect_uris is required".to_string()
+                } else {
+                    format!("no allowed redirect URI: {}", dropped.join("; "))
+                },
+            ));
+        }
+        let clients = ledger.oauth_clients()?;
+        if clients.iter().filter(|c| c.kind == ClientKind::Dcr).count() >= MAX_DCR_CLIENTS {
+            return Err(OAuthFail::new(
+                503,
+                "temporarily_unavailable",
+                "too many registered clients",
+            ));
+        }
+        let name = req.client_name.map(|n| n.chars().take(100).collect());
+        let client = OAuthClient {
+            client_id: format!("mzt_dcr_{}", crypto::random_id()),
+            name,
+            redirect_uris: kept,
+            kind: ClientKind::Dcr,
+            secret_sha256: None,
+            created_at: now,
+            last_used: now,
+            registered_from: Some(from.to_string()),
+        };
+        ledger.put_oauth_client(&client)?;
+        Ok((client, dropped))
+    }
+}
+
+/// `uri` with `params` appended to its query (form-encoded).
+fn with_query(uri: &str, params: &[(&str, &str)]) -> String {
+    match url::Url::parse(uri) {
+        Ok(mut u) => {
+            u.query_pairs_mut().extend_pairs(params);
+            u.to_string()
+        }
+        Err(_) => uri.to_string(),
+    }
+}

@@ -1,0 +1,164 @@
+//! The bearer check in front of the MCP endpoint: a request on a connection without a client
+//! certificate must bring an access token, which stands for the certificate its grant was
+//! approved with. Nothing past the headers is read before the token is checked.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use axum::body::Body;
+use axum::extract::{Request, State};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use http::{header, HeaderValue, StatusCode};
+use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
+
+use super::{oauth, step, REFUSALS_PER_MIN};
+use crate::identity::{ConnInfo, Identity, OAuthVia};
+use crate::oauth::metadata;
+use crate::server::state::{AppState, Peer};
+
+/// Ids of token-borne streams in the connection registry (apart from connection ids).
+static STREAM_IDS: AtomicU64 = AtomicU64::new(1 << 62);
+
+/// Runs before the MCP guard. A request with a verified certificate passes untouched; one
+/// without gets its identity from its access token, or a 401 that says where to get one.
+pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: Next) -> Response {
+    if req.extensions().get::<Arc<ConnInfo>>().is_some() {
+        return next.run(req).await;
+    }
+    let (Some(o), Some(peer)) = (oauth(&state), req.extensions().get::<Arc<Peer>>().cloned())
+    else {
+        return (StatusCode::FORBIDDEN, "Forbidden").into_response();
+    };
+    if !req.uri().path().starts_with(&o.server.endpoints.mcp_path) {
+        // `/renew` and the rest need the certificate itself.
+        return (
+            StatusCode::FORBIDDEN,
+            "Forbidden: a client certificate is needed",
+        )
+            .into_response();
+    }
+    let token = req
+        .headers()
+        .get(header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.split_once(' '))
+        .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+        .map(|(_, t)| t.trim().to_string());
+    let refuse = |why: &str, error: Option<(&str, &str)>| {
+        let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
+        if !o.allow("refusal", &group, REFUSALS_PER_MIN) {
+            let mut r = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
+            r.headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+            return r;
+        }
+        state
+            .audit
+            .log(step("token_refused", peer.addr).reason(why.to_string()));
+        let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
+        if let Ok(v) = HeaderValue::from_str(&metadata::challenge(&o.server.endpoints, error)) {
+            r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
+        }
+        r
+    };
+    let Some(token) = token else {
+        return refuse("no client certificate and no access token", None);
+    };
+    let now = crate::pki::now().unix_timestamp();
+    let revoked = |serial: &str| state.revoked.contains(serial);
+    let grant = match o
+        .server
+        .check_access(state.authority.ledger(), &token, now, &revoked)
+    {
+        Ok(g) => g,
+        Err(why) => return refuse(&why, Some(("invalid_token", &why))),
+    };
+    if grant.cnf.is_some() {
+        let why = "certificate-bound token without its certificate";
+        return refuse(why, Some(("invalid_token", why)));
+    }
+    let identity = Identity {
+        name: grant.holder.name.clone(),
+        role: grant.holder.role.clone(),
+        serial: grant.holder.serial.clone(),
+        spiffe_id: grant.holder.spiffe_id.clone(),
+        not_after: grant.holder.not_after,
+        trust: None,
+        oauth: Some(OAuthVia {
+            client_id: grant.client_id.clone(),
+            grant: grant.id.clone(),
+        }),
+    };
+    let info = Arc::new(ConnInfo {
+        id: peer.id,
+        peer: peer.addr,
+        identity,
+    });
+    req.extensions_mut().insert(info);
+    // The answer (an SSE stream included) ends when the certificate or the grant is revoked.
+    let cut = CancellationToken::new();
+    let id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
+    let keys = [grant.holder.serial.clone(), format!("oauth:{}", grant.id)];
+    for k in &keys {
+        state.conns.attach(k, id, cut.clone());
+    }
+    // A revocation between the check and the registration.
+    if state.revoked.contains(&grant.holder.serial) {
+        cut.cancel();
+    }
+    let response = next.run(req).await;
+    response.map(|inner| {
+        Body::new(Cuttable {
+            inner,
+            cut: Box::pin(cut.cancelled_owned()),
+            state: state.clone(),
+            keys,
+            id,
+        })
+    })
+}
+
+/// A response body that ends with an error (the stream is reset) once `cut` fires, and leaves
+/// the registry when dropped.
+struct Cuttable {
+    inner: Body,
+    cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    state: Arc<AppState>,
+    keys: [String; 2],
+    id: u64,
+}
+
+impl Drop for Cuttable {
+    fn drop(&mut self) {
+        for k in &self.keys {
+            self.state.conns.unregister(k, self.id);
+        }
+    }
+}
+
+impl hyper::body::Body for Cuttable {
+    type Data = bytes::Bytes;
+    type Error = axum::Error;
+
+    fn poll_frame(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
+        if self.cut.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new("access revoked"))));
+        }
+        Pin::new(&mut self.inner).poll_frame(cx)
+    }
+
+    fn is_end_stream(&self) -> bool {
+        self.inner.is_end_stream()
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        self.inner.size_hint()
+    }
+}

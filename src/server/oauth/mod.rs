@@ -1,0 +1,261 @@
+//! The OAuth endpoints of `serve --oauth`: discovery metadata, `/token`, `/register` and
+//! `/revoke` on the MCP name, `/authorize` and the consent form on the login name, and the
+//! bearer check in front of the MCP endpoint. The decisions are in [`crate::oauth::flow`];
+//! this layer reads requests, limits them, audits every step and writes answers.
+
+mod bearer;
+mod login;
+mod token;
+
+pub use bearer::bearer;
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use axum::body::Body;
+use axum::extract::State;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::Router;
+use http::{header, HeaderMap, HeaderValue, StatusCode};
+
+use super::state::AppState;
+use crate::audit::Event;
+use crate::mcp::ratelimit::RateLimiter;
+use crate::oauth::flow::{AuthServer, OAuthFail};
+use crate::oauth::metadata;
+
+/// What `serve --oauth` adds to the server's state.
+#[derive(Debug)]
+pub struct OAuthState {
+    /// The authorization server.
+    pub server: AuthServer,
+    /// Per-address and per-client limits (refused bearer requests, registrations, token
+    /// requests): token buckets that refill, so an address is slowed, never locked out.
+    limits: RateLimiter,
+}
+
+/// Refused bearer requests per address and minute before 429s.
+const REFUSALS_PER_MIN: u32 = 120;
+/// DCR registrations per address and minute.
+const REGISTRATIONS_PER_MIN: u32 = 10;
+/// Token requests per client and minute.
+const TOKENS_PER_CLIENT_MIN: u32 = 120;
+/// Largest form or JSON body of the OAuth endpoints.
+const MAX_FORM_BYTES: usize = 16 * 1024;
+
+impl OAuthState {
+    /// Around an authorization server.
+    pub fn new(server: AuthServer) -> OAuthState {
+        OAuthState {
+            server,
+            limits: RateLimiter::default(),
+        }
+    }
+
+    /// Takes one token from bucket `kind` of `key`; `false`: over the limit.
+    fn allow(&self, kind: &str, key: &str, per_minute: u32) -> bool {
+        self.limits
+            .check(key, kind, per_minute, Instant::now())
+            .is_ok()
+    }
+}
+
+/// The OAuth routes (merged beside `/mcp`, outside its guard: they are reached without a
+/// certificate).
+pub fn router() -> Router<Arc<AppState>> {
+    Router::new()
+        .route("/.well-known/oauth-protected-resource", get(resource_meta))
+        .route(
+            "/.well-known/oauth-protected-resource/mcp",
+            get(resource_meta),
+        )
+        .route("/.well-known/oauth-authorization-server", get(server_meta))
+        .route("/.well-known/openid-configuration", get(server_meta))
+        .route("/token", post(token::token).options(preflight))
+        .route("/register", post(token::register).options(preflight))
+        .route("/revoke", post(token::revoke).options(preflight))
+        .route("/authorize", get(login::authorize))
+        .route("/authorize/decide", post(login::decide))
+        .layer(axum::middleware::map_response(cors))
+}
+
+fn oauth(state: &AppState) -> Option<&OAuthState> {
+    state.oauth.as_deref()
+}
+
+fn roles(state: &AppState) -> Vec<String> {
+    let policy = crate::tls::verifier::current_policy(&state.policy);
+    policy.roles().map(str::to_string).collect()
+}
+
+async fn resource_meta(State(state): State<Arc<AppState>>) -> Response {
+    let Some(o) = oauth(&state) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    json(
+        StatusCode::OK,
+        &metadata::protected_resource(&o.server.endpoints, &roles(&state)),
+    )
+}
+
+async fn server_meta(State(state): State<Arc<AppState>>) -> Response {
+    let Some(o) = oauth(&state) else {
+        return StatusCode::NOT_FOUND.into_response();
+    };
+    json(
+        StatusCode::OK,
+        &metadata::authorization_server(&o.server.endpoints, &roles(&state), &o.server.config),
+    )
+}
+
+/// CORS preflight of the endpoints browser-based clients call (no credentials are involved:
+/// these endpoints take no cookies).
+async fn preflight() -> Response {
+    let mut r = StatusCode::NO_CONTENT.into_response();
+    let h = r.headers_mut();
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_METHODS,
+        HeaderValue::from_static("GET, POST, OPTIONS"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_ALLOW_HEADERS,
+        HeaderValue::from_static("authorization, content-type, mcp-protocol-version"),
+    );
+    h.insert(
+        header::ACCESS_CONTROL_MAX_AGE,
+        HeaderValue::from_static("600"),
+    );
+    r
+}
+
+/// `Access-Control-Allow-Origin: *` on the machine endpoints (not on the login pages, which
+/// carry their own headers and are never read cross-origin).
+async fn cors(mut r: Response) -> Response {
+    if !r.headers().contains_key(header::CONTENT_SECURITY_POLICY) {
+        r.headers_mut().insert(
+            header::ACCESS_CONTROL_ALLOW_ORIGIN,
+            HeaderValue::from_static("*"),
+        );
+    }
+    r
+}
+
+fn json(status: StatusCode, v: &impl serde::Serialize) -> Response {
+    let mut r = (status, axum::Json(v)).into_response();
+    r.headers_mut()
+        .insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    r
+}
+
+/// An RFC 6749 §5.2 error answer.
+fn fail_response(f: &OAuthFail) -> Response {
+    let status = StatusCode::from_u16(f.status).unwrap_or(StatusCode::BAD_REQUEST);
+    let mut r = json(
+        status,
+        &serde_json::json!({"error": f.code, "error_description": f.description}),
+    );
+    if status == StatusCode::UNAUTHORIZED {
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            HeaderValue::from_static("Basic realm=\"mcp-zt\""),
+        );
+    }
+    r
+}
+
+fn too_many() -> Response {
+    let mut r = json(
+        StatusCode::TOO_MANY_REQUESTS,
+        &serde_json::json!({"error": "slow_down", "error_description": "too many requests from this address; try again shortly"}),
+    );
+    r.headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
+/// The `Host` of a request: the header (HTTP/1.1) or the URI authority (HTTP/2).
+fn host_of(headers: &HeaderMap, uri: &http::Uri) -> Option<String> {
+    headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .map(str::to_string)
+        .or_else(|| uri.authority().map(|a| a.to_string()))
+        .map(|h| h.to_ascii_lowercase())
+}
+
+/// Whether `host` (a Host header) names `authority` (host or host:port; `:443` implied).
+fn same_authority(host: &str, authority: &str) -> bool {
+    host == authority
+        || host.strip_suffix(":443") == Some(authority)
+        || authority.strip_suffix(":443") == Some(host)
+}
+
+/// Reads a body of at most [`MAX_FORM_BYTES`].
+async fn small_body(body: Body) -> Result<bytes::Bytes, OAuthFail> {
+    axum::body::to_bytes(body, MAX_FORM_BYTES)
+        .await
+        .map_err(|_| OAuthFail::request(format!("body over {MAX_FORM_BYTES} bytes or unreadable")))
+}
+
+/// The audit line of an OAuth step.
+fn step(kind: &str, peer: std::net::SocketAddr) -> Event {
+    Event::new(kind).peer(peer)
+}
+
+/// Runs ledger work off the async workers (sled flushes to disk).
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> Result<T, OAuthFail> + Send + 'static,
+) -> Result<T, OAuthFail> {
+    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
+        Err(OAuthFail {
+            status: 500,
+            code: "server_error",
+            description: "internal error".into(),
+            event: "token_refused",
+        })
+    })
+}
+
+/// Sets up OAuth for `serve --oauth`: `HOME/oauth.toml`, the server's OAuth key
+/// (`HOME/oauth.key`, made at first start, 0600) and the ledger it keeps its state in.
+pub fn start(
+    authority: &crate::ca::Authority,
+    endpoints: crate::oauth::Endpoints,
+) -> anyhow::Result<OAuthState> {
+    use anyhow::Context;
+    if authority.ledger().is_shared() {
+        anyhow::bail!(
+            "--oauth: OAuth state is kept only in the embedded ledger in this release; a \
+             PostgreSQL ledger (a fleet) cannot serve it yet"
+        );
+    }
+    let home = authority.home().dir();
+    let config = crate::oauth::OAuthConfig::load(&home.join("oauth.toml"))?;
+    let key_path = home.join("oauth.key");
+    let key = match crate::fsutil::read(&key_path) {
+        Ok(bytes) => {
+            if let Some(mode) = crate::fsutil::exposed_mode_of(&key_path)? {
+                anyhow::bail!(
+                    "{} is readable by others (mode {mode:o}): chmod 600 it",
+                    key_path.display()
+                );
+            }
+            let text = String::from_utf8(bytes).unwrap_or_default();
+            hex::decode(text.trim())
+                .ok()
+                .filter(|k| k.len() == 32)
+                .with_context(|| format!("{}: not 32 bytes of hex", key_path.display()))?
+        }
+        Err(_) if !key_path.exists() => {
+            let fresh = crate::oauth::crypto::random_token("");
+            let bytes = crate::oauth::crypto::sha256_hex(&fresh);
+            crate::fsutil::write_new(&key_path, bytes.as_bytes(), crate::fsutil::SECRET_MODE)
+                .with_context(|| format!("write {}", key_path.display()))?;
+            hex::decode(&bytes).context("the new OAuth key")?
+        }
+        Err(e) => return Err(e).with_context(|| format!("read {}", key_path.display())),
+    };
+    let secret = crate::oauth::crypto::Secret::from_bytes(&key);
+    Ok(OAuthState::new(AuthServer::new(endpoints, config, secret)))
+}
