@@ -26,12 +26,13 @@ from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.auth import OAuthClientInformationFull, OAuthClientMetadata, OAuthToken
 from playwright.async_api import async_playwright
 
+# The role's view: the built-in tools and the upstream `docs` (scripts/gateway/demo_upstream.py)
+# as the test's policy allows (viewers may search; admins everything but deleting).
 EXPECTED = {
-    "viewer": {"whoami", "read_data", "list_keys"},
-    "editor": {"whoami", "read_data", "list_keys", "write_data"},
+    "viewer": {"whoami", "read_data", "list_keys", "docs__search"},
     "admin": {
         "whoami", "read_data", "list_keys", "write_data", "delete_data", "list_certs",
-        "revoke_cert",
+        "revoke_cert", "docs__search",
     },
 }
 
@@ -162,6 +163,8 @@ async def main(mode, mcp_url, login_url, ca, cert, key, role, mcp_zt, home, shot
                 check(names == EXPECTED[role], f"the token sees exactly the {role} view")
                 who = json.loads((await session.call_tool("whoami", {})).content[0].text)
                 check(who["role"] == role, f"whoami through the token: {who['name']} ({who['role']})")
+                found = await session.call_tool("docs__search", {"query": "readme"})
+                check(not found.is_error, f"the upstream tool through the token: {found.content[0].text[:60]!r}")
     check(seen["consent"] == 1, "one browser approval")
     if mode == "cimd":
         check(storage.client_info.client_id == cimd_url, "the CIMD URL is the client_id")

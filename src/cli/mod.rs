@@ -351,6 +351,14 @@ pub struct ServeArgs {
     /// (https://login.example.org). It may share the port (chosen by name).
     #[arg(long, value_name = "URL", requires = "oauth")]
     pub login_url: Option<String>,
+    /// With --oauth: let client metadata documents be fetched from loopback and private
+    /// addresses. For tests only: it opens the server to SSRF (audited and warned at start).
+    #[arg(long, requires = "oauth")]
+    pub oauth_allow_private_cimd: bool,
+    /// With --oauth: extra CA certificates (PEM) trusted for fetching client metadata
+    /// documents, beyond the system's (a private deployment's or a test server's CA).
+    #[arg(long, value_name = "FILE", requires = "oauth")]
+    pub oauth_cimd_ca: Option<std::path::PathBuf>,
     /// Let `issue` over the control socket sign without the CA passphrase (by default, when
     /// ca.key is encrypted, the issuing command must give it too).
     #[arg(long)]

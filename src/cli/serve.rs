@@ -111,6 +111,10 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
             }
             _ => None,
         },
+        oauth_cimd: crate::server::oauth::CimdOptions {
+            allow_private: args.oauth_allow_private_cimd,
+            extra_ca: args.oauth_cimd_ca,
+        },
     };
     let authority = Authority::open(home)?;
     let signer = load_signer(&authority, pass)?;

@@ -543,42 +543,39 @@ impl AuthServer {
         Ok(grant)
     }
 
-    /// The grant an access token belongs to, or why it is refused.
+    /// The grant an access token belongs to, or why it is refused (with the grant, when the
+    /// token was known, so the refusal can be audited with its holder and client).
     pub fn check_access(
         &self,
         ledger: &Ledger,
         token: &str,
         now: i64,
         revoked: &dyn Fn(&str) -> bool,
-    ) -> Result<Grant, String> {
+    ) -> Result<Grant, (String, Option<Grant>)> {
+        let storage = |e: LedgerError| (format!("ledger: {e}"), None);
         let Some(rec) = ledger
             .oauth_access(&crypto::sha256_hex(token))
-            .map_err(|e| format!("ledger: {e}"))?
+            .map_err(storage)?
         else {
-            return Err("unknown token".into());
+            return Err(("unknown token".into(), None));
         };
-        if rec.expires_at <= now {
-            return Err("token expired".into());
-        }
-        let Some(grant) = ledger
-            .oauth_grant(&rec.grant)
-            .map_err(|e| format!("ledger: {e}"))?
-        else {
-            return Err("unknown grant".into());
+        let Some(grant) = ledger.oauth_grant(&rec.grant).map_err(storage)? else {
+            return Err(("unknown grant".into(), None));
         };
-        if let Some(r) = &grant.revoked {
-            return Err(format!("grant revoked: {}", r.reason));
-        }
-        if revoked(&grant.holder.serial) {
-            return Err("certificate revoked".into());
-        }
-        if grant.holder.not_after <= now {
-            return Err("certificate expired".into());
-        }
-        if grant.resource != self.endpoints.resource {
-            return Err("token for another resource".into());
-        }
-        Ok(grant)
+        let why = if rec.expires_at <= now {
+            "token expired".to_string()
+        } else if let Some(r) = &grant.revoked {
+            format!("grant revoked: {}", r.reason)
+        } else if revoked(&grant.holder.serial) {
+            "certificate revoked".into()
+        } else if grant.holder.not_after <= now {
+            "certificate expired".into()
+        } else if grant.resource != self.endpoints.resource {
+            "token for another resource".into()
+        } else {
+            return Ok(grant);
+        };
+        Err((why, Some(grant)))
     }
 
     /// RFC 7009: revokes the grant of an access or refresh token of `client`. Unknown tokens

@@ -10,6 +10,8 @@
 //! URI rules), [`metadata`] (RFC 9728 and RFC 8414 documents), [`flow`] (codes, tokens,
 //! refresh, registration: the decisions), [`pages`] (the login name's HTML).
 
+pub mod addr;
+pub mod cimd;
 pub mod config;
 pub mod crypto;
 pub mod flow;

@@ -36,8 +36,9 @@ code{{background:#f2f2f2;padding:.1rem .3rem}}</style></head><body>\n{}\n</body>
 pub struct ClientView<'a> {
     /// Its `client_name`, if any.
     pub name: Option<&'a str>,
-    /// The host of its metadata document (CIMD), or `None` for a self-registered one.
-    pub verified_host: Option<&'a str>,
+    /// Where it is vouched for: the host of its metadata document (CIMD) or the operator;
+    /// `None` for a self-registered one.
+    pub verified_host: Option<String>,
 }
 
 /// What the consent page shows about the holder.
@@ -59,7 +60,7 @@ pub fn consent(
     csrf: &str,
     expires: i64,
 ) -> String {
-    let who = match (client.name, client.verified_host) {
+    let who = match (client.name, client.verified_host.as_deref()) {
         (Some(n), Some(h)) => format!("<b>{}</b> (from {})", esc(n), esc(h)),
         (None, Some(h)) => format!("<b>{}</b>", esc(h)),
         (Some(n), None) => format!(

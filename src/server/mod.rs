@@ -88,6 +88,8 @@ pub struct ServeOptions {
     pub proxy_from: proxy::ProxyFrom,
     /// `--oauth`: the public MCP URL and the login name.
     pub oauth: Option<crate::oauth::Endpoints>,
+    /// `--oauth-allow-private-cimd`, `--oauth-cimd-ca`.
+    pub oauth_cimd: oauth::CimdOptions,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -121,7 +123,11 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     .with_context(|| format!("open {}", home.audit_log().display()))?;
 
     let oauth_state = match &opts.oauth {
-        Some(endpoints) => Some(Arc::new(oauth::start(&authority, endpoints.clone())?)),
+        Some(endpoints) => Some(Arc::new(oauth::start(
+            &authority,
+            endpoints.clone(),
+            &opts.oauth_cimd,
+        )?)),
         None => None,
     };
     let mut names = certs::default_names();
@@ -255,6 +261,16 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     let mut trusts = trust::Tracker::new();
     trust::refresh(&state, &mut trusts).await;
 
+    if opts.oauth.is_some() && opts.oauth_cimd.allow_private {
+        eprintln!(
+            "mcp-zt: WARNING: --oauth-allow-private-cimd: client metadata documents may be \
+             fetched from loopback and private addresses (SSRF); for tests only"
+        );
+        state.audit.log(Event::new("oauth_warning").reason(
+            "--oauth-allow-private-cimd: client metadata documents may be fetched from \
+             loopback and private addresses",
+        ));
+    }
     state.audit.log(Event::new("server_started").reason(format!(
         "listening on {local}; server certificate {}; {} revoked serial(s) loaded",
         if fresh { "issued" } else { "reused" },

@@ -17,6 +17,7 @@ use tokio_util::sync::{CancellationToken, WaitForCancellationFutureOwned};
 
 use super::{oauth, step, REFUSALS_PER_MIN};
 use crate::identity::{ConnInfo, Identity, OAuthVia};
+use crate::ledger::oauth::Grant;
 use crate::oauth::metadata;
 use crate::server::state::{AppState, Peer};
 
@@ -48,7 +49,7 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         .and_then(|v| v.split_once(' '))
         .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
         .map(|(_, t)| t.trim().to_string());
-    let refuse = |why: &str, error: Option<(&str, &str)>| {
+    let refuse = |why: &str, error: Option<(&str, &str)>, grant: Option<&Grant>| {
         let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
         if !o.allow("refusal", &group, REFUSALS_PER_MIN) {
             let mut r = (StatusCode::TOO_MANY_REQUESTS, "Too Many Requests").into_response();
@@ -56,9 +57,13 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
                 .insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
             return r;
         }
-        state
-            .audit
-            .log(step("token_refused", peer.addr).reason(why.to_string()));
+        let mut e = step("token_refused", peer.addr).reason(why.to_string());
+        if let Some(g) = grant {
+            e = e
+                .holder(&g.holder.name, &g.holder.role, &g.holder.serial)
+                .client(&g.client_id);
+        }
+        state.audit.log(e);
         let mut r = (StatusCode::UNAUTHORIZED, "Unauthorized").into_response();
         if let Ok(v) = HeaderValue::from_str(&metadata::challenge(&o.server.endpoints, error)) {
             r.headers_mut().insert(header::WWW_AUTHENTICATE, v);
@@ -66,7 +71,7 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         r
     };
     let Some(token) = token else {
-        return refuse("no client certificate and no access token", None);
+        return refuse("no client certificate and no access token", None, None);
     };
     let now = crate::pki::now().unix_timestamp();
     let revoked = |serial: &str| state.revoked.contains(serial);
@@ -75,11 +80,11 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         .check_access(state.authority.ledger(), &token, now, &revoked)
     {
         Ok(g) => g,
-        Err(why) => return refuse(&why, Some(("invalid_token", &why))),
+        Err((why, grant)) => return refuse(&why, Some(("invalid_token", &why)), grant.as_ref()),
     };
     if grant.cnf.is_some() {
         let why = "certificate-bound token without its certificate";
-        return refuse(why, Some(("invalid_token", why)));
+        return refuse(why, Some(("invalid_token", why)), Some(&grant));
     }
     let identity = Identity {
         name: grant.holder.name.clone(),

@@ -80,9 +80,8 @@ fn client_view(c: &OAuthClient) -> ClientView<'_> {
         verified_host: match c.kind {
             ClientKind::Cimd => url::Url::parse(&c.client_id)
                 .ok()
-                .and_then(|u| u.host_str().map(str::to_string))
-                .map(|_| c.client_id.as_str()),
-            ClientKind::Preregistered => Some("registered by the operator"),
+                .and_then(|u| u.host_str().map(str::to_string)),
+            ClientKind::Preregistered => Some("registered by the operator".into()),
             ClientKind::Dcr => None,
         },
     }
@@ -120,20 +119,18 @@ pub async fn authorize(State(state): State<Arc<AppState>>, req: Request<Body>) -
             None,
         );
     };
-    let client = match p
-        .client_id
-        .as_deref()
-        .map(|id| state.authority.ledger().oauth_client(id))
-        .transpose()
-    {
-        Ok(c) => c.flatten(),
-        Err(e) => {
-            return html(
-                StatusCode::INTERNAL_SERVER_ERROR,
-                pages::error(&format!("ledger: {e}")),
-                None,
-            )
-        }
+    let client = match &p.client_id {
+        Some(id) => match super::resolve_client(&state, peer.addr, id).await {
+            Ok(c) => c,
+            Err(fail) => {
+                return html(
+                    StatusCode::BAD_REQUEST,
+                    pages::error(&fail.description),
+                    None,
+                )
+            }
+        },
+        None => None,
     };
     let audit = |kind: &str| {
         let mut e = step(kind, peer.addr);
@@ -276,10 +273,10 @@ pub async fn decide(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         return bad("the consent form expired or was not issued to this certificate (CSRF)");
     }
     // The client or its redirect may have gone since the page was shown.
-    let client = match state.authority.ledger().oauth_client(&a.client_id) {
+    let client = match super::resolve_client(&state, peer.addr, &a.client_id).await {
         Ok(Some(c)) => c,
         Ok(None) => return bad("the client is no longer registered"),
-        Err(e) => return bad(&format!("ledger: {e}")),
+        Err(fail) => return bad(&fail.description),
     };
     if redirect::find(&client.redirect_uris, &a.redirect_uri).is_none()
         && !o

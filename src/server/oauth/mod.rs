@@ -30,6 +30,8 @@ use crate::oauth::metadata;
 pub struct OAuthState {
     /// The authorization server.
     pub server: AuthServer,
+    /// Client ID metadata documents (when CIMD registration is open).
+    pub cimd: Option<crate::oauth::cimd::Fetcher>,
     /// Per-address and per-client limits (refused bearer requests, registrations, token
     /// requests): token buckets that refill, so an address is slowed, never locked out.
     limits: RateLimiter,
@@ -46,9 +48,10 @@ const MAX_FORM_BYTES: usize = 16 * 1024;
 
 impl OAuthState {
     /// Around an authorization server.
-    pub fn new(server: AuthServer) -> OAuthState {
+    pub fn new(server: AuthServer, cimd: Option<crate::oauth::cimd::Fetcher>) -> OAuthState {
         OAuthState {
             server,
+            cimd,
             limits: RateLimiter::default(),
         }
     }
@@ -217,11 +220,64 @@ async fn blocking<T: Send + 'static>(
     })
 }
 
+/// How client ID metadata documents may be fetched.
+#[derive(Debug, Clone, Default)]
+pub struct CimdOptions {
+    /// Reach loopback and private addresses (`--oauth-allow-private-cimd`, tests only).
+    pub allow_private: bool,
+    /// Extra CA certificates (PEM) for the documents' servers (`--oauth-cimd-ca`).
+    pub extra_ca: Option<std::path::PathBuf>,
+}
+
+/// The client `client_id` names: a metadata document (fetched, checked, cached) for a URL,
+/// else the ledger's registration. `Ok(None)`: unknown. Fetches are audited.
+async fn resolve_client(
+    state: &Arc<AppState>,
+    peer: std::net::SocketAddr,
+    client_id: &str,
+) -> Result<Option<crate::ledger::oauth::OAuthClient>, OAuthFail> {
+    let Some(o) = oauth(state) else {
+        return Ok(None);
+    };
+    if crate::oauth::cimd::is_document_url(client_id) {
+        let Some(fetcher) = &o.cimd else {
+            return Ok(None);
+        };
+        let now = crate::pki::now().unix_timestamp();
+        return match fetcher.client(client_id, now).await {
+            Ok((client, fetched)) => {
+                if fetched {
+                    state.audit.log(
+                        step("cimd_fetched", peer)
+                            .client(client_id)
+                            .reason(format!("redirect URIs {:?}", client.redirect_uris)),
+                    );
+                }
+                Ok(Some(client))
+            }
+            Err(why) => {
+                state.audit.log(
+                    step("cimd_refused", peer)
+                        .client(client_id)
+                        .reason(why.clone()),
+                );
+                Err(OAuthFail::client(format!(
+                    "the client metadata document could not be used: {why}"
+                )))
+            }
+        };
+    }
+    let st = state.clone();
+    let id = client_id.to_string();
+    blocking(move || Ok(st.authority.ledger().oauth_client(&id)?)).await
+}
+
 /// Sets up OAuth for `serve --oauth`: `HOME/oauth.toml`, the server's OAuth key
 /// (`HOME/oauth.key`, made at first start, 0600) and the ledger it keeps its state in.
 pub fn start(
     authority: &crate::ca::Authority,
     endpoints: crate::oauth::Endpoints,
+    cimd: &CimdOptions,
 ) -> anyhow::Result<OAuthState> {
     use anyhow::Context;
     if authority.ledger().is_shared() {
@@ -257,5 +313,22 @@ pub fn start(
         Err(e) => return Err(e).with_context(|| format!("read {}", key_path.display())),
     };
     let secret = crate::oauth::crypto::Secret::from_bytes(&key);
-    Ok(OAuthState::new(AuthServer::new(endpoints, config, secret)))
+    let fetcher = if config.allows(crate::oauth::Registration::Cimd) {
+        let ca = match &cimd.extra_ca {
+            Some(p) => {
+                Some(std::fs::read(p).with_context(|| format!("--oauth-cimd-ca {}", p.display()))?)
+            }
+            None => None,
+        };
+        Some(
+            crate::oauth::cimd::Fetcher::new(cimd.allow_private, ca.as_deref())
+                .map_err(|e| anyhow::anyhow!("client metadata fetcher: {e}"))?,
+        )
+    } else {
+        None
+    };
+    Ok(OAuthState::new(
+        AuthServer::new(endpoints, config, secret),
+        fetcher,
+    ))
 }

@@ -70,6 +70,7 @@ fn authenticate(
     state: &AppState,
     headers: &HeaderMap,
     f: &TokenForm,
+    document: Option<OAuthClient>,
 ) -> Result<OAuthClient, OAuthFail> {
     let (id, secret) = match basic(headers) {
         Some((id, secret)) => {
@@ -85,7 +86,11 @@ fn authenticate(
             None => return Err(OAuthFail::client("no client_id")),
         },
     };
-    let Some(client) = state.authority.ledger().oauth_client(&id)? else {
+    let client = match document.filter(|d| d.client_id == id) {
+        Some(d) => Some(d),
+        None => state.authority.ledger().oauth_client(&id)?,
+    };
+    let Some(client) = client else {
         return Err(OAuthFail::client(
             "unknown client (never registered, deleted, or its registration expired): register again",
         ));
@@ -97,6 +102,20 @@ fn authenticate(
         }
     }
     Ok(client)
+}
+
+/// The client of a URL `client_id` (a metadata document), fetched before the blocking part.
+async fn document_client(
+    state: &Arc<AppState>,
+    peer: &Peer,
+    client_id: Option<&str>,
+) -> Result<Option<OAuthClient>, OAuthFail> {
+    match client_id {
+        Some(id) if crate::oauth::cimd::is_document_url(id) => {
+            super::resolve_client(state, peer.addr, id).await
+        }
+        _ => Ok(None),
+    }
 }
 
 /// `POST /token`.
@@ -119,11 +138,15 @@ pub async fn token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Re
             return too_many();
         }
     }
+    let document = match document_client(&state, &peer, client_hint.as_deref()).await {
+        Ok(d) => d,
+        Err(fail) => return refused(&state, &peer, client_hint.as_deref(), &fail),
+    };
     let st = state.clone();
     let cnf = if with_cert { peer.x5t.clone() } else { None };
     let headers = parts.headers;
     let result = blocking(move || {
-        let client = authenticate(&st, &headers, &f)?;
+        let client = authenticate(&st, &headers, &f, document)?;
         let now = crate::pki::now().unix_timestamp();
         let o = st
             .oauth
@@ -278,9 +301,13 @@ pub async fn revoke(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     };
     let token = m.remove("token");
     let f = token_form(m);
+    let document = match document_client(&state, &peer, f.client_id.as_deref()).await {
+        Ok(d) => d,
+        Err(fail) => return refused(&state, &peer, f.client_id.as_deref(), &fail),
+    };
     let st = state.clone();
     let result = blocking(move || {
-        let client = authenticate(&st, &parts.headers, &f)?;
+        let client = authenticate(&st, &parts.headers, &f, document)?;
         let Some(token) = token else {
             return Err(OAuthFail::request("token is missing"));
         };
