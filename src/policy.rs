@@ -332,6 +332,24 @@ impl Policy {
         by_rules || by_table
     }
 
+    /// The roles a holder of `role` may hand an OAuth client instead of its own: `role` first,
+    /// then each role it inherits whose rights are a subset of its own. Inherited roles lose
+    /// the deny rules of the roles below them, so only those with exactly the same deny rules
+    /// qualify (their allow rules are a subset by inheritance).
+    pub fn narrower_roles(&self, role: &str) -> Vec<String> {
+        if !self.has_role(role) {
+            return Vec::new();
+        }
+        let denies = self.effective_rules(role).1;
+        let mut out = vec![role.to_string()];
+        for r in self.effective_roles(role) {
+            if r != role && self.effective_rules(&r).1 == denies {
+                out.push(r);
+            }
+        }
+        out
+    }
+
     /// Whether `role` may call `tool`. Unknown roles and unknown tools are denied.
     pub fn allows(&self, role: &str, tool: &str) -> bool {
         self.permits(role, Kind::Tool, tool)
@@ -375,6 +393,21 @@ impl Policy {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn narrowing_never_sheds_a_deny_rule() {
+        let p = Policy::parse(
+            "[roles.engineer]\nallow = [\"tool:*\"]\n\
+             [roles.contractor]\ninherits = [\"engineer\"]\ndeny = [\"tool:prod__*\"]\n\
+             [roles.lead]\ninherits = [\"engineer\"]\n",
+        )
+        .expect("policy");
+        assert_eq!(p.narrower_roles("contractor"), ["contractor"]);
+        assert_eq!(p.narrower_roles("lead"), ["lead", "engineer"]);
+        assert!(p.narrower_roles("nobody").is_empty());
+        let d = default_policy();
+        assert_eq!(d.narrower_roles("admin"), ["admin", "editor", "viewer"]);
+    }
 
     fn default_policy() -> Policy {
         Policy::parse(DEFAULT_POLICY).expect("default policy parses")

@@ -23,6 +23,11 @@ const REFUSALS: &[&str] = &[
     "tool_denied",
     "rate_limited",
     "renewal_refused",
+    "token_refused",
+    "authorization_refused",
+    "authorization_needs_certificate",
+    "client_registration_refused",
+    "cimd_refused",
 ];
 
 /// Most open windows at once: beyond that, refusals are written as they come (the memory of the

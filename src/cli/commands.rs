@@ -149,7 +149,7 @@ pub fn run(cli: Cli) -> Result<()> {
             }
             print_out(&pem)
         }
-        Command::Serve(args) => super::serve::run(&home, passphrase.as_ref(), args),
+        Command::Serve(args) => super::serve::run(&home, passphrase.as_ref(), *args),
         Command::Audit(args) => super::serve::audit(&home, args),
         Command::Connect(args) => {
             let code = super::connect::run(&home, args)?;

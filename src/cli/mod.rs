@@ -92,7 +92,7 @@ pub enum Command {
         out: Option<PathBuf>,
     },
     /// Run the mTLS MCP server (HTTPS, streamable HTTP at /mcp, client certificate required).
-    Serve(ServeArgs),
+    Serve(Box<ServeArgs>),
     /// Read the audit log.
     Audit(AuditArgs),
     /// Bridge a local MCP client (stdio, or HTTP on loopback with --listen) to a remote mcp-zt

@@ -78,6 +78,9 @@ pub struct GrantHolder {
     pub name: String,
     /// The role granted: the certificate's, or one it inherits (narrowed at consent).
     pub role: String,
+    /// The certificate's own role: a narrowed grant is re-checked against it on every use
+    /// (the policy may have changed since).
+    pub cert_role: String,
     /// The certificate's serial (the revocation key).
     pub serial: String,
     /// Its SPIFFE ID.
@@ -237,6 +240,11 @@ impl Ledger {
         self.oauth_all(CLIENTS)
     }
 
+    /// How many clients are registered (without reading them).
+    pub fn oauth_client_count(&self) -> Result<usize, LedgerError> {
+        Ok(self.oauth_tree(CLIENTS)?.len())
+    }
+
     /// Forgets a client; whether it existed.
     pub fn delete_oauth_client(&self, client_id: &str) -> Result<bool, LedgerError> {
         let existed = self.oauth_tree(CLIENTS)?.remove(client_id.as_bytes())?;
@@ -360,7 +368,11 @@ impl Ledger {
             }
         }
         for c in self.oauth_clients()? {
-            if c.kind == ClientKind::Dcr && c.last_used + dcr_idle < now {
+            // Unused for `dcr_idle`, or registered a day ago and never used at all (a
+            // registration flood must not hold its slots for a month).
+            let idle = c.last_used + dcr_idle < now;
+            let never = c.last_used == c.created_at && c.created_at + 86_400 < now;
+            if c.kind == ClientKind::Dcr && (idle || never) {
                 self.oauth_tree(CLIENTS)?.remove(c.client_id.as_bytes())?;
                 gone += 1;
             }

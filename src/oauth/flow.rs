@@ -14,12 +14,9 @@ use crate::ledger::{Ledger, LedgerError};
 
 /// How long an authorization code lives.
 pub const CODE_TTL: i64 = 60;
-/// How long a rotated refresh token still gets the same answer (hosted clients refresh from
-/// several nodes at once).
-pub const REUSE_GRACE: i64 = 60;
 /// DCR clients unused this long are forgotten.
 pub const DCR_IDLE: i64 = 30 * 86_400;
-/// Most DCR clients held at once.
+/// Most clients registered at once (DCR refuses more; unused ones expire).
 pub const MAX_DCR_CLIENTS: usize = 10_000;
 
 /// A protocol error (RFC 6749 §5.2, RFC 7591 §3.2.2).
@@ -33,6 +30,8 @@ pub struct OAuthFail {
     pub description: String,
     /// The audit event this refusal is (`token_refused` unless something worse happened).
     pub event: &'static str,
+    /// A grant this refusal revoked (code or refresh reuse): its open streams must be cut.
+    pub revoked_grant: Option<String>,
 }
 
 impl OAuthFail {
@@ -42,7 +41,12 @@ impl OAuthFail {
             code,
             description: description.into(),
             event: "token_refused",
+            revoked_grant: None,
         }
+    }
+    /// `server_error` (500).
+    pub fn internal(description: impl Into<String>) -> OAuthFail {
+        OAuthFail::new(500, "server_error", description)
     }
     fn grant(description: impl Into<String>) -> OAuthFail {
         OAuthFail::new(400, "invalid_grant", description)
@@ -158,6 +162,35 @@ pub struct TokenForm {
     pub scope: Option<String>,
 }
 
+/// Why an access token was refused, with its grant when the token was known (so the refusal
+/// is audited with the holder and the client).
+#[derive(Debug)]
+pub struct TokenRefusal {
+    /// Why.
+    pub why: String,
+    /// The token's grant.
+    pub grant: Option<Box<Grant>>,
+}
+
+impl From<(String, Option<Box<Grant>>)> for TokenRefusal {
+    fn from((why, grant): (String, Option<Box<Grant>>)) -> Self {
+        TokenRefusal { why, grant }
+    }
+}
+
+/// The certificate a grant speaks for now: the one that approved it, or its renewed successor.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Live {
+    /// Its serial (sessions, revocation and streams are keyed by it).
+    pub serial: String,
+    /// Its notAfter (Unix seconds): no token outlives it.
+    pub not_after: i64,
+}
+
+/// Finds the live certificate of a grant's holder, or says why there is none (revoked, role
+/// no longer grantable, ...). Supplied by the server, which knows revocations and renewals.
+pub type LiveCheck<'a> = &'a dyn Fn(&GrantHolder) -> Result<Live, String>;
+
 /// The authorization server.
 #[derive(Debug)]
 pub struct AuthServer {
@@ -202,7 +235,7 @@ impl AuthServer {
         let redirect_uri = match p.redirect_uri.as_deref() {
             Some(uri) => {
                 let known = redirect::find(&client.redirect_uris, uri).is_some()
-                    || self.config.redirect_uris_extra.iter().any(|x| x == uri);
+                    || self.extra_redirect_ok(client, uri);
                 if !known {
                     return Err(Refusal::Page(format!(
                         "the redirect URI {uri:?} is not registered for this client"
@@ -215,9 +248,23 @@ impl AuthServer {
                 _ => return Err(Refusal::Page("the request has no redirect_uri".into())),
             },
         };
-        let back = |error: &str, why: &str| Refusal::Redirect {
-            to: self.error_redirect(&redirect_uri, error, why, p.state.as_deref()),
-            why: why.to_string(),
+        // Errors go back to the client only when its redirect URI is vouched for (by the
+        // operator, or by the host that serves its metadata document); a self-registered
+        // client's redirect would make the login name an open redirector (RFC 9700 §4.11.2).
+        let vouched = match client.kind {
+            ClientKind::Preregistered => true,
+            ClientKind::Cimd => same_host(&client.client_id, &redirect_uri),
+            ClientKind::Dcr => false,
+        };
+        let back = |error: &str, why: &str| {
+            if vouched {
+                Refusal::Redirect {
+                    to: self.error_redirect(&redirect_uri, error, why, p.state.as_deref()),
+                    why: why.to_string(),
+                }
+            } else {
+                Refusal::Page(format!("{why} ({error})"))
+            }
         };
         if p.response_type.as_deref() != Some("code") {
             return Err(back(
@@ -248,16 +295,20 @@ impl AuthServer {
                 ));
             }
         }
-        let mut role = None;
+        // A client may ask for one role (`role:NAME`); one that asks for several (every scope
+        // the metadata lists) expresses no preference.
+        let mut roles = Vec::new();
         for s in p.scope.as_deref().unwrap_or("").split_ascii_whitespace() {
             match s {
                 SCOPE | "offline_access" => {}
-                s if s.starts_with("role:") && role.is_none() => {
-                    role = Some(s["role:".len()..].to_string())
-                }
-                other => return Err(back("invalid_scope", &format!("unknown scope {other:?}"))),
+                s if s.starts_with("role:") => roles.push(s["role:".len()..].to_string()),
+                _ => return Err(back("invalid_scope", "a scope this server does not offer")),
             }
         }
+        let role = match roles.as_slice() {
+            [one] => Some(one.clone()),
+            _ => None,
+        };
         Ok(Authorization {
             client_id: client.client_id.clone(),
             redirect_uri,
@@ -266,6 +317,12 @@ impl AuthServer {
             resource: self.endpoints.resource.clone(),
             role,
         })
+    }
+
+    /// `redirect_uris_extra` (oauth.toml) apply to operator-registered clients only.
+    pub fn extra_redirect_ok(&self, client: &OAuthClient, uri: &str) -> bool {
+        client.kind == ClientKind::Preregistered
+            && self.config.redirect_uris_extra.iter().any(|x| x == uri)
     }
 
     /// `redirect_uri` with `error`, `error_description`, `state` and `iss` (RFC 9207).
@@ -345,7 +402,7 @@ impl AuthServer {
         f: &TokenForm,
         cnf: Option<String>,
         now: i64,
-        revoked: &dyn Fn(&str) -> bool,
+        live: LiveCheck<'_>,
     ) -> Result<(TokenAnswer, Grant), OAuthFail> {
         let code = f
             .code
@@ -356,12 +413,13 @@ impl AuthServer {
             CodeTake::Unknown => return Err(OAuthFail::grant("unknown authorization code")),
             CodeTake::Replayed(c) => {
                 // RFC 6749 §4.1.2: a code used twice revokes what its first use issued.
-                if let Some(first) = c.used_by.as_deref() {
-                    ledger.revoke_oauth_grant(first, now, "authorization code used twice")?;
-                }
                 let mut fail = OAuthFail::grant(
                     "authorization code already used; the tokens it gave were revoked",
                 );
+                if let Some(first) = c.used_by.as_deref() {
+                    ledger.revoke_oauth_grant(first, now, "authorization code used twice")?;
+                    fail.revoked_grant = Some(first.to_string());
+                }
                 fail.event = "code_reuse_detected";
                 return Err(fail);
             }
@@ -389,18 +447,14 @@ impl AuthServer {
                 return Err(OAuthFail::new(400, "invalid_target", "resource differs"));
             }
         }
-        if revoked(&c.holder.serial) {
-            return Err(OAuthFail::grant(
-                "the certificate that approved it is revoked",
-            ));
-        }
-        if c.holder.not_after <= now {
+        let cert = live(&c.holder).map_err(OAuthFail::grant)?;
+        if cert.not_after <= now {
             return Err(OAuthFail::grant("the certificate that approved it expired"));
         }
         let grant = Grant {
             id: grant_id,
             client_id: c.client_id,
-            expires_at: (now + self.config.refresh_ttl).min(c.holder.not_after),
+            expires_at: now + self.config.refresh_ttl,
             holder: c.holder,
             resource: c.resource,
             cnf,
@@ -411,6 +465,7 @@ impl AuthServer {
         let answer = self.mint(
             ledger,
             &grant,
+            &cert,
             crypto::random_token(ACCESS_PREFIX),
             crypto::random_token(REFRESH_PREFIX),
             now,
@@ -418,16 +473,20 @@ impl AuthServer {
         Ok((answer, grant))
     }
 
-    /// Stores and answers a token pair of `grant`.
+    /// Stores and answers a token pair of `grant`. The access token ends with the grant or the
+    /// certificate, whichever is first.
     fn mint(
         &self,
         ledger: &Ledger,
         grant: &Grant,
+        cert: &Live,
         access: String,
         refresh: String,
         now: i64,
     ) -> Result<TokenAnswer, LedgerError> {
-        let access_exp = (now + self.config.access_ttl).min(grant.expires_at);
+        let access_exp = (now + self.config.access_ttl)
+            .min(grant.expires_at)
+            .min(cert.not_after);
         ledger.put_oauth_access(
             &crypto::sha256_hex(&access),
             &TokenRecord {
@@ -453,7 +512,7 @@ impl AuthServer {
         })
     }
 
-    /// The `refresh_token` grant: rotation on every use; a repeat within [`REUSE_GRACE`] gets
+    /// The `refresh_token` grant: rotation on every use; a repeat within the reuse grace gets
     /// the same new pair (derived from the old token with the server key, so it never has to
     /// be stored); a repeat after it revokes the whole grant.
     pub fn refresh(
@@ -462,7 +521,7 @@ impl AuthServer {
         client: &OAuthClient,
         f: &TokenForm,
         now: i64,
-        revoked: &dyn Fn(&str) -> bool,
+        live: LiveCheck<'_>,
     ) -> Result<(TokenAnswer, Grant), OAuthFail> {
         let old = f
             .refresh_token
@@ -472,7 +531,7 @@ impl AuthServer {
         let Some(rec) = ledger.oauth_refresh(&hash)? else {
             return Err(OAuthFail::grant("unknown refresh token"));
         };
-        let grant = self.live_grant(ledger, &rec.grant, now, revoked)?;
+        let (grant, cert) = self.live_grant(ledger, &rec.grant, now, live)?;
         if grant.client_id != client.client_id {
             return Err(OAuthFail::grant("refresh token of another client"));
         }
@@ -488,10 +547,13 @@ impl AuthServer {
         let refresh = self.secret.derive(REFRESH_PREFIX, &["rotate-refresh", old]);
         match ledger.rotate_oauth_refresh(&hash, now)? {
             Rotation::Unknown => Err(OAuthFail::grant("unknown refresh token")),
-            Rotation::First(_) => Ok((self.mint(ledger, &grant, access, refresh, now)?, grant)),
+            Rotation::First(_) => Ok((
+                self.mint(ledger, &grant, &cert, access, refresh, now)?,
+                grant,
+            )),
             Rotation::Again(t) => {
                 let at = t.rotated_at.unwrap_or(now);
-                if now - at <= REUSE_GRACE {
+                if now - at <= self.config.refresh_reuse_grace {
                     let exp = ledger
                         .oauth_access(&crypto::sha256_hex(&access))?
                         .map_or(now, |a| a.expires_at);
@@ -513,69 +575,77 @@ impl AuthServer {
                     "refresh token already used; every token of this grant was revoked",
                 );
                 fail.event = "refresh_reuse_detected";
+                fail.revoked_grant = Some(grant.id);
                 Err(fail)
             }
         }
     }
 
-    /// A grant that may still issue tokens; one whose certificate was revoked is revoked here
-    /// too (so `oauth grants` says why).
+    /// A grant that may still issue tokens, and its live certificate; a grant whose
+    /// certificate is gone is revoked here too (so `oauth grants` says why).
     fn live_grant(
         &self,
         ledger: &Ledger,
         id: &str,
         now: i64,
-        revoked: &dyn Fn(&str) -> bool,
-    ) -> Result<Grant, OAuthFail> {
+        live: LiveCheck<'_>,
+    ) -> Result<(Grant, Live), OAuthFail> {
         let Some(grant) = ledger.oauth_grant(id)? else {
             return Err(OAuthFail::grant("unknown grant"));
         };
         if let Some(r) = &grant.revoked {
             return Err(OAuthFail::grant(format!("grant revoked: {}", r.reason)));
         }
-        if revoked(&grant.holder.serial) {
-            ledger.revoke_oauth_grant(&grant.id, now, "certificate revoked")?;
-            return Err(OAuthFail::grant("the holder's certificate is revoked"));
-        }
-        if grant.expires_at <= now || grant.holder.not_after <= now {
+        let cert = match live(&grant.holder) {
+            Ok(c) => c,
+            Err(why) => {
+                ledger.revoke_oauth_grant(&grant.id, now, &why)?;
+                let mut fail = OAuthFail::grant(why);
+                fail.revoked_grant = Some(grant.id);
+                return Err(fail);
+            }
+        };
+        if grant.expires_at <= now || cert.not_after <= now {
             return Err(OAuthFail::grant("grant expired"));
         }
-        Ok(grant)
+        Ok((grant, cert))
     }
 
-    /// The grant an access token belongs to, or why it is refused (with the grant, when the
-    /// token was known, so the refusal can be audited with its holder and client).
+    /// The grant an access token belongs to, its live certificate and the token's expiry; or
+    /// why it is refused (with the grant, when the token was known, so the refusal can be
+    /// audited with its holder and client).
     pub fn check_access(
         &self,
         ledger: &Ledger,
         token: &str,
         now: i64,
-        revoked: &dyn Fn(&str) -> bool,
-    ) -> Result<Grant, (String, Option<Grant>)> {
+        live: LiveCheck<'_>,
+    ) -> Result<(Grant, Live, i64), TokenRefusal> {
         let storage = |e: LedgerError| (format!("ledger: {e}"), None);
+        let storage = |e| TokenRefusal::from(storage(e));
         let Some(rec) = ledger
             .oauth_access(&crypto::sha256_hex(token))
             .map_err(storage)?
         else {
-            return Err(("unknown token".into(), None));
+            return Err(("unknown token".to_string(), None).into());
         };
         let Some(grant) = ledger.oauth_grant(&rec.grant).map_err(storage)? else {
-            return Err(("unknown grant".into(), None));
+            return Err(("unknown grant".to_string(), None).into());
         };
         let why = if rec.expires_at <= now {
             "token expired".to_string()
         } else if let Some(r) = &grant.revoked {
             format!("grant revoked: {}", r.reason)
-        } else if revoked(&grant.holder.serial) {
-            "certificate revoked".into()
-        } else if grant.holder.not_after <= now {
-            "certificate expired".into()
         } else if grant.resource != self.endpoints.resource {
             "token for another resource".into()
         } else {
-            return Ok(grant);
+            match live(&grant.holder) {
+                Err(why) => why,
+                Ok(cert) if cert.not_after <= now => "certificate expired".into(),
+                Ok(cert) => return Ok((grant, cert, rec.expires_at)),
+            }
         };
-        Err((why, Some(grant)))
+        Err((why, Some(Box::new(grant))).into())
     }
 
     /// RFC 7009: revokes the grant of an access or refresh token of `client`. Unknown tokens
@@ -649,8 +719,7 @@ impl AuthServer {
                 },
             ));
         }
-        let clients = ledger.oauth_clients()?;
-        if clients.iter().filter(|c| c.kind == ClientKind::Dcr).count() >= MAX_DCR_CLIENTS {
+        if ledger.oauth_client_count()? >= MAX_DCR_CLIENTS {
             return Err(OAuthFail::new(
                 503,
                 "temporarily_unavailable",
@@ -670,6 +739,14 @@ impl AuthServer {
         };
         ledger.put_oauth_client(&client)?;
         Ok((client, dropped))
+    }
+}
+
+/// Whether two URLs have the same host.
+fn same_host(a: &str, b: &str) -> bool {
+    match (url::Url::parse(a), url::Url::parse(b)) {
+        (Ok(a), Ok(b)) => a.host_str().is_some() && a.host_str() == b.host_str(),
+        _ => false,
     }
 }
 

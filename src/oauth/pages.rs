@@ -3,11 +3,14 @@
 
 use super::flow::Authorization;
 
-/// HTML-escapes text for element content and quoted attribute values.
+/// HTML-escapes text for element content and quoted attribute values. Control and bidi
+/// characters become U+FFFD, so a name cannot reorder the text after it (a "not verified"
+/// warning, say).
 pub fn esc(s: &str) -> String {
     let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         match c {
+            c if crate::audit::is_unsafe_char(c) => out.push('\u{FFFD}'),
             '&' => out.push_str("&amp;"),
             '<' => out.push_str("&lt;"),
             '>' => out.push_str("&gt;"),
@@ -121,10 +124,7 @@ pub fn no_certificate(login: &str) -> String {
 present one for <code>{login}</code>.</p>\n\
 <h2>Import your certificate</h2><p>Ask your mcp-zt administrator for a PKCS#12 bundle \
 (<code>mcp-zt issue --bundle</code> makes one), import it into your browser or operating \
-system's certificate store, then reload this page.</p>\n\
-<h2>Or approve from the command line</h2><p>On a machine with your certificate, run \
-<code>mcp-zt oauth approve</code> is not available in this release; import the bundle \
-instead.</p>",
+system's certificate store, then reload this page.</p>",
         login = esc(login)
     );
     page("Certificate needed", &body)
@@ -180,5 +180,6 @@ mod tests {
         assert!(html.contains("self-registered, not verified"));
         assert!(html.contains("evil.example"));
         assert!(error("<x>").contains("&lt;x&gt;"));
+        assert_eq!(esc("a\u{202E}b\u{7}"), "a\u{FFFD}b\u{FFFD}");
     }
 }

@@ -56,7 +56,12 @@ pub fn classify(uri: &str) -> Result<Kind, RedirectError> {
         "http" if is_loopback(&u) => Ok(Kind::Loopback),
         "http" => Err(RedirectError::PlainHttp),
         s @ ("javascript" | "data" | "file" | "blob" | "about" | "vbscript" | "ftp" | "ws"
-        | "wss" | "https") => Err(RedirectError::Scheme(s.to_string())),
+        | "wss" | "https" | "chrome" | "chrome-extension" | "chrome-untrusted" | "edge"
+        | "microsoft-edge" | "brave" | "opera" | "moz-extension" | "resource"
+        | "view-source" | "intent" | "filesystem" | "jar" | "mailto" | "tel" | "sms") => {
+            Err(RedirectError::Scheme(s.to_string()))
+        }
+        s if s.starts_with("ms-") => Err(RedirectError::Scheme(s.to_string())),
         // RFC 8252 §7.1: a private-use scheme has a period (reverse domain name).
         s if s.contains('.') || u.host().is_some() => Ok(Kind::PrivateUse),
         s => Err(RedirectError::Scheme(s.to_string())),
@@ -97,15 +102,17 @@ pub fn find<'a>(registered: &'a [String], presented: &str) -> Option<&'a String>
     registered.iter().find(|r| matches(r, presented))
 }
 
-/// What the consent page shows of a redirect: its host (and port), or the scheme of a
-/// private-use one.
+/// What the consent page shows of a redirect: the host (and port) of an `http(s)` one; for a
+/// private-use scheme, that an application on this device gets it (whatever host the URI
+/// names, the operating system hands it to the app that registered the scheme).
 pub fn shown_host(uri: &str) -> String {
     match Url::parse(uri) {
-        Ok(u) => match (u.host_str(), u.port()) {
+        Ok(u) if matches!(u.scheme(), "http" | "https") => match (u.host_str(), u.port()) {
             (Some(h), Some(p)) => format!("{h}:{p}"),
-            (Some(h), None) if !h.is_empty() => h.to_string(),
-            _ => format!("{}:", u.scheme()),
+            (Some(h), None) => h.to_string(),
+            _ => "?".into(),
         },
+        Ok(u) => format!("an application on this device ({}:)", u.scheme()),
         Err(_) => "?".into(),
     }
 }
@@ -188,8 +195,10 @@ mod tests {
         assert_eq!(shown_host("http://127.0.0.1:5/cb"), "127.0.0.1:5");
         assert_eq!(
             shown_host("cursor://anysphere.cursor-mcp/cb"),
-            "anysphere.cursor-mcp"
+            "an application on this device (cursor:)"
         );
+        assert!(classify("chrome://settings/cb").is_err());
+        assert!(classify("ms-settings://x/cb").is_err());
         assert_eq!(
             csp_source("http://127.0.0.1:5/cb").as_deref(),
             Some("http://127.0.0.1:5")

@@ -85,6 +85,10 @@ async fn renew(
 ) -> Response {
     let who = conn.identity.clone();
     let audit = |kind: &str| Event::new(kind).peer(conn.peer).who(&who);
+    if who.oauth.is_some() {
+        // Renewal needs the certificate itself (the bearer layer refuses it already).
+        return plain(StatusCode::FORBIDDEN, "Forbidden");
+    }
     if let Some(trust) = &who.trust {
         state.audit.log(audit("renewal_refused").reason(format!(
             "certificate of foreign trust {trust:?}: its own CA renews it"

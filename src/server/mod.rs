@@ -307,6 +307,9 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         sig,
     ));
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
+    if state.oauth.is_some() {
+        tokio::spawn(oauth::sweep(state.clone(), shutdown.clone()));
+    }
     if let Some(l) = ops_listener {
         tokio::spawn(ops::serve(l, state.clone(), shutdown.clone()));
     }

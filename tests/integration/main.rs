@@ -14,6 +14,7 @@ mod hardening;
 mod holder;
 mod hostile;
 mod intermediate_crl;
+mod oauth;
 mod pki_cli;
 mod pki_hierarchy;
 mod policy_rules;

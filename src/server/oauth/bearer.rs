@@ -74,14 +74,15 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         return refuse("no client certificate and no access token", None, None);
     };
     let now = crate::pki::now().unix_timestamp();
-    let revoked = |serial: &str| state.revoked.contains(serial);
-    let grant = match o
-        .server
-        .check_access(state.authority.ledger(), &token, now, &revoked)
-    {
-        Ok(g) => g,
-        Err((why, grant)) => return refuse(&why, Some(("invalid_token", &why)), grant.as_ref()),
-    };
+    let live = |h: &crate::ledger::oauth::GrantHolder| super::live_certificate(&state, h, now);
+    let (grant, cert, token_expires) =
+        match o
+            .server
+            .check_access(state.authority.ledger(), &token, now, &live)
+        {
+            Ok(found) => found,
+            Err(r) => return refuse(&r.why, Some(("invalid_token", &r.why)), r.grant.as_deref()),
+        };
     if grant.cnf.is_some() {
         let why = "certificate-bound token without its certificate";
         return refuse(why, Some(("invalid_token", why)), Some(&grant));
@@ -89,9 +90,9 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
     let identity = Identity {
         name: grant.holder.name.clone(),
         role: grant.holder.role.clone(),
-        serial: grant.holder.serial.clone(),
+        serial: cert.serial.clone(),
         spiffe_id: grant.holder.spiffe_id.clone(),
-        not_after: grant.holder.not_after,
+        not_after: cert.not_after,
         trust: None,
         oauth: Some(OAuthVia {
             client_id: grant.client_id.clone(),
@@ -104,22 +105,25 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         identity,
     });
     req.extensions_mut().insert(info);
-    // The answer (an SSE stream included) ends when the certificate or the grant is revoked.
+    // The answer (an SSE stream included) ends when the certificate or the grant is revoked,
+    // and when the token expires.
     let cut = CancellationToken::new();
     let id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
-    let keys = [grant.holder.serial.clone(), format!("oauth:{}", grant.id)];
+    let keys = [cert.serial.clone(), format!("oauth:{}", grant.id)];
     for k in &keys {
         state.conns.attach(k, id, cut.clone());
     }
     // A revocation between the check and the registration.
-    if state.revoked.contains(&grant.holder.serial) {
+    if state.revoked.contains(&cert.serial) {
         cut.cancel();
     }
+    let left = u64::try_from(token_expires.min(cert.not_after) - now).unwrap_or(0);
     let response = next.run(req).await;
     response.map(|inner| {
         Body::new(Cuttable {
             inner,
             cut: Box::pin(cut.cancelled_owned()),
+            expiry: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(left))),
             state: state.clone(),
             keys,
             id,
@@ -132,6 +136,7 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
 struct Cuttable {
     inner: Body,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    expiry: Pin<Box<tokio::time::Sleep>>,
     state: Arc<AppState>,
     keys: [String; 2],
     id: u64,
@@ -155,6 +160,9 @@ impl hyper::body::Body for Cuttable {
     ) -> Poll<Option<Result<hyper::body::Frame<Self::Data>, Self::Error>>> {
         if self.cut.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(axum::Error::new("access revoked"))));
+        }
+        if self.expiry.as_mut().poll(cx).is_ready() {
+            return Poll::Ready(Some(Err(axum::Error::new("access token expired"))));
         }
         Pin::new(&mut self.inner).poll_frame(cx)
     }

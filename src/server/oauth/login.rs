@@ -87,14 +87,9 @@ fn client_view(c: &OAuthClient) -> ClientView<'_> {
     }
 }
 
-/// The roles a holder may grant: theirs and those it inherits.
-fn grantable(state: &AppState, role: &str) -> Vec<String> {
-    let policy = crate::tls::verifier::current_policy(&state.policy);
-    let mut roles: Vec<String> = policy.effective_roles(role).into_iter().collect();
-    // The certificate's own role first.
-    roles.retain(|r| r != role);
-    roles.insert(0, role.to_string());
-    roles
+/// The roles a holder may grant: theirs and the narrower ones it inherits.
+pub(super) fn grantable(state: &AppState, role: &str) -> Vec<String> {
+    crate::tls::verifier::current_policy(&state.policy).narrower_roles(role)
 }
 
 /// `GET /authorize`.
@@ -109,6 +104,14 @@ pub async fn authorize(State(state): State<Arc<AppState>>, req: Request<Body>) -
         return html(
             StatusCode::NOT_FOUND,
             pages::error("the login page is served on the login name only"),
+            None,
+        );
+    }
+    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
+    if !o.allow("authorize", &group, super::AUTHORIZE_PER_ADDR_MIN) {
+        return html(
+            StatusCode::TOO_MANY_REQUESTS,
+            pages::error("too many requests from this address; try again shortly"),
             None,
         );
     }
@@ -164,6 +167,21 @@ pub async fn authorize(State(state): State<Arc<AppState>>, req: Request<Body>) -
         );
     };
     let who = &conn.identity;
+    if who.trust.is_some() {
+        state.audit.log(
+            audit("authorization_refused")
+                .who(who)
+                .reason("certificates of foreign trusts cannot approve OAuth clients"),
+        );
+        return html(
+            StatusCode::FORBIDDEN,
+            pages::error(
+                "certificates issued by another CA (a foreign trust) cannot approve OAuth \
+                 clients; use a certificate from this server's CA",
+            ),
+            None,
+        );
+    }
     let Some(client) = client else {
         return html(
             StatusCode::BAD_REQUEST,
@@ -252,6 +270,9 @@ pub async fn decide(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         return bad("no client certificate");
     };
     let who = conn.identity.clone();
+    if who.trust.is_some() {
+        return bad("certificates of foreign trusts cannot approve OAuth clients");
+    }
     let body = match small_body(req.into_body()).await {
         Ok(b) => b,
         Err(f) => return bad(&f.description),
@@ -310,6 +331,7 @@ pub async fn decide(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     let holder = GrantHolder {
         name: who.name.clone(),
         role: role.clone(),
+        cert_role: who.role.clone(),
         serial: who.serial.clone(),
         spiffe_id: who.spiffe_id.clone(),
         not_after: who.not_after,

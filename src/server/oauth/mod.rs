@@ -43,6 +43,15 @@ const REFUSALS_PER_MIN: u32 = 120;
 const REGISTRATIONS_PER_MIN: u32 = 10;
 /// Token requests per client and minute.
 const TOKENS_PER_CLIENT_MIN: u32 = 120;
+/// Token requests per address and minute.
+const TOKENS_PER_ADDR_MIN: u32 = 600;
+/// Authorization requests (and the metadata fetches they may cause) per address and minute.
+const AUTHORIZE_PER_ADDR_MIN: u32 = 120;
+/// Buckets held before idle ones are forgotten; most held at all.
+const PRUNE_AT: usize = 4096;
+const MAX_BUCKETS: usize = 100_000;
+/// Longest `client_id` looked at.
+const MAX_CLIENT_ID: usize = 512;
 /// Largest form or JSON body of the OAuth endpoints.
 const MAX_FORM_BYTES: usize = 16 * 1024;
 
@@ -56,11 +65,15 @@ impl OAuthState {
         }
     }
 
-    /// Takes one token from bucket `kind` of `key`; `false`: over the limit.
+    /// Takes one token from bucket `kind` of `key`; `false`: over the limit. Keys come from
+    /// unauthenticated requests, so the buckets are pruned as they grow.
     fn allow(&self, kind: &str, key: &str, per_minute: u32) -> bool {
-        self.limits
-            .check(key, kind, per_minute, Instant::now())
-            .is_ok()
+        let now = Instant::now();
+        if self.limits.len() > PRUNE_AT {
+            self.limits
+                .forget_idle(now, std::time::Duration::from_secs(60), MAX_BUCKETS);
+        }
+        self.limits.check(key, kind, per_minute, now).is_ok()
     }
 }
 
@@ -210,14 +223,80 @@ fn step(kind: &str, peer: std::net::SocketAddr) -> Event {
 async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> Result<T, OAuthFail> + Send + 'static,
 ) -> Result<T, OAuthFail> {
-    tokio::task::spawn_blocking(f).await.unwrap_or_else(|_| {
-        Err(OAuthFail {
-            status: 500,
-            code: "server_error",
-            description: "internal error".into(),
-            event: "token_refused",
+    tokio::task::spawn_blocking(f)
+        .await
+        .unwrap_or_else(|_| Err(OAuthFail::internal("internal error")))
+}
+
+/// The live certificate of a grant's holder: the one that approved it, or, once that was
+/// renewed, its newest successor (a grant follows the renewal chain, so a holder's daily
+/// renewal does not end their clients' access); refused when a certificate on the way was
+/// revoked for any other reason, when the chain ended, or when a narrowed role is no longer one
+/// the certificate's role may grant (the policy changed).
+pub(super) fn live_certificate(
+    state: &AppState,
+    h: &crate::ledger::oauth::GrantHolder,
+    now: i64,
+) -> Result<crate::oauth::flow::Live, String> {
+    if !login::grantable(state, &h.cert_role).contains(&h.role) {
+        return Err(format!(
+            "role {:?} is no longer one the certificate's role {:?} may grant",
+            h.role, h.cert_role
+        ));
+    }
+    let mut serial = h.serial.clone();
+    let mut not_after = h.not_after;
+    for _ in 0..64 {
+        let revoked = state.revoked.contains(&serial);
+        if !revoked && not_after > now {
+            return Ok(crate::oauth::flow::Live { serial, not_after });
+        }
+        let ledger = state.authority.ledger();
+        let rec = ledger
+            .get(&serial)
+            .map_err(|e| format!("ledger: {e}"))?
+            .ok_or_else(|| "certificate unknown to the ledger".to_string())?;
+        let renewed = rec
+            .revocation
+            .as_ref()
+            .is_none_or(|r| r.reason == crate::pki::build::Reason::Superseded);
+        match rec.superseded_by {
+            Some(next) if renewed => {
+                let succ = ledger
+                    .get(&next)
+                    .map_err(|e| format!("ledger: {e}"))?
+                    .ok_or_else(|| "renewed certificate unknown to the ledger".to_string())?;
+                serial = next;
+                not_after = succ.not_after;
+            }
+            _ if revoked => return Err("certificate revoked".into()),
+            _ => return Err("certificate expired".into()),
+        }
+    }
+    Err("renewal chain too long".into())
+}
+
+/// Every hour: drops expired codes, tokens and grants and unused registrations.
+pub async fn sweep(state: Arc<AppState>, shutdown: tokio_util::sync::CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(3600)) => {}
+        }
+        let st = state.clone();
+        let swept = tokio::task::spawn_blocking(move || {
+            let now = crate::pki::now().unix_timestamp();
+            st.authority
+                .ledger()
+                .sweep_oauth(now, crate::oauth::flow::DCR_IDLE)
         })
-    })
+        .await;
+        if let Ok(Err(e)) = swept {
+            state
+                .audit
+                .log(Event::new("oauth_sweep_failed").reason(e.to_string()));
+        }
+    }
 }
 
 /// How client ID metadata documents may be fetched.
@@ -239,6 +318,9 @@ async fn resolve_client(
     let Some(o) = oauth(state) else {
         return Ok(None);
     };
+    if client_id.len() > MAX_CLIENT_ID {
+        return Ok(None);
+    }
     if crate::oauth::cimd::is_document_url(client_id) {
         let Some(fetcher) = &o.cimd else {
             return Ok(None);

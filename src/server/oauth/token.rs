@@ -12,7 +12,7 @@ use http::{header, HeaderMap, StatusCode};
 
 use super::{
     blocking, fail_response, json, oauth, small_body, step, too_many, REGISTRATIONS_PER_MIN,
-    TOKENS_PER_CLIENT_MIN,
+    TOKENS_PER_ADDR_MIN, TOKENS_PER_CLIENT_MIN,
 };
 use crate::identity::ConnInfo;
 use crate::ledger::oauth::OAuthClient;
@@ -133,10 +133,9 @@ pub async fn token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Re
         Err(fail) => return refused(&state, &peer, None, &fail),
     };
     let client_hint = f.client_id.clone();
-    if let Some(id) = &client_hint {
-        if !o.allow("token", id, TOKENS_PER_CLIENT_MIN) {
-            return too_many();
-        }
+    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
+    if !o.allow("token", &group, TOKENS_PER_ADDR_MIN) {
+        return too_many();
     }
     let document = match document_client(&state, &peer, client_hint.as_deref()).await {
         Ok(d) => d,
@@ -152,31 +151,38 @@ pub async fn token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Re
             .oauth
             .as_deref()
             .ok_or_else(|| OAuthFail::request("OAuth is off"))?;
-        let revoked = |serial: &str| st.revoked.contains(serial);
+        // Per client, counted only once the client is known (nobody can use up another
+        // client's budget by naming it).
+        if !o.allow("token-client", &client.client_id, TOKENS_PER_CLIENT_MIN) {
+            let mut fail = OAuthFail::request("too many token requests for this client");
+            fail.status = 429;
+            fail.code = "slow_down";
+            return Err(fail);
+        }
+        let live = |h: &crate::ledger::oauth::GrantHolder| super::live_certificate(&st, h, now);
         let (answer, grant, kind) = match f.grant_type.as_deref() {
             Some("authorization_code") => {
                 let (a, g) =
                     o.server
-                        .exchange(st.authority.ledger(), &client, &f, cnf, now, &revoked)?;
+                        .exchange(st.authority.ledger(), &client, &f, cnf, now, &live)?;
                 (a, g, "code_exchanged")
             }
             Some("refresh_token") => {
                 let (a, g) = o
                     .server
-                    .refresh(st.authority.ledger(), &client, &f, now, &revoked)?;
+                    .refresh(st.authority.ledger(), &client, &f, now, &live)?;
                 (a, g, "token_refreshed")
             }
             Some(other) => {
-                return Err(OAuthFail {
-                    status: 400,
-                    code: "unsupported_grant_type",
-                    description: format!("grant_type {other:?} is not supported"),
-                    event: "token_refused",
-                })
+                let mut fail = OAuthFail::request(format!("grant_type {other:?} is not supported"));
+                fail.code = "unsupported_grant_type";
+                return Err(fail);
             }
             None => return Err(OAuthFail::request("grant_type is missing")),
         };
-        if client.last_used + 3600 < now {
+        // Registrations remember their last use (unused ones expire); documents are not kept.
+        let stale = client.last_used + 3600 < now || client.last_used == client.created_at;
+        if client.kind != crate::ledger::oauth::ClientKind::Cimd && stale {
             let mut c = client.clone();
             c.last_used = now;
             st.authority.ledger().put_oauth_client(&c)?;
@@ -207,6 +213,10 @@ pub async fn token(State(state): State<Arc<AppState>>, req: Request<Body>) -> Re
 }
 
 fn refused(state: &AppState, peer: &Peer, client: Option<&str>, fail: &OAuthFail) -> Response {
+    if let Some(grant) = &fail.revoked_grant {
+        // Streams of a grant revoked for reuse end now, not at their next request.
+        state.conns.cut(&format!("oauth:{grant}"));
+    }
     let mut e = step(fail.event, peer.addr).reason(format!("{}: {}", fail.code, fail.description));
     if let Some(c) = client {
         e = e.client(c);
