@@ -31,6 +31,7 @@ mkdir -p "$shots"
 zt ca init
 zt issue --role admin --name alice
 zt issue --role viewer --name vic
+zt issue --role admin --name cleo
 zt upstream add docs -- "$venv/bin/python" "$here/gateway/demo_upstream.py"
 python3 - "$home/policy.toml" <<'PY'
 import sys
@@ -80,6 +81,8 @@ echo "== DCR, alice (admin)"
 client dcr alice admin
 echo "== CIMD, vic (viewer)"
 client cimd vic viewer "https://localhost:$cimd_port/client.json"
+echo "== DCR, approved from the command line by cleo (admin), the browser has no certificate"
+client cli cleo admin
 
 audit="$home/audit.log"
 for event in client_registered cimd_fetched authorization_shown authorization_approved \
@@ -93,6 +96,8 @@ grep -q '"event":"token_refused".*"name":"alice".*"reason":"certificate revoked"
 if grep -q 'mzt_at_\|mzt_rt_\|mzt_ac_' "$audit"; then
   fail "a token or code is in the audit log"
 fi
+grep -q '"event":"authorization_approved".*"name":"cleo".*command line, approval code' "$audit" ||
+  fail "the command-line approval is not audited"
 ls "$shots"/consent-dcr.png "$shots"/consent-cimd.png "$shots"/no-certificate-dcr.png >/dev/null
 echo "screenshots: $shots"
 echo "interop-oauth: ok"

@@ -4,8 +4,9 @@ the holder's client certificate on the login name.
 
 Usage: interop_python_oauth.py MODE MCP_URL LOGIN_URL CA CERT KEY ROLE MCP_ZT HOME SHOTS [CIMD_URL]
 
-MODE is `dcr` (dynamic client registration) or `cimd` (CIMD_URL is the client ID metadata
-document's URL). The client lists tools (the role's view exactly), calls whoami; then the
+MODE is `dcr` (dynamic client registration), `cimd` (CIMD_URL is the client ID metadata
+document's URL) or `cli` (DCR, approved with `mcp-zt oauth approve CODE` while a browser
+without a certificate waits). The client lists tools (the role's view exactly), calls whoami; then the
 holder's certificate is revoked with `mcp-zt revoke`, and the next call must get 401
 invalid_token, the open SSE stream must be cut, and a refresh must get invalid_grant.
 Screenshots of the consent page and of the no-certificate page go to SHOTS.
@@ -88,6 +89,7 @@ class Callback:
 
 
 async def main(mode, mcp_url, login_url, ca, cert, key, role, mcp_zt, home, shots, cimd_url):
+    holder_name = cert.rsplit("/", 1)[-1].rsplit(".", 1)[0]
     verify = ssl.create_default_context(cafile=ca)
     storage = Memory()
     callback = Callback()
@@ -117,7 +119,23 @@ async def main(mode, mcp_url, login_url, ca, cert, key, role, mcp_zt, home, shot
         check(resp.status == 403, f"no certificate: page status {resp.status}")
         body = await page.content()
         check("client certificate is needed" in body, "no-certificate page says what to do")
+        code = (await page.inner_text("#code")).strip()
+        command = await page.inner_text("#approve-command")
+        check(len(code) == 8 and code in command, f"the page shows an approval code: {command!r}")
         await page.screenshot(path=f"{shots}/no-certificate-{mode}.png", full_page=True)
+        if mode == "cli":
+            # The holder approves from the command line; the waiting page goes on by itself.
+            done = subprocess.run(
+                [mcp_zt, "--home", home, "oauth", "approve", code, "--url", login_url,
+                 "--name", holder_name],
+                input="y\n", capture_output=True, text=True, timeout=30)
+            print(done.stderr.strip())
+            check(done.returncode == 0, "mcp-zt oauth approve succeeded")
+            check("answer goes to: 127.0.0.1:" in done.stderr, "the command shows the redirect host")
+            await page.wait_for_url(f"http://127.0.0.1:{callback.port}/**", timeout=15000)
+            check(True, "the waiting browser page went on to the client by itself")
+            await page.close()
+            return
         await page.close()
         # The consent page, with the holder's certificate.
         page = await with_cert.new_page()

@@ -182,6 +182,7 @@ pub fn run(cli: Cli) -> Result<()> {
             Ok(())
         }
         Command::Upstream(cmd) => super::upstream::run(&home, cmd),
+        Command::Oauth(cmd) => super::oauth::run(&home, cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

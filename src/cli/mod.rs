@@ -5,6 +5,7 @@ mod backend;
 mod ca_cmd;
 mod commands;
 mod connect;
+mod oauth;
 mod output;
 mod serve;
 mod upstream;
@@ -123,6 +124,9 @@ pub enum Command {
     /// Manage the MCP servers the gateway fronts (HOME/upstreams.toml).
     #[command(subcommand)]
     Upstream(UpstreamCommand),
+    /// OAuth (`serve --oauth`): clients, grants, and approving from the command line.
+    #[command(subcommand)]
+    Oauth(OAuthCommand),
     /// Manage the ledger's storage.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -463,6 +467,81 @@ pub struct ConnectArgs {
     /// third of its lifetime is left).
     #[arg(long)]
     pub no_renew: bool,
+}
+
+/// `mcp-zt oauth ...`
+#[derive(Debug, Subcommand)]
+pub enum OAuthCommand {
+    /// Pre-registered clients.
+    #[command(subcommand)]
+    Client(OAuthClientCommand),
+    /// List the registered clients (pre-registered and self-registered).
+    Clients {
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// List grants: each approval and the token family it created.
+    Grants {
+        /// Only this holder's.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Revoke grants (their every token, and their open streams at once): one by id, every
+    /// grant of a client, or every grant of a holder.
+    Revoke {
+        /// The grant id (`oauth grants` shows it).
+        #[arg(required_unless_present_any = ["client", "name"])]
+        grant: Option<String>,
+        /// Every grant of this client.
+        #[arg(long, conflicts_with_all = ["grant", "name"])]
+        client: Option<String>,
+        /// Every grant of this holder.
+        #[arg(long, conflicts_with = "grant")]
+        name: Option<String>,
+    },
+    /// Approve an authorization waiting in a browser without a client certificate: the page
+    /// shows the code. Shows what is asked and asks for confirmation first.
+    Approve(ApproveArgs),
+}
+
+/// `mcp-zt oauth client ...`
+#[derive(Debug, Subcommand)]
+pub enum OAuthClientCommand {
+    /// Pre-register a client; its `client_id` is NAME.
+    Add {
+        /// Name and `client_id`.
+        name: String,
+        /// Exact redirect URI (repeatable).
+        #[arg(long = "redirect-uri", required = true, value_name = "URI")]
+        redirect_uris: Vec<String>,
+        /// Give it a secret (client_secret_basic or client_secret_post), written to a 0600
+        /// file.
+        #[arg(long)]
+        confidential: bool,
+        /// Where to write the secret (default HOME/oauth-clients/NAME.secret).
+        #[arg(long, requires = "confidential", value_name = "FILE")]
+        secret_out: Option<PathBuf>,
+    },
+}
+
+/// `mcp-zt oauth approve CODE`
+#[derive(Debug, clap::Args)]
+pub struct ApproveArgs {
+    /// The 8-character code the browser page shows.
+    pub code: String,
+    /// The login URL (`serve --login-url`), e.g. https://login.example.org.
+    #[arg(long)]
+    pub url: String,
+    /// Which certificate approves (the holder's).
+    #[command(flatten)]
+    pub creds: CredArgs,
+    /// Approve without asking (for scripts that already showed the request).
+    #[arg(long)]
+    pub yes: bool,
 }
 
 /// The client certificate, key and CA to use.

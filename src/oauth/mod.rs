@@ -11,6 +11,7 @@
 //! refresh, registration: the decisions), [`pages`] (the login name's HTML).
 
 pub mod addr;
+pub mod admin;
 pub mod cimd;
 pub mod config;
 pub mod crypto;

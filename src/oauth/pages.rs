@@ -116,18 +116,46 @@ pub fn consent(
     page("Allow access", &body)
 }
 
-/// The page for a browser that brought no client certificate.
-pub fn no_certificate(login: &str) -> String {
+/// The page for a browser that brought no client certificate: how to get one into the
+/// browser, or the code to approve from the command line; it reloads itself (no script) and
+/// goes on once the code is approved.
+pub fn no_certificate(login: &str, code: &str, handle: &str) -> String {
     let body = format!(
         "<h1>A client certificate is needed</h1>\n\
 <p>This login page knows you by your mcp-zt client certificate, and your browser did not \
 present one for <code>{login}</code>.</p>\n\
-<h2>Import your certificate</h2><p>Ask your mcp-zt administrator for a PKCS#12 bundle \
+<h2>Approve from the command line</h2><p>On a machine with your certificate, run</p>\n\
+<p><code id=\"approve-command\">mcp-zt oauth approve {code} --url {login}</code></p>\n\
+<p>with the flags you use for <code>mcp-zt connect</code> (<code>--name</code>, \
+<code>--cert/--key</code> or <code>--p12</code>). Check what it shows before you confirm: \
+approve only a request you started yourself. The code is <b id=\"code\">{code}</b>; it works \
+once, for 5 minutes. This page goes on by itself once you approved.</p>\n\
+<h2>Or import your certificate</h2><p>Ask your mcp-zt administrator for a PKCS#12 bundle \
 (<code>mcp-zt issue --bundle</code> makes one), import it into your browser or operating \
-system's certificate store, then reload this page.</p>",
-        login = esc(login)
+system's certificate store, then start again from the application.</p>",
+        login = esc(login),
+        code = esc(code),
     );
-    page("Certificate needed", &body)
+    page_refreshing("Certificate needed", &body, handle)
+}
+
+/// The page that waits for a command-line approval.
+pub fn waiting(handle: &str) -> String {
+    page_refreshing(
+        "Waiting for approval",
+        "<h1>Waiting for your approval</h1>\n<p>Run the <code>mcp-zt oauth approve</code> \
+command this page showed; it goes on by itself.</p>",
+        handle,
+    )
+}
+
+/// A page that polls `/authorize/wait` every 2 seconds with a meta refresh.
+fn page_refreshing(title: &str, body: &str, handle: &str) -> String {
+    let refresh = format!(
+        "<meta http-equiv=\"refresh\" content=\"2;url=/authorize/wait?h={}\">",
+        esc(handle)
+    );
+    page(title, body).replacen("<title>", &format!("{refresh}<title>"), 1)
 }
 
 /// An error page (a request that cannot be sent back to its client).

@@ -67,6 +67,11 @@ pub enum CtlRequest {
     Records,
     /// The current CRL.
     Crl,
+    /// `mcp-zt oauth ...` (clients and grants).
+    OAuth {
+        /// What to do.
+        action: crate::oauth::admin::AdminOp,
+    },
     /// Make an intermediate that `ca rotate` wrote the signing CA.
     ActivateIntermediate {
         /// Its serial (its file name in `intermediates/`).
@@ -90,6 +95,9 @@ pub struct CtlResponse {
     pub crl: Option<String>,
     /// For records: the CA's metadata.
     pub meta: Option<crate::ledger::CaMeta>,
+    /// For oauth: the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub oauth: Option<crate::oauth::admin::AdminAnswer>,
 }
 
 #[cfg(unix)]
@@ -136,6 +144,34 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
             out.meta = Some(state.authority.meta().clone());
         }
         CtlRequest::Crl => out.crl = Some(state.authority.publish_crl(&state.signer())?),
+        CtlRequest::OAuth { action: op } => {
+            let now = crate::pki::now().unix_timestamp();
+            let answer = crate::oauth::admin::run(state.authority.ledger(), &op, now)
+                .map_err(|e| crate::pki::PkiError::Invalid(e.to_string()))?;
+            for g in &answer.grants {
+                if matches!(op, crate::oauth::admin::AdminOp::Revoke { .. }) {
+                    // Its open streams end now; its tokens are refused from the next request.
+                    state.conns.cut(&format!("oauth:{}", g.id));
+                    state.audit.log(
+                        crate::audit::Event::new("grant_revoked")
+                            .holder(&g.holder.name, &g.holder.role, &g.holder.serial)
+                            .client(&g.client_id)
+                            .reason(format!(
+                                "grant {}: by mcp-zt oauth revoke (control socket)",
+                                g.id
+                            )),
+                    );
+                }
+            }
+            if let crate::oauth::admin::AdminOp::AddClient { name, .. } = &op {
+                state.audit.log(
+                    crate::audit::Event::new("client_registered")
+                        .client(name)
+                        .reason("pre-registered by mcp-zt oauth client add (control socket)"),
+                );
+            }
+            out.oauth = Some(answer);
+        }
         CtlRequest::ActivateIntermediate { serial, passphrase } => {
             let passphrase = passphrase.map(zeroize::Zeroizing::new);
             if !crate::ca::rotate::is_serial(&serial) {

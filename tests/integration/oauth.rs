@@ -750,3 +750,96 @@ async fn metadata_documents_that_point_inward_are_refused_before_any_connection(
         });
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn operators_register_list_and_revoke_through_the_running_server() {
+    let oa = Oa::start(env_with(&[("alice", "admin")]), "", &[]);
+    let out = oa
+        .env
+        .run(&[
+            "oauth",
+            "client",
+            "add",
+            "agent",
+            "--redirect-uri",
+            "http://127.0.0.1/cb",
+            "--confidential",
+        ])
+        .ok()
+        .to_string();
+    assert!(out.contains("client_id agent"), "{out}");
+    let secret_file = oa.env.home.join("oauth-clients/agent.secret");
+    assert_eq!(crate::common::mode(&secret_file), 0o600);
+    let secret = std::fs::read_to_string(&secret_file).expect("secret");
+    let secret = secret.trim();
+    assert!(!out.contains(secret), "the secret is never printed");
+    let listed = oa.env.run(&["oauth", "clients", "--json"]).ok().to_string();
+    let clients: serde_json::Value = serde_json::from_str(&listed).expect("json");
+    assert_eq!(clients[0]["client_id"], "agent");
+    assert_eq!(clients[0]["confidential"], true);
+    assert!(!listed.contains(secret));
+
+    // An operator-registered client's redirect is vouched for: errors go back to it.
+    let r = oa
+        .browser("alice")
+        .get(oa.authorize_url("agent", &[]))
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(r.status(), 303);
+    let q = query_of(r.headers()["location"].to_str().expect("location"));
+    assert_eq!(q["error"], "invalid_request");
+    assert_eq!(q["state"], "st");
+    assert_eq!(q["iss"], oa.base, "RFC 9207 iss");
+
+    // A confidential client must authenticate.
+    let code = oa.code("alice", "agent").await;
+    assert_eq!(oa.exchange("agent", &code).await.status(), 401);
+    let code = oa.code("alice", "agent").await;
+    let r = oa
+        .anon()
+        .post(format!("{}/token", oa.base))
+        .basic_auth("agent", Some(secret))
+        .form(&[
+            ("grant_type", "authorization_code"),
+            ("code", code.as_str()),
+            ("redirect_uri", "http://127.0.0.1:5555/cb"),
+            ("code_verifier", VERIFIER),
+        ])
+        .send()
+        .await
+        .expect("token");
+    assert_eq!(r.status(), 200);
+    let t: serde_json::Value = r.json().await.expect("json");
+    let access = t["access_token"].as_str().expect("access");
+    assert_eq!(oa.init(access).await.0, 200);
+
+    let grants = oa
+        .env
+        .run(&["oauth", "grants", "--name", "alice", "--json"])
+        .ok()
+        .to_string();
+    let grants: serde_json::Value = serde_json::from_str(&grants).expect("json");
+    let live: Vec<&serde_json::Value> = grants
+        .as_array()
+        .expect("array")
+        .iter()
+        .filter(|g| g["client_id"] == "agent" && g["revoked"].is_null())
+        .collect();
+    assert_eq!(live.len(), 1, "{grants}");
+    let table = oa.env.run(&["oauth", "grants"]).ok().to_string();
+    assert!(
+        table.contains("alice") && table.contains("active"),
+        "{table}"
+    );
+
+    oa.env.run(&["oauth", "revoke", "--client", "agent"]).ok();
+    let (status, www) = oa.init(access).await;
+    assert_eq!(status, 401);
+    assert!(www.contains("grant revoked"), "{www}");
+    wait_audit(&oa.env, |v| {
+        v["event"] == "grant_revoked" && v["client_id"] == "agent" && v["name"] == "alice"
+    });
+    let r = oa.env.run(&["oauth", "revoke", "nosuchgrant"]);
+    r.fails_with("no grant matches");
+}

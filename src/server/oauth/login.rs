@@ -24,7 +24,7 @@ const CONSENT_TTL: i64 = 600;
 
 /// An HTML answer with the login pages' headers. `form_target`: the redirect URI the consent
 /// form's answer will go to (CSP `form-action` also governs the redirect after the POST).
-fn html(status: StatusCode, body: String, form_target: Option<&str>) -> Response {
+pub(super) fn html(status: StatusCode, body: String, form_target: Option<&str>) -> Response {
     let mut form_action = "'self'".to_string();
     if let Some(src) = form_target.and_then(redirect::csp_source) {
         form_action.push(' ');
@@ -56,7 +56,7 @@ fn html(status: StatusCode, body: String, form_target: Option<&str>) -> Response
     r
 }
 
-fn see_other(to: &str, form_target: Option<&str>) -> Response {
+pub(super) fn see_other(to: &str, form_target: Option<&str>) -> Response {
     let mut r = html(
         StatusCode::SEE_OTHER,
         pages::done("Returning to the application…"),
@@ -70,7 +70,7 @@ fn see_other(to: &str, form_target: Option<&str>) -> Response {
 
 /// Whether the request came to the login name (the consent pages are not served elsewhere:
 /// their origin is what the decision's Origin check compares with).
-fn on_login_name(o: &OAuthState, headers: &HeaderMap, uri: &http::Uri) -> bool {
+pub(super) fn on_login_name(o: &OAuthState, headers: &HeaderMap, uri: &http::Uri) -> bool {
     host_of(headers, uri).is_some_and(|h| same_authority(&h, &o.server.endpoints.login_authority))
 }
 
@@ -158,13 +158,10 @@ pub async fn authorize(State(state): State<Arc<AppState>>, req: Request<Body>) -
     let Some(conn) = req.extensions().get::<Arc<ConnInfo>>().cloned() else {
         state.audit.log(
             audit("authorization_needs_certificate")
-                .reason("the browser presented no client certificate"),
+                .reason("the browser presented no client certificate; an approval code is shown"),
         );
-        return html(
-            StatusCode::FORBIDDEN,
-            pages::no_certificate(&o.server.endpoints.login),
-            None,
-        );
+        let name = client.as_ref().and_then(|c| c.name.clone());
+        return super::approval::page_for(o, a, name);
     };
     let who = &conn.identity;
     if who.trust.is_some() {

@@ -3,10 +3,12 @@
 //! bearer check in front of the MCP endpoint. The decisions are in [`crate::oauth::flow`];
 //! this layer reads requests, limits them, audits every step and writes answers.
 
+mod approval;
 mod bearer;
 mod login;
 mod token;
 
+pub use approval::{ApprovalDecision, ApprovalInfo};
 pub use bearer::bearer;
 
 use std::sync::Arc;
@@ -32,6 +34,8 @@ pub struct OAuthState {
     pub server: AuthServer,
     /// Client ID metadata documents (when CIMD registration is open).
     pub cimd: Option<crate::oauth::cimd::Fetcher>,
+    /// Approvals waiting for `oauth approve CODE`.
+    approvals: approval::Approvals,
     /// Per-address and per-client limits (refused bearer requests, registrations, token
     /// requests): token buckets that refill, so an address is slowed, never locked out.
     limits: RateLimiter,
@@ -61,6 +65,7 @@ impl OAuthState {
         OAuthState {
             server,
             cimd,
+            approvals: approval::Approvals::default(),
             limits: RateLimiter::default(),
         }
     }
@@ -93,6 +98,11 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/revoke", post(token::revoke).options(preflight))
         .route("/authorize", get(login::authorize))
         .route("/authorize/decide", post(login::decide))
+        .route("/authorize/wait", get(approval::wait))
+        .route(
+            "/authorize/code/{code}",
+            get(approval::info).post(approval::decide),
+        )
         .layer(axum::middleware::map_response(cors))
 }
 
