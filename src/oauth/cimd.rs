@@ -243,7 +243,7 @@ impl Fetcher {
             .header(http::header::ACCEPT, "application/json")
             .send()
             .await
-            .map_err(|e| error_chain(&e))?;
+            .map_err(|e| fetch_error(&e))?;
         if !resp.status().is_success() {
             return Err(format!("answered {}", resp.status()));
         }
@@ -252,13 +252,22 @@ impl Fetcher {
         }
         let ttl = cache_ttl(resp.headers());
         let mut body = Vec::new();
-        while let Some(chunk) = resp.chunk().await.map_err(|e| error_chain(&e))? {
+        while let Some(chunk) = resp.chunk().await.map_err(|e| fetch_error(&e))? {
             if body.len() + chunk.len() > MAX_BYTES {
                 return Err(format!("document over {MAX_BYTES} bytes"));
             }
             body.extend_from_slice(&chunk);
         }
         Ok((parse_document(url, &body, now)?, ttl))
+    }
+}
+
+/// A fetch error in words: a timeout says so plainly.
+fn fetch_error(e: &reqwest::Error) -> String {
+    if e.is_timeout() {
+        format!("no complete answer within {FETCH_TIMEOUT:?}")
+    } else {
+        error_chain(e)
     }
 }
 

@@ -843,3 +843,150 @@ async fn operators_register_list_and_revoke_through_the_running_server() {
     let r = oa.env.run(&["oauth", "revoke", "nosuchgrant"]);
     r.fails_with("no grant matches");
 }
+
+/// A client metadata document server on loopback (`scripts/cimd_server.py`), with a
+/// certificate from a throwaway CA: (its CA file, its port, the process).
+fn document_server(env: &Env) -> (std::path::PathBuf, u16, crate::common::Killed) {
+    use crate::common::openssl;
+    let p = |n: &str| env.path(n).display().to_string();
+    for args in [
+        vec![
+            "req",
+            "-x509",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=doc test CA",
+            "-keyout",
+            &p("dca.key"),
+            "-out",
+            &p("dca.crt"),
+        ],
+        vec![
+            "req",
+            "-newkey",
+            "ec",
+            "-pkeyopt",
+            "ec_paramgen_curve:P-256",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+            "-keyout",
+            &p("doc.key"),
+            "-out",
+            &p("doc.csr"),
+        ],
+    ] {
+        let (ok, out) = openssl(&args);
+        assert!(ok, "{out}");
+    }
+    std::fs::write(
+        env.path("doc.ext"),
+        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+    )
+    .expect("ext");
+    let (ok, out) = openssl(&[
+        "x509",
+        "-req",
+        "-in",
+        &p("doc.csr"),
+        "-CA",
+        &p("dca.crt"),
+        "-CAkey",
+        &p("dca.key"),
+        "-CAcreateserial",
+        "-days",
+        "2",
+        "-extfile",
+        &p("doc.ext"),
+        "-out",
+        &p("doc.crt"),
+    ]);
+    assert!(ok, "{out}");
+    let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cimd_server.py");
+    let child = std::process::Command::new("python3")
+        .arg(script)
+        .args([p("doc.crt"), p("doc.key"), p("doc.port")])
+        .spawn()
+        .expect("python3");
+    let killed = crate::common::Killed(child);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let port = loop {
+        if let Ok(s) = std::fs::read_to_string(env.path("doc.port")) {
+            if let Ok(port) = s.trim().parse() {
+                break port;
+            }
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "document server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    (env.path("dca.crt"), port, killed)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn metadata_documents_that_are_huge_endless_or_about_another_client_are_refused() {
+    let env = env_with(&[("alice", "admin")]);
+    let (ca, port, _server) = document_server(&env);
+    let ca = ca.display().to_string();
+    let oa = Oa::start(
+        env,
+        "",
+        &["--oauth-allow-private-cimd", "--oauth-cimd-ca", &ca],
+    );
+    wait_audit(&oa.env, |v| v["event"] == "oauth_warning");
+    let doc = |path: &str| format!("https://localhost:{port}/{path}");
+    // The genuine document: the consent page names its host.
+    let good = doc("client.json");
+    let page = oa
+        .browser("alice")
+        .get(
+            oa.authorize_url(
+                &good,
+                &[
+                    ("code_challenge", &challenge(VERIFIER)),
+                    ("code_challenge_method", "S256"),
+                ],
+            )
+            // The document lists http://127.0.0.1/callback (any port).
+            .replace("5555%2Fcb", "5555%2Fcallback"),
+        )
+        .send()
+        .await
+        .expect("authorize");
+    assert_eq!(page.status(), 200);
+    assert!(page
+        .text()
+        .await
+        .expect("html")
+        .contains("(from localhost)"));
+    for (path, why) in [
+        ("big.json", "over 5120 bytes"),
+        ("endless.json", "within 5s"),
+        ("mismatch.json", "not its URL"),
+        ("redirect.json", "not its URL"),
+    ] {
+        let url = doc(path);
+        let started = std::time::Instant::now();
+        let r = oa
+            .browser("alice")
+            .get(oa.authorize_url(&url, &[("code_challenge", &challenge(VERIFIER))]))
+            .send()
+            .await
+            .expect("authorize");
+        assert_eq!(r.status(), 400, "{path}");
+        assert!(started.elapsed() < Duration::from_secs(8), "{path}");
+        wait_audit(&oa.env, move |v| {
+            v["event"] == "cimd_refused"
+                && v["client_id"] == url.as_str()
+                && v["reason"].as_str().is_some_and(|r| r.contains(why))
+        });
+    }
+}
