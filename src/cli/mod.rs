@@ -355,6 +355,15 @@ pub struct ServeArgs {
     /// (https://login.example.org). It may share the port (chosen by name).
     #[arg(long, value_name = "URL", requires = "oauth")]
     pub login_url: Option<String>,
+    /// With --oauth: a certificate chain from outside (PEM, leaf first, e.g. certbot's
+    /// fullchain.pem) served for the --public-url and --login-url names, which hosted clients
+    /// verify against the web PKI. Read again when it changes and on SIGHUP; a bad file is
+    /// refused and the one in force stays. Other names get the CA-issued certificate.
+    #[arg(long, value_name = "FILE", requires_all = ["tls_key", "oauth"])]
+    pub tls_cert: Option<std::path::PathBuf>,
+    /// The private key of --tls-cert (PEM).
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<std::path::PathBuf>,
     /// With --oauth: let client metadata documents be fetched from loopback and private
     /// addresses. For tests only: it opens the server to SSRF (audited and warned at start).
     #[arg(long, requires = "oauth")]

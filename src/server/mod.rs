@@ -13,6 +13,7 @@ pub mod metrics;
 pub mod oauth;
 pub mod ops;
 pub mod proxy;
+pub mod public_cert;
 pub mod replica;
 pub mod state;
 #[cfg(unix)]
@@ -88,6 +89,8 @@ pub struct ServeOptions {
     pub proxy_from: proxy::ProxyFrom,
     /// `--oauth`: the public MCP URL and the login name.
     pub oauth: Option<crate::oauth::Endpoints>,
+    /// `--tls-cert`, `--tls-key`: served for the public names.
+    pub tls_public: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// `--oauth-allow-private-cimd`, `--oauth-cimd-ca`.
     pub oauth_cimd: oauth::CimdOptions,
 }
@@ -139,6 +142,20 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     }
     let (server_pem, fresh) = certs::ensure(&authority, &signer, &names)?;
     let server_cert = Arc::new(ServerCert::from_pem(&server_pem.cert, &server_pem.key)?);
+    let public_cert = match (&opts.tls_public, &opts.oauth) {
+        (Some((cert, key)), Some(e)) => {
+            let files = public_cert::PublicCert {
+                cert: cert.clone(),
+                key: key.clone(),
+                names: e.hosts(),
+            };
+            files
+                .load(&server_cert)
+                .map_err(|why| anyhow::anyhow!("--tls-cert: {why}"))?;
+            Some(files)
+        }
+        _ => None,
+    };
     let (tls_config, verifier) = tls::server_config(&TlsSettings {
         anchors: signer.anchors(),
         server_cert: server_cert.clone(),
@@ -196,6 +213,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         replica: replica::Health::new(shared_ledger, opts.revocation_max_stale),
         crl_stale: Default::default(),
         metrics,
+        tls_reload: tokio::sync::Notify::new(),
         oauth: oauth_state,
     });
 
@@ -309,6 +327,14 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
     if state.oauth.is_some() {
         tokio::spawn(oauth::sweep(state.clone(), shutdown.clone()));
+    }
+    if let Some(files) = public_cert {
+        tokio::spawn(public_cert::watch(
+            state.clone(),
+            server_cert.clone(),
+            files,
+            shutdown.clone(),
+        ));
     }
     if let Some(l) = ops_listener {
         tokio::spawn(ops::serve(l, state.clone(), shutdown.clone()));
@@ -515,6 +541,7 @@ async fn signals(
                 // Reopen first, so the reload's own line lands in the new file after logrotate.
                 state.audit.reopen();
                 reload_policy(&state);
+                state.tls_reload.notify_one();
                 upstreams.reload(&state, &hub);
                 // The policy may have changed what each session sees.
                 let _ = hub.sender().try_send(crate::mcp::provider::HubEvent::Changed);

@@ -264,6 +264,8 @@ pub struct AppState {
     pub metrics: Arc<super::metrics::Metrics>,
     /// Whether `issue` over the control socket may skip the CA passphrase.
     pub allow_socket_issue: bool,
+    /// SIGHUP: read the `--tls-cert` files again.
+    pub tls_reload: tokio::sync::Notify,
     /// OAuth (`serve --oauth`): the authorization server and its limits.
     pub oauth: Option<Arc<crate::server::oauth::OAuthState>>,
 }

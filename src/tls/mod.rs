@@ -49,14 +49,61 @@ pub fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::aws_lc_rs::default_provider())
 }
 
-/// The server's certificate, replaceable at run time (renewal) without a restart.
+/// A certificate from outside (`serve --tls-cert`, e.g. from a public CA) and the names it is
+/// served for.
 #[derive(Debug)]
-pub struct ServerCert(RwLock<Arc<CertifiedKey>>);
+struct Public {
+    names: Vec<String>,
+    key: Arc<CertifiedKey>,
+}
+
+/// The server's certificate, replaceable at run time (renewal) without a restart; and,
+/// optionally, a certificate from outside for the public names (chosen by SNI), which cloud
+/// clients verify against the web PKI.
+#[derive(Debug)]
+pub struct ServerCert(RwLock<Arc<CertifiedKey>>, RwLock<Option<Public>>);
 
 impl ServerCert {
     /// Builds from a PEM chain and PEM key.
     pub fn from_pem(cert_pem: &str, key_pem: &str) -> Result<Self, TlsError> {
-        Ok(ServerCert(RwLock::new(certified_key(cert_pem, key_pem)?)))
+        Ok(ServerCert(
+            RwLock::new(certified_key(cert_pem, key_pem)?),
+            RwLock::new(None),
+        ))
+    }
+
+    /// Serves `cert_pem` (a chain) with `key_pem` for SNI names in `names` (lower case); the
+    /// key must match the certificate. Returns the leaf's notAfter (Unix seconds).
+    pub fn set_public(
+        &self,
+        names: Vec<String>,
+        cert_pem: &str,
+        key_pem: &str,
+    ) -> Result<i64, TlsError> {
+        let ck = certified_key(cert_pem, key_pem)?;
+        ck.keys_match()?;
+        let leaf = ck.end_entity_cert()?;
+        let (_, parsed) = x509_parser::parse_x509_certificate(leaf)
+            .map_err(|e| TlsError::Pem(format!("certificate: {e}")))?;
+        let not_after = parsed.validity().not_after.timestamp();
+        if !parsed.validity().is_valid() {
+            return Err(TlsError::Pem(
+                "the certificate is expired or not valid yet".into(),
+            ));
+        }
+        for n in &names {
+            if !covers(&parsed, n) {
+                return Err(TlsError::Pem(format!(
+                    "the certificate does not name {n} (subjectAltName)"
+                )));
+            }
+        }
+        let public = Public { names, key: ck };
+        match self.1.write() {
+            Ok(mut g) => *g = Some(public),
+            Err(p) => *p.into_inner() = Some(public),
+        }
+        Ok(not_after)
     }
     /// Swaps in a renewed certificate; new handshakes use it at once.
     pub fn replace(&self, cert_pem: &str, key_pem: &str) -> Result<(), TlsError> {
@@ -70,12 +117,48 @@ impl ServerCert {
 }
 
 impl ResolvesServerCert for ServerCert {
-    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+    fn resolve(&self, hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        if let Some(sni) = hello.server_name() {
+            let public = match self.1.read() {
+                Ok(g) => g,
+                Err(p) => p.into_inner(),
+            };
+            if let Some(p) = public.as_ref() {
+                if p.names.iter().any(|n| n.eq_ignore_ascii_case(sni)) {
+                    return Some(p.key.clone());
+                }
+            }
+        }
         Some(match self.0.read() {
             Ok(g) => g.clone(),
             Err(p) => p.into_inner().clone(),
         })
     }
+}
+
+/// Whether the certificate's subjectAltName DNS names cover `name` (one `*.` label allowed).
+fn covers(cert: &x509_parser::certificate::X509Certificate<'_>, name: &str) -> bool {
+    let Ok(Some(san)) = cert.subject_alternative_name() else {
+        return false;
+    };
+    let name = name.to_ascii_lowercase();
+    san.value.general_names.iter().any(|gn| match gn {
+        x509_parser::extensions::GeneralName::DNSName(d) => {
+            let d = d.to_ascii_lowercase();
+            d == name
+                || d.strip_prefix("*.").is_some_and(|rest| {
+                    name.split_once('.')
+                        .is_some_and(|(first, tail)| !first.is_empty() && tail == rest)
+                })
+        }
+        x509_parser::extensions::GeneralName::IPAddress(ip) => {
+            name.parse::<std::net::IpAddr>().is_ok_and(|a| match a {
+                std::net::IpAddr::V4(v4) => *ip == v4.octets(),
+                std::net::IpAddr::V6(v6) => *ip == v6.octets(),
+            })
+        }
+        _ => false,
+    })
 }
 
 fn certified_key(cert_pem: &str, key_pem: &str) -> Result<Arc<CertifiedKey>, TlsError> {

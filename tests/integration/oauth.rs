@@ -844,11 +844,12 @@ async fn operators_register_list_and_revoke_through_the_running_server() {
     r.fails_with("no grant matches");
 }
 
-/// A client metadata document server on loopback (`scripts/cimd_server.py`), with a
-/// certificate from a throwaway CA: (its CA file, its port, the process).
-fn document_server(env: &Env) -> (std::path::PathBuf, u16, crate::common::Killed) {
+/// A throwaway CA (`PREFIX-ca.crt`) and a leaf it signed for `sans` (`PREFIX.crt`,
+/// `PREFIX.key`), made by openssl in the test's folder.
+fn ca_and_leaf(env: &Env, prefix: &str, sans: &str) -> [std::path::PathBuf; 3] {
     use crate::common::openssl;
-    let p = |n: &str| env.path(n).display().to_string();
+    let p = |n: &str| env.path(&format!("{prefix}{n}")).display().to_string();
+    let subject = format!("/CN={prefix} test CA");
     for args in [
         vec![
             "req",
@@ -861,11 +862,11 @@ fn document_server(env: &Env) -> (std::path::PathBuf, u16, crate::common::Killed
             "-days",
             "2",
             "-subj",
-            "/CN=doc test CA",
+            &subject,
             "-keyout",
-            &p("dca.key"),
+            &p("-ca.key"),
             "-out",
-            &p("dca.crt"),
+            &p("-ca.crt"),
         ],
         vec![
             "req",
@@ -877,41 +878,51 @@ fn document_server(env: &Env) -> (std::path::PathBuf, u16, crate::common::Killed
             "-subj",
             "/CN=localhost",
             "-keyout",
-            &p("doc.key"),
+            &p(".key"),
             "-out",
-            &p("doc.csr"),
+            &p(".csr"),
         ],
     ] {
         let (ok, out) = openssl(&args);
         assert!(ok, "{out}");
     }
     std::fs::write(
-        env.path("doc.ext"),
-        "subjectAltName=DNS:localhost,IP:127.0.0.1\nbasicConstraints=CA:FALSE\n",
+        p(".ext"),
+        format!("subjectAltName={sans}\nbasicConstraints=CA:FALSE\n"),
     )
     .expect("ext");
     let (ok, out) = openssl(&[
         "x509",
         "-req",
         "-in",
-        &p("doc.csr"),
+        &p(".csr"),
         "-CA",
-        &p("dca.crt"),
+        &p("-ca.crt"),
         "-CAkey",
-        &p("dca.key"),
+        &p("-ca.key"),
         "-CAcreateserial",
         "-days",
         "2",
         "-extfile",
-        &p("doc.ext"),
+        &p(".ext"),
         "-out",
-        &p("doc.crt"),
+        &p(".crt"),
     ]);
     assert!(ok, "{out}");
+    [p("-ca.crt").into(), p(".crt").into(), p(".key").into()]
+}
+
+/// A client metadata document server on loopback (`scripts/cimd_server.py`), with a
+/// certificate from a throwaway CA: (its CA file, its port, the process).
+fn document_server(env: &Env) -> (std::path::PathBuf, u16, crate::common::Killed) {
+    let [ca, cert, key] = ca_and_leaf(env, "doc", "DNS:localhost,IP:127.0.0.1");
+    let p = |n: &str| env.path(n).display().to_string();
     let script = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/cimd_server.py");
     let child = std::process::Command::new("python3")
         .arg(script)
-        .args([p("doc.crt"), p("doc.key"), p("doc.port")])
+        .arg(&cert)
+        .arg(&key)
+        .arg(p("doc.port"))
         .spawn()
         .expect("python3");
     let killed = crate::common::Killed(child);
@@ -928,7 +939,7 @@ fn document_server(env: &Env) -> (std::path::PathBuf, u16, crate::common::Killed
         );
         std::thread::sleep(Duration::from_millis(50));
     };
-    (env.path("dca.crt"), port, killed)
+    (ca, port, killed)
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -989,4 +1000,100 @@ async fn metadata_documents_that_are_huge_endless_or_about_another_client_are_re
                 && v["reason"].as_str().is_some_and(|r| r.contains(why))
         });
     }
+}
+
+/// A client trusting only the CA in `ca` (no client certificate).
+fn trusting(ca: &std::path::Path) -> reqwest::Client {
+    let pem = std::fs::read(ca).expect("ca");
+    reqwest::Client::builder()
+        .tls_certs_only([reqwest::Certificate::from_pem(&pem).expect("ca")])
+        .timeout(Duration::from_secs(5))
+        .build()
+        .expect("client")
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_certificate_from_outside_is_served_for_the_public_names_and_reloaded() {
+    let env = env_with(&[("alice", "admin")]);
+    let sans = "DNS:localhost,IP:127.0.0.1";
+    let [ca1, cert1, key1] = ca_and_leaf(&env, "web1", sans);
+    let [ca2, cert2, key2] = ca_and_leaf(&env, "web2", sans);
+    let cert = env.path("fullchain.pem");
+    let key = env.path("privkey.pem");
+    std::fs::copy(&cert1, &cert).expect("copy");
+    std::fs::copy(&key1, &key).expect("copy");
+    // A certificate that does not name the public names is refused at start.
+    let [_, wrong, wrong_key] = ca_and_leaf(&env, "wrong", "DNS:elsewhere.example");
+    let r = env.run(&[
+        "serve",
+        "--listen",
+        "127.0.0.1:0",
+        "--oauth",
+        "--public-url",
+        "https://localhost:1/mcp",
+        "--login-url",
+        "https://127.0.0.1:1",
+        "--tls-cert",
+        &wrong.display().to_string(),
+        "--tls-key",
+        &wrong_key.display().to_string(),
+    ]);
+    r.fails_with("does not name localhost");
+    let oa = Oa::start(
+        env,
+        "",
+        &[
+            "--tls-cert",
+            &cert.display().to_string(),
+            "--tls-key",
+            &key.display().to_string(),
+        ],
+    );
+    let meta = format!("{}/.well-known/oauth-authorization-server", oa.base);
+    let r = trusting(&ca1).get(&meta).send().await.expect("web PKI");
+    assert_eq!(
+        r.status(),
+        200,
+        "the public name gets the outside certificate"
+    );
+    // mcp-zt's own clients on other names keep the CA-issued certificate (no SNI for an IP).
+    let own = trusting(&oa.env.home.join("ca.crt"));
+    assert_eq!(
+        own.get(format!(
+            "{}/.well-known/oauth-authorization-server",
+            oa.login
+        ))
+        .send()
+        .await
+        .expect("own CA")
+        .status(),
+        200
+    );
+    // A renewal on disk is picked up.
+    std::fs::copy(&cert2, &cert).expect("copy");
+    std::fs::copy(&key2, &key).expect("copy");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    loop {
+        if trusting(&ca2).get(&meta).send().await.is_ok() {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the new certificate was not loaded"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    wait_audit(&oa.env, |v| v["event"] == "tls_certificate_loaded");
+    // A bad file is refused; the certificate in force stays.
+    std::fs::write(&cert, "not a certificate").expect("write");
+    wait_audit(&oa.env, |v| v["event"] == "tls_certificate_refused");
+    assert_eq!(
+        trusting(&ca2)
+            .get(&meta)
+            .send()
+            .await
+            .expect("still served")
+            .status(),
+        200
+    );
 }
