@@ -272,6 +272,28 @@ grep '"handshake_rejected"' "$work/r5/audit.log" | grep -q 'revoked' ||
   { tail -5 "$work/r5/audit.log" >&2; fail "replica 5 did not audit sam's refusal as revoked"; }
 echo "ok: a foreign serial replica 4's trust CRL lists is refused by replica 5, whose own CRL (an old one) lists nobody" >&2
 
+# --- OAuth across replicas: a token replica 6 issued works on replica 7; revoking the holder's
+# certificate through replica 6 makes replica 7 refuse it within 1 s ---
+"$MCP_ZT" --home "$admin" --ledger "$ledger" issue --role viewer --name oauth-holder \
+  --out "$work/holder" >/dev/null 2>&1 || fail "issue oauth-holder"
+pub=$(free_port)
+for r in 6 7; do
+  h="$work/r$r"
+  mkdir -m 700 "$h"
+  (cd "$admin" && tar cf - --exclude=clients --exclude='*.sock' --exclude='audit.log*' .) | (cd "$h" && tar xf -)
+  "$MCP_ZT" --home "$h" --ledger "$ledger" serve --listen 127.0.0.1:0 --oauth \
+    --public-url "https://localhost:$pub/mcp" --login-url "https://127.0.0.1:$pub" \
+    --lockout-threshold 0 >"$work/r$r.out" 2>"$work/r$r.err" &
+  pids+=("$!")
+  for _ in $(seq 1 200); do grep -q '^listening ' "$work/r$r.out" 2>/dev/null && break; sleep 0.05; done
+  p=$(sed -n 's/^listening 127\.0\.0\.1://p' "$work/r$r.out")
+  [ -n "$p" ] || { cat "$work/r$r.err" >&2; fail "replica $r (OAuth) did not start"; }
+  eval "port$r=$p"
+done
+python3 "$here/fleet_oauth.py" "$MCP_ZT" "$work/r6" "$ledger" "$admin/ca.crt" \
+  "$work/holder/oauth-holder.crt" "$work/holder/oauth-holder.key" oauth-holder "$port6" "$port7" "$pub" ||
+  fail "OAuth across replicas (above)"
+
 # --- ledger migrate: a sled ledger of $records records into the second database ---
 mig="$work/sled"
 "$MCP_ZT" --home "$mig" ca init >/dev/null 2>&1 || fail "ca init (sled)"

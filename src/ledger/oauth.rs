@@ -6,8 +6,8 @@
 //! Single use of codes and rotation of refresh tokens are compare-and-swap operations, so two
 //! concurrent requests with one code or one refresh token cannot both win.
 //!
-//! Only the embedded (sled) ledger keeps OAuth state in this release; `serve --oauth` refuses
-//! a PostgreSQL ledger at start rather than keep per-replica tokens a fleet would not share.
+//! Both backends keep it: sled trees here, one PostgreSQL table for a fleet ([`super::pg`]), so
+//! a token issued by one replica works on every other.
 
 use serde::{Deserialize, Serialize};
 
@@ -152,13 +152,6 @@ pub enum Rotation {
     Unknown,
 }
 
-fn unsupported() -> LedgerError {
-    LedgerError::Config(
-        "OAuth state is kept only in the embedded ledger in this release (not on PostgreSQL)"
-            .into(),
-    )
-}
-
 impl Ledger {
     fn oauth_tree(&self, name: &str) -> Result<sled::Tree, LedgerError> {
         match self {
@@ -166,13 +159,76 @@ impl Ledger {
                 s.writable()?;
                 s.tree(name)
             }
-            Ledger::Postgres(_) => Err(unsupported()),
+            Ledger::Postgres(_) => Err(LedgerError::Config(
+                "internal: no sled tree on a PostgreSQL ledger".into(),
+            )),
+        }
+    }
+
+    fn kv_get(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+        match self {
+            Ledger::Postgres(p) => p.oauth_get(kind, key),
+            Ledger::Sled(_) => Ok(self
+                .oauth_tree(kind)?
+                .get(key.as_bytes())?
+                .map(|v| v.to_vec())),
+        }
+    }
+
+    fn kv_put(&self, kind: &str, key: &str, value: Vec<u8>) -> Result<(), LedgerError> {
+        match self {
+            Ledger::Postgres(p) => p.oauth_put(kind, key, value),
+            Ledger::Sled(_) => {
+                self.oauth_tree(kind)?.insert(key.as_bytes(), value)?;
+                self.flush()
+            }
+        }
+    }
+
+    fn kv_cas(
+        &self,
+        kind: &str,
+        key: &str,
+        old: Option<Vec<u8>>,
+        new: Vec<u8>,
+    ) -> Result<bool, LedgerError> {
+        match self {
+            Ledger::Postgres(p) => p.oauth_cas(kind, key, old, new),
+            Ledger::Sled(_) => {
+                let swapped =
+                    self.oauth_tree(kind)?
+                        .compare_and_swap(key.as_bytes(), old, Some(new))?;
+                if swapped.is_ok() {
+                    self.flush()?;
+                }
+                Ok(swapped.is_ok())
+            }
+        }
+    }
+
+    fn kv_all(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
+        match self {
+            Ledger::Postgres(p) => p.oauth_all(kind),
+            Ledger::Sled(_) => {
+                let mut out = Vec::new();
+                for kv in self.oauth_tree(kind)?.iter() {
+                    let (k, v) = kv?;
+                    out.push((String::from_utf8_lossy(&k).into_owned(), v.to_vec()));
+                }
+                Ok(out)
+            }
+        }
+    }
+
+    fn kv_remove(&self, kind: &str, key: &str) -> Result<bool, LedgerError> {
+        match self {
+            Ledger::Postgres(p) => p.oauth_remove(kind, key),
+            Ledger::Sled(_) => Ok(self.oauth_tree(kind)?.remove(key.as_bytes())?.is_some()),
         }
     }
 
     fn oauth_put<T: Serialize>(&self, tree: &str, key: &str, v: &T) -> Result<(), LedgerError> {
-        self.oauth_tree(tree)?.insert(key.as_bytes(), encode(v)?)?;
-        self.flush()
+        self.kv_put(tree, key, encode(v)?)
     }
 
     fn oauth_get<T: serde::de::DeserializeOwned>(
@@ -180,19 +236,18 @@ impl Ledger {
         tree: &str,
         key: &str,
     ) -> Result<Option<T>, LedgerError> {
-        match self.oauth_tree(tree)?.get(key.as_bytes())? {
+        match self.kv_get(tree, key)? {
             Some(bytes) => Ok(Some(decode(key, &bytes)?)),
             None => Ok(None),
         }
     }
 
     fn oauth_all<T: serde::de::DeserializeOwned>(&self, tree: &str) -> Result<Vec<T>, LedgerError> {
-        let mut out = Vec::new();
-        for kv in self.oauth_tree(tree)?.iter() {
-            let (k, v) = kv?;
-            out.push(decode(&String::from_utf8_lossy(&k), &v)?);
-        }
-        Ok(out)
+        Ok(self
+            .oauth_keyed::<T>(tree)?
+            .into_iter()
+            .map(|(_, v)| v)
+            .collect())
     }
 
     /// Compare-and-swap update of one record: `f` gets the current value and returns the new
@@ -206,9 +261,8 @@ impl Ledger {
     where
         T: Serialize + serde::de::DeserializeOwned,
     {
-        let t = self.oauth_tree(tree)?;
         loop {
-            let old = t.get(key.as_bytes())?;
+            let old = self.kv_get(tree, key)?;
             let current = match &old {
                 Some(bytes) => Some(decode::<T>(key, bytes)?),
                 None => None,
@@ -217,9 +271,7 @@ impl Ledger {
             let Some(new) = new else {
                 return Ok(result);
             };
-            let swapped = t.compare_and_swap(key.as_bytes(), old, Some(encode(&new)?))?;
-            if swapped.is_ok() {
-                self.flush()?;
+            if self.kv_cas(tree, key, old, encode(&new)?)? {
                 return Ok(result);
             }
         }
@@ -242,14 +294,17 @@ impl Ledger {
 
     /// How many clients are registered (without reading them).
     pub fn oauth_client_count(&self) -> Result<usize, LedgerError> {
-        Ok(self.oauth_tree(CLIENTS)?.len())
+        match self {
+            Ledger::Postgres(p) => p.oauth_count(CLIENTS),
+            Ledger::Sled(_) => Ok(self.oauth_tree(CLIENTS)?.len()),
+        }
     }
 
     /// Forgets a client; whether it existed.
     pub fn delete_oauth_client(&self, client_id: &str) -> Result<bool, LedgerError> {
-        let existed = self.oauth_tree(CLIENTS)?.remove(client_id.as_bytes())?;
+        let existed = self.kv_remove(CLIENTS, client_id)?;
         self.flush()?;
-        Ok(existed.is_some())
+        Ok(existed)
     }
 
     /// Stores a new code under its hash; durable on return.
@@ -348,7 +403,7 @@ impl Ledger {
         let codes: Vec<(String, AuthCode)> = self.oauth_keyed(CODES)?;
         for (k, c) in codes {
             if c.expires_at + 600 < now {
-                self.oauth_tree(CODES)?.remove(k.as_bytes())?;
+                self.kv_remove(CODES, &k)?;
                 gone += 1;
             }
         }
@@ -356,14 +411,14 @@ impl Ledger {
             let toks: Vec<(String, TokenRecord)> = self.oauth_keyed(tree)?;
             for (k, t) in toks {
                 if t.expires_at < now {
-                    self.oauth_tree(tree)?.remove(k.as_bytes())?;
+                    self.kv_remove(tree, &k)?;
                     gone += 1;
                 }
             }
         }
         for g in self.oauth_grants()? {
             if g.expires_at + 7 * 86_400 < now {
-                self.oauth_tree(GRANTS)?.remove(g.id.as_bytes())?;
+                self.kv_remove(GRANTS, &g.id)?;
                 gone += 1;
             }
         }
@@ -373,7 +428,7 @@ impl Ledger {
             let idle = c.last_used + dcr_idle < now;
             let never = c.last_used == c.created_at && c.created_at + 86_400 < now;
             if c.kind == ClientKind::Dcr && (idle || never) {
-                self.oauth_tree(CLIENTS)?.remove(c.client_id.as_bytes())?;
+                self.kv_remove(CLIENTS, &c.client_id)?;
                 gone += 1;
             }
         }
@@ -388,9 +443,7 @@ impl Ledger {
         tree: &str,
     ) -> Result<Vec<(String, T)>, LedgerError> {
         let mut out = Vec::new();
-        for kv in self.oauth_tree(tree)?.iter() {
-            let (k, v) = kv?;
-            let key = String::from_utf8_lossy(&k).into_owned();
+        for (key, v) in self.kv_all(tree)? {
             let rec = decode(&key, &v)?;
             out.push((key, rec));
         }

@@ -17,6 +17,7 @@
 
 mod conn;
 mod foreign;
+mod oauth;
 pub mod schema;
 mod tx;
 

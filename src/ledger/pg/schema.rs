@@ -92,6 +92,20 @@ CREATE TABLE mcpzt_foreign_revoked (
 CREATE INDEX mcpzt_foreign_revoked_until ON mcpzt_foreign_revoked (until);
 "#,
     ),
+    (
+        3,
+        r#"
+-- OAuth state (serve --oauth): clients, codes, grants, access and refresh tokens by kind.
+-- Keys of codes and tokens are SHA-256 hashes (the secrets themselves are never stored);
+-- values are the JSON records the embedded ledger keeps.
+CREATE TABLE mcpzt_oauth (
+    kind   text NOT NULL,
+    key    text NOT NULL,
+    value  bytea NOT NULL,
+    PRIMARY KEY (kind, key)
+);
+"#,
+    ),
 ];
 
 /// The key of the advisory lock migrations run under (any constant unique to mcp-zt).

@@ -74,15 +74,20 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         return refuse("no client certificate and no access token", None, None);
     };
     let now = crate::pki::now().unix_timestamp();
-    let live = |h: &crate::ledger::oauth::GrantHolder| super::live_certificate(&state, h, now);
-    let (grant, cert, token_expires) =
-        match o
-            .server
-            .check_access(state.authority.ledger(), &token, now, &live)
-        {
-            Ok(found) => found,
-            Err(r) => return refuse(&r.why, Some(("invalid_token", &r.why)), r.grant.as_deref()),
-        };
+    // The embedded ledger answers in microseconds; a shared one is a network round trip, kept
+    // off the async workers.
+    let checked = if state.authority.ledger().is_shared() {
+        let st = state.clone();
+        tokio::task::spawn_blocking(move || check_token(&st, &token, now))
+            .await
+            .unwrap_or_else(|_| Err(("internal error".to_string(), None).into()))
+    } else {
+        check_token(&state, &token, now)
+    };
+    let (grant, cert, token_expires) = match checked {
+        Ok(found) => found,
+        Err(r) => return refuse(&r.why, Some(("invalid_token", &r.why)), r.grant.as_deref()),
+    };
     if grant.cnf.is_some() {
         let why = "certificate-bound token without its certificate";
         return refuse(why, Some(("invalid_token", why)), Some(&grant));
@@ -129,6 +134,19 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
             id,
         })
     })
+}
+
+fn check_token(
+    state: &AppState,
+    token: &str,
+    now: i64,
+) -> Result<(Grant, crate::oauth::flow::Live, i64), crate::oauth::flow::TokenRefusal> {
+    let Some(o) = state.oauth.as_deref() else {
+        return Err(("OAuth is off".to_string(), None).into());
+    };
+    let live = |h: &crate::ledger::oauth::GrantHolder| super::live_certificate(state, h, now);
+    o.server
+        .check_access(state.authority.ledger(), token, now, &live)
 }
 
 /// A response body that ends with an error (the stream is reset) once `cut` fires, and leaves

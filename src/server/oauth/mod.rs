@@ -372,37 +372,42 @@ pub fn start(
     cimd: &CimdOptions,
 ) -> anyhow::Result<OAuthState> {
     use anyhow::Context;
-    if authority.ledger().is_shared() {
-        anyhow::bail!(
-            "--oauth: OAuth state is kept only in the embedded ledger in this release; a \
-             PostgreSQL ledger (a fleet) cannot serve it yet"
-        );
-    }
     let home = authority.home().dir();
     let config = crate::oauth::OAuthConfig::load(&home.join("oauth.toml"))?;
     let key_path = home.join("oauth.key");
-    let key = match crate::fsutil::read(&key_path) {
-        Ok(bytes) => {
-            if let Some(mode) = crate::fsutil::exposed_mode_of(&key_path)? {
-                anyhow::bail!(
-                    "{} is readable by others (mode {mode:o}): chmod 600 it",
-                    key_path.display()
-                );
+    let key = if let crate::ledger::Ledger::Postgres(pg) = authority.ledger() {
+        // A fleet shares one key (CSRF tokens and refresh successors must verify on every
+        // replica): kept in the shared ledger, made by the first replica that needs it.
+        let fresh = crate::oauth::crypto::sha256_hex(&crate::oauth::crypto::random_token(""));
+        let hex_key = pg.oauth_key_or(&fresh)?;
+        hex::decode(hex_key.trim())
+            .ok()
+            .filter(|k| k.len() == 32)
+            .context("the ledger's OAuth key is not 32 bytes of hex")?
+    } else {
+        match crate::fsutil::read(&key_path) {
+            Ok(bytes) => {
+                if let Some(mode) = crate::fsutil::exposed_mode_of(&key_path)? {
+                    anyhow::bail!(
+                        "{} is readable by others (mode {mode:o}): chmod 600 it",
+                        key_path.display()
+                    );
+                }
+                let text = String::from_utf8(bytes).unwrap_or_default();
+                hex::decode(text.trim())
+                    .ok()
+                    .filter(|k| k.len() == 32)
+                    .with_context(|| format!("{}: not 32 bytes of hex", key_path.display()))?
             }
-            let text = String::from_utf8(bytes).unwrap_or_default();
-            hex::decode(text.trim())
-                .ok()
-                .filter(|k| k.len() == 32)
-                .with_context(|| format!("{}: not 32 bytes of hex", key_path.display()))?
+            Err(_) if !key_path.exists() => {
+                let fresh = crate::oauth::crypto::random_token("");
+                let bytes = crate::oauth::crypto::sha256_hex(&fresh);
+                crate::fsutil::write_new(&key_path, bytes.as_bytes(), crate::fsutil::SECRET_MODE)
+                    .with_context(|| format!("write {}", key_path.display()))?;
+                hex::decode(&bytes).context("the new OAuth key")?
+            }
+            Err(e) => return Err(e).with_context(|| format!("read {}", key_path.display())),
         }
-        Err(_) if !key_path.exists() => {
-            let fresh = crate::oauth::crypto::random_token("");
-            let bytes = crate::oauth::crypto::sha256_hex(&fresh);
-            crate::fsutil::write_new(&key_path, bytes.as_bytes(), crate::fsutil::SECRET_MODE)
-                .with_context(|| format!("write {}", key_path.display()))?;
-            hex::decode(&bytes).context("the new OAuth key")?
-        }
-        Err(e) => return Err(e).with_context(|| format!("read {}", key_path.display())),
     };
     let secret = crate::oauth::crypto::Secret::from_bytes(&key);
     let fetcher = if config.allows(crate::oauth::Registration::Cimd) {
