@@ -23,7 +23,7 @@ type Sender = hyper::client::conn::http1::SendRequest<Full<Bytes>>;
 
 fn usage() -> ! {
     eprintln!(
-        "usage: loadgen MODE --addr HOST:PORT (--ca CA --cert CERT --key KEY | --plain) [options]\n\
+        "usage: loadgen MODE --addr HOST:PORT (--ca CA --cert CERT --key KEY | --ca CA --bearer TOKEN | --plain) [options]\n\
          modes: handshake | calls | idle | revocation | soak\n\
          options: --concurrency N --duration SECS --pid PID (repeatable) --static --legacy\n\
          \x20        --tool NAME (the tool called, default whoami)\n\
@@ -52,6 +52,8 @@ struct Args {
     prefix: String,
     plain: bool,
     tool: String,
+    /// An OAuth access token sent on every request (then no client certificate is needed).
+    bearer: String,
 }
 
 fn parse_args() -> Args {
@@ -84,14 +86,18 @@ fn parse_args() -> Args {
             "--prefix" => a.prefix = val(),
             "--plain" => a.plain = true,
             "--tool" => a.tool = val(),
+            "--bearer" => a.bearer = val(),
             _ => usage(),
         }
     }
     // Revocation and soak are about client certificates: they need TLS.
     let tls_only = matches!(a.mode.as_str(), "revocation" | "soak");
-    let missing_tls = [&a.ca, &a.cert, &a.key]
-        .iter()
-        .any(|p| p.as_os_str().is_empty());
+    let needed: &[&PathBuf] = if a.bearer.is_empty() {
+        &[&a.ca, &a.cert, &a.key]
+    } else {
+        &[&a.ca]
+    };
+    let missing_tls = needed.iter().any(|p| p.as_os_str().is_empty());
     if a.addr.is_empty() || (a.plain && tls_only) || (!a.plain && missing_tls) {
         usage()
     }
@@ -121,6 +127,23 @@ fn load_certs(path: &Path) -> Vec<CertificateDer<'static>> {
         .unwrap_or_else(|e| panic!("{}: {e:?}", path.display()))
 }
 
+/// TLS 1.3 without a client certificate (`--bearer`: the token says who the client is).
+fn tls_connector_no_cert(a: &Args) -> TlsConnector {
+    let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    for c in load_certs(&a.ca) {
+        roots.add(c).expect("CA");
+    }
+    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .expect("versions")
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    cfg.resumption = rustls::client::Resumption::disabled();
+    cfg.alpn_protocols = vec![b"http/1.1".to_vec()];
+    TlsConnector::from(Arc::new(cfg))
+}
+
 fn tls_connector(a: &Args, cert: &Path, key: &Path) -> TlsConnector {
     let provider = Arc::new(rustls::crypto::aws_lc_rs::default_provider());
     let mut roots = rustls::RootCertStore::empty();
@@ -130,10 +153,11 @@ fn tls_connector(a: &Args, cert: &Path, key: &Path) -> TlsConnector {
     let key_pem = std::fs::read(key).expect("key");
     let key: PrivateKeyDer<'static> =
         rustls::pki_types::pem::PemObject::from_pem_slice(&key_pem).expect("key PEM");
-    let mut cfg = rustls::ClientConfig::builder_with_provider(provider)
+    let builder = rustls::ClientConfig::builder_with_provider(provider)
         .with_protocol_versions(&[&rustls::version::TLS13])
         .expect("versions")
-        .with_root_certificates(roots)
+        .with_root_certificates(roots);
+    let mut cfg = builder
         .with_client_auth_cert(load_certs(cert), key)
         .expect("client cert");
     // Every connection is a full handshake: that is what this measures.
@@ -153,6 +177,8 @@ impl Dialer {
     fn of(a: &Args) -> Dialer {
         if a.plain {
             Dialer::Plain
+        } else if !a.bearer.is_empty() && a.cert.as_os_str().is_empty() {
+            Dialer::Tls(tls_connector_no_cert(a))
         } else {
             Dialer::Tls(tls_connector(a, &a.cert, &a.key))
         }
@@ -363,16 +389,23 @@ async fn calls(a: Args) {
     let errors = Arc::new(AtomicU64::new(0));
     // Sessions are set up before the measured window.
     let mut senders = Vec::new();
+    let auth: Vec<(String, String)> = if a.bearer.is_empty() {
+        Vec::new()
+    } else {
+        vec![("authorization".into(), format!("Bearer {}", a.bearer))]
+    };
     for _ in 0..a.concurrency {
         let mut s = connect(addr, &dialer).await.expect("connect");
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "loadgen", "version": "1"}}});
-        let r = post(&mut s, &init, &[]).await.expect("initialize");
+        let h0: Vec<(&str, &str)> = auth.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
+        let r = post(&mut s, &init, &h0).await.expect("initialize");
         assert_eq!(r.status, 200, "initialize failed");
         let session = r.session.clone();
         let mut hdrs: Vec<(String, String)> =
             vec![("mcp-protocol-version".into(), "2025-06-18".into())];
+        hdrs.extend(auth.iter().cloned());
         if let Some(sid) = &session {
             hdrs.push(("mcp-session-id".into(), sid.clone()));
             let h: Vec<(&str, &str)> = hdrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();

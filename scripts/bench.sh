@@ -358,5 +358,31 @@ stop_pid "$MCP_PID"
 stop_pid "$proxy_pid"
 record "peers" "{\"mcp_proxy\":\"$proxy_version\",\"node\":\"$(node --version)\"}"
 
+echo "== OAuth: tools/call with an access token, and with the certificate, on one server" >&2
+# The same server process, the same holder, alternated run by run: the CPU an access token
+# costs per call (its lookup in the ledger, the grant check) against the certificate path.
+oh="$work/oauth"
+new_home "$oh" 0
+printf 'access_ttl = "1h"\n' >"$oh/oauth.toml"
+oport=$(free_port)
+"$MCP_ZT" --home "$oh" serve --listen "127.0.0.1:$oport" --lockout-threshold 0 \
+  --max-connections 20000 --max-connections-per-cert 0 --max-handshakes-per-address 0 \
+  --oauth --public-url "https://localhost:$oport/mcp" --login-url "https://127.0.0.1:$oport" \
+  >"$work/oauth.out" 2>"$work/oauth.out.err" &
+opid=$!
+pids+=("$opid")
+wait_listening "$work/oauth.out" "$opid" "mcp-zt serve --oauth"
+token=$(python3 "$here/bench/oauth_token.py" "$oh/ca.crt" "$oh/clients/bench.crt" \
+  "$oh/clients/bench.key" "$oport") || fail "no OAuth token for the benchmark"
+for c in $gconcs; do
+  for _ in $(seq 1 "$runs"); do
+    measure "oauth-cert calls c=$c" "$oh" "$oport" "--pid $opid" calls "$c"
+    out=$("$LOADGEN" calls --addr "127.0.0.1:$oport" --ca "$oh/ca.crt" --bearer "$token" \
+      --pid "$opid" --concurrency "$c" --duration "$dur") || fail "loadgen calls with a token"
+    record "oauth-token calls c=$c" "$out"
+  done
+done
+stop_pid "$opid"
+
 mkdir -p "$root/bench-results"
 python3 "$here/bench/report.py" "$results" "$mode" "$root/bench-results/latest.json"

@@ -621,12 +621,20 @@ impl AuthServer {
         now: i64,
         live: LiveCheck<'_>,
     ) -> Result<(Grant, Live, i64), TokenRefusal> {
+        self.check_access_hashed(ledger, &crypto::sha256_hex(token), now, live)
+    }
+
+    /// [`Self::check_access`] for a token already hashed.
+    pub fn check_access_hashed(
+        &self,
+        ledger: &Ledger,
+        hash: &str,
+        now: i64,
+        live: LiveCheck<'_>,
+    ) -> Result<(Grant, Live, i64), TokenRefusal> {
         let storage = |e: LedgerError| (format!("ledger: {e}"), None);
         let storage = |e| TokenRefusal::from(storage(e));
-        let Some(rec) = ledger
-            .oauth_access(&crypto::sha256_hex(token))
-            .map_err(storage)?
-        else {
+        let Some(rec) = ledger.oauth_access(hash).map_err(storage)? else {
             return Err(("unknown token".to_string(), None).into());
         };
         let Some(grant) = ledger.oauth_grant(&rec.grant).map_err(storage)? else {

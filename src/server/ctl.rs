@@ -152,6 +152,9 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
                 if matches!(op, crate::oauth::admin::AdminOp::Revoke { .. }) {
                     // Its open streams end now; its tokens are refused from the next request.
                     state.conns.cut(&format!("oauth:{}", g.id));
+                    if let Some(o) = state.oauth.as_deref() {
+                        o.forget_cached();
+                    }
                     state.audit.log(
                         crate::audit::Event::new("grant_revoked")
                             .holder(&g.holder.name, &g.holder.role, &g.holder.serial)

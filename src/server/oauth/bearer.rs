@@ -122,13 +122,13 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
     if state.revoked.contains(&cert.serial) {
         cut.cancel();
     }
-    let left = u64::try_from(token_expires.min(cert.not_after) - now).unwrap_or(0);
+    let until = token_expires.min(cert.not_after);
     let response = next.run(req).await;
     response.map(|inner| {
         Body::new(Cuttable {
             inner,
             cut: Box::pin(cut.cancelled_owned()),
-            expiry: Box::pin(tokio::time::sleep(std::time::Duration::from_secs(left))),
+            until,
             state: state.clone(),
             keys,
             id,
@@ -145,8 +145,23 @@ fn check_token(
         return Err(("OAuth is off".to_string(), None).into());
     };
     let live = |h: &crate::ledger::oauth::GrantHolder| super::live_certificate(state, h, now);
-    o.server
-        .check_access(state.authority.ledger(), token, now, &live)
+    let hash = crate::oauth::crypto::sha256_hex(token);
+    // Checked a moment ago: only what can change without the ledger is looked at again (the
+    // token's expiry, the certificate's revocation, the role).
+    if let Some((grant, expires_at)) = o.cached(&hash) {
+        if expires_at > now {
+            if let Ok(cert) = live(&grant.holder) {
+                if cert.not_after > now {
+                    return Ok(((*grant).clone(), cert, expires_at));
+                }
+            }
+        }
+    }
+    let checked = o
+        .server
+        .check_access_hashed(state.authority.ledger(), &hash, now, &live)?;
+    o.remember(hash, checked.0.clone(), checked.2);
+    Ok(checked)
 }
 
 /// A response body that ends with an error (the stream is reset) once `cut` fires, and leaves
@@ -154,7 +169,9 @@ fn check_token(
 struct Cuttable {
     inner: Body,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
-    expiry: Pin<Box<tokio::time::Sleep>>,
+    /// The token's (or certificate's) end, Unix seconds: checked at each frame, so a stream
+    /// ends at its first frame (keep-alives included) past it.
+    until: i64,
     state: Arc<AppState>,
     keys: [String; 2],
     id: u64,
@@ -179,10 +196,12 @@ impl hyper::body::Body for Cuttable {
         if self.cut.as_mut().poll(cx).is_ready() {
             return Poll::Ready(Some(Err(axum::Error::new("access revoked"))));
         }
-        if self.expiry.as_mut().poll(cx).is_ready() {
+        let frame = Pin::new(&mut self.inner).poll_frame(cx);
+        if matches!(frame, Poll::Ready(Some(_))) && crate::pki::now().unix_timestamp() >= self.until
+        {
             return Poll::Ready(Some(Err(axum::Error::new("access token expired"))));
         }
-        Pin::new(&mut self.inner).poll_frame(cx)
+        frame
     }
 
     fn is_end_stream(&self) -> bool {

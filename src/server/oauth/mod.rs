@@ -23,6 +23,7 @@ use http::{header, HeaderMap, HeaderValue, StatusCode};
 
 use super::state::AppState;
 use crate::audit::Event;
+use crate::ledger::oauth::Grant;
 use crate::mcp::ratelimit::RateLimiter;
 use crate::oauth::flow::{AuthServer, OAuthFail};
 use crate::oauth::metadata;
@@ -36,6 +37,11 @@ pub struct OAuthState {
     pub cimd: Option<crate::oauth::cimd::Fetcher>,
     /// Approvals waiting for `oauth approve CODE`.
     approvals: approval::Approvals,
+    /// Access tokens checked against the ledger in the last [`CACHE_FOR`]: by hash, their
+    /// grant and expiry. The certificate's revocation is checked on every request anyway (in
+    /// memory); a grant revoked here empties the cache; one revoked on another replica is seen
+    /// within [`CACHE_FOR`].
+    access_cache: std::sync::Mutex<std::collections::HashMap<String, (Arc<Grant>, i64, Instant)>>,
     /// Per-address and per-client limits (refused bearer requests, registrations, token
     /// requests): token buckets that refill, so an address is slowed, never locked out.
     limits: RateLimiter,
@@ -47,6 +53,11 @@ const REFUSALS_PER_MIN: u32 = 120;
 const REGISTRATIONS_PER_MIN: u32 = 10;
 /// Token requests per client and minute.
 const TOKENS_PER_CLIENT_MIN: u32 = 120;
+/// How long a token checked against the ledger is taken as checked (a grant revoked on another
+/// replica is refused here within this; within the fleet's 1 s revocation bound).
+const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+/// Most token checks cached.
+const MAX_CACHED: usize = 65_536;
 /// Token requests per address and minute.
 const TOKENS_PER_ADDR_MIN: u32 = 600;
 /// Authorization requests (and the metadata fetches they may cause) per address and minute.
@@ -66,8 +77,37 @@ impl OAuthState {
             server,
             cimd,
             approvals: approval::Approvals::default(),
+            access_cache: Default::default(),
             limits: RateLimiter::default(),
         }
+    }
+
+    /// A grant checked in the last [`CACHE_FOR`] for the token hash, and the token's expiry.
+    fn cached(&self, hash: &str) -> Option<(Arc<Grant>, i64)> {
+        let cache = self.access_cache.lock().unwrap_or_else(|p| p.into_inner());
+        cache
+            .get(hash)
+            .filter(|(_, _, at)| at.elapsed() < CACHE_FOR)
+            .map(|(g, exp, _)| (g.clone(), *exp))
+    }
+
+    fn remember(&self, hash: String, grant: Grant, expires_at: i64) {
+        let mut cache = self.access_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if cache.len() >= MAX_CACHED {
+            cache.retain(|_, (_, _, at)| at.elapsed() < CACHE_FOR);
+            if cache.len() >= MAX_CACHED {
+                cache.clear();
+            }
+        }
+        cache.insert(hash, (Arc::new(grant), expires_at, Instant::now()));
+    }
+
+    /// Forgets every cached token check (a grant was revoked here).
+    pub fn forget_cached(&self) {
+        self.access_cache
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
     }
 
     /// Takes one token from bucket `kind` of `key`; `false`: over the limit. Keys come from
@@ -248,7 +288,9 @@ pub(super) fn live_certificate(
     h: &crate::ledger::oauth::GrantHolder,
     now: i64,
 ) -> Result<crate::oauth::flow::Live, String> {
-    if !login::grantable(state, &h.cert_role).contains(&h.role) {
+    // A narrowed role must still be one the certificate's role may grant (the certificate's
+    // own role is checked by the policy gate like any other).
+    if h.role != h.cert_role && !login::grantable(state, &h.cert_role).contains(&h.role) {
         return Err(format!(
             "role {:?} is no longer one the certificate's role {:?} may grant",
             h.role, h.cert_role

@@ -216,6 +216,9 @@ fn refused(state: &AppState, peer: &Peer, client: Option<&str>, fail: &OAuthFail
     if let Some(grant) = &fail.revoked_grant {
         // Streams of a grant revoked for reuse end now, not at their next request.
         state.conns.cut(&format!("oauth:{grant}"));
+        if let Some(o) = oauth(state) {
+            o.forget_cached();
+        }
     }
     let mut e = step(fail.event, peer.addr).reason(format!("{}: {}", fail.code, fail.description));
     if let Some(c) = client {
@@ -342,6 +345,9 @@ pub async fn revoke(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
                     )),
             );
             state.conns.cut(&format!("oauth:{}", grant.id));
+            if let Some(o) = oauth(&state) {
+                o.forget_cached();
+            }
             StatusCode::OK.into_response()
         }
         Ok(None) => StatusCode::OK.into_response(),
