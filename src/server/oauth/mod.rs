@@ -41,7 +41,7 @@ pub struct OAuthState {
     /// grant and expiry. The certificate's revocation is checked on every request anyway (in
     /// memory); a grant revoked here empties the cache; one revoked on another replica is seen
     /// within [`CACHE_FOR`].
-    access_cache: std::sync::Mutex<std::collections::HashMap<String, (Arc<Grant>, i64, Instant)>>,
+    access_cache: std::sync::Mutex<std::collections::HashMap<String, CachedCheck>>,
     /// Per-address and per-client limits (refused bearer requests, registrations, token
     /// requests): token buckets that refill, so an address is slowed, never locked out.
     limits: RateLimiter,
@@ -53,6 +53,9 @@ const REFUSALS_PER_MIN: u32 = 120;
 const REGISTRATIONS_PER_MIN: u32 = 10;
 /// Token requests per client and minute.
 const TOKENS_PER_CLIENT_MIN: u32 = 120;
+/// A token check: its grant, the token's expiry (Unix seconds), when it was made.
+type CachedCheck = (Arc<Grant>, i64, Instant);
+
 /// How long a token checked against the ledger is taken as checked (a grant revoked on another
 /// replica is refused here within this; within the fleet's 1 s revocation bound).
 const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
