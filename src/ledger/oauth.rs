@@ -331,6 +331,11 @@ impl Ledger {
         self.oauth_put(GRANTS, &g.id, g)
     }
 
+    /// Stores a new grant, only if no grant (or tombstone) has that id yet; whether it did.
+    pub fn insert_oauth_grant(&self, g: &Grant) -> Result<bool, LedgerError> {
+        self.kv_cas(GRANTS, &g.id, None, encode(g)?)
+    }
+
     /// A grant by id.
     pub fn oauth_grant(&self, id: &str) -> Result<Option<Grant>, LedgerError> {
         self.oauth_get(GRANTS, id)

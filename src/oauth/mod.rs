@@ -19,6 +19,7 @@ pub mod flow;
 pub mod metadata;
 pub mod pages;
 pub mod redirect;
+pub mod register;
 
 pub use config::{OAuthConfig, Registration};
 

@@ -129,13 +129,22 @@ impl OAuthState {
 /// certificate).
 pub fn router() -> Router<Arc<AppState>> {
     Router::new()
-        .route("/.well-known/oauth-protected-resource", get(resource_meta))
+        .route(
+            "/.well-known/oauth-protected-resource",
+            get(resource_meta).options(preflight),
+        )
         .route(
             "/.well-known/oauth-protected-resource/mcp",
-            get(resource_meta),
+            get(resource_meta).options(preflight),
         )
-        .route("/.well-known/oauth-authorization-server", get(server_meta))
-        .route("/.well-known/openid-configuration", get(server_meta))
+        .route(
+            "/.well-known/oauth-authorization-server",
+            get(server_meta).options(preflight),
+        )
+        .route(
+            "/.well-known/openid-configuration",
+            get(server_meta).options(preflight),
+        )
         .route("/token", post(token::token).options(preflight))
         .route("/register", post(token::register).options(preflight))
         .route("/revoke", post(token::revoke).options(preflight))
