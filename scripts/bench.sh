@@ -17,8 +17,9 @@
 # The handshake cost of a big revoked set is measured as interleaved A/B repetitions (0 and
 # N revoked, both servers running, measured alternately), medians compared.
 #
-# Usage: scripts/bench.sh [full|smoke]     (smoke: a few seconds per section, proves every
-#                                            section still works; debug build, figures meaningless)
+# Usage: scripts/bench.sh [full|smoke|oauth]  (smoke: a few seconds per section, proves every
+#                                               section still works; debug build, figures
+#                                               meaningless; oauth: only the OAuth section, full)
 # Output: tables on stdout, JSON in bench-results/latest.json (git-ignored).
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
@@ -34,8 +35,9 @@ root="$(cd "$here/.." && pwd)"
 mode="${1:-full}"
 case "$mode" in
   full) dur=5; runs=3; concs="1 16 64"; gconcs="1 16"; pairs=5; big=100000; trials=50; issues=20; idle=5000 ;;
+  oauth) dur=5; runs=5; gconcs="1 16" ;;
   smoke) dur=1; runs=1; concs="16"; gconcs="16"; pairs=1; big=2000; trials=3; issues=3; idle=100 ;;
-  *) echo "usage: $0 [full|smoke]" >&2; exit 2 ;;
+  *) echo "usage: $0 [full|smoke|oauth]" >&2; exit 2 ;;
 esac
 profile=release
 [ "$mode" = smoke ] && profile=debug
@@ -188,6 +190,54 @@ alternate() {
     done
   done
 }
+
+# oauth_section: tools/call with an access token against the same call with the certificate,
+# on one server with --oauth, alternated run by run: the CPU a token costs per call (its check,
+# the grant) against the certificate path.
+oauth_section() {
+  echo "== OAuth: tools/call with an access token, and with the certificate, on one server" >&2
+  # The same server process, the same holder, alternated run by run: the CPU an access token
+  # costs per call (its lookup in the ledger, the grant check) against the certificate path.
+  oh="$work/oauth"
+  new_home "$oh" 0
+  printf 'access_ttl = "1h"\n' >"$oh/oauth.toml"
+  oport=$(free_port)
+  "$MCP_ZT" --home "$oh" serve --listen "127.0.0.1:$oport" --lockout-threshold 0 \
+    --max-connections 20000 --max-connections-per-cert 0 --max-handshakes-per-address 0 \
+    --oauth --public-url "https://localhost:$oport/mcp" --login-url "https://127.0.0.1:$oport" \
+    >"$work/oauth.out" 2>"$work/oauth.out.err" &
+  opid=$!
+  pids+=("$opid")
+  wait_listening "$work/oauth.out" "$opid" "mcp-zt serve --oauth"
+  token=$(python3 "$here/bench/oauth_token.py" "$oh/ca.crt" "$oh/clients/bench.crt" \
+    "$oh/clients/bench.key" "$oport") || fail "no OAuth token for the benchmark"
+  for c in $gconcs; do
+    for _ in $(seq 1 "$runs"); do
+      measure "oauth-cert calls c=$c" "$oh" "$oport" "--pid $opid" calls "$c"
+      out=$("$LOADGEN" calls --addr "127.0.0.1:$oport" --ca "$oh/ca.crt" --bearer "$token" \
+        --pid "$opid" --concurrency "$c" --duration "$dur") || fail "loadgen calls with a token"
+      record "oauth-token calls c=$c" "$out"
+    done
+  done
+  stop_pid "$opid"
+}
+
+if [ "$mode" = oauth ]; then
+  oauth_section
+  python3 - "$results" <<'PY'
+import json, statistics, sys
+runs = {}
+for line in open(sys.argv[1]):
+    r = json.loads(line)
+    runs.setdefault(r["name"], []).append(r["data"]["ops_per_server_cpu_sec"])
+for c in sorted({int(n.split("c=")[1]) for n in runs}):
+    cert = statistics.median(runs[f"oauth-cert calls c={c}"])
+    tok = statistics.median(runs[f"oauth-token calls c={c}"])
+    print(f"c={c}: calls/CPU-s certificate {cert:,.0f}, access token {tok:,.0f}, "
+          f"extra CPU per call with a token {100 * (cert / tok - 1):+.1f}%")
+PY
+  exit 0
+fi
 
 echo "== machine: $(nproc) cores, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs)" >&2
 
@@ -358,31 +408,7 @@ stop_pid "$MCP_PID"
 stop_pid "$proxy_pid"
 record "peers" "{\"mcp_proxy\":\"$proxy_version\",\"node\":\"$(node --version)\"}"
 
-echo "== OAuth: tools/call with an access token, and with the certificate, on one server" >&2
-# The same server process, the same holder, alternated run by run: the CPU an access token
-# costs per call (its lookup in the ledger, the grant check) against the certificate path.
-oh="$work/oauth"
-new_home "$oh" 0
-printf 'access_ttl = "1h"\n' >"$oh/oauth.toml"
-oport=$(free_port)
-"$MCP_ZT" --home "$oh" serve --listen "127.0.0.1:$oport" --lockout-threshold 0 \
-  --max-connections 20000 --max-connections-per-cert 0 --max-handshakes-per-address 0 \
-  --oauth --public-url "https://localhost:$oport/mcp" --login-url "https://127.0.0.1:$oport" \
-  >"$work/oauth.out" 2>"$work/oauth.out.err" &
-opid=$!
-pids+=("$opid")
-wait_listening "$work/oauth.out" "$opid" "mcp-zt serve --oauth"
-token=$(python3 "$here/bench/oauth_token.py" "$oh/ca.crt" "$oh/clients/bench.crt" \
-  "$oh/clients/bench.key" "$oport") || fail "no OAuth token for the benchmark"
-for c in $gconcs; do
-  for _ in $(seq 1 "$runs"); do
-    measure "oauth-cert calls c=$c" "$oh" "$oport" "--pid $opid" calls "$c"
-    out=$("$LOADGEN" calls --addr "127.0.0.1:$oport" --ca "$oh/ca.crt" --bearer "$token" \
-      --pid "$opid" --concurrency "$c" --duration "$dur") || fail "loadgen calls with a token"
-    record "oauth-token calls c=$c" "$out"
-  done
-done
-stop_pid "$opid"
+oauth_section
 
 mkdir -p "$root/bench-results"
 python3 "$here/bench/report.py" "$results" "$mode" "$root/bench-results/latest.json"

@@ -305,6 +305,7 @@ impl Connection {
                 id: self.state.conns.next_id(),
                 addr: peer,
                 x5t: None,
+                token: Default::default(),
             });
             return self
                 .http(tls, peer_info, None, CancellationToken::new())
@@ -366,6 +367,7 @@ impl Connection {
             id,
             addr: peer,
             x5t,
+            token: Default::default(),
         });
         self.http(tls, peer_info, Some(info), revoked).await;
         self.state.conns.unregister(&serial, id);

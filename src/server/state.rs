@@ -24,6 +24,26 @@ pub struct Peer {
     pub addr: std::net::SocketAddr,
     /// `x5t#S256` (SHA-256 of the DER, base64url) of the verified client certificate, if any.
     pub x5t: Option<String>,
+    /// The last access token checked on this connection and who it stood for (OAuth): the
+    /// next request with the same token skips the lookup (see `server::oauth::bearer`).
+    pub token: Mutex<Option<TokenSlot>>,
+}
+
+/// An access token checked on a connection.
+#[derive(Debug)]
+pub struct TokenSlot {
+    /// SHA-256 of the token (hex).
+    pub hash: String,
+    /// Who it stands for.
+    pub info: Arc<ConnInfo>,
+    /// Its grant.
+    pub grant: String,
+    /// The token's end (or its certificate's), Unix seconds.
+    pub until: i64,
+    /// When it was checked against the ledger.
+    pub checked: std::time::Instant,
+    /// The OAuth state's revocation generation then.
+    pub generation: u64,
 }
 
 /// Open connections by certificate serial, so a revocation can close them at once.

@@ -22,7 +22,6 @@ use serde::{Deserialize, Serialize};
 use super::login::{grantable, html, on_login_name, see_other};
 use super::{json, oauth, small_body, step, OAuthState};
 use crate::identity::ConnInfo;
-use crate::ledger::oauth::GrantHolder;
 use crate::oauth::flow::Authorization;
 use crate::oauth::pages;
 use crate::oauth::redirect;
@@ -233,37 +232,50 @@ fn refuse(status: StatusCode, why: &str) -> Response {
     json(status, &serde_json::json!({"error": why}))
 }
 
+/// OAuth, the peer and the presented certificate of a code request.
+type Entry<'s> = (&'s OAuthState, Arc<Peer>, Arc<ConnInfo>);
+
+/// What both code endpoints need first: OAuth on, the peer within its lookup budget, and a
+/// certificate of mcp-zt's own CA.
+fn entry<'s>(state: &'s AppState, req: &Request<Body>) -> Result<Entry<'s>, Box<Response>> {
+    let Some(o) = oauth(state) else {
+        return Err(Box::new(StatusCode::NOT_FOUND.into_response()));
+    };
+    let Some(peer) = req.extensions().get::<Arc<Peer>>().cloned() else {
+        return Err(Box::new(StatusCode::FORBIDDEN.into_response()));
+    };
+    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
+    if !o.allow("approval", &group, LOOKUPS_PER_MIN) {
+        return Err(Box::new(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many code lookups; wait a minute",
+        )));
+    }
+    let Some(conn) = cert_of(req) else {
+        return Err(Box::new(refuse(
+            StatusCode::FORBIDDEN,
+            "present the holder's client certificate",
+        )));
+    };
+    if conn.identity.trust.is_some() {
+        return Err(Box::new(refuse(
+            StatusCode::FORBIDDEN,
+            "certificates of foreign trusts cannot approve",
+        )));
+    }
+    Ok((o, peer, conn))
+}
+
 /// `GET /authorize/code/{CODE}`: what is asked (certificate required).
 pub async fn info(
     State(state): State<Arc<AppState>>,
     Path(code): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let Some(o) = oauth(&state) else {
-        return StatusCode::NOT_FOUND.into_response();
+    let (o, peer, conn) = match entry(&state, &req) {
+        Ok(e) => e,
+        Err(r) => return *r,
     };
-    let Some(peer) = req.extensions().get::<Arc<Peer>>().cloned() else {
-        return StatusCode::FORBIDDEN.into_response();
-    };
-    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
-    if !o.allow("approval", &group, LOOKUPS_PER_MIN) {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many code lookups; wait a minute",
-        );
-    }
-    let Some(conn) = cert_of(&req) else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "present the holder's client certificate",
-        );
-    };
-    if conn.identity.trust.is_some() {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "certificates of foreign trusts cannot approve",
-        );
-    }
     let Some((a, client_name)) = o.approvals.waiting(&code) else {
         state.audit.log(
             step("authorization_refused", peer.addr)
@@ -294,19 +306,10 @@ pub async fn decide(
     Path(code): Path<String>,
     req: Request<Body>,
 ) -> Response {
-    let Some(o) = oauth(&state) else {
-        return StatusCode::NOT_FOUND.into_response();
+    let (o, peer, conn) = match entry(&state, &req) {
+        Ok(e) => e,
+        Err(r) => return *r,
     };
-    let Some(peer) = req.extensions().get::<Arc<Peer>>().cloned() else {
-        return StatusCode::FORBIDDEN.into_response();
-    };
-    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
-    if !o.allow("approval", &group, LOOKUPS_PER_MIN) {
-        return refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many code lookups; wait a minute",
-        );
-    }
     // Not from a web page: a JSON body (no form can send one cross-site without a preflight,
     // which is refused) and no foreign Origin.
     let json_body = req
@@ -324,19 +327,7 @@ pub async fn decide(
             "the decision must come from mcp-zt oauth approve",
         );
     }
-    let Some(conn) = cert_of(&req) else {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "present the holder's client certificate",
-        );
-    };
     let who = conn.identity.clone();
-    if who.trust.is_some() {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "certificates of foreign trusts cannot approve",
-        );
-    }
     let body = match small_body(req.into_body()).await {
         Ok(b) => b,
         Err(f) => return refuse(StatusCode::BAD_REQUEST, &f.description),
@@ -365,40 +356,9 @@ pub async fn decide(
         );
         return json(StatusCode::OK, &serde_json::json!({"decision": "denied"}));
     }
-    if state.revoked.contains(&who.serial) || who.not_after <= now {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "the certificate is revoked or expired",
-        );
-    }
-    let role = d.role.unwrap_or_else(|| who.role.clone());
-    if !grantable(&state, &who.role).contains(&role) {
-        return refuse(
-            StatusCode::FORBIDDEN,
-            "that role is not one the certificate's role includes",
-        );
-    }
-    let holder = GrantHolder {
-        name: who.name.clone(),
-        role: role.clone(),
-        cert_role: who.role.clone(),
-        serial: who.serial.clone(),
-        spiffe_id: who.spiffe_id.clone(),
-        not_after: who.not_after,
-    };
-    let st = state.clone();
-    let a2 = a.clone();
-    let made = tokio::task::spawn_blocking(move || {
-        st.oauth
-            .as_deref()
-            .map(|o| o.server.approve(st.authority.ledger(), &a2, holder, now))
-    })
-    .await;
-    let Ok(Some(Ok(to))) = made else {
-        return refuse(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "the approval could not be stored",
-        );
+    let (to, role) = match super::login::approve_as(&state, &who, &a, d.role, now).await {
+        Ok(done) => done,
+        Err(why) => return refuse(StatusCode::FORBIDDEN, &why),
     };
     if !o.approvals.decide(&code, to) {
         return refuse(StatusCode::CONFLICT, "this code was decided meanwhile");

@@ -7,6 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
+use std::time::Instant;
 
 use axum::body::Body;
 use axum::extract::{Request, State};
@@ -19,7 +20,7 @@ use super::{oauth, step, REFUSALS_PER_MIN};
 use crate::identity::{ConnInfo, Identity, OAuthVia};
 use crate::ledger::oauth::Grant;
 use crate::oauth::metadata;
-use crate::server::state::{AppState, Peer};
+use crate::server::state::{AppState, Peer, TokenSlot};
 
 /// Ids of token-borne streams in the connection registry (apart from connection ids).
 static STREAM_IDS: AtomicU64 = AtomicU64::new(1 << 62);
@@ -74,56 +75,81 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         return refuse("no client certificate and no access token", None, None);
     };
     let now = crate::pki::now().unix_timestamp();
-    // The embedded ledger answers in microseconds; a shared one is a network round trip, kept
-    // off the async workers.
-    let checked = if state.authority.ledger().is_shared() {
-        let st = state.clone();
-        tokio::task::spawn_blocking(move || check_token(&st, &token, now))
-            .await
-            .unwrap_or_else(|_| Err(("internal error".to_string(), None).into()))
-    } else {
-        check_token(&state, &token, now)
+    let hash = crate::oauth::crypto::sha256_hex(&token);
+    let (info, grant_id, until) = match reuse(&state, o, &peer, &hash, now) {
+        Some(found) => found,
+        None => {
+            // The embedded ledger answers in microseconds; a shared one is a network round
+            // trip, kept off the async workers.
+            let checked = if state.authority.ledger().is_shared() {
+                let st = state.clone();
+                let h = hash.clone();
+                tokio::task::spawn_blocking(move || check_token(&st, &h, now))
+                    .await
+                    .unwrap_or_else(|_| Err(("internal error".to_string(), None).into()))
+            } else {
+                check_token(&state, &hash, now)
+            };
+            let (grant, cert, token_expires) = match checked {
+                Ok(found) => found,
+                Err(r) => {
+                    return refuse(&r.why, Some(("invalid_token", &r.why)), r.grant.as_deref())
+                }
+            };
+            if grant.cnf.is_some() {
+                let why = "certificate-bound token without its certificate";
+                return refuse(why, Some(("invalid_token", why)), Some(&grant));
+            }
+            let info = Arc::new(ConnInfo {
+                id: peer.id,
+                peer: peer.addr,
+                identity: Identity {
+                    name: grant.holder.name.clone(),
+                    role: grant.holder.role.clone(),
+                    serial: cert.serial.clone(),
+                    spiffe_id: grant.holder.spiffe_id.clone(),
+                    not_after: cert.not_after,
+                    trust: None,
+                    oauth: Some(OAuthVia {
+                        client_id: grant.client_id.clone(),
+                        grant: grant.id.clone(),
+                    }),
+                },
+            });
+            let until = token_expires.min(cert.not_after);
+            *peer.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(TokenSlot {
+                hash,
+                info: info.clone(),
+                grant: grant.id.clone(),
+                until,
+                checked: Instant::now(),
+                generation: o.generation(),
+            });
+            (info, grant.id.clone(), until)
+        }
     };
-    let (grant, cert, token_expires) = match checked {
-        Ok(found) => found,
-        Err(r) => return refuse(&r.why, Some(("invalid_token", &r.why)), r.grant.as_deref()),
-    };
-    if grant.cnf.is_some() {
-        let why = "certificate-bound token without its certificate";
-        return refuse(why, Some(("invalid_token", why)), Some(&grant));
-    }
-    let identity = Identity {
-        name: grant.holder.name.clone(),
-        role: grant.holder.role.clone(),
-        serial: cert.serial.clone(),
-        spiffe_id: grant.holder.spiffe_id.clone(),
-        not_after: cert.not_after,
-        trust: None,
-        oauth: Some(OAuthVia {
-            client_id: grant.client_id.clone(),
-            grant: grant.id.clone(),
-        }),
-    };
-    let info = Arc::new(ConnInfo {
-        id: peer.id,
-        peer: peer.addr,
-        identity,
-    });
+    let serial = info.identity.serial.clone();
     req.extensions_mut().insert(info);
-    // The answer (an SSE stream included) ends when the certificate or the grant is revoked,
-    // and when the token expires.
+    let response = next.run(req).await;
+    // A single JSON answer is complete once sent; an event stream stays open and must end when
+    // the certificate or the grant is revoked, and when the token expires.
+    let streaming = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if !streaming {
+        return response;
+    }
     let cut = CancellationToken::new();
     let id = STREAM_IDS.fetch_add(1, Ordering::Relaxed);
-    let keys = [cert.serial.clone(), format!("oauth:{}", grant.id)];
+    let keys = [serial, format!("oauth:{grant_id}")];
     for k in &keys {
         state.conns.attach(k, id, cut.clone());
     }
-    // A revocation between the check and the registration.
-    if state.revoked.contains(&cert.serial) {
+    // A revocation while the request ran.
+    if state.revoked.contains(&keys[0]) {
         cut.cancel();
     }
-    let until = token_expires.min(cert.not_after);
-    let response = next.run(req).await;
     response.map(|inner| {
         Body::new(Cuttable {
             inner,
@@ -136,19 +162,38 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
     })
 }
 
+/// The check made on this connection a moment ago for the same token, if nothing it relied on
+/// changed: within [`super::CACHE_FOR`], no grant revoked here since, the token and the
+/// certificate unexpired, the certificate not revoked (checked every time, in memory).
+fn reuse(
+    state: &AppState,
+    o: &super::OAuthState,
+    peer: &Peer,
+    hash: &str,
+    now: i64,
+) -> Option<(Arc<ConnInfo>, String, i64)> {
+    let slot = peer.token.lock().unwrap_or_else(|p| p.into_inner());
+    let s = slot.as_ref()?;
+    let fresh = s.hash == hash
+        && s.checked.elapsed() < super::CACHE_FOR
+        && s.generation == o.generation()
+        && s.until > now
+        && !state.revoked.contains(&s.info.identity.serial);
+    fresh.then(|| (s.info.clone(), s.grant.clone(), s.until))
+}
+
 fn check_token(
     state: &AppState,
-    token: &str,
+    hash: &str,
     now: i64,
 ) -> Result<(Grant, crate::oauth::flow::Live, i64), crate::oauth::flow::TokenRefusal> {
     let Some(o) = state.oauth.as_deref() else {
         return Err(("OAuth is off".to_string(), None).into());
     };
     let live = |h: &crate::ledger::oauth::GrantHolder| super::live_certificate(state, h, now);
-    let hash = crate::oauth::crypto::sha256_hex(token);
     // Checked a moment ago: only what can change without the ledger is looked at again (the
     // token's expiry, the certificate's revocation, the role).
-    if let Some((grant, expires_at)) = o.cached(&hash) {
+    if let Some((grant, expires_at)) = o.cached(hash) {
         if expires_at > now {
             if let Ok(cert) = live(&grant.holder) {
                 if cert.not_after > now {
@@ -159,8 +204,8 @@ fn check_token(
     }
     let checked = o
         .server
-        .check_access_hashed(state.authority.ledger(), &hash, now, &live)?;
-    o.remember(hash, checked.0.clone(), checked.2);
+        .check_access_hashed(state.authority.ledger(), hash, now, &live)?;
+    o.remember(hash.to_string(), checked.0.clone(), checked.2);
     Ok(checked)
 }
 

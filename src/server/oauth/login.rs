@@ -318,12 +318,35 @@ pub async fn decide(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         );
         return see_other(&to, Some(&a.redirect_uri));
     }
-    if state.revoked.contains(&who.serial) || who.not_after <= now {
-        return bad("the certificate is revoked or expired");
+    let result = approve_as(&state, &who, &a, d.role, now).await;
+    match result {
+        Ok((to, role)) => {
+            state.audit.log(
+                audit("authorization_approved")
+                    .reason(format!("by the holder (browser certificate), role {role}")),
+            );
+            see_other(&to, Some(&a.redirect_uri))
+        }
+        Err(why) => bad(&why),
     }
-    let role = d.role.unwrap_or_else(|| who.role.clone());
-    if !grantable(&state, &who.role).contains(&role) {
-        return bad("that role is not one the certificate's role includes");
+}
+
+/// The holder's approval, from the consent form or an approval code: the certificate must be
+/// live and the role one it may grant; stores a code and returns the URL that takes it back to
+/// the client, and the role granted.
+pub(super) async fn approve_as(
+    state: &Arc<AppState>,
+    who: &crate::identity::Identity,
+    a: &Authorization,
+    role: Option<String>,
+    now: i64,
+) -> Result<(String, String), String> {
+    if state.revoked.contains(&who.serial) || who.not_after <= now {
+        return Err("the certificate is revoked or expired".into());
+    }
+    let role = role.unwrap_or_else(|| who.role.clone());
+    if !grantable(state, &who.role).contains(&role) {
+        return Err("that role is not one the certificate's role includes".into());
     }
     let holder = GrantHolder {
         name: who.name.clone(),
@@ -335,21 +358,16 @@ pub async fn decide(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
     };
     let st = state.clone();
     let a2 = a.clone();
-    let result = tokio::task::spawn_blocking(move || {
-        let o = st.oauth.as_deref().map(|o| &o.server);
-        o.map(|s| s.approve(st.authority.ledger(), &a2, holder, now))
+    let made = tokio::task::spawn_blocking(move || {
+        st.oauth
+            .as_deref()
+            .map(|o| o.server.approve(st.authority.ledger(), &a2, holder, now))
     })
     .await;
-    match result {
-        Ok(Some(Ok(to))) => {
-            state.audit.log(
-                audit("authorization_approved")
-                    .reason(format!("by the holder (browser certificate), role {role}")),
-            );
-            see_other(&to, Some(&a.redirect_uri))
-        }
-        Ok(Some(Err(e))) => bad(&format!("ledger: {e}")),
-        _ => bad("internal error"),
+    match made {
+        Ok(Some(Ok(to))) => Ok((to, role)),
+        Ok(Some(Err(e))) => Err(format!("ledger: {e}")),
+        _ => Err("internal error".into()),
     }
 }
 

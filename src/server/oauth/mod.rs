@@ -42,6 +42,9 @@ pub struct OAuthState {
     /// memory); a grant revoked here empties the cache; one revoked on another replica is seen
     /// within [`CACHE_FOR`].
     access_cache: std::sync::Mutex<std::collections::HashMap<String, CachedCheck>>,
+    /// Bumped whenever a grant is revoked here: a token check remembered on a connection from
+    /// an older generation is made again.
+    generation: std::sync::atomic::AtomicU64,
     /// Per-address and per-client limits (refused bearer requests, registrations, token
     /// requests): token buckets that refill, so an address is slowed, never locked out.
     limits: RateLimiter,
@@ -58,7 +61,7 @@ type CachedCheck = (Arc<Grant>, i64, Instant);
 
 /// How long a token checked against the ledger is taken as checked (a grant revoked on another
 /// replica is refused here within this; within the fleet's 1 s revocation bound).
-const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
+pub(super) const CACHE_FOR: std::time::Duration = std::time::Duration::from_millis(500);
 /// Most token checks cached.
 const MAX_CACHED: usize = 65_536;
 /// Token requests per address and minute.
@@ -81,6 +84,7 @@ impl OAuthState {
             cimd,
             approvals: approval::Approvals::default(),
             access_cache: Default::default(),
+            generation: Default::default(),
             limits: RateLimiter::default(),
         }
     }
@@ -105,8 +109,15 @@ impl OAuthState {
         cache.insert(hash, (Arc::new(grant), expires_at, Instant::now()));
     }
 
+    /// The current revocation generation.
+    fn generation(&self) -> u64 {
+        self.generation.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
     /// Forgets every cached token check (a grant was revoked here).
     pub fn forget_cached(&self) {
+        self.generation
+            .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
         self.access_cache
             .lock()
             .unwrap_or_else(|p| p.into_inner())
