@@ -30,10 +30,10 @@ pub struct Peer {
 }
 
 /// An access token checked on a connection.
-#[derive(Debug)]
 pub struct TokenSlot {
-    /// SHA-256 of the token (hex).
-    pub hash: String,
+    /// The token (in memory only, for this connection's life: compared in constant time with
+    /// the next request's, so a repeat costs no hashing).
+    pub token: String,
     /// Who it stands for.
     pub info: Arc<ConnInfo>,
     /// Its grant.
@@ -44,6 +44,16 @@ pub struct TokenSlot {
     pub checked: std::time::Instant,
     /// The OAuth state's revocation generation then.
     pub generation: u64,
+}
+
+impl std::fmt::Debug for TokenSlot {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the token itself.
+        f.debug_struct("TokenSlot")
+            .field("grant", &self.grant)
+            .field("until", &self.until)
+            .finish_non_exhaustive()
+    }
 }
 
 /// Open connections by certificate serial, so a revocation can close them at once.

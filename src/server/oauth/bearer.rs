@@ -75,10 +75,10 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         return refuse("no client certificate and no access token", None, None);
     };
     let now = crate::pki::now().unix_timestamp();
-    let hash = crate::oauth::crypto::sha256_hex(&token);
-    let (info, grant_id, until) = match reuse(&state, o, &peer, &hash, now) {
+    let (info, grant_id, until) = match reuse(&state, o, &peer, &token, now) {
         Some(found) => found,
         None => {
+            let hash = crate::oauth::crypto::sha256_hex(&token);
             // The embedded ledger answers in microseconds; a shared one is a network round
             // trip, kept off the async workers.
             let checked = if state.authority.ledger().is_shared() {
@@ -118,7 +118,7 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
             });
             let until = token_expires.min(cert.not_after);
             *peer.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(TokenSlot {
-                hash,
+                token,
                 info: info.clone(),
                 grant: grant.id.clone(),
                 until,
@@ -169,12 +169,12 @@ fn reuse(
     state: &AppState,
     o: &super::OAuthState,
     peer: &Peer,
-    hash: &str,
+    token: &str,
     now: i64,
 ) -> Option<(Arc<ConnInfo>, String, i64)> {
     let slot = peer.token.lock().unwrap_or_else(|p| p.into_inner());
     let s = slot.as_ref()?;
-    let fresh = s.hash == hash
+    let fresh = crate::oauth::crypto::same(&s.token, token)
         && s.checked.elapsed() < super::CACHE_FOR
         && s.generation == o.generation()
         && s.until > now
