@@ -16,6 +16,7 @@ pub mod cimd;
 pub mod config;
 pub mod crypto;
 pub mod flow;
+pub mod messages;
 pub mod metadata;
 pub mod pages;
 pub mod redirect;
