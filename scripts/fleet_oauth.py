@@ -57,37 +57,42 @@ def request(port, host, method, path, body=None, headers=None, with_cert=False, 
 mcp_host = f"localhost:{pub}"
 login_host = f"127.0.0.1:{pub}"
 
-# Register and approve on replica A.
-status, _, body = request(port_a, mcp_host, "POST", "/register",
-                          json.dumps({"redirect_uris": ["http://127.0.0.1/cb"]}),
-                          {"Content-Type": "application/json"})
-if status != 201:
-    fail(f"register on replica A: {status} {body!r}")
-client_id = json.loads(body)["client_id"]
-query = urllib.parse.urlencode({
-    "response_type": "code", "client_id": client_id, "redirect_uri": "http://127.0.0.1:9/cb",
-    "state": "s", "code_challenge": CHALLENGE, "code_challenge_method": "S256", "resource": MCP})
-status, _, page = request(port_a, login_host, "GET", f"/authorize?{query}", with_cert=True,
-                          sni="127.0.0.1")
-if status != 200:
-    fail(f"consent page on replica A: {status} {page[:200]!r}")
-fields = {m.group(1): m.group(2).replace("&amp;", "&").replace("&quot;", '"')
-          for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.decode())}
-fields["decision"] = "approve"
-status, headers, _ = request(port_a, login_host, "POST", "/authorize/decide",
-                             urllib.parse.urlencode(fields),
-                             {"Content-Type": "application/x-www-form-urlencoded", "Origin": LOGIN},
-                             with_cert=True, sni="127.0.0.1")
-if status != 303:
-    fail(f"approval on replica A: {status}")
-code = urllib.parse.parse_qs(urllib.parse.urlparse(headers["location"]).query)["code"][0]
-status, _, body = request(port_a, mcp_host, "POST", "/token", urllib.parse.urlencode({
-    "grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1:9/cb",
-    "client_id": client_id, "code_verifier": VERIFIER}),
-    {"Content-Type": "application/x-www-form-urlencoded"})
-if status != 200:
-    fail(f"token from replica A: {status} {body!r}")
-tokens = json.loads(body)
+def obtain():
+    """Registers a client and gets a token pair on replica A: (client_id, tokens)."""
+    status, _, body = request(port_a, mcp_host, "POST", "/register",
+                              json.dumps({"redirect_uris": ["http://127.0.0.1/cb"]}),
+                              {"Content-Type": "application/json"})
+    if status != 201:
+        fail(f"register on replica A: {status} {body!r}")
+    client_id = json.loads(body)["client_id"]
+    query = urllib.parse.urlencode({
+        "response_type": "code", "client_id": client_id, "redirect_uri": "http://127.0.0.1:9/cb",
+        "state": "s", "code_challenge": CHALLENGE, "code_challenge_method": "S256", "resource": MCP})
+    status, _, page = request(port_a, login_host, "GET", f"/authorize?{query}", with_cert=True,
+                              sni="127.0.0.1")
+    if status != 200:
+        fail(f"consent page on replica A: {status} {page[:200]!r}")
+    fields = {m.group(1): m.group(2).replace("&amp;", "&").replace("&quot;", '"')
+              for m in re.finditer(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', page.decode())}
+    fields["decision"] = "approve"
+    status, headers, _ = request(port_a, login_host, "POST", "/authorize/decide",
+                                 urllib.parse.urlencode(fields),
+                                 {"Content-Type": "application/x-www-form-urlencoded", "Origin": LOGIN},
+                                 with_cert=True, sni="127.0.0.1")
+    if status != 303:
+        fail(f"approval on replica A: {status}")
+    code = urllib.parse.parse_qs(urllib.parse.urlparse(headers["location"]).query)["code"][0]
+    status, _, body = request(port_a, mcp_host, "POST", "/token", urllib.parse.urlencode({
+        "grant_type": "authorization_code", "code": code, "redirect_uri": "http://127.0.0.1:9/cb",
+        "client_id": client_id, "code_verifier": VERIFIER}),
+        {"Content-Type": "application/x-www-form-urlencoded"})
+    if status != 200:
+        fail(f"token from replica A: {status} {body!r}")
+    tokens = json.loads(body)
+    return client_id, tokens
+
+
+client_id, tokens = obtain()
 ok("replica A issued a token pair")
 
 
@@ -115,6 +120,54 @@ if status != 200 or json.loads(body2)["access_token"] != access:
 ok("a refresh on replica B rotates; the same refresh on replica A within the grace gets the same pair")
 if init_on(port_b, access) != 200:
     fail("the refreshed token does not work on replica B")
+
+# A grant revoked through replica A ends an event stream open on replica B.
+import threading
+
+other_client, other = obtain()
+status, headers, _ = request(port_b, mcp_host, "POST", "/mcp", INIT, {
+    "Authorization": f"Bearer {other['access_token']}", "Content-Type": "application/json",
+    "Accept": "application/json, text/event-stream"})
+sid = headers.get("mcp-session-id")
+if status != 200 or not sid:
+    fail(f"initialize on replica B with the second grant: {status}")
+ctx = ssl.create_default_context(cafile=ca)
+stream = http.client.HTTPSConnection("localhost", port_b, context=ctx, timeout=30)
+stream.request("GET", "/mcp", headers={
+    "Host": mcp_host, "Authorization": f"Bearer {other['access_token']}",
+    "Accept": "text/event-stream", "Mcp-Session-Id": sid, "MCP-Protocol-Version": "2025-06-18"})
+resp = stream.getresponse()
+if resp.status != 200:
+    fail(f"event stream on replica B: {resp.status}")
+ended = {}
+
+
+def drain():
+    try:
+        while resp.read(1):
+            pass
+        ended["how"] = "ended"
+    except Exception as e:  # a reset stream is the expected end
+        ended["how"] = type(e).__name__
+    ended["at"] = time.monotonic()
+
+
+t = threading.Thread(target=drain, daemon=True)
+t.start()
+time.sleep(0.5)
+if ended:
+    fail("the event stream on replica B ended before the revocation")
+revoke_at = time.monotonic()
+subprocess.run([mcp_zt, "--home", home_a, "--ledger", ledger, "oauth", "revoke", "--client",
+                other_client], check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+t.join(5)
+if not ended:
+    fail("replica B kept the event stream of a grant revoked through replica A for 5 s")
+print(f"replica B cut the stream {ended['at'] - revoke_at:.2f} s after `oauth revoke` started "
+      f"({ended['how']})", flush=True)
+if init_on(port_b, other["access_token"]) != 401:
+    fail("replica B still accepts the token of a grant revoked through replica A")
+ok("a grant revoked through replica A: replica B cuts its open stream and refuses its token")
 
 # Revoke through replica A; replica B must refuse the token within 1 s.
 started = time.monotonic()

@@ -137,6 +137,13 @@ impl Credentials {
 
     /// A reqwest client that presents the certificate and trusts only the CA.
     pub fn client(&self) -> Result<reqwest::Client, BridgeError> {
+        self.client_trusting(false)
+    }
+
+    /// Like [`Self::client`]; with `system_roots`, the operating system's trusted CAs are
+    /// trusted too (beside the bundle's CA): `oauth approve` talks to the login name, which
+    /// may serve a certificate from a public CA (`serve --tls-cert`).
+    pub fn client_trusting(&self, system_roots: bool) -> Result<reqwest::Client, BridgeError> {
         let creds = self.load()?;
         let path = self.location();
         let mut cas = Vec::new();
@@ -152,9 +159,15 @@ impl Credentials {
                     path.display()
                 ))
             })?;
-        reqwest::Client::builder()
-            .tls_certs_only(cas)
-            .identity(id)
+        let mut b = reqwest::Client::builder();
+        if system_roots {
+            for ca in cas {
+                b = b.add_root_certificate(ca);
+            }
+        } else {
+            b = b.tls_certs_only(cas);
+        }
+        b.identity(id)
             .redirect(reqwest::redirect::Policy::none())
             .connect_timeout(Duration::from_secs(10))
             .build()

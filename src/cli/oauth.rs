@@ -161,7 +161,7 @@ fn approve(home: &Home, args: ApproveArgs) -> Result<()> {
         );
     }
     let creds = super::connect::credentials(home, &args.creds)?;
-    let client = creds.client()?;
+    let client = creds.client_trusting(true)?;
     let url = format!("{base}/authorize/code/{code}");
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

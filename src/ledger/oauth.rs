@@ -367,6 +367,24 @@ impl Ledger {
         })
     }
 
+    /// Moves a live grant to its holder's renewed certificate (serial and notAfter); a revoked
+    /// grant is left as it is.
+    pub fn advance_oauth_grant(
+        &self,
+        id: &str,
+        serial: &str,
+        not_after: i64,
+    ) -> Result<(), LedgerError> {
+        self.oauth_update::<Grant, ()>(GRANTS, id, |cur| match cur {
+            Some(mut g) if g.revoked.is_none() && g.holder.serial != serial => {
+                g.holder.serial = serial.to_string();
+                g.holder.not_after = not_after;
+                (Some(g), ())
+            }
+            _ => (None, ()),
+        })
+    }
+
     /// Stores an access token record under the token's hash.
     pub fn put_oauth_access(&self, hash: &str, t: &TokenRecord) -> Result<(), LedgerError> {
         self.oauth_put(ACCESS, hash, t)

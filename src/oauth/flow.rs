@@ -266,7 +266,7 @@ impl AuthServer {
                         // Not stored yet (its exchange still runs) or revoked already: a
                         // revoked tombstone under its id keeps the first exchange from
                         // storing it afterwards.
-                        let _ = ledger.insert_oauth_grant(&Grant {
+                        let placed = ledger.insert_oauth_grant(&Grant {
                             id: first.to_string(),
                             client_id: c.client_id.clone(),
                             holder: c.holder.clone(),
@@ -279,6 +279,10 @@ impl AuthServer {
                                 reason: why.into(),
                             }),
                         })?;
+                        if !placed {
+                            // The first exchange stored it meanwhile.
+                            ledger.revoke_oauth_grant(first, now, why)?;
+                        }
                     }
                     fail.revoked_grant = Some(first.to_string());
                 }
@@ -464,6 +468,8 @@ impl AuthServer {
         }
         let cert = match live(&grant.holder) {
             Ok(c) => c,
+            // A storage error says nothing about the grant: refused now, kept.
+            Err(why) if why.starts_with("ledger:") => return Err(OAuthFail::internal(why)),
             Err(why) => {
                 ledger.revoke_oauth_grant(&grant.id, now, &why)?;
                 let mut fail = OAuthFail::grant(why);
@@ -471,6 +477,10 @@ impl AuthServer {
                 return Err(fail);
             }
         };
+        // Renewed since: the grant now names the successor, so later walks are short.
+        if cert.serial != grant.holder.serial {
+            ledger.advance_oauth_grant(&grant.id, &cert.serial, cert.not_after)?;
+        }
         if grant.expires_at <= now || cert.not_after <= now {
             return Err(OAuthFail::grant("grant expired"));
         }

@@ -33,10 +33,16 @@ const TTL: Duration = Duration::from_secs(300);
 const MAX_PENDING: usize = 10_000;
 /// Code characters: no 0/O, 1/I/L, U (read aloud and typed without confusion).
 const ALPHABET: &[u8] = b"ABCDEFGHJKMNPQRSTVWXYZ23456789";
+/// Most approvals waiting for one address group.
+const PER_GROUP: usize = 20;
+/// Polls of waiting pages per address and minute (a page polls every 2 s).
+const POLLS_PER_MIN: u32 = 600;
 /// Code lookups per address and minute (codes are 39 bits; this makes guessing hopeless).
 const LOOKUPS_PER_MIN: u32 = 30;
 
 struct Pending {
+    /// The address group of the browser that asked (a group may hold only so many).
+    group: String,
     handle: String,
     auth: Authorization,
     client_name: Option<String>,
@@ -84,9 +90,25 @@ fn normal(code: &str) -> String {
 
 impl Approvals {
     /// A new waiting approval: (code, handle).
-    pub fn create(&self, auth: Authorization, client_name: Option<String>) -> (String, String) {
+    pub fn create(
+        &self,
+        group: &str,
+        auth: Authorization,
+        client_name: Option<String>,
+    ) -> (String, String) {
         let mut map = self.by_code.lock().unwrap_or_else(|p| p.into_inner());
         map.retain(|_, p| p.created.elapsed() < TTL);
+        // One address group cannot crowd out everybody else's approvals: its oldest goes.
+        let mine: Vec<(String, Instant)> = map
+            .iter()
+            .filter(|(_, p)| p.group == group)
+            .map(|(c, p)| (c.clone(), p.created))
+            .collect();
+        if mine.len() >= PER_GROUP {
+            if let Some((oldest, _)) = mine.iter().min_by_key(|(_, t)| *t) {
+                map.remove(oldest);
+            }
+        }
         if map.len() >= MAX_PENDING {
             // Oldest first out: a flood of page loads cannot keep new ones from working.
             if let Some(oldest) = map
@@ -105,6 +127,7 @@ impl Approvals {
         map.insert(
             code.clone(),
             Pending {
+                group: group.to_string(),
                 handle: handle.clone(),
                 auth,
                 client_name,
@@ -158,8 +181,14 @@ impl Approvals {
 }
 
 /// The no-certificate page with a fresh code for `a`.
-pub(super) fn page_for(o: &OAuthState, a: Authorization, client_name: Option<String>) -> Response {
-    let (code, handle) = o.approvals.create(a, client_name);
+pub(super) fn page_for(
+    o: &OAuthState,
+    peer: &Peer,
+    a: Authorization,
+    client_name: Option<String>,
+) -> Response {
+    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
+    let (code, handle) = o.approvals.create(&group, a, client_name);
     html(
         StatusCode::FORBIDDEN,
         pages::no_certificate(&o.server.endpoints.login, &code, &handle),
@@ -184,6 +213,12 @@ pub async fn wait(
     };
     if !on_login_name(o, req.headers(), req.uri()) {
         return StatusCode::NOT_FOUND.into_response();
+    }
+    if let Some(peer) = req.extensions().get::<Arc<Peer>>() {
+        let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
+        if !o.allow("wait", &group, POLLS_PER_MIN) {
+            return StatusCode::TOO_MANY_REQUESTS.into_response();
+        }
     }
     match o.approvals.poll(&query.h) {
         Some(Some(to)) => see_other(&to, None),
@@ -244,13 +279,6 @@ fn entry<'s>(state: &'s AppState, req: &Request<Body>) -> Result<Entry<'s>, Box<
     let Some(peer) = req.extensions().get::<Arc<Peer>>().cloned() else {
         return Err(Box::new(StatusCode::FORBIDDEN.into_response()));
     };
-    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
-    if !o.allow("approval", &group, LOOKUPS_PER_MIN) {
-        return Err(Box::new(refuse(
-            StatusCode::TOO_MANY_REQUESTS,
-            "too many code lookups; wait a minute",
-        )));
-    }
     let Some(conn) = cert_of(req) else {
         return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
@@ -261,6 +289,15 @@ fn entry<'s>(state: &'s AppState, req: &Request<Body>) -> Result<Entry<'s>, Box<
         return Err(Box::new(refuse(
             StatusCode::FORBIDDEN,
             "certificates of foreign trusts cannot approve",
+        )));
+    }
+    // Counted once a certificate is presented: requests without one from the same address
+    // cannot use up a holder's lookups.
+    let group = crate::tls::lockout::AddrGroup::from(peer.addr.ip()).to_string();
+    if !o.allow("approval", &group, LOOKUPS_PER_MIN) {
+        return Err(Box::new(refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "too many code lookups; wait a minute",
         )));
     }
     Ok((o, peer, conn))
@@ -350,7 +387,9 @@ pub async fn decide(
             "the holder denied the request",
             a.state.as_deref(),
         );
-        o.approvals.decide(&code, to);
+        if !o.approvals.decide(&code, to) {
+            return refuse(StatusCode::CONFLICT, "this code was decided meanwhile");
+        }
         state.audit.log(
             audit("authorization_denied").reason("by the holder (command line, approval code)"),
         );

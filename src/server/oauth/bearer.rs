@@ -75,20 +75,27 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
         return refuse("no client certificate and no access token", None, None);
     };
     let now = crate::pki::now().unix_timestamp();
-    let (info, grant_id, until) = match reuse(&state, o, &peer, &token, now) {
+    let (info, grant_id, until, generation) = match reuse(&state, o, &peer, &token, now) {
         Some(found) => found,
         None => {
+            // A token of the wrong shape costs no lookup.
+            if !well_formed(&token) {
+                let why = "malformed access token";
+                return refuse(why, Some(("invalid_token", why)), None);
+            }
             let hash = crate::oauth::crypto::sha256_hex(&token);
+            // Read before the check: a grant revoked here during it makes the result stale.
+            let generation = o.generation();
             // The embedded ledger answers in microseconds; a shared one is a network round
             // trip, kept off the async workers.
             let checked = if state.authority.ledger().is_shared() {
                 let st = state.clone();
                 let h = hash.clone();
-                tokio::task::spawn_blocking(move || check_token(&st, &h, now))
+                tokio::task::spawn_blocking(move || check_token(&st, &h, now, generation))
                     .await
                     .unwrap_or_else(|_| Err(("internal error".to_string(), None).into()))
             } else {
-                check_token(&state, &hash, now)
+                check_token(&state, &hash, now, generation)
             };
             let (grant, cert, token_expires) = match checked {
                 Ok(found) => found,
@@ -123,9 +130,9 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
                 grant: grant.id.clone(),
                 until,
                 checked: Instant::now(),
-                generation: o.generation(),
+                generation,
             });
-            (info, grant.id.clone(), until)
+            (info, grant.id.clone(), until, generation)
         }
     };
     let serial = info.identity.serial.clone();
@@ -146,14 +153,17 @@ pub async fn bearer(State(state): State<Arc<AppState>>, mut req: Request, next: 
     for k in &keys {
         state.conns.attach(k, id, cut.clone());
     }
-    // A revocation while the request ran.
-    if state.revoked.contains(&keys[0]) {
+    // A revocation while the request ran: of the certificate, or of a grant here.
+    if state.revoked.contains(&keys[0]) || o.generation() != generation {
         cut.cancel();
     }
+    // A grant revoked on another replica reaches this one through the ledger only.
+    tokio::spawn(watch_grant(state.clone(), grant_id, cut.clone()));
     response.map(|inner| {
         Body::new(Cuttable {
             inner,
-            cut: Box::pin(cut.cancelled_owned()),
+            cut: Box::pin(cut.clone().cancelled_owned()),
+            token: cut,
             until,
             state: state.clone(),
             keys,
@@ -171,7 +181,7 @@ fn reuse(
     peer: &Peer,
     token: &str,
     now: i64,
-) -> Option<(Arc<ConnInfo>, String, i64)> {
+) -> Option<(Arc<ConnInfo>, String, i64, u64)> {
     let slot = peer.token.lock().unwrap_or_else(|p| p.into_inner());
     let s = slot.as_ref()?;
     let fresh = crate::oauth::crypto::same(&s.token, token)
@@ -179,13 +189,51 @@ fn reuse(
         && s.generation == o.generation()
         && s.until > now
         && !state.revoked.contains(&s.info.identity.serial);
-    fresh.then(|| (s.info.clone(), s.grant.clone(), s.until))
+    fresh.then(|| (s.info.clone(), s.grant.clone(), s.until, s.generation))
+}
+
+/// `mzt_at_` and 43 base64url characters: the shape of every access token mcp-zt issues.
+fn well_formed(token: &str) -> bool {
+    token
+        .strip_prefix(crate::oauth::ACCESS_PREFIX)
+        .is_some_and(|rest| {
+            rest.len() == 43
+                && rest
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        })
+}
+
+/// While a token-borne event stream is open: every second, whether its grant was revoked
+/// (on any replica); if so the stream is cut. Ends with the stream.
+async fn watch_grant(state: Arc<AppState>, grant: String, cut: CancellationToken) {
+    loop {
+        tokio::select! {
+            _ = cut.cancelled() => return,
+            _ = tokio::time::sleep(std::time::Duration::from_secs(1)) => {}
+        }
+        let st = state.clone();
+        let id = grant.clone();
+        let revoked = tokio::task::spawn_blocking(move || {
+            st.authority
+                .ledger()
+                .oauth_grant(&id)
+                .map(|g| g.is_none_or(|g| g.revoked.is_some()))
+        })
+        .await;
+        if let Ok(Ok(true)) = revoked {
+            state.conns.cut(&format!("oauth:{grant}"));
+            cut.cancel();
+            return;
+        }
+    }
 }
 
 fn check_token(
     state: &AppState,
     hash: &str,
     now: i64,
+    generation: u64,
 ) -> Result<(Grant, crate::oauth::flow::Live, i64), crate::oauth::flow::TokenRefusal> {
     let Some(o) = state.oauth.as_deref() else {
         return Err(("OAuth is off".to_string(), None).into());
@@ -205,7 +253,7 @@ fn check_token(
     let checked = o
         .server
         .check_access_hashed(state.authority.ledger(), hash, now, &live)?;
-    o.remember(hash.to_string(), checked.0.clone(), checked.2);
+    o.remember(hash.to_string(), checked.0.clone(), checked.2, generation);
     Ok(checked)
 }
 
@@ -214,6 +262,7 @@ fn check_token(
 struct Cuttable {
     inner: Body,
     cut: Pin<Box<WaitForCancellationFutureOwned>>,
+    token: CancellationToken,
     /// The token's (or certificate's) end, Unix seconds: checked at each frame, so a stream
     /// ends at its first frame (keep-alives included) past it.
     until: i64,
@@ -224,6 +273,8 @@ struct Cuttable {
 
 impl Drop for Cuttable {
     fn drop(&mut self) {
+        // Ends the grant watcher of this stream.
+        self.token.cancel();
         for k in &self.keys {
             self.state.conns.unregister(k, self.id);
         }

@@ -161,7 +161,7 @@ pub async fn authorize(State(state): State<Arc<AppState>>, req: Request<Body>) -
                 .reason("the browser presented no client certificate; an approval code is shown"),
         );
         let name = client.as_ref().and_then(|c| c.name.clone());
-        return super::approval::page_for(o, a, name);
+        return super::approval::page_for(o, &peer, a, name);
     };
     let who = &conn.identity;
     if who.trust.is_some() {

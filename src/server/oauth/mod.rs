@@ -98,8 +98,13 @@ impl OAuthState {
             .map(|(g, exp, _)| (g.clone(), *exp))
     }
 
-    fn remember(&self, hash: String, grant: Grant, expires_at: i64) {
+    /// Caches a check made at revocation generation `generation`; not if a grant was revoked
+    /// here since (the check may have read it before).
+    fn remember(&self, hash: String, grant: Grant, expires_at: i64, generation: u64) {
         let mut cache = self.access_cache.lock().unwrap_or_else(|p| p.into_inner());
+        if self.generation() != generation {
+            return;
+        }
         if cache.len() >= MAX_CACHED {
             cache.retain(|_, (_, _, at)| at.elapsed() < CACHE_FOR);
             if cache.len() >= MAX_CACHED {
@@ -110,18 +115,17 @@ impl OAuthState {
     }
 
     /// The current revocation generation.
-    fn generation(&self) -> u64 {
+    pub(super) fn generation(&self) -> u64 {
         self.generation.load(std::sync::atomic::Ordering::SeqCst)
     }
 
-    /// Forgets every cached token check (a grant was revoked here).
+    /// Forgets every cached token check (a grant was revoked here). The generation moves
+    /// under the cache's lock, so a check in flight cannot cache what it read before.
     pub fn forget_cached(&self) {
+        let mut cache = self.access_cache.lock().unwrap_or_else(|p| p.into_inner());
         self.generation
             .fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-        self.access_cache
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .clear();
+        cache.clear();
     }
 
     /// Takes one token from bucket `kind` of `key`; `false`: over the limit. Keys come from
@@ -321,7 +325,8 @@ pub(super) fn live_certificate(
     }
     let mut serial = h.serial.clone();
     let mut not_after = h.not_after;
-    for _ in 0..64 {
+    // A chain is as long as its renewals; the ledger's own bound on chains applies.
+    for _ in 0..100_000 {
         let revoked = state.revoked.contains(&serial);
         if !revoked && not_after > now {
             return Ok(crate::oauth::flow::Live { serial, not_after });
