@@ -173,17 +173,8 @@ fn approve(home: &Home, args: ApproveArgs) -> Result<()> {
             .send()
             .await
             .with_context(|| format!("reach {base}"))?;
-        let status = r.status();
-        let body: serde_json::Value = r.json().await.context("the server's answer")?;
-        if !status.is_success() {
-            bail!(
-                "{}",
-                body["error"]
-                    .as_str()
-                    .unwrap_or("the server refused the code")
-            );
-        }
-        Ok(serde_json::from_value(body)?)
+        let body = answer(r, "the server refused the code").await?;
+        Ok::<_, anyhow::Error>(serde_json::from_value(body)?)
     })?;
     let p = |s: &str| printable(s);
     eprintln!("An application asks to use mcp-zt as you:");
@@ -235,15 +226,17 @@ async fn decide(
         .send()
         .await
         .context("send the decision")?;
+    answer(r, "the server refused the decision").await?;
+    Ok(())
+}
+
+/// The JSON body of a successful answer; an error answer's `error` (else `refused`) as the
+/// error.
+async fn answer(r: reqwest::Response, refused: &str) -> Result<serde_json::Value> {
     let status = r.status();
     let body: serde_json::Value = r.json().await.context("the server's answer")?;
     if !status.is_success() {
-        bail!(
-            "{}",
-            body["error"]
-                .as_str()
-                .unwrap_or("the server refused the decision")
-        );
+        bail!("{}", body["error"].as_str().unwrap_or(refused));
     }
-    Ok(())
+    Ok(body)
 }
