@@ -284,23 +284,19 @@ impl Connection {
             }
             Ok(Ok(tls)) => tls,
         };
-        let x5t = tls
-            .get_ref()
-            .1
-            .peer_certificates()
-            .and_then(|c| c.first())
+        let presented = tls.get_ref().1.peer_certificates().and_then(|c| c.first());
+        // The certificate's hash binds OAuth tokens to it (`cnf`); without OAuth nothing
+        // reads it, so the handshake does not pay for it.
+        let x5t = presented
+            .filter(|_| self.state.oauth.is_some())
             .map(|der| crate::oauth::crypto::sha256_b64(der));
         let identity = if let Some(Ok(id)) = verdict {
             id
-        } else if x5t.is_none() && self.state.oauth.is_some() {
+        } else if presented.is_none() && self.state.oauth.is_some() {
             // OAuth is on: a connection without a certificate may go on; each request on it
-            // must bring an access token (the HTTP layer checks), or be one of the OAuth
-            // endpoints.
-            self.state.audit.log(
-                Event::new("handshake_ok")
-                    .peer(peer)
-                    .reason("no client certificate (OAuth)"),
-            );
+            // must bring an access token (the HTTP layer checks and audits), or be one of the
+            // OAuth endpoints. Not audited here: no identity was decided, and anyone can open
+            // such connections in bulk.
             let peer_info = Arc::new(Peer {
                 id: self.state.conns.next_id(),
                 addr: peer,

@@ -51,15 +51,17 @@ pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSett
     let mut app = Router::new()
         .nest_service("/mcp", mcp)
         .route("/renew", axum::routing::post(renew))
-        .layer(middleware::from_fn_with_state(state.clone(), guard))
-        // Outside the guard: a request without a certificate gets its identity from its
-        // access token here, before anything but its headers was read.
-        .layer(middleware::from_fn_with_state(
-            state.clone(),
-            super::oauth::bearer,
-        ));
+        .layer(middleware::from_fn_with_state(state.clone(), guard));
     if state.oauth.is_some() {
-        app = app.merge(super::oauth::router());
+        // Outside the guard: a request without a certificate gets its identity from its
+        // access token here, before anything but its headers was read. Without OAuth every
+        // connection has a certificate and the tool call does not pass through this layer.
+        app = app
+            .layer(middleware::from_fn_with_state(
+                state.clone(),
+                super::oauth::bearer,
+            ))
+            .merge(super::oauth::router());
     }
     app.layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
