@@ -131,6 +131,11 @@ impl Event {
         self.serial = Some(serial.to_string());
         self
     }
+    /// Sets the holder's name alone (an operation on a holder's records, not a connection).
+    pub fn holder_name(mut self, name: &str) -> Self {
+        self.name = Some(name.to_string());
+        self
+    }
     /// Sets the OAuth client.
     pub fn client(mut self, client_id: impl ToString) -> Self {
         self.client_id = Some(client_id.to_string());

@@ -15,6 +15,7 @@ pub mod mcp;
 pub mod oauth;
 pub mod pki;
 pub mod policy;
+pub mod secrets;
 pub mod server;
 pub mod tls;
 pub mod upstream;

@@ -16,7 +16,14 @@ use crate::upstream::{check_names, conn};
 async fn probe(u: &Upstream) -> Result<Items, String> {
     let checker = Identity::stand_in("mcp-zt-check");
     let (tx, _rx) = tokio::sync::mpsc::channel(crate::mcp::provider::HUB_QUEUE);
-    let (inst, _) = conn::connect(u, u.identity_bound().then_some(&checker), tx, None).await?;
+    let (inst, _) = conn::connect(
+        u,
+        u.identity_bound().then_some(&checker),
+        tx,
+        None,
+        conn::HolderExtras::default(),
+    )
+    .await?;
     let items = inst.items().await;
     // Waits for the child to exit before the next upstream (and before mcp-zt exits): a child
     // left behind would find its pipes closed mid-write (a Node server's `write EPIPE`).

@@ -203,6 +203,7 @@ pub mod oauth;
 pub mod pg;
 mod sled_store;
 pub mod target;
+pub mod uplink;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -165,7 +165,7 @@ impl Ledger {
         }
     }
 
-    fn kv_get(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
+    pub(super) fn kv_get(&self, kind: &str, key: &str) -> Result<Option<Vec<u8>>, LedgerError> {
         match self {
             Ledger::Postgres(p) => p.oauth_get(kind, key),
             Ledger::Sled(_) => Ok(self
@@ -175,7 +175,7 @@ impl Ledger {
         }
     }
 
-    fn kv_put(&self, kind: &str, key: &str, value: Vec<u8>) -> Result<(), LedgerError> {
+    pub(super) fn kv_put(&self, kind: &str, key: &str, value: Vec<u8>) -> Result<(), LedgerError> {
         match self {
             Ledger::Postgres(p) => p.oauth_put(kind, key, value),
             Ledger::Sled(_) => {
@@ -185,7 +185,7 @@ impl Ledger {
         }
     }
 
-    fn kv_cas(
+    pub(super) fn kv_cas(
         &self,
         kind: &str,
         key: &str,
@@ -206,7 +206,7 @@ impl Ledger {
         }
     }
 
-    fn kv_all(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
+    pub(super) fn kv_all(&self, kind: &str) -> Result<Vec<(String, Vec<u8>)>, LedgerError> {
         match self {
             Ledger::Postgres(p) => p.oauth_all(kind),
             Ledger::Sled(_) => {
@@ -220,7 +220,7 @@ impl Ledger {
         }
     }
 
-    fn kv_remove(&self, kind: &str, key: &str) -> Result<bool, LedgerError> {
+    pub(super) fn kv_remove(&self, kind: &str, key: &str) -> Result<bool, LedgerError> {
         match self {
             Ledger::Postgres(p) => p.oauth_remove(kind, key),
             Ledger::Sled(_) => Ok(self.oauth_tree(kind)?.remove(key.as_bytes())?.is_some()),

@@ -94,7 +94,8 @@ impl ClientSide {
         }
     }
 
-    /// Whether the client declared sampling, elicitation or roots.
+    /// Whether the client declared sampling, elicitation (`elicitation.url`: its URL mode)
+    /// or roots.
     pub fn declared(&self, capability: &str) -> bool {
         let Some(c) = &self.capabilities else {
             return false;
@@ -102,6 +103,7 @@ impl ClientSide {
         match capability {
             "sampling" => c.sampling.is_some(),
             "elicitation" => c.elicitation.is_some(),
+            "elicitation.url" => c.elicitation.as_ref().is_some_and(|e| e.url.is_some()),
             "roots" => c.roots.is_some(),
             _ => false,
         }

@@ -109,8 +109,9 @@ fn cache_ttl(headers: &http::HeaderMap) -> Duration {
 }
 
 /// A DNS resolver that keeps only public addresses (all, with `allow_private`).
-struct Filtered {
-    allow_private: bool,
+pub(crate) struct Filtered {
+    /// Keep private and loopback addresses too.
+    pub(crate) allow_private: bool,
 }
 
 impl reqwest::dns::Resolve for Filtered {
@@ -133,7 +134,7 @@ impl reqwest::dns::Resolve for Filtered {
 
 /// Whether a URL may be fetched: `https`, and an IP-literal host must be public (names are
 /// checked by the resolver).
-fn url_allowed(u: &Url, allow_private: bool) -> Result<(), String> {
+pub(crate) fn url_allowed(u: &Url, allow_private: bool) -> Result<(), String> {
     if u.scheme() != "https" {
         return Err(format!("{} is not https", u.as_str()));
     }
@@ -263,7 +264,7 @@ impl Fetcher {
 }
 
 /// A fetch error in words: a timeout says so plainly.
-fn fetch_error(e: &reqwest::Error) -> String {
+pub(crate) fn fetch_error(e: &reqwest::Error) -> String {
     if e.is_timeout() {
         format!("no complete answer within {FETCH_TIMEOUT:?}")
     } else {

@@ -52,6 +52,7 @@ pub async fn start(
                 u.clone(),
                 tx.clone(),
                 state.audit.clone(),
+                state.linker.clone(),
                 stop.child_token(),
                 tasks.clone(),
             )
@@ -103,8 +104,13 @@ pub fn describe(u: &Upstream) -> String {
         }
         config::Transport::Http { url, .. } => format!("http {url}"),
     };
+    let auth = if u.oauth().is_some() {
+        "; auth oauth (per holder)"
+    } else {
+        ""
+    };
     format!(
-        "{target}; prefix {:?}; share {}",
+        "{target}; prefix {:?}; share {}{auth}",
         u.prefix,
         u.share.as_str()
     )
@@ -173,6 +179,9 @@ impl Upstreams {
                 return;
             }
         };
+        if let Some(l) = &state.linker {
+            l.set_upstreams(cfg.clone());
+        }
         let events: HubSender = hub.sender();
         let mut running = self.running.lock().unwrap_or_else(|e| e.into_inner());
         let mut next = Vec::new();
@@ -183,6 +192,7 @@ impl Upstreams {
                     u.clone(),
                     events.clone(),
                     state.audit.clone(),
+                    state.linker.clone(),
                     self.stop.child_token(),
                     self.tasks.clone(),
                 )),

@@ -63,6 +63,11 @@ pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSett
             ))
             .merge(super::oauth::router());
     }
+    if state.linker.is_some() {
+        // Outside the guard and the bearer layer: each handler checks the certificate itself
+        // (linking is for certificates, never tokens), and the client document is public.
+        app = app.merge(super::link::router());
+    }
     app.layer(middleware::from_fn_with_state(state.clone(), timed))
         .with_state(state)
 }

@@ -9,6 +9,7 @@ pub mod certs;
 pub mod ctl;
 pub mod gateway;
 pub mod http;
+pub mod link;
 pub mod metrics;
 pub mod oauth;
 pub mod ops;
@@ -192,12 +193,18 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
     }
     // Renewals whose predecessor is still valid: retired at first use or after the grace period.
     let pending = pending_renewals(&all);
+    let listener = TcpListener::bind(opts.listen)
+        .await
+        .with_context(|| format!("listen on {}", opts.listen))?;
+    let local = listener.local_addr()?;
+    let audit = Arc::new(audit);
+    let linker = linker_for(&authority, &audit, &opts, local)?;
     let state = Arc::new(AppState {
         authority,
         signer: RwLock::new(Arc::new(signer)),
         policy,
         revoked,
-        audit: Arc::new(audit),
+        audit,
         conns: Default::default(),
         sessions: Default::default(),
         hub: std::sync::OnceLock::new(),
@@ -215,12 +222,9 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         metrics,
         tls_reload: tokio::sync::Notify::new(),
         oauth: oauth_state,
+        linker,
     });
 
-    let listener = TcpListener::bind(opts.listen)
-        .await
-        .with_context(|| format!("listen on {}", opts.listen))?;
-    let local = listener.local_addr()?;
     let ops_listener = match opts.ops_listen {
         Some(addr) => Some(
             TcpListener::bind(addr)
@@ -609,4 +613,46 @@ async fn renew_loop(
             Err(e) => eprintln!("mcp-zt: server certificate renewal failed: {e}"),
         }
     }
+}
+
+/// The per-holder credential service. `secrets.key` is loaded at start when it exists (a key
+/// group or others may read stops the start) and created when an upstream needs each
+/// holder's own OAuth login; otherwise at the first static secret.
+fn linker_for(
+    authority: &Authority,
+    audit: &Arc<crate::audit::Audit>,
+    opts: &ServeOptions,
+    local: std::net::SocketAddr,
+) -> Result<Option<Arc<crate::upstream::oauth::linker::Linker>>> {
+    let home = authority.home().dir().to_path_buf();
+    let upstreams = crate::upstream::config::load(&home)?;
+    let key = if upstreams.list.iter().any(|u| u.oauth().is_some()) {
+        Some(crate::secrets::load_or_create(&home)?)
+    } else {
+        crate::secrets::load_existing(&home)?
+    };
+    let host = match opts.sans.first() {
+        Some(h) if h.contains(':') => format!("[{h}]"),
+        Some(h) => h.clone(),
+        None => "localhost".to_string(),
+    };
+    let own = format!("https://{host}:{}", local.port());
+    let browser_base = match &opts.oauth {
+        Some(e) => e.login.clone(),
+        None => own.clone(),
+    };
+    let document_base = opts.oauth.as_ref().map(|e| e.issuer.clone());
+    Ok(Some(Arc::new(crate::upstream::oauth::linker::Linker::new(
+        authority.ledger().clone(),
+        home,
+        key,
+        authority.meta().trust_domain.clone(),
+        audit.clone(),
+        upstreams,
+        crate::upstream::oauth::linker::LinkerUrls {
+            browser_base: Some(browser_base),
+            document_base,
+            mcp_url: Some(format!("{own}/mcp")),
+        },
+    ))))
 }

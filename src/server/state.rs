@@ -298,6 +298,8 @@ pub struct AppState {
     pub tls_reload: tokio::sync::Notify,
     /// OAuth (`serve --oauth`): the authorization server and its limits.
     pub oauth: Option<Arc<crate::server::oauth::OAuthState>>,
+    /// Per-holder upstream credentials (upstream OAuth links, static secrets).
+    pub linker: Option<Arc<crate::upstream::oauth::linker::Linker>>,
 }
 
 impl AppState {
@@ -316,6 +318,14 @@ impl AppState {
         let outcome = self.authority.revoke_in_ledger(target, reason)?;
         for rec in &outcome.newly {
             self.apply_revocation(rec, actor);
+        }
+        // The holder's upstream tokens and secrets go with the certificate: revoked at each
+        // upstream that can, and deleted (in the background: upstreams may be slow).
+        if let (Some(linker), Ok(rt)) = (&self.linker, tokio::runtime::Handle::try_current()) {
+            for rec in outcome.newly.iter().filter(|r| r.kind == CertKind::Client) {
+                let (linker, name, serial) = (linker.clone(), rec.name.clone(), rec.serial.clone());
+                rt.spawn(async move { linker.holder_revoked(&name, &serial).await });
+            }
         }
         for rec in &outcome.already {
             if !self.revoked.contains(&rec.serial) || self.conns.has(&rec.serial) {

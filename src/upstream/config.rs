@@ -81,7 +81,15 @@ impl Upstream {
     pub fn identity_bound(&self) -> bool {
         match &self.transport {
             Transport::Stdio { .. } => self.share == Share::PerIdentity,
-            Transport::Http { .. } => self.forward_identity,
+            Transport::Http { .. } => self.forward_identity || self.oauth().is_some(),
+        }
+    }
+
+    /// Its OAuth settings, when each holder logs in on their own.
+    pub fn oauth(&self) -> Option<&OAuthSettings> {
+        match &self.auth {
+            Auth::OAuth(o) => Some(o),
+            Auth::Static => None,
         }
     }
 }
@@ -208,6 +216,33 @@ pub struct Upstream {
     pub forward_identity: bool,
     /// Per-identity stdio: most live children.
     pub max_children: usize,
+    /// How requests to it are authenticated: the file's headers, or each holder's own login.
+    pub auth: Auth,
+}
+
+/// How the gateway authenticates to an upstream.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub enum Auth {
+    /// The headers in the file (or none): one identity for every caller.
+    #[default]
+    Static,
+    /// Each holder's own OAuth login: mcp-zt is the OAuth client, one connection per holder,
+    /// each with that holder's token (`auth = "oauth"`).
+    OAuth(OAuthSettings),
+}
+
+/// `auth = "oauth"` settings.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct OAuthSettings {
+    /// Scopes to ask for; empty = what the upstream's challenge or metadata asks.
+    pub scopes: Vec<String>,
+    /// A client id registered with the upstream's authorization server beforehand.
+    pub client_id: Option<String>,
+    /// Its secret (a confidential client).
+    pub client_secret: Option<Secret>,
+    /// Whether the upstream's authorization server may be on a private or loopback address
+    /// other than the upstream's own host (an upstream explicitly known to be local).
+    pub allow_private: bool,
 }
 
 /// Whether callers share one upstream session.

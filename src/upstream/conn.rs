@@ -18,12 +18,14 @@ use rmcp::transport::StreamableHttpClientTransport;
 use rmcp::{ErrorData, Peer, RoleClient, ServiceError};
 use tokio::sync::oneshot;
 use tokio_util::sync::CancellationToken;
+use zeroize::Zeroizing;
 
 use super::child::{self, report_stop, StdioChild, STOP_GRACE};
 
 /// How long a closing connection waits for rmcp to finish the requests in flight before its
 /// child is stopped regardless.
 pub const DRAIN: std::time::Duration = std::time::Duration::from_secs(3);
+use super::bearer::{BearerClient, BearerSlot};
 use super::config::{Transport, Upstream, IDENTITY_ENV, IDENTITY_HEADERS};
 use super::relay::{Relay, Route, Routes};
 use crate::identity::Identity;
@@ -87,6 +89,8 @@ pub struct Instance {
     /// to the upstream). A certificate whose role changed since (a foreign trust's rules were
     /// edited) gets a new connection.
     pub started_as: Option<(String, String)>,
+    /// A per-holder OAuth connection's token slot.
+    pub bearer: Option<Arc<BearerSlot>>,
 }
 
 /// The key marking the gateway's own failure reports in an error's data.
@@ -116,14 +120,27 @@ fn cancelled() -> ErrorData {
     failure("cancelled", "request cancelled".to_string(), None)
 }
 
+/// What a holder's own connection carries beyond their identity: their upstream token (a
+/// per-holder OAuth upstream) and their static secrets (headers, or a child's environment).
+#[derive(Default)]
+pub struct HolderExtras {
+    /// The token slot the connection's requests read.
+    pub bearer: Option<Arc<BearerSlot>>,
+    /// Extra environment variables of a per-identity child.
+    pub env: Vec<(String, Zeroizing<String>)>,
+    /// Extra headers of a per-holder HTTP connection.
+    pub headers: Vec<(String, Zeroizing<String>)>,
+}
+
 /// Connects (spawns the child or opens the HTTP session) and initializes. `who` is set for
-/// per-identity connections: its identity goes into the child's environment or the headers.
-/// The receiver fires when the connection ends.
+/// per-identity connections: its identity goes into the child's environment or the headers,
+/// with `extras`. The receiver fires when the connection ends.
 pub async fn connect(
     cfg: &Upstream,
     who: Option<&Identity>,
     events: HubSender,
     audit: Option<Arc<crate::audit::Audit>>,
+    extras: HolderExtras,
 ) -> Result<(Arc<Instance>, oneshot::Receiver<()>), String> {
     let stale = Arc::new(AtomicBool::new(true));
     let close = CancellationToken::new();
@@ -154,6 +171,9 @@ pub async fn connect(
             }
             for (k, secret) in env {
                 cmd.env(k, secret.resolve().map_err(|e| e.to_string())?);
+            }
+            for (k, v) in &extras.env {
+                cmd.env(k, v.as_str());
             }
             if let Some(who) = who {
                 for (k, v) in IDENTITY_ENV.iter().zip(identity_values(who)) {
@@ -200,11 +220,18 @@ pub async fn connect(
                 let v = secret.resolve().map_err(|e| e.to_string())?;
                 map.insert(header_name(k)?, header_value(&v, k)?);
             }
-            if let Some(who) = who {
+            for (k, v) in &extras.headers {
+                map.insert(header_name(k)?, header_value(v, k)?);
+            }
+            if let (Some(who), true) = (who, cfg.forward_identity) {
                 for (k, v) in IDENTITY_HEADERS.iter().zip(identity_values(who)) {
                     map.insert(header_name(k)?, header_value(v, k)?);
                 }
             }
+            let client = BearerClient {
+                inner: client,
+                slot: extras.bearer.clone(),
+            };
             let transport = || {
                 let config = rmcp::transport::streamable_http_client::StreamableHttpClientTransportConfig::with_uri(url.as_str())
                     .custom_headers(map.clone());
@@ -294,6 +321,7 @@ pub async fn connect(
         pid,
         last_used: std::sync::Mutex::new(std::time::Instant::now()),
         started_as: who.map(|w| (w.name.clone(), w.role.clone())),
+        bearer: extras.bearer,
     });
     let (tx, rx) = oneshot::channel();
     // The connection ends when any of its links ends; a child is stopped before the end is
@@ -419,7 +447,7 @@ fn header_value(v: &str, k: &str) -> Result<http::HeaderValue, String> {
     http::HeaderValue::from_str(v).map_err(|_| format!("invalid value for header {k:?}"))
 }
 
-fn http_client(
+pub(crate) fn http_client(
     ca: Option<&std::path::Path>,
     client_cert: Option<&(std::path::PathBuf, std::path::PathBuf)>,
 ) -> Result<reqwest::Client, String> {

@@ -2,9 +2,11 @@
 //! (`HOME/upstreams.toml`), the connections to them, and the provider that puts them behind
 //! the gate.
 
+pub mod bearer;
 pub mod child;
 pub mod config;
 pub mod conn;
+pub mod oauth;
 pub mod provider;
 pub mod relay;
 

@@ -13,10 +13,17 @@ use rmcp::ErrorData;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
+mod oauth_calls;
+
+use super::bearer::BearerSlot;
 use super::config::Upstream;
-use super::conn::{self, Instance};
+use super::conn::{self, HolderExtras, Instance};
+use super::oauth::linker::{Access, Linker};
+use super::oauth::secret;
+use super::oauth::{refusal_text, REFUSED_MARK};
 use crate::audit::{Audit, Event};
 use crate::identity::Identity;
+use crate::ledger::uplink::SecretKind;
 use crate::mcp::provider::{Caller, HubEvent, HubSender, Items, Provider};
 
 /// Longest wait between reconnection attempts.
@@ -35,6 +42,11 @@ pub struct UpstreamProvider {
     cfg: Upstream,
     events: HubSender,
     audit: Arc<Audit>,
+    /// Per-holder credentials (upstream OAuth tokens, static secrets).
+    linker: Option<Arc<Linker>>,
+    /// A per-holder OAuth upstream's lists as a linked holder's connection last saw them:
+    /// what an unlinked holder is shown, so calling a tool can ask them to link.
+    catalog: RwLock<Option<Arc<Items>>>,
     shared: RwLock<Option<Arc<Instance>>>,
     per_identity: Mutex<HashMap<String, Slot>>,
     /// Certificates revoked while running: never given a connection again.
@@ -54,6 +66,7 @@ impl UpstreamProvider {
         cfg: Upstream,
         events: HubSender,
         audit: Arc<Audit>,
+        linker: Option<Arc<Linker>>,
         stop: CancellationToken,
         tasks: TaskTracker,
     ) -> Arc<Self> {
@@ -61,6 +74,8 @@ impl UpstreamProvider {
             cfg,
             events,
             audit,
+            linker,
+            catalog: RwLock::new(None),
             shared: RwLock::new(None),
             per_identity: Mutex::new(HashMap::new()),
             revoked: Mutex::new(std::collections::HashSet::new()),
@@ -131,6 +146,7 @@ impl UpstreamProvider {
                 None,
                 self.events.clone(),
                 Some(self.audit.clone()),
+                HolderExtras::default(),
             )
             .await
             {
@@ -234,8 +250,33 @@ impl UpstreamProvider {
         }
     }
 
-    /// The connection serving `who`.
-    async fn instance(&self, who: &Identity) -> Result<Arc<Instance>, String> {
+    /// What `who`'s own connection carries: their token (given) and static secrets.
+    fn extras(&self, who: &Identity, access: Option<&Access>) -> HolderExtras {
+        let mut extras = HolderExtras {
+            bearer: access.map(|a| BearerSlot::new(a.token.clone())),
+            ..HolderExtras::default()
+        };
+        if let Some(linker) = &self.linker {
+            let chain = linker.chain_of(who);
+            let kind = match &self.cfg.transport {
+                crate::upstream::config::Transport::Stdio { .. } => SecretKind::Env,
+                crate::upstream::config::Transport::Http { .. } => SecretKind::Header,
+            };
+            let found = secret::for_connection(linker, &who.name, &chain, &self.cfg.name, kind);
+            match kind {
+                SecretKind::Env => extras.env = found,
+                SecretKind::Header => extras.headers = found,
+            }
+        }
+        extras
+    }
+
+    /// The connection serving `who` (with their token, for a per-holder OAuth upstream).
+    async fn instance(
+        &self,
+        who: &Identity,
+        access: Option<&Access>,
+    ) -> Result<Arc<Instance>, String> {
         if !self.cfg.identity_bound() {
             return self
                 .shared
@@ -296,6 +337,9 @@ impl UpstreamProvider {
                 .as_ref()
                 .is_none_or(|(name, role)| *name == who.name && *role == who.role);
             if !inst.is_closed() && same {
+                if let (Some(a), Some(slot)) = (access, &inst.bearer) {
+                    slot.set(&a.token);
+                }
                 return Ok(inst.clone());
             }
             if !same {
@@ -315,14 +359,20 @@ impl UpstreamProvider {
                 self.cfg.name
             ));
         }
+        let extras = self.extras(who, access);
+        let bearer = extras.bearer.clone();
         let (inst, _ended) = conn::connect(
             &self.cfg,
             Some(who),
             self.events.clone(),
             Some(self.audit.clone()),
+            extras,
         )
         .await
         .map_err(|e| {
+            if let Some(f) = bearer.as_ref().and_then(|b| b.take_failure()) {
+                return format!("{REFUSED_MARK}{}", refusal_text(&f));
+            }
             self.log("upstream_unavailable", format!("for {}: {e}", who.serial));
             e
         })?;
@@ -356,7 +406,13 @@ impl Provider for UpstreamProvider {
     }
 
     fn items<'a>(&'a self, who: &'a Identity) -> BoxFuture<'a, Result<Arc<Items>, String>> {
-        async move { self.instance(who).await?.items().await }.boxed()
+        async move {
+            if let (Some(linker), true) = (&self.linker, self.cfg.oauth().is_some()) {
+                return self.oauth_items(linker, who).await;
+            }
+            self.instance(who, None).await?.items().await
+        }
+        .boxed()
     }
 
     fn request<'a>(
@@ -365,7 +421,10 @@ impl Provider for UpstreamProvider {
         request: ClientRequest,
     ) -> BoxFuture<'a, Result<ServerResult, ErrorData>> {
         async move {
-            match self.instance(&caller.identity).await {
+            if let (Some(linker), true) = (&self.linker, self.cfg.oauth().is_some()) {
+                return self.oauth_request(linker, caller, request).await;
+            }
+            match self.instance(&caller.identity, None).await {
                 Ok(inst) => inst.request(&self.cfg.name, caller, request).await,
                 Err(e) => Err(conn::failure(
                     "unavailable",

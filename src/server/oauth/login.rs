@@ -24,7 +24,7 @@ const CONSENT_TTL: i64 = 600;
 
 /// An HTML answer with the login pages' headers. `form_target`: the redirect URI the consent
 /// form's answer will go to (CSP `form-action` also governs the redirect after the POST).
-pub(super) fn html(status: StatusCode, body: String, form_target: Option<&str>) -> Response {
+pub(crate) fn html(status: StatusCode, body: String, form_target: Option<&str>) -> Response {
     let mut form_action = "'self'".to_string();
     if let Some(src) = form_target.and_then(redirect::csp_source) {
         form_action.push(' ');

@@ -8,6 +8,8 @@ mod bearer;
 mod login;
 mod token;
 
+pub(crate) use login::html;
+
 pub use approval::{ApprovalDecision, ApprovalInfo};
 pub use bearer::bearer;
 

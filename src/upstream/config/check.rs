@@ -10,9 +10,9 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::{
-    valid_name, Secret, Share, Transport, Upstream, UpstreamConfigError, Upstreams,
-    DEFAULT_MAX_CHILDREN, DEFAULT_TIMEOUT, IDENTITY_ENV, MAX_CHILDREN_LIMIT, MAX_PREFIX_LEN,
-    MAX_TIMEOUT, MIN_TIMEOUT,
+    valid_name, Auth, OAuthSettings, Secret, Share, Transport, Upstream, UpstreamConfigError,
+    Upstreams, DEFAULT_MAX_CHILDREN, DEFAULT_TIMEOUT, IDENTITY_ENV, MAX_CHILDREN_LIMIT,
+    MAX_PREFIX_LEN, MAX_TIMEOUT, MIN_TIMEOUT,
 };
 
 /// Headers the gateway owns on the upstream connection: hop-by-hop headers (RFC 9110 §7.6.1),
@@ -65,6 +65,11 @@ struct RawUpstream {
     forward_identity: Option<Spanned<bool>>,
     prefix: Option<Spanned<String>>,
     timeout: Option<Spanned<String>>,
+    auth: Option<Spanned<String>>,
+    oauth_scopes: Option<Spanned<Vec<Spanned<String>>>>,
+    oauth_client_id: Option<Spanned<String>>,
+    oauth_client_secret: Option<Spanned<toml::Value>>,
+    oauth_allow_private: Option<Spanned<bool>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -202,6 +207,7 @@ fn build(name: Spanned<String>, raw: RawUpstream, base: &Path) -> Result<Upstrea
         }
         None => DEFAULT_TIMEOUT,
     };
+    let auth = auth(&raw, &transport, base, n)?;
     Ok(Upstream {
         name,
         transport,
@@ -210,7 +216,98 @@ fn build(name: Spanned<String>, raw: RawUpstream, base: &Path) -> Result<Upstrea
         share,
         forward_identity,
         max_children,
+        auth,
     })
+}
+
+/// `auth` and the `oauth_*` keys: OAuth is for HTTP upstreams, and needs no static
+/// `Authorization` header (the holder's token goes there).
+fn auth(raw: &RawUpstream, transport: &Transport, base: &Path, n: &str) -> Result<Auth, Bad> {
+    let oauth = match &raw.auth {
+        None => false,
+        Some(a) => match a.get_ref().as_str() {
+            "static" => false,
+            "oauth" => true,
+            other => {
+                return Err(bad(
+                    a.span(),
+                    format!("upstream {n}: auth = {other:?}: use \"static\" (the headers here) or \"oauth\" (each holder's own login)"),
+                ))
+            }
+        },
+    };
+    if !oauth {
+        let need = "auth = \"oauth\"";
+        only_with(&raw.oauth_scopes, "oauth_scopes", need, n)?;
+        only_with(&raw.oauth_client_id, "oauth_client_id", need, n)?;
+        only_with(&raw.oauth_client_secret, "oauth_client_secret", need, n)?;
+        only_with(&raw.oauth_allow_private, "oauth_allow_private", need, n)?;
+        return Ok(Auth::Static);
+    }
+    let Transport::Http { headers, .. } = transport else {
+        let span = raw.auth.as_ref().map_or(0..0, |a| a.span());
+        return Err(bad(
+            span,
+            format!("upstream {n}: auth = \"oauth\" applies to url upstreams only (a stdio child gets per-holder secrets with `mcp-zt secret set --env`)"),
+        ));
+    };
+    if headers
+        .iter()
+        .any(|(k, _)| k.eq_ignore_ascii_case("authorization"))
+    {
+        let span = raw.headers.as_ref().map_or(0..0, |h| h.span());
+        return Err(bad(
+            span,
+            format!("upstream {n}: with auth = \"oauth\" each holder's token is the Authorization header: remove it from headers"),
+        ));
+    }
+    let mut scopes = Vec::new();
+    for s in raw.oauth_scopes.iter().flat_map(|v| v.get_ref()) {
+        let ok = !s.get_ref().is_empty()
+            && s.get_ref()
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b'"' && b != b'\\');
+        if !ok {
+            return Err(bad(
+                s.span(),
+                format!(
+                    "upstream {n}: oauth_scopes: {:?} is not a scope token",
+                    s.get_ref()
+                ),
+            ));
+        }
+        scopes.push(s.get_ref().clone());
+    }
+    if let Some(id) = &raw.oauth_client_id {
+        no_nul(id, "oauth_client_id", n)?;
+        if id.get_ref().is_empty() {
+            return Err(bad(
+                id.span(),
+                format!("upstream {n}: oauth_client_id is empty"),
+            ));
+        }
+    }
+    let client_secret = match &raw.oauth_client_secret {
+        Some(v) => {
+            if raw.oauth_client_id.is_none() {
+                return Err(bad(
+                    v.span(),
+                    format!("upstream {n}: oauth_client_secret needs oauth_client_id"),
+                ));
+            }
+            Some(secret(v, "oauth_client_secret", base, n)?)
+        }
+        None => None,
+    };
+    Ok(Auth::OAuth(OAuthSettings {
+        scopes,
+        client_id: raw.oauth_client_id.as_ref().map(|c| c.get_ref().clone()),
+        client_secret,
+        allow_private: raw
+            .oauth_allow_private
+            .as_ref()
+            .is_some_and(|b| *b.get_ref()),
+    }))
 }
 
 fn max_children(field: &Option<Spanned<i64>>, share: Share, n: &str) -> Result<usize, Bad> {
