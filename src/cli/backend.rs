@@ -88,7 +88,11 @@ impl Backend {
         reason: Reason,
     ) -> Result<Vec<CertRecord>> {
         match self {
-            Backend::Local(a) => Ok(a.revoke(&load_signer(a, pass)?, target, reason)?),
+            Backend::Local(a) => {
+                let records = a.revoke(&load_signer(a, pass)?, target, reason)?;
+                super::link::revoked_locally(a.home(), a, &records);
+                Ok(records)
+            }
             Backend::Remote(p) => Ok(Self::call(
                 p,
                 CtlRequest::Revoke {

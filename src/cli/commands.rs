@@ -183,6 +183,11 @@ pub fn run(cli: Cli) -> Result<()> {
         }
         Command::Upstream(cmd) => super::upstream::run(&home, cmd),
         Command::Oauth(cmd) => super::oauth::run(&home, cmd),
+        Command::Link(args) => super::link::link(&home, args),
+        Command::Unlink { upstream, name } => super::link::unlink(&home, upstream, name),
+        Command::Links { name, json } => super::link::links(&home, name, json),
+        Command::Secret(cmd) => super::link::secret(&home, cmd),
+        Command::Secrets(cmd) => super::link::secrets(&home, cmd),
         Command::Completions { shell } => {
             let mut cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();

@@ -5,6 +5,7 @@ mod backend;
 mod ca_cmd;
 mod commands;
 mod connect;
+mod link;
 mod oauth;
 mod output;
 mod serve;
@@ -127,6 +128,34 @@ pub enum Command {
     /// OAuth (`serve --oauth`): clients, grants, and approving from the command line.
     #[command(subcommand)]
     Oauth(OAuthCommand),
+    /// Link your own account at an upstream that needs each holder's login (auth = "oauth"),
+    /// with your certificate: prints the URL to open; the browser comes back to this machine.
+    Link(LinkArgs),
+    /// Remove a holder's upstream link: its tokens are revoked at the upstream, then deleted,
+    /// with the holder's static secrets for that upstream.
+    Unlink {
+        /// The upstream.
+        upstream: String,
+        /// The holder.
+        #[arg(long)]
+        name: String,
+    },
+    /// List upstream links (holder, upstream, scopes, expiry); never a token.
+    Links {
+        /// Only this holder's.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Static per-holder secrets (API keys) for upstreams: sealed, sent only on the holder's
+    /// own connection.
+    #[command(subcommand)]
+    Secret(SecretCommand),
+    /// The key that seals per-holder upstream tokens and secrets (HOME/secrets.key).
+    #[command(subcommand)]
+    Secrets(SecretsCommand),
     /// Manage the ledger's storage.
     #[command(subcommand)]
     Ledger(LedgerCommand),
@@ -476,6 +505,83 @@ pub struct ConnectArgs {
     /// third of its lifetime is left).
     #[arg(long)]
     pub no_renew: bool,
+}
+
+/// `mcp-zt link ...`
+#[derive(Debug, clap::Args)]
+pub struct LinkArgs {
+    /// The upstream (its name in upstreams.toml).
+    pub upstream: String,
+    /// The server's MCP URL, e.g. https://mcp.example.org:8443/mcp.
+    #[arg(long)]
+    pub url: String,
+    /// Which certificate to link for.
+    #[command(flatten)]
+    pub creds: CredArgs,
+    /// Open the URL in the default browser.
+    #[arg(long)]
+    pub open: bool,
+    /// The loopback port the browser comes back to (0: any free one).
+    #[arg(long, default_value_t = 0)]
+    pub port: u16,
+    /// Ask for this scope too (repeatable), beyond what upstreams.toml or the upstream asks.
+    #[arg(long = "scope", value_name = "SCOPE")]
+    pub scopes: Vec<String>,
+}
+
+/// `mcp-zt secret ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretCommand {
+    /// Set a holder's secret for an upstream: an operator with --name HOLDER on the CA's
+    /// machine, or a holder for themselves with --url and their certificate.
+    Set(Box<SecretSetArgs>),
+    /// List secrets: holder, upstream, header or variable, date; never a value.
+    List {
+        /// Only this holder's.
+        #[arg(long)]
+        name: Option<String>,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete a holder's secrets for an upstream.
+    Delete {
+        /// The upstream.
+        upstream: String,
+        /// The holder.
+        #[arg(long)]
+        name: String,
+    },
+}
+
+/// `mcp-zt secret set ...`
+#[derive(Debug, clap::Args)]
+pub struct SecretSetArgs {
+    /// The upstream.
+    pub upstream: String,
+    /// Send it as this HTTP header on the holder's own connection.
+    #[arg(long, conflicts_with = "env", value_name = "NAME")]
+    pub header: Option<String>,
+    /// Set it as this environment variable of the holder's own child (share = "per-identity").
+    #[arg(long, value_name = "NAME")]
+    pub env: Option<String>,
+    /// Read the value from this file (trailing newlines dropped).
+    #[arg(long, value_name = "FILE")]
+    pub from_file: PathBuf,
+    /// Set your own, through the server at this MCP URL, with your certificate.
+    #[arg(long)]
+    pub url: Option<String>,
+    /// The holder (--name) or the holder's certificate files (with --url).
+    #[command(flatten)]
+    pub creds: CredArgs,
+}
+
+/// `mcp-zt secrets ...`
+#[derive(Debug, Subcommand)]
+pub enum SecretsCommand {
+    /// Re-seal every upstream token and secret under a new HOME/secrets.key (copy it to every
+    /// replica afterwards).
+    RotateKey,
 }
 
 /// `mcp-zt oauth ...`

@@ -72,6 +72,11 @@ pub enum CtlRequest {
         /// What to do.
         action: crate::oauth::admin::AdminOp,
     },
+    /// `mcp-zt links`, `unlink`, `secret ...`, `secrets rotate-key`.
+    Uplink {
+        /// What to do.
+        action: crate::upstream::oauth::admin::UplinkOp,
+    },
     /// Make an intermediate that `ca rotate` wrote the signing CA.
     ActivateIntermediate {
         /// Its serial (its file name in `intermediates/`).
@@ -98,6 +103,9 @@ pub struct CtlResponse {
     /// For oauth: the answer.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub oauth: Option<crate::oauth::admin::AdminAnswer>,
+    /// For uplink: the answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub uplink: Option<crate::upstream::oauth::admin::UplinkAnswer>,
 }
 
 #[cfg(unix)]
@@ -144,6 +152,19 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
             out.meta = Some(state.authority.meta().clone());
         }
         CtlRequest::Crl => out.crl = Some(state.authority.publish_crl(&state.signer())?),
+        CtlRequest::Uplink { action } => {
+            let Some(linker) = state.linker.clone() else {
+                return Err(crate::pki::PkiError::Invalid(
+                    "this server keeps no per-holder credentials".into(),
+                )
+                .into());
+            };
+            // On a blocking thread of the runtime: the upstream revocations are awaited here.
+            let answer = tokio::runtime::Handle::current()
+                .block_on(crate::upstream::oauth::admin::run(&linker, action))
+                .map_err(|e| crate::pki::PkiError::Invalid(e.to_string()))?;
+            out.uplink = Some(answer);
+        }
         CtlRequest::OAuth { action: op } => {
             let now = crate::pki::now().unix_timestamp();
             let answer = crate::oauth::admin::run(state.authority.ledger(), &op, now)

@@ -9,6 +9,7 @@
 //! carries. MCP forbids token passthrough; a gateway with one shared upstream identity would
 //! undo the per-holder identity the certificate gave.
 
+pub mod admin;
 pub mod discover;
 pub mod http;
 pub mod linker;
