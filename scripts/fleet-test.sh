@@ -294,6 +294,42 @@ python3 "$here/fleet_oauth.py" "$MCP_ZT" "$work/r6" "$ledger" "$admin/ca.crt" \
   "$work/holder/oauth-holder.crt" "$work/holder/oauth-holder.key" oauth-holder "$port6" "$port7" "$pub" ||
   fail "OAuth across replicas (above)"
 
+# --- per-holder upstream links across replicas: a link made through replica 8 is used on
+# replica 9 (tokens sealed in the shared ledger; both replicas hold the same secrets.key) ---
+"$venv/bin/python" -c 'import mcp, httpx2' 2>/dev/null ||
+  "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
+"$venv/bin/python" "$here/oauth_upstream.py" --port-file "$work/up.port" --auth-log "$work/up.auth" \
+  --revocations-log "$work/up.revoked" >"$work/up.out" 2>&1 &
+pids+=("$!")
+for _ in $(seq 1 200); do [ -s "$work/up.port" ] && break; sleep 0.05; done
+[ -s "$work/up.port" ] || { cat "$work/up.out" >&2; fail "the OAuth upstream did not start"; }
+"$MCP_ZT" --home "$admin" --ledger "$ledger" issue --role viewer --name link-holder >/dev/null 2>&1 ||
+  fail "issue link-holder"
+for r in 8 9; do
+  h="$work/r$r"
+  mkdir -m 700 "$h"
+  (cd "$admin" && tar cf - --exclude=clients --exclude='*.sock' --exclude='audit.log*' .) | (cd "$h" && tar xf -)
+  printf '[upstreams.gh]\nurl = "http://127.0.0.1:%s/mcp"\nauth = "oauth"\n' "$(cat "$work/up.port")" >"$h/upstreams.toml"
+  chmod 600 "$h/upstreams.toml"
+  grant "$h/policy.toml" viewer '["tool:gh__*"]'
+  # Replica 8 creates secrets.key at its start; replica 9 gets a copy, as every replica must.
+  [ "$r" = 9 ] && cp -p "$work/r8/secrets.key" "$h/secrets.key"
+  "$MCP_ZT" --home "$h" --ledger "$ledger" serve --listen 127.0.0.1:0 --lockout-threshold 0 \
+    >"$work/r$r.out" 2>"$work/r$r.err" &
+  pids+=("$!")
+  for _ in $(seq 1 200); do grep -q '^listening ' "$work/r$r.out" 2>/dev/null && break; sleep 0.05; done
+  p=$(sed -n 's/^listening 127\.0\.0\.1://p' "$work/r$r.out")
+  [ -n "$p" ] || { cat "$work/r$r.err" >&2; fail "replica $r (upstream links) did not start"; }
+  eval "port$r=$p"
+done
+"$venv/bin/python" "$here/interop_upstream_oauth.py" link-http "$MCP_ZT" "$admin" "$ledger" link-holder \
+  "https://localhost:$port8/mcp" gh link-gh >&2 || fail "link through replica 8"
+"$venv/bin/python" "$here/interop_upstream_oauth.py" call "https://localhost:$port9/mcp" "$admin/ca.crt" \
+  "$admin" link-holder gh__whoami link-gh >&2 || fail "the link made on replica 8 is not used on replica 9"
+grep -q '"event":"upstream_linked","name":"link-holder"' "$work/r8/audit.log" ||
+  fail "replica 8 did not audit the link"
+echo "ok: a link made through replica 8 serves the holder's calls on replica 9" >&2
+
 # --- ledger migrate: a sled ledger of $records records into the second database ---
 mig="$work/sled"
 "$MCP_ZT" --home "$mig" ca init >/dev/null 2>&1 || fail "ca init (sled)"

@@ -2,13 +2,16 @@
 and headless Chromium (Debian's `chromium`, driven by Playwright).
 
 The upstream is scripts/oauth_upstream.py (the SDK's own authorization server); mcp-zt is each
-holder's OAuth client to it. Subcommands (all print `ok: ...` lines and exit non-zero on a
-failed check):
+holder's OAuth client to it. Subcommands (all print `ok: ...` lines on stderr and exit
+non-zero on a failed check):
 
   link MCP_ZT HOME NAME MCP_URL UPSTREAM USER SHOTS
       `mcp-zt link` with NAME's certificate; Chromium logs in to the upstream as USER.
-  whoami MCP_URL CA PKI NAME EXPECTED
-      One call of the upstream's whoami as NAME; it must answer EXPECTED.
+  call MCP_URL CA PKI NAME TOOL EXPECTED
+      One call of TOOL as NAME; it must answer EXPECTED. The client also sends its own
+      Authorization header and a canary header, which must never reach the upstream.
+  error MCP_URL CA PKI NAME TOOL TEXT
+      One call of TOOL as NAME; it must be a tool error containing TEXT. Prints the link in it.
   parallel MCP_URL CA PKI SECONDS NAME=EXPECTED...
       Every NAME calls whoami in a loop, all at once, for SECONDS; every answer must be the
       NAME's own upstream account.
@@ -41,9 +44,10 @@ from mcp.client.streamable_http import streamable_http_client
 
 
 def check(cond, what):
+    """Checks go to stderr; stdout carries only what a caller captures (a URL)."""
     if not cond:
         raise SystemExit(f"FAIL: {what}")
-    print(f"ok: {what}")
+    print(f"ok: {what}", file=sys.stderr, flush=True)
 
 
 def context(ca, pki, name):
@@ -89,15 +93,44 @@ async def link(mcp_zt, home, name, mcp_url, upstream, user, shots):
           f"{name}: mcp-zt link finished: {err.strip().splitlines()[-1] if err.strip() else err!r}")
 
 
+CANARY = {"Authorization": "Bearer canary-from-the-client", "X-Canary": "canary-from-the-client"}
+
+
+def link_http(mcp_zt, home, ledger, name, mcp_url, upstream, user):
+    proc = subprocess.Popen(
+        [mcp_zt, "--home", home, "--ledger", ledger, "link", upstream, "--url", mcp_url, "--name", name],
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )
+    url = proc.stdout.readline().strip()
+    with httpx2.Client(follow_redirects=False, timeout=30) as http:
+        login = http.get(url).headers["location"]
+        form = http.get(login).text
+        txn = re.search(r'name="txn" value="([^"]+)"', form).group(1)
+        back = http.post(login.split("?")[0], data={"txn": txn, "username": user}).headers["location"]
+        check(http.get(back).status_code == 200, f"{name}: the upstream sent the code to mcp-zt link's loopback port")
+    _, err = proc.communicate(timeout=60)
+    check(proc.returncode == 0 and f"linked {upstream} for {name}" in err,
+          f"{name}: {err.strip().splitlines()[-1] if err.strip() else err!r}")
+
+
 async def call(mcp_url, ctx, tool, **kw):
-    async with httpx2.AsyncClient(verify=ctx, timeout=60) as http:
+    async with httpx2.AsyncClient(verify=ctx, timeout=60, headers=CANARY) as http:
         async with Client(streamable_http_client(mcp_url, http_client=http), **kw) as client:
             return await client.call_tool(tool, {})
 
 
-async def whoami(mcp_url, ca, pki, name, expected):
-    r = await call(mcp_url, context(ca, pki, name), "gh__whoami", mode="legacy")
-    check(text_of(r) == expected and not r.is_error, f"{name}: whoami answers {text_of(r)!r}")
+async def call_one(mcp_url, ca, pki, name, tool, expected):
+    r = await call(mcp_url, context(ca, pki, name), tool, mode="legacy")
+    check(text_of(r) == expected and not r.is_error, f"{name}: {tool} answers {text_of(r)!r}")
+
+
+async def error(mcp_url, ca, pki, name, tool, text):
+    r = await call(mcp_url, context(ca, pki, name), tool, mode="legacy")
+    t = text_of(r)
+    check(r.is_error and text in t, f"{name}: {tool} -> tool error {t[:200]!r}")
+    link = re.search(r"Link: (\S+)", t)
+    if link:
+        print(link.group(1))
 
 
 async def parallel(mcp_url, ca, pki, seconds, pairs):
@@ -107,7 +140,7 @@ async def parallel(mcp_url, ca, pki, seconds, pairs):
     async def one(name, expected):
         ctx = context(ca, pki, name)
         n = 0
-        async with httpx2.AsyncClient(verify=ctx, timeout=60) as http:
+        async with httpx2.AsyncClient(verify=ctx, timeout=60, headers=CANARY) as http:
             async with Client(streamable_http_client(mcp_url, http_client=http), mode="legacy") as client:
                 while time.monotonic() < deadline:
                     r = await client.call_tool("gh__whoami", {})
@@ -166,6 +199,7 @@ async def plain(mcp_url, ca, pki, name, tool):
     t = text_of(r)
     check(r.is_error and "/authorize?" in t and "mcp-zt link gh" in t,
           f"{name}: a client without URL elicitation gets a tool error with the link and the command")
+    print(re.search(r"Link: (\S+)", t).group(1))
 
 
 async def browser(url, origin, ca, pki, name, user, expect, shots):
@@ -197,8 +231,12 @@ def main():
     cmd, args = sys.argv[1], sys.argv[2:]
     if cmd == "link":
         asyncio.run(link(*args))
-    elif cmd == "whoami":
-        asyncio.run(whoami(*args))
+    elif cmd == "link-http":
+        link_http(*args)
+    elif cmd == "call":
+        asyncio.run(call_one(*args))
+    elif cmd == "error":
+        asyncio.run(error(*args))
     elif cmd == "parallel":
         asyncio.run(parallel(args[0], args[1], args[2], float(args[3]), args[4:]))
     elif cmd == "legacy":

@@ -23,9 +23,9 @@ Usage:
 
 --auth-log receives one JSON line per HTTP request: {"path", "authorization"}.
 --revocations-log receives one JSON line per /revoke: {"token", "hint",
-"known", "username"}. --insufficient-scope answers every authenticated /mcp
-request with 403 insufficient_scope (scope="more:scope"), so a client steps
-up forever. --metadata-host makes the authorization-server metadata name its
+"known", "username"}. --insufficient-scope answers every authenticated
+tools/call with 403 insufficient_scope (scope="more:scope"), whatever the
+token's scopes, so a client steps up for ever (lists still work). --metadata-host makes the authorization-server metadata name its
 endpoints on http://HOST:PORT (the issuer and the listener stay on
 127.0.0.1). The bound port is written to --port-file once the server accepts
 connections.
@@ -89,9 +89,10 @@ class Refresh(RefreshToken):
 class Provider:
     """In-memory OAuthAuthorizationServerProvider with a username login page."""
 
-    def __init__(self, issuer: str, token_ttl: int):
+    def __init__(self, issuer: str, token_ttl: int, issued_log: str | None = None):
         self.issuer = issuer
         self.token_ttl = token_ttl
+        self.issued_log = issued_log
         self.clients: dict[str, OAuthClientInformationFull] = {}
         self.logins: dict[str, tuple[float, str, AuthorizationParams]] = {}
         self.codes: dict[str, AuthorizationCode] = {}
@@ -162,6 +163,10 @@ class Provider:
         )
         self.access[access.token] = access
         self.refresh[refresh.token] = refresh
+        if self.issued_log:
+            # Every token in full, so a test can look for them where they must never be.
+            with open(self.issued_log, "a", encoding="utf-8") as f:
+                f.write(f"{access.token}\n{refresh.token}\n")
         return OAuthToken(
             access_token=access.token,
             token_type="Bearer",
@@ -230,7 +235,7 @@ LOGIN_PAGE = """<!doctype html>
 
 def build_app(args: argparse.Namespace, port: int) -> Any:
     issuer = f"http://127.0.0.1:{port}"
-    provider = Provider(issuer, args.token_ttl)
+    provider = Provider(issuer, args.token_ttl, args.issued_log)
     registration = ClientRegistrationOptions(enabled=True, valid_scopes=SCOPES, default_scopes=DEFAULT_SCOPES)
     revocation = RevocationOptions(enabled=True)
     # Strings, not AnyHttpUrl: AuthSettings keeps the issuer free of a trailing slash.
@@ -333,19 +338,40 @@ def build_app(args: argparse.Namespace, port: int) -> Any:
 
             return await app(scope, replay, send)
 
-        if args.insufficient_scope and path == "/mcp" and authorization:
+        if args.insufficient_scope and path == "/mcp" and authorization and scope["method"] == "POST":
+            # Lists work; every tool call wants a scope the holder's grant lacks (as an
+            # upstream refuses one operation), for ever.
+            chunks = []
+            while True:
+                message = await receive()
+                chunks.append(message.get("body", b""))
+                if not message.get("more_body"):
+                    break
+            raw = b"".join(chunks)
+            try:
+                method = json.loads(raw).get("method")
+            except (ValueError, AttributeError):
+                method = None
+            sent = False
+
+            async def again() -> dict[str, Any]:
+                nonlocal sent
+                if sent:
+                    return await receive()
+                sent = True
+                return {"type": "http.request", "body": raw, "more_body": False}
+
             bearer = authorization[7:] if authorization.lower().startswith("bearer ") else ""
-            if bearer and await provider.load_access_token(bearer):
-                challenge = (
-                    f'Bearer error="insufficient_scope", scope="more:scope", resource_metadata="{resource_metadata}"'
-                )
-                response = Response(
-                    json.dumps({"error": "insufficient_scope", "error_description": "Required scope: more:scope"}),
-                    status_code=403,
-                    media_type="application/json",
-                    headers={"WWW-Authenticate": challenge},
-                )
-                return await response(scope, receive, send)
+            if method != "tools/call" or not bearer or not await provider.load_access_token(bearer):
+                return await app(scope, again, send)
+            challenge = f'Bearer error="insufficient_scope", scope="more:scope", resource_metadata="{resource_metadata}"'
+            response = Response(
+                json.dumps({"error": "insufficient_scope", "error_description": "Required scope: more:scope"}),
+                status_code=403,
+                media_type="application/json",
+                headers={"WWW-Authenticate": challenge},
+            )
+            return await response(scope, again, send)
 
         await app(scope, receive, send)
 
@@ -379,6 +405,7 @@ def main() -> None:
     parser.add_argument("--token-ttl", type=int, default=60)
     parser.add_argument("--insufficient-scope", action="store_true")
     parser.add_argument("--metadata-host")
+    parser.add_argument("--issued-log", help="append every issued token (tests look for them in mcp-zt's files)")
     asyncio.run(serve(parser.parse_args()))
 
 

@@ -14,6 +14,27 @@ use crate::upstream::{check_names, conn};
 
 /// Connects to `u` once (as a stand-in identity for per-identity upstreams) and lists it.
 async fn probe(u: &Upstream) -> Result<Items, String> {
+    if let (Some(o), config::Transport::Http { url, ca, client_cert, .. }) = (u.oauth(), &u.transport) {
+        // Nothing can be listed without a holder's token: check what linking needs.
+        let own = conn::http_client(ca.as_deref(), client_cert.as_ref())?;
+        let http = crate::upstream::oauth::http::OAuthHttp::new(url, own, o.allow_private)?;
+        return Err(match http.discover().await {
+            Ok(d) => format!(
+                "needs each holder's own login (auth = \"oauth\"): discovery works (authorization server {}, registration: {}); its tools are listed once a holder has linked",
+                d.server.issuer,
+                if o.client_id.is_some() {
+                    "pre-registered client"
+                } else if d.server.client_id_metadata_document_supported {
+                    "client metadata document (with serve --public-url) or dynamic"
+                } else if d.server.registration_endpoint.is_some() {
+                    "dynamic"
+                } else {
+                    "none offered: set oauth_client_id"
+                }
+            ),
+            Err(e) => format!("needs each holder's own login (auth = \"oauth\"), and discovery failed: {e}"),
+        });
+    }
     let checker = Identity::stand_in("mcp-zt-check");
     let (tx, _rx) = tokio::sync::mpsc::channel(crate::mcp::provider::HUB_QUEUE);
     let (inst, _) = conn::connect(

@@ -352,6 +352,15 @@ impl Hub {
         }
     }
 
+    /// A holder's own credentials for upstream `upstream` changed (a static secret set or
+    /// deleted): their connections to it end, so the next request starts one with the new
+    /// values.
+    pub fn holder_changed(&self, upstream: &str, holder: &str) {
+        for p in self.providers().iter().filter(|p| p.name() == upstream) {
+            p.holder_changed(holder);
+        }
+    }
+
     /// What the providers offer, for `who`: exposed names, visibility by the current policy.
     /// A name two providers expose is left out of both (and audited once as `name_clash`).
     pub async fn view(&self, who: &Identity) -> View {

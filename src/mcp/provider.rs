@@ -172,6 +172,9 @@ pub trait Provider: Send + Sync {
     /// The certificate `serial` was revoked: end everything held for it (sessions upstream,
     /// per-identity children). Called from the revocation path; must not block.
     fn revoked(&self, _serial: &str) {}
+    /// The holder's own credentials for this provider changed: end their connections (the
+    /// next request starts one with the new values). Must not block.
+    fn holder_changed(&self, _holder: &str) {}
     /// Whether each certificate gets a connection of its own (listing it for a caller may
     /// start a child).
     fn identity_bound(&self) -> bool {

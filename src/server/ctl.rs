@@ -160,9 +160,20 @@ fn handle(state: &AppState, req: CtlRequest) -> Result<CtlResponse, CaError> {
                 .into());
             };
             // On a blocking thread of the runtime: the upstream revocations are awaited here.
+            let changed = match &action {
+                crate::upstream::oauth::admin::UplinkOp::SecretSet { upstream, name, .. }
+                | crate::upstream::oauth::admin::UplinkOp::SecretDelete { upstream, name }
+                | crate::upstream::oauth::admin::UplinkOp::Unlink { upstream, name } => {
+                    Some((upstream.clone(), name.clone()))
+                }
+                _ => None,
+            };
             let answer = tokio::runtime::Handle::current()
                 .block_on(crate::upstream::oauth::admin::run(&linker, action))
                 .map_err(|e| crate::pki::PkiError::Invalid(e.to_string()))?;
+            if let (Some((upstream, name)), Some(hub)) = (changed, state.hub.get()) {
+                hub.holder_changed(&upstream, &name);
+            }
             out.uplink = Some(answer);
         }
         CtlRequest::OAuth { action: op } => {

@@ -264,8 +264,13 @@ async fn set_secret(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         b.value.as_bytes(),
         &who.name,
     ) {
-        // A connection already open keeps what it started with; the holder's next one gets it.
-        Ok(()) => Json(serde_json::json!({ "set": true })).into_response(),
+        Ok(()) => {
+            // The holder's open connection to it restarts with the new value.
+            if let Some(hub) = state.hub.get() {
+                hub.holder_changed(&b.upstream, &who.name);
+            }
+            Json(serde_json::json!({ "set": true })).into_response()
+        }
         Err(e) => link_fail(e),
     }
 }

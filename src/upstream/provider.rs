@@ -440,6 +440,24 @@ impl Provider for UpstreamProvider {
         self.cfg.identity_bound()
     }
 
+    fn holder_changed(&self, holder: &str) {
+        let slots: Vec<Slot> = self.lock_ids().values().cloned().collect();
+        let holder = holder.to_string();
+        tokio::spawn(async move {
+            for slot in slots {
+                let mut guard = slot.lock().await;
+                let mine = guard
+                    .as_ref()
+                    .is_some_and(|i| i.started_as.as_ref().is_some_and(|(n, _)| *n == holder));
+                if mine {
+                    if let Some(inst) = guard.take() {
+                        inst.close();
+                    }
+                }
+            }
+        });
+    }
+
     fn revoked(&self, serial: &str) {
         self.revoked
             .lock()

@@ -139,12 +139,23 @@ impl OAuthHttp {
         if self.allow_private && matches!(u.scheme(), "http" | "https") {
             return Ok((&self.public, u));
         }
-        url_allowed(&u, false).map_err(|why| {
-            format!(
+        // The address first: it is what makes a URL dangerous (https to a private address is
+        // no better).
+        let literal: Option<std::net::IpAddr> = match u.host() {
+            Some(url::Host::Ipv4(a)) => Some(a.into()),
+            Some(url::Host::Ipv6(a)) => Some(a.into()),
+            _ => None,
+        };
+        let why = match literal {
+            Some(ip) if !crate::oauth::addr::is_public(ip) => Some(format!("{ip} is not a public address")),
+            _ => url_allowed(&u, false).err(),
+        };
+        if let Some(why) = why {
+            return Err(format!(
                 "{url} is not on the upstream's own origin and {why} (oauth_allow_private = true \
                  is for an upstream known to be local)"
-            )
-        })?;
+            ));
+        }
         Ok((&self.public, u))
     }
 
@@ -476,5 +487,41 @@ impl std::fmt::Display for TokenError {
             },
             TokenError::Transport(s) => f.write_str(s),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn h(upstream: &str, allow_private: bool) -> OAuthHttp {
+        OAuthHttp::new(upstream, reqwest::Client::new(), allow_private).expect("client")
+    }
+
+    #[test]
+    fn endpoints_elsewhere_must_be_public_https() {
+        let local = h("http://127.0.0.1:8000/mcp", false);
+        assert!(local.client_for("http://127.0.0.1:8000/token").is_ok());
+        for bad in [
+            "http://127.0.0.2:8000/token",
+            "https://127.0.0.1:8001/token",
+            "https://10.0.0.5/token",
+            "https://169.254.169.254/latest/meta-data",
+            "https://[::1]/token",
+            "https://[fd00::1]/token",
+            "https://192.168.1.1/token",
+            "http://login.example.com/token",
+            "file:///etc/passwd",
+        ] {
+            let e = local.client_for(bad).expect_err(bad);
+            assert!(e.contains("not on the upstream's own origin"), "{bad}: {e}");
+        }
+        assert!(local
+            .client_for("https://127.0.0.2/token")
+            .expect_err("loopback")
+            .contains("127.0.0.2 is not a public address"));
+        assert!(local.client_for("https://login.example.com/token").is_ok());
+        let trusted = h("http://127.0.0.1:8000/mcp", true);
+        assert!(trusted.client_for("http://127.0.0.2:9000/token").is_ok());
     }
 }
