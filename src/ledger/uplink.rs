@@ -346,3 +346,77 @@ impl Ledger {
         self.kv_cas(kind, key, Some(old), new)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pending(holder: &str) -> PendingLink {
+        PendingLink {
+            upstream: "gh".into(),
+            holder: holder.into(),
+            chain: "example.org:own".into(),
+            serial: "01".into(),
+            verifier: "v1.sealed".into(),
+            redirect_uri: "http://127.0.0.1:1/callback".into(),
+            scopes: vec![],
+            issuer: "https://as.example".into(),
+            token_endpoint: "https://as.example/token".into(),
+            revocation_endpoint: None,
+            client_id: "c".into(),
+            client_secret: None,
+            auth_method: "none".into(),
+            authorize_url: "https://as.example/authorize".into(),
+            expires_at: 100,
+        }
+    }
+
+    #[test]
+    fn a_pending_link_is_taken_once_and_swept_when_expired() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open_sled(dir.path(), std::time::Duration::from_secs(1)).expect("open");
+        l.put_pending_link("h1", &pending("alice")).expect("put");
+        assert_eq!(l.pending_link("h1").expect("peek").map(|p| p.holder), Some("alice".into()));
+        assert!(l.take_pending_link("h1").expect("take").is_some());
+        assert!(l.take_pending_link("h1").expect("again").is_none());
+        l.put_pending_link("h2", &pending("bob")).expect("put");
+        assert_eq!(l.sweep_pending_links(50).expect("sweep"), 0);
+        assert_eq!(l.sweep_pending_links(101).expect("sweep"), 1);
+        assert!(l.pending_link("h2").expect("peek").is_none());
+    }
+
+    #[test]
+    fn a_link_changes_only_from_what_was_read() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let l = Ledger::open_sled(dir.path(), std::time::Duration::from_secs(1)).expect("open");
+        let link = UpstreamLink {
+            upstream: "gh".into(),
+            holder: "alice".into(),
+            chain: "example.org:own".into(),
+            serial: "01".into(),
+            scopes: vec!["read".into()],
+            access: "v1.a".into(),
+            refresh: Some("v1.r".into()),
+            expires_at: 10,
+            linked_at: 1,
+            refreshed_at: 1,
+            issuer: "https://as.example".into(),
+            token_endpoint: "https://as.example/token".into(),
+            revocation_endpoint: None,
+            client_id: "c".into(),
+            client_secret: None,
+            auth_method: "none".into(),
+        };
+        l.put_upstream_link(&link).expect("put");
+        let mut next = link.clone();
+        next.access = "v1.b".into();
+        assert!(l.swap_upstream_link(&link, &next).expect("swap"));
+        // A second refresh from the same stale read loses: the winner's record stays.
+        let mut stale = link.clone();
+        stale.access = "v1.c".into();
+        assert!(!l.swap_upstream_link(&link, &stale).expect("swap"));
+        assert_eq!(l.upstream_link("gh", "alice").expect("get").map(|x| x.access), Some("v1.b".into()));
+        assert!(l.remove_upstream_link("gh", "alice").expect("remove"));
+        assert!(l.upstream_links().expect("all").is_empty());
+    }
+}

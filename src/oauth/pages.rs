@@ -168,6 +168,16 @@ pub fn error(message: &str) -> String {
     page("Request refused", &body)
 }
 
+/// An upstream link that cannot be finished (mcp-zt's callback for upstream accounts).
+pub fn link_error(message: &str) -> String {
+    let body = format!(
+        "<h1>This link cannot be finished</h1>\n<p id=\"error\">{}</p>\n\
+<p>Nothing was linked. Start again from your MCP client, or run <code>mcp-zt link</code> with your certificate.</p>",
+        esc(message)
+    );
+    page("Link refused", &body)
+}
+
 /// The page after a denial or an approval whose redirect the browser should follow.
 pub fn done(message: &str) -> String {
     page("Done", &format!("<h1>{}</h1>", esc(message)))

@@ -189,7 +189,7 @@ async fn callback(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
     let Some(l) = linker(&state) else {
         return page(
             StatusCode::NOT_FOUND,
-            pages::error("no per-holder upstreams here"),
+            pages::link_error("no per-holder upstreams here"),
         );
     };
     let who = match holder(&state, &req) {
@@ -197,12 +197,12 @@ async fn callback(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
         Err(e) => {
             return page(
                 StatusCode::FORBIDDEN,
-                pages::error(&format!("{e}: open the link in a browser that has your mcp-zt certificate, or run `mcp-zt link`")),
+                pages::link_error(&format!("{e}: open the link in a browser that has your mcp-zt certificate, or run `mcp-zt link`")),
             )
         }
     };
     let Ok(Query(p)) = Query::<CallbackParams>::try_from_uri(req.uri()) else {
-        return page(StatusCode::BAD_REQUEST, pages::error("malformed callback"));
+        return page(StatusCode::BAD_REQUEST, pages::link_error("malformed callback"));
     };
     if let Some(err) = p.error {
         let why = format!(
@@ -214,12 +214,12 @@ async fn callback(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
                 .who(&who)
                 .reason(&why),
         );
-        return page(StatusCode::BAD_REQUEST, pages::error(&why));
+        return page(StatusCode::BAD_REQUEST, pages::link_error(&why));
     }
     let (Some(code), Some(st)) = (p.code, p.state) else {
         return page(
             StatusCode::BAD_REQUEST,
-            pages::error("the callback has no code or state"),
+            pages::link_error("the callback has no code or state"),
         );
     };
     match l.finish(&who, &st, &code).await {
@@ -230,7 +230,7 @@ async fn callback(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
                 row.upstream, row.holder
             )),
         ),
-        Err(e) => page(StatusCode::FORBIDDEN, pages::error(&e.to_string())),
+        Err(e) => page(StatusCode::FORBIDDEN, pages::link_error(&e.to_string())),
     }
 }
 
