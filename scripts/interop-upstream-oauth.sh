@@ -8,7 +8,8 @@
 # minutes, each answered with their own upstream account while tokens refresh; the upstream
 # never sees a client's own Authorization header; an unlinked holder is asked to link with a
 # URL elicitation (2025-11-25), input_required (2026-07-28) or a tool error; hostile links
-# (another holder's certificate, a tampered or replayed state) are refused; an upstream that
+# (another holder's certificate, a callback made elsewhere, a tampered or replayed state) are
+# refused; an upstream that
 # wants more scope gets one step-up, then a clear error; an upstream whose metadata points at
 # another loopback address is refused; static per-holder secrets reach only their holder's
 # child; the key rotates; revoking alice revokes her upstream tokens and bob keeps working; no
@@ -73,6 +74,7 @@ auth = "oauth"
 command = "$venv/bin/python"
 args = ["$here/gateway/env_upstream.py"]
 share = "per-identity"
+holder_secrets = ["KV_TOKEN"]
 EOF
 chmod 600 "$home/upstreams.toml"
 printf 'alice-kv-secret-%s\n' "$RANDOM$RANDOM" >"$work/alice.secret"
@@ -117,21 +119,23 @@ drive modern "$mcp" "$home/ca.crt" "$home" carol gh__whoami
 drive plain "$mcp" "$home/ca.crt" "$home" carol gh__whoami >/dev/null
 
 echo "== hostile links"
-landed=$(drive browser "$url" "$origin" "$home/ca.crt" "$home" bob bob-gh "started by another holder" "$shots")
-tampered="${landed/state=st_/state=st_X}"
-drive get "$tampered" "$home/ca.crt" "$home" carol 403
+drive refused "$url" "$origin" "$home/ca.crt" "$home" bob "started for another holder" "$shots"
+drive forged "$url" "$home/ca.crt" "$home" carol mallory-gh
+url=$(drive legacy "$mcp" "$home/ca.crt" "$home" carol gh__whoami)
 callback=$(drive browser "$url" "$origin" "$home/ca.crt" "$home" carol carol-gh "is linked" "$shots")
+drive get "${callback/state=st_/state=st_X}" "$home/ca.crt" "$home" carol 403
 drive get "$callback" "$home/ca.crt" "$home" carol 403
 drive call "$mcp" "$home/ca.crt" "$home" carol gh__whoami carol-gh
-grep -q '"event":"upstream_link_refused".*another holder' "$home/audit.log" ||
+grep -q '"event":"upstream_link_refused","name":"bob".*another holder' "$home/audit.log" ||
   fail "no upstream_link_refused line for the other holder's certificate"
 echo "ok: refusals audited"
 
 echo "== an upstream that answers insufficient_scope for ever: one step-up, then a clear error"
 drive link "$MCP_ZT" "$home" dave "$mcp" greedy dave-gh "$shots"
 step=$(drive error "$mcp" "$home/ca.crt" "$home" dave greedy__whoami "needs more scope")
-case "$step" in *scope=read+more%3Ascope*) echo "ok: the step-up asks for the union of the scopes" ;;
-  *) fail "step-up link does not ask for read and more:scope: $step" ;; esac
+grep -q '"event":"upstream_link_started","name":"dave".*scopes read more:scope' "$home/audit.log" ||
+  fail "the step-up link does not ask for read and more:scope"
+echo "ok: the step-up link asks for the union of the scopes (read more:scope)"
 drive browser "$step" "$origin" "$home/ca.crt" "$home" dave dave-gh "is linked" "$shots" >/dev/null
 drive error "$mcp" "$home/ca.crt" "$home" dave greedy__whoami "still answers insufficient_scope"
 
@@ -143,8 +147,14 @@ grep -q "127.0.0.2 is not a public address" "$work/odd.link" || fail "odd: $(cat
 echo "ok: refused before any request to 127.0.0.2: $(tail -1 "$work/odd.link")"
 
 echo "== static per-holder secrets"
-"$MCP_ZT" --home "$home" secret set kv --url "$mcp" --cert "$home/clients/bob.crt" \
-  --key "$home/clients/bob.key" --ca "$home/ca.crt" --env KV_TOKEN --from-file "$work/bob.secret"
+bobs=(--url "$mcp" --cert "$home/clients/bob.crt" --key "$home/clients/bob.key" --ca "$home/ca.crt")
+if "$MCP_ZT" --home "$home" secret set kv "${bobs[@]}" --env LD_PRELOAD --from-file "$work/bob.secret" \
+  2>"$work/preload.err"; then
+  fail "a holder set LD_PRELOAD for their child"
+fi
+grep -q "holder_secrets lists (KV_TOKEN)" "$work/preload.err" || fail "LD_PRELOAD: $(cat "$work/preload.err")"
+echo "ok: a name upstreams.toml does not list (LD_PRELOAD) is refused"
+"$MCP_ZT" --home "$home" secret set kv "${bobs[@]}" --env KV_TOKEN --from-file "$work/bob.secret"
 drive call "$mcp" "$home/ca.crt" "$home" alice kv__token "alice:$(cat "$work/alice.secret")"
 drive call "$mcp" "$home/ca.crt" "$home" bob kv__token "bob:$(cat "$work/bob.secret")"
 drive call "$mcp" "$home/ca.crt" "$home" carol kv__token "carol:<none>"

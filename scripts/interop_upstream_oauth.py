@@ -26,6 +26,14 @@ non-zero on a failed check):
       Chromium with NAME's certificate for ORIGIN opens URL (a link from an elicitation),
       logs in to the upstream as USER, and lands on mcp-zt's callback page, whose text must
       contain EXPECT. Prints the callback URL it landed on.
+  refused URL ORIGIN CA PKI NAME EXPECT SHOTS
+      Chromium with NAME's certificate opens URL (someone else's link page): mcp-zt's page
+      must refuse with EXPECT, before anything reaches the upstream.
+  forged LINK_URL CA PKI NAME USER
+      The link page opened with NAME's certificate by a client that then logs in to the
+      upstream as USER and hands the callback URL on (the way an attacker would send a victim
+      a callback made with the attacker's account): the callback without the link page's
+      cookie must be refused.
   get URL CA PKI NAME EXPECT_STATUS
       One GET with NAME's certificate (a replayed or tampered callback); prints the body.
 """
@@ -171,8 +179,8 @@ async def legacy(mcp_url, ca, pki, name, tool):
                 r = await session.call_tool(tool, {})
     check(len(asked) == 1, f"{name}: one elicitation/create arrived on the session")
     p = asked[0]
-    check(getattr(p, "mode", None) == "url" and "/authorize?" in p.url and p.elicitation_id,
-          f"{name}: URL-mode elicitation to the upstream's authorization endpoint")
+    check(getattr(p, "mode", None) == "url" and "/link/go/" in p.url and p.elicitation_id,
+          f"{name}: URL-mode elicitation to mcp-zt's link page")
     check(r.is_error and "not linked yet" in text_of(r), f"{name}: declined -> {text_of(r)!r}")
     print(p.url)
 
@@ -190,14 +198,14 @@ async def modern(mcp_url, ca, pki, name, tool):
     q = (r.input_requests or {}).get("link")
     params = q.params if q else None
     check(q is not None and q.method == "elicitation/create" and getattr(params, "mode", None) == "url"
-          and "/authorize?" in params.url, f"{name}: it carries a URL-mode elicitation/create")
+          and "/link/go/" in params.url, f"{name}: it carries a URL-mode elicitation/create")
     check(bool(r.request_state), f"{name}: with a requestState")
 
 
 async def plain(mcp_url, ca, pki, name, tool):
     r = await call(mcp_url, context(ca, pki, name), tool, mode="legacy")
     t = text_of(r)
-    check(r.is_error and "/authorize?" in t and "mcp-zt link gh" in t,
+    check(r.is_error and "/link/go/" in t and "mcp-zt link gh" in t,
           f"{name}: a client without URL elicitation gets a tool error with the link and the command")
     print(re.search(r"Link: (\S+)", t).group(1))
 
@@ -218,6 +226,35 @@ async def browser(url, origin, ca, pki, name, user, expect, shots):
         await b.close()
     check(expect in body, f"{name}: mcp-zt's callback page says {body.strip()[:160]!r}")
     print(landed)
+
+
+async def refused(url, origin, ca, pki, name, expect, shots):
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as pw:
+        b = await pw.chromium.launch(executable_path="/usr/bin/chromium", args=["--no-sandbox"])
+        ctx = await b.new_context(ignore_https_errors=True, client_certificates=[
+            {"origin": origin, "certPath": f"{pki}/clients/{name}.crt", "keyPath": f"{pki}/clients/{name}.key"}])
+        page = await ctx.new_page()
+        resp = await page.goto(url)
+        body = await page.text_content("body") or ""
+        await page.screenshot(path=f"{shots}/{name}-refused.png")
+        await b.close()
+    check(resp.status == 403 and expect in body and page.url.startswith(origin),
+          f"{name}: mcp-zt's link page refuses: {body.strip()[:120]!r}")
+
+
+def forged(link_url, ca, pki, name, user):
+    ctx = context(ca, pki, name)
+    with httpx2.Client(verify=ctx, follow_redirects=False, timeout=30) as mine:
+        authorize = mine.get(link_url).headers["location"]
+    with httpx2.Client(follow_redirects=False, timeout=30) as other:
+        login = other.get(authorize).headers["location"]
+        txn = re.search(r'name="txn" value="([^"]+)"', other.get(login).text).group(1)
+        callback = other.post(login.split("?")[0], data={"txn": txn, "username": user}).headers["location"]
+    r = httpx2.get(callback, verify=ctx, timeout=30)
+    check(r.status_code == 403 and "did not open the link page" in r.text,
+          f"{name}: a callback made elsewhere (upstream account {user}) is refused without the link page's cookie")
 
 
 def get(url, ca, pki, name, status):
@@ -247,6 +284,10 @@ def main():
         asyncio.run(plain(*args))
     elif cmd == "browser":
         asyncio.run(browser(*args))
+    elif cmd == "refused":
+        asyncio.run(refused(*args))
+    elif cmd == "forged":
+        forged(*args)
     elif cmd == "get":
         get(*args)
     else:

@@ -167,6 +167,15 @@ impl SealKey {
         ))
     }
 
+    /// Whether `sealed` names this key (sealed under it, not yet checked).
+    pub fn sealed_by(&self, sealed: &str) -> bool {
+        sealed
+            .strip_prefix(VERSION)
+            .and_then(|r| r.strip_prefix('.'))
+            .and_then(|r| r.split('.').next())
+            == Some(self.id.as_str())
+    }
+
     /// Opens a sealed value; refuses values of another key, altered ones, and values moved
     /// to another binding.
     pub fn open(

@@ -14,7 +14,16 @@ use crate::upstream::{check_names, conn};
 
 /// Connects to `u` once (as a stand-in identity for per-identity upstreams) and lists it.
 async fn probe(u: &Upstream) -> Result<Items, String> {
-    if let (Some(o), config::Transport::Http { url, ca, client_cert, .. }) = (u.oauth(), &u.transport) {
+    if let (
+        Some(o),
+        config::Transport::Http {
+            url,
+            ca,
+            client_cert,
+            ..
+        },
+    ) = (u.oauth(), &u.transport)
+    {
         // Nothing can be listed without a holder's token: check what linking needs.
         let own = conn::http_client(ca.as_deref(), client_cert.as_ref())?;
         let http = crate::upstream::oauth::http::OAuthHttp::new(url, own, o.allow_private)?;

@@ -93,6 +93,12 @@ pub struct PendingLink {
     pub authorize_url: String,
     /// Unix seconds after which it is refused.
     pub expires_at: i64,
+    /// Finished by a browser at mcp-zt's callback (not by `mcp-zt link`).
+    #[serde(default)]
+    pub via_browser: bool,
+    /// SHA-256 of the cookie the browser that opened the link page got: the callback needs it.
+    #[serde(default)]
+    pub browser: Option<String>,
 }
 
 /// mcp-zt's registration with an upstream's authorization server (DCR), reused by every
@@ -368,6 +374,8 @@ mod tests {
             auth_method: "none".into(),
             authorize_url: "https://as.example/authorize".into(),
             expires_at: 100,
+            via_browser: false,
+            browser: None,
         }
     }
 
@@ -376,7 +384,10 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let l = Ledger::open_sled(dir.path(), std::time::Duration::from_secs(1)).expect("open");
         l.put_pending_link("h1", &pending("alice")).expect("put");
-        assert_eq!(l.pending_link("h1").expect("peek").map(|p| p.holder), Some("alice".into()));
+        assert_eq!(
+            l.pending_link("h1").expect("peek").map(|p| p.holder),
+            Some("alice".into())
+        );
         assert!(l.take_pending_link("h1").expect("take").is_some());
         assert!(l.take_pending_link("h1").expect("again").is_none());
         l.put_pending_link("h2", &pending("bob")).expect("put");
@@ -415,7 +426,12 @@ mod tests {
         let mut stale = link.clone();
         stale.access = "v1.c".into();
         assert!(!l.swap_upstream_link(&link, &stale).expect("swap"));
-        assert_eq!(l.upstream_link("gh", "alice").expect("get").map(|x| x.access), Some("v1.b".into()));
+        assert_eq!(
+            l.upstream_link("gh", "alice")
+                .expect("get")
+                .map(|x| x.access),
+            Some("v1.b".into())
+        );
         assert!(l.remove_upstream_link("gh", "alice").expect("remove"));
         assert!(l.upstream_links().expect("all").is_empty());
     }

@@ -20,7 +20,7 @@ use crate::identity::{ConnInfo, Identity};
 use crate::ledger::uplink::SecretKind;
 use crate::oauth::pages;
 use crate::upstream::oauth::linker::{
-    LinkError, Linker, Redirect, CALLBACK_PATH, CLIENT_DOCUMENT_PATH,
+    LinkError, Linker, Redirect, CALLBACK_PATH, CLIENT_DOCUMENT_PATH, COOKIE,
 };
 
 /// Largest request body of these endpoints.
@@ -33,6 +33,7 @@ pub fn router() -> Router<Arc<AppState>> {
         .route("/link/finish", post(finish))
         .route("/link/secret", post(set_secret))
         .route(CALLBACK_PATH, get(callback))
+        .route("/link/go/{state}", get(go))
         .route(CLIENT_DOCUMENT_PATH, get(document))
 }
 
@@ -110,7 +111,39 @@ fn linker(state: &AppState) -> Option<&Arc<Linker>> {
     state.linker.as_ref()
 }
 
-async fn body_of<T: serde::de::DeserializeOwned>(req: Request<Body>) -> Result<T, Response> {
+/// The command-line endpoints take JSON from mcp-zt itself: a form a web page could post
+/// (another Content-Type, or a foreign `Origin`) is refused, so no site can act with the
+/// certificate a holder installed in their browser.
+async fn body_of<T: serde::de::DeserializeOwned>(
+    state: &AppState,
+    req: Request<Body>,
+) -> Result<T, Response> {
+    let json = req
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| {
+            v.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !json {
+        return Err(fail(
+            StatusCode::UNSUPPORTED_MEDIA_TYPE,
+            "expected application/json",
+        ));
+    }
+    if let Some(origin) = req.headers().get(http::header::ORIGIN) {
+        let ok = origin
+            .to_str()
+            .is_ok_and(|o| state.allowed_origins.iter().any(|a| a == o));
+        if !ok {
+            return Err(fail(
+                StatusCode::FORBIDDEN,
+                "requests from web pages are refused here",
+            ));
+        }
+    }
     let bytes: Bytes = axum::body::to_bytes(req.into_body(), MAX_BODY)
         .await
         .map_err(|_| fail(StatusCode::PAYLOAD_TOO_LARGE, "body too large"))?;
@@ -126,7 +159,7 @@ async fn start(State(state): State<Arc<AppState>>, req: Request<Body>) -> Respon
         Ok(w) => w,
         Err(e) => return fail(StatusCode::FORBIDDEN, e),
     };
-    let b: StartBody = match body_of(req).await {
+    let b: StartBody = match body_of(&state, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
@@ -163,11 +196,11 @@ async fn finish(State(state): State<Arc<AppState>>, req: Request<Body>) -> Respo
         Ok(w) => w,
         Err(e) => return fail(StatusCode::FORBIDDEN, e),
     };
-    let b: FinishBody = match body_of(req).await {
+    let b: FinishBody = match body_of(&state, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };
-    match l.finish(&who, &b.state, &b.code).await {
+    match l.finish(&who, &b.state, &b.code, None).await {
         Ok(row) => Json(row).into_response(),
         Err(e) => link_fail(e),
     }
@@ -202,7 +235,10 @@ async fn callback(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
         }
     };
     let Ok(Query(p)) = Query::<CallbackParams>::try_from_uri(req.uri()) else {
-        return page(StatusCode::BAD_REQUEST, pages::link_error("malformed callback"));
+        return page(
+            StatusCode::BAD_REQUEST,
+            pages::link_error("malformed callback"),
+        );
     };
     if let Some(err) = p.error {
         let why = format!(
@@ -222,7 +258,11 @@ async fn callback(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
             pages::link_error("the callback has no code or state"),
         );
     };
-    match l.finish(&who, &st, &code).await {
+    let cookie = cookie_of(&req);
+    match l
+        .finish(&who, &st, &code, Some(cookie.as_deref().unwrap_or("")))
+        .await
+    {
         Ok(row) => page(
             StatusCode::OK,
             pages::done(&format!(
@@ -230,6 +270,72 @@ async fn callback(State(state): State<Arc<AppState>>, req: Request<Body>) -> Res
                 row.upstream, row.holder
             )),
         ),
+        Err(e) => page(StatusCode::FORBIDDEN, pages::link_error(&e.to_string())),
+    }
+}
+
+/// The link cookie the browser sent, if any.
+fn cookie_of(req: &Request<Body>) -> Option<String> {
+    req.headers()
+        .get_all(http::header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+/// `GET /link/go/STATE`: the link page, opened with the holder's certificate; gives the
+/// browser its cookie and sends it on to the upstream's authorization request.
+async fn go(
+    State(state): State<Arc<AppState>>,
+    axum::extract::Path(st): axum::extract::Path<String>,
+    req: Request<Body>,
+) -> Response {
+    let Some(l) = linker(&state) else {
+        return page(
+            StatusCode::NOT_FOUND,
+            pages::link_error("no per-holder upstreams here"),
+        );
+    };
+    let who = match holder(&state, &req) {
+        Ok(w) => w,
+        Err(e) => {
+            return page(
+                StatusCode::FORBIDDEN,
+                pages::link_error(&format!("{e}: open the link in a browser that has your mcp-zt certificate, or run `mcp-zt link`")),
+            )
+        }
+    };
+    match l.go(&who, &st) {
+        Ok((to, nonce)) => {
+            let mut r = StatusCode::SEE_OTHER.into_response();
+            let h = r.headers_mut();
+            let cookie = format!(
+                "{COOKIE}={nonce}; Path={CALLBACK_PATH}; Max-Age=600; Secure; HttpOnly; SameSite=Lax"
+            );
+            if let (Ok(loc), Ok(c)) = (
+                http::HeaderValue::from_str(&to),
+                http::HeaderValue::from_str(&cookie),
+            ) {
+                h.insert(http::header::LOCATION, loc);
+                h.insert(http::header::SET_COOKIE, c);
+                h.insert(
+                    http::header::CACHE_CONTROL,
+                    http::HeaderValue::from_static("no-store"),
+                );
+                h.insert(
+                    http::header::REFERRER_POLICY,
+                    http::HeaderValue::from_static("no-referrer"),
+                );
+                return r;
+            }
+            page(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                pages::link_error("the upstream's authorization URL is unusable"),
+            )
+        }
         Err(e) => page(StatusCode::FORBIDDEN, pages::link_error(&e.to_string())),
     }
 }
@@ -249,7 +355,7 @@ async fn set_secret(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
         Ok(w) => w,
         Err(e) => return fail(StatusCode::FORBIDDEN, e),
     };
-    let b: SecretBody = match body_of(req).await {
+    let b: SecretBody = match body_of(&state, req).await {
         Ok(b) => b,
         Err(r) => return r,
     };

@@ -329,6 +329,21 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         sig,
     ));
     tokio::spawn(retire_loop(state.clone(), shutdown.clone()));
+    if let Some(linker) = state.linker.clone() {
+        // Links started and never finished expire after 10 minutes; their records go here.
+        let stop = shutdown.clone();
+        tokio::spawn(async move {
+            loop {
+                tokio::select! {
+                    () = stop.cancelled() => break,
+                    () = tokio::time::sleep(Duration::from_secs(600)) => {
+                        let l = linker.clone();
+                        let _ = tokio::task::spawn_blocking(move || l.sweep()).await;
+                    }
+                }
+            }
+        });
+    }
     if state.oauth.is_some() {
         tokio::spawn(oauth::sweep(state.clone(), shutdown.clone()));
     }

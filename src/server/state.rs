@@ -322,7 +322,9 @@ impl AppState {
         // The holder's upstream tokens and secrets go with the certificate: revoked at each
         // upstream that can, and deleted (in the background: upstreams may be slow).
         if let (Some(linker), Ok(rt)) = (&self.linker, tokio::runtime::Handle::try_current()) {
-            for rec in outcome.newly.iter().filter(|r| r.kind == CertKind::Client) {
+            // A repeated revoke runs it again: whatever the first one could not finish.
+            let all = outcome.newly.iter().chain(&outcome.already);
+            for rec in all.filter(|r| r.kind == CertKind::Client) {
                 let (linker, name, serial) = (linker.clone(), rec.name.clone(), rec.serial.clone());
                 rt.spawn(async move { linker.holder_revoked(&name, &serial).await });
             }

@@ -218,6 +218,9 @@ pub struct Upstream {
     pub max_children: usize,
     /// How requests to it are authenticated: the file's headers, or each holder's own login.
     pub auth: Auth,
+    /// Names (environment variables of a per-identity child, or headers of a per-holder
+    /// HTTP connection) each holder may give a secret value of their own for.
+    pub holder_secrets: Vec<String>,
 }
 
 /// How the gateway authenticates to an upstream.

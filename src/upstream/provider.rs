@@ -262,7 +262,14 @@ impl UpstreamProvider {
                 crate::upstream::config::Transport::Stdio { .. } => SecretKind::Env,
                 crate::upstream::config::Transport::Http { .. } => SecretKind::Header,
             };
-            let found = secret::for_connection(linker, &who.name, &chain, &self.cfg.name, kind);
+            // Only names the file still lists: one the operator removed is no longer sent.
+            let mut found = secret::for_connection(linker, &who.name, &chain, &self.cfg.name, kind);
+            found.retain(|(n, _)| {
+                self.cfg
+                    .holder_secrets
+                    .iter()
+                    .any(|h| h.eq_ignore_ascii_case(n))
+            });
             match kind {
                 SecretKind::Env => extras.env = found,
                 SecretKind::Header => extras.headers = found,

@@ -70,6 +70,7 @@ struct RawUpstream {
     oauth_client_id: Option<Spanned<String>>,
     oauth_client_secret: Option<Spanned<toml::Value>>,
     oauth_allow_private: Option<Spanned<bool>>,
+    holder_secrets: Option<Spanned<Vec<Spanned<String>>>>,
 }
 
 #[derive(Debug, Clone, Copy, Deserialize)]
@@ -208,6 +209,13 @@ fn build(name: Spanned<String>, raw: RawUpstream, base: &Path) -> Result<Upstrea
         None => DEFAULT_TIMEOUT,
     };
     let auth = auth(&raw, &transport, base, n)?;
+    let holder_secrets = holder_secrets(
+        &raw,
+        &transport,
+        share,
+        forward_identity || matches!(auth, Auth::OAuth(_)),
+        n,
+    )?;
     Ok(Upstream {
         name,
         transport,
@@ -217,7 +225,72 @@ fn build(name: Spanned<String>, raw: RawUpstream, base: &Path) -> Result<Upstrea
         forward_identity,
         max_children,
         auth,
+        holder_secrets,
     })
+}
+
+/// `holder_secrets`: the names each holder may give a value of their own for. An allowlist,
+/// because a holder's value lands in a process or a request the operator configured: an
+/// environment variable such as `LD_PRELOAD` or `NODE_OPTIONS` would run the holder's code on
+/// the gateway, a header such as `Host` would reach another service. Only on connections of
+/// each holder's own, never over a name the file sets itself.
+fn holder_secrets(
+    raw: &RawUpstream,
+    transport: &Transport,
+    share: Share,
+    per_holder_http: bool,
+    n: &str,
+) -> Result<Vec<String>, Bad> {
+    let Some(list) = &raw.holder_secrets else {
+        return Ok(Vec::new());
+    };
+    let mut out: Vec<String> = Vec::new();
+    for name in list.get_ref() {
+        let v = name.get_ref();
+        let checked = match transport {
+            Transport::Stdio { env, .. } => {
+                if share != Share::PerIdentity {
+                    return Err(bad(list.span(), format!("upstream {n}: holder_secrets needs share = \"per-identity\" (each holder's own child)")));
+                }
+                check_env_name(v).and_then(|()| {
+                    if env.iter().any(|(k, _)| k == v) {
+                        Err(format!("{v} is set in env already"))
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
+            Transport::Http { headers, .. } => {
+                if !per_holder_http {
+                    return Err(bad(list.span(), format!("upstream {n}: holder_secrets needs a connection of each holder's own (auth = \"oauth\" or forward_identity = true)")));
+                }
+                check_header_name(v).and_then(|()| {
+                    if v.eq_ignore_ascii_case("authorization")
+                        && per_holder_http
+                        && raw.auth.is_some()
+                    {
+                        Err(
+                            "with auth = \"oauth\" the holder's token is the Authorization header"
+                                .into(),
+                        )
+                    } else if headers.iter().any(|(k, _)| k.eq_ignore_ascii_case(v)) {
+                        Err(format!("{v} is set in headers already"))
+                    } else {
+                        Ok(())
+                    }
+                })
+            }
+        };
+        checked.map_err(|m| bad(name.span(), format!("upstream {n}: holder_secrets: {m}")))?;
+        if out.iter().any(|o| o.eq_ignore_ascii_case(v)) {
+            return Err(bad(
+                name.span(),
+                format!("upstream {n}: holder_secrets: {v} is given twice"),
+            ));
+        }
+        out.push(v.clone());
+    }
+    Ok(out)
 }
 
 /// `auth` and the `oauth_*` keys: OAuth is for HTTP upstreams, and needs no static

@@ -711,7 +711,12 @@ fn auth_oauth_is_per_holder_and_for_http_only() {
         "auth = \"oauth\"\nheaders = { Authorization = \"Bearer shared\" }\n"
     ))
     .contains("remove it from headers"));
-    assert!(refused(&http("auth = \"oauth\"\noauth_scopes = [\"a b\"]\n")).contains("not a scope token"));
-    assert!(refused(&http("auth = \"oauth\"\noauth_client_secret = \"s\"\n"))
-        .contains("needs oauth_client_id"));
+    assert!(
+        refused(&http("auth = \"oauth\"\noauth_scopes = [\"a b\"]\n"))
+            .contains("not a scope token")
+    );
+    assert!(
+        refused(&http("auth = \"oauth\"\noauth_client_secret = \"s\"\n"))
+            .contains("needs oauth_client_id")
+    );
 }

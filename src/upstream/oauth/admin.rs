@@ -109,10 +109,26 @@ pub async fn run(linker: &Arc<Linker>, op: UplinkOp) -> Result<UplinkAnswer, Lin
                 secret::delete_all(linker, &name, Some(&upstream), "deleted by an operator")?;
         }
         UplinkOp::RotateKey => {
-            let old = linker.key()?;
-            let (new, raw) = SealKey::generate()?;
+            use crate::secrets::{key_path, load, next_key_path, write_next_key, SecretsError};
             let home = linker.home().to_path_buf();
-            crate::secrets::write_next_key(&home, &raw)?;
+            let unusable = || LinkError::Secrets(SecretsError::Malformed(next_key_path(&home)));
+            // Opens what is stored now: the key, and an interrupted rotation's next key.
+            let old = linker.key()?;
+            // An interrupted rotation is resumed with its own next key (values may be sealed
+            // under it already); else a new key, durable before anything is sealed with it.
+            if load(&next_key_path(&home))?.is_none() {
+                let (_, raw) = SealKey::generate()?;
+                write_next_key(&home, &raw)?;
+            }
+            let new = load(&next_key_path(&home))?.ok_or_else(unusable)?;
+            // From here the server seals with the new key and still opens the old one, so
+            // nothing written during the re-sealing is lost.
+            let live = load(&next_key_path(&home))?.ok_or_else(unusable)?;
+            let live = match load(&key_path(&home))? {
+                Some(current) => live.also_opening(current),
+                None => live,
+            };
+            linker.set_key(live);
             out.count = super::rotate::reseal_all(linker.ledger(), &old, &new)
                 .map_err(|e| LinkError::Refused(format!("re-sealing stopped, nothing lost (both keys open values until a rotation ends): {e}")))?;
             crate::secrets::promote_next_key(&home)?;

@@ -222,9 +222,15 @@ pub fn check_server_metadata(m: &ServerMetadata, issuer: &str) -> Result<(), Str
 /// it at a path boundary), or a token for something else would be asked for.
 pub fn check_resource(meta_resource: &str, upstream: &Url) -> Result<(), String> {
     let want = upstream.as_str().trim_end_matches('/');
-    let got = meta_resource.trim_end_matches('/');
-    let ok =
-        want == got || (want.starts_with(got) && want.as_bytes().get(got.len()) == Some(&b'/'));
+    let ok = Url::parse(meta_resource).is_ok_and(|got| {
+        let (gp, wp) = (
+            got.path().trim_end_matches('/'),
+            upstream.path().trim_end_matches('/'),
+        );
+        got.origin() == upstream.origin()
+            && got.query().is_none()
+            && (gp == wp || (wp.starts_with(gp) && wp.as_bytes().get(gp.len()) == Some(&b'/')))
+    });
     if ok {
         Ok(())
     } else {
@@ -293,5 +299,7 @@ mod tests {
         assert!(check_resource("https://api.example.com", &u).is_ok());
         assert!(check_resource("https://api.example.com/m", &u).is_err());
         assert!(check_resource("https://evil.example/mcp", &u).is_err());
+        assert!(check_resource("https:", &u).is_err());
+        assert!(check_resource("https://api.example.com.evil/mcp", &u).is_err());
     }
 }

@@ -147,7 +147,9 @@ impl OAuthHttp {
             _ => None,
         };
         let why = match literal {
-            Some(ip) if !crate::oauth::addr::is_public(ip) => Some(format!("{ip} is not a public address")),
+            Some(ip) if !crate::oauth::addr::is_public(ip) => {
+                Some(format!("{ip} is not a public address"))
+            }
             _ => url_allowed(&u, false).err(),
         };
         if let Some(why) = why {

@@ -28,6 +28,10 @@ const CACHE_FOR: Duration = Duration::from_secs(5);
 pub const CLIENT_DOCUMENT_PATH: &str = "/oauth/upstream-client.json";
 /// The callback path on the login name (or the server's own name).
 pub const CALLBACK_PATH: &str = "/oauth/callback";
+/// The link page a browser opens first (`/link/go/STATE`).
+pub const GO_PATH: &str = "/link/go/";
+/// The cookie the link page gives the browser, which the callback needs.
+pub const COOKIE: &str = "mcpzt_link";
 
 /// Where the upstream sends the holder's browser back.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -151,7 +155,13 @@ pub struct Linker {
     mcp_url: Option<String>,
     locks: Mutex<HashMap<String, Arc<tokio::sync::Mutex<()>>>>,
     cache: Mutex<HashMap<String, Cached>>,
+    /// Links started per certificate in the current minute: each start costs discovery and a
+    /// ledger record.
+    starts: Mutex<(Instant, HashMap<String, u32>)>,
 }
+
+/// Most links one certificate may start in a minute.
+pub const STARTS_PER_MINUTE: u32 = 20;
 
 fn now() -> i64 {
     crate::pki::now().unix_timestamp()
@@ -202,6 +212,7 @@ impl Linker {
             mcp_url,
             locks: Mutex::new(HashMap::new()),
             cache: Mutex::new(HashMap::new()),
+            starts: Mutex::new((Instant::now(), HashMap::new())),
         }
     }
 
@@ -229,12 +240,22 @@ impl Linker {
         Ok(k)
     }
 
+    /// The key if it exists, never making one (a new key opens nothing already stored).
+    fn existing_key(&self) -> Option<Arc<SealKey>> {
+        if let Some(k) = self.key.read().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            return Some(k.clone());
+        }
+        let k = Arc::new(crate::secrets::load_existing(&self.home).ok()??);
+        *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(k.clone());
+        Some(k)
+    }
+
     /// HOME.
     pub fn home(&self) -> &std::path::Path {
         &self.home
     }
 
-    /// Uses `key` from now on (after `secrets rotate-key` re-sealed everything).
+    /// Uses `key` from now on (during and after `secrets rotate-key`).
     pub fn set_key(&self, key: SealKey) {
         *self.key.write().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(key));
         self.forget_cached();
@@ -383,6 +404,23 @@ impl Linker {
         let Some(settings) = cfg.oauth() else {
             return Err(LinkError::NotOAuth(upstream.into()));
         };
+        {
+            let mut starts = self.starts.lock().unwrap_or_else(|e| e.into_inner());
+            if starts.0.elapsed() > Duration::from_secs(60) {
+                *starts = (Instant::now(), HashMap::new());
+            }
+            let n = starts.1.entry(who.serial.clone()).or_insert(0);
+            *n += 1;
+            if *n > STARTS_PER_MINUTE {
+                return Err(self.refused(
+                    who,
+                    upstream,
+                    format!(
+                        "more than {STARTS_PER_MINUTE} links started in a minute: wait a minute"
+                    ),
+                ));
+            }
+        }
         let http = self.http_for(&cfg)?;
         let found = http
             .discover()
@@ -476,6 +514,8 @@ impl Linker {
             auth_method: method,
             authorize_url: url.to_string(),
             expires_at,
+            via_browser: redirect == Redirect::Browser,
+            browser: None,
         };
         self.ledger
             .put_pending_link(&sha256_hex(&state), &pending)?;
@@ -491,11 +531,44 @@ impl Linker {
                     }
                 )),
         );
+        // A browser goes through mcp-zt's own page first: it checks the certificate and gives
+        // the browser the cookie the callback needs, so a callback URL made with someone else's
+        // upstream account and sent to this holder finishes nothing.
+        let url = match (redirect, &self.browser_base) {
+            (Redirect::Browser, Some(b)) => format!("{b}{GO_PATH}{state}"),
+            _ => url.to_string(),
+        };
         Ok(Started {
-            url: url.to_string(),
+            url,
             state,
             expires_at,
         })
+    }
+
+    /// The link page (`GET /link/go/STATE`), opened with the holder's certificate: where the
+    /// browser goes on, and the cookie it must bring back to the callback.
+    pub fn go(&self, who: &Identity, state: &str) -> Result<(String, String), LinkError> {
+        let hash = sha256_hex(state);
+        let refuse = |upstream: &str, why: &str| self.refused(who, upstream, why.to_string());
+        let Some(mut p) = self.ledger.pending_link(&hash)? else {
+            return Err(refuse("-", "unknown, used or expired link"));
+        };
+        if p.holder != who.name || p.chain != self.chain_of(who) || who.oauth.is_some() {
+            return Err(refuse(
+                &p.upstream,
+                "this link was started for another holder",
+            ));
+        }
+        if !p.via_browser || p.expires_at < now() {
+            return Err(refuse(
+                &p.upstream,
+                "this link expired or is not for a browser: start it again",
+            ));
+        }
+        let nonce = random_token("lc_");
+        p.browser = Some(sha256_hex(&nonce));
+        self.ledger.put_pending_link(&hash, &p)?;
+        Ok((p.authorize_url, nonce))
     }
 
     /// mcp-zt's registration with the authorization server for `redirect_uri`: from the
@@ -561,6 +634,7 @@ impl Linker {
         who: &Identity,
         state: &str,
         code: &str,
+        browser_cookie: Option<&str>,
     ) -> Result<LinkRow, LinkError> {
         let hash = sha256_hex(state);
         let refuse = |upstream: &str, why: &str| self.refused(who, upstream, why.to_string());
@@ -571,10 +645,19 @@ impl Linker {
         if peek.holder != who.name || peek.chain != chain || who.oauth.is_some() {
             return Err(refuse(
                 &peek.upstream,
-                &format!(
-                    "this link was started by another holder ({}), not {}",
-                    peek.holder, who.name
-                ),
+                "this link was started by another holder",
+            ));
+        }
+        // A browser link finishes only in the browser that opened mcp-zt's link page; a link
+        // of `mcp-zt link` only by that command.
+        let cookie_ok = match (&peek.browser, browser_cookie) {
+            (Some(h), Some(c)) => crate::oauth::crypto::same(h, &sha256_hex(c)),
+            _ => false,
+        };
+        if peek.via_browser != browser_cookie.is_some() || (peek.via_browser && !cookie_ok) {
+            return Err(refuse(
+                &peek.upstream,
+                "this browser did not open the link page of this link: open the link you were given",
             ));
         }
         let Some(p) = self.ledger.take_pending_link(&hash)? else {
@@ -669,10 +752,11 @@ impl Linker {
     }
 
     fn forget(&self, upstream: &str, holder: &str) {
+        let prefix = format!("{}|", key_of(upstream, holder));
         self.cache
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .remove(&key_of(upstream, holder));
+            .retain(|k, _| !k.starts_with(&prefix));
     }
 
     /// Drops every opened token (the key changed, or links were removed elsewhere).
@@ -691,7 +775,8 @@ impl Linker {
     /// The holder's token for `upstream`, refreshed first when it is near expiry; `Err` says
     /// the holder must link (again).
     pub async fn access(&self, who: &Identity, upstream: &str) -> Result<Access, NeedLink> {
-        let k = key_of(upstream, &who.name);
+        let chain = self.chain_of(who);
+        let k = format!("{}|{chain}", key_of(upstream, &who.name));
         let t = now();
         let fresh = |l: &UpstreamLink| {
             l.expires_at == 0 || l.expires_at - t > refresh_margin(l.expires_at - l.refreshed_at)
@@ -710,7 +795,6 @@ impl Linker {
             reason: reason.to_string(),
             scopes: Vec::new(),
         };
-        let chain = self.chain_of(who);
         let lock = self.lock_for(&k);
         let _held = lock.lock().await;
         let link = match self.ledger.upstream_link(upstream, &who.name) {
@@ -803,7 +887,7 @@ impl Linker {
                         return Ok(now_link);
                     }
                 }
-                if let TokenError::Refused { .. } = e {
+                if matches!(&e, TokenError::Refused { error, .. } if error == "invalid_grant") {
                     let _ = self.ledger.remove_upstream_link(&upstream, &link.holder);
                     self.forget(&upstream, &link.holder);
                     self.audit.log(
@@ -907,8 +991,8 @@ impl Linker {
             line("deleted (the upstream is no longer configured for OAuth: not revoked there)");
             return;
         };
-        let Ok(key) = self.key() else {
-            line("deleted (secrets.key is unusable: not revoked there)");
+        let Some(key) = self.existing_key() else {
+            line("deleted (no usable secrets.key: not revoked there)");
             return;
         };
         let Ok(http) = self.http_for(&cfg) else {

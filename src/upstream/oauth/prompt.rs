@@ -64,7 +64,8 @@ fn command(linker: &Linker, upstream: &str, scopes: &[String]) -> String {
     let url = linker.mcp_url().unwrap_or("https://SERVER/mcp");
     let mut c = format!("mcp-zt link {upstream} --url {url} --cert CERT --key KEY --ca CA");
     for s in scopes {
-        c.push_str(&format!(" --scope {s}"));
+        // The scopes come from the upstream's challenge: quoted for a shell, whatever they hold.
+        c.push_str(&format!(" --scope '{}'", s.replace('\'', "'\\''")));
     }
     c
 }

@@ -9,7 +9,7 @@ use crate::audit::Event;
 use crate::ledger::uplink::{HolderSecret, SecretKind};
 use crate::ledger::LedgerError;
 use crate::secrets::Binding;
-use crate::upstream::config::{Share, Transport, IDENTITY_ENV};
+use crate::upstream::config::Transport;
 
 /// Largest secret value.
 pub const MAX_VALUE: usize = 8 * 1024;
@@ -41,8 +41,9 @@ pub fn chain_for_name(linker: &Linker, holder: &str) -> String {
     linker.chain_for(holder.split_once(':').map(|(t, _)| t))
 }
 
-/// Stores a secret for `holder` after checking it fits the upstream: `env` for a
-/// per-identity stdio child, `header` for an HTTP upstream with one connection per holder.
+/// Stores a secret for `holder` after checking the upstream takes it: a name its
+/// `holder_secrets` lists (checked there: an environment variable of a per-identity child, or
+/// a header of a per-holder HTTP connection, never one the file sets itself).
 #[allow(clippy::too_many_arguments)]
 pub fn set(
     linker: &Linker,
@@ -58,41 +59,29 @@ pub fn set(
     let cfg = linker
         .any_upstream(upstream)
         .ok_or_else(|| bad(format!("no upstream {upstream:?} in upstreams.toml")))?;
-    match (kind, &cfg.transport) {
-        (SecretKind::Env, Transport::Stdio { .. }) if cfg.share == Share::PerIdentity => {
-            let ok = !name.is_empty()
-                && name.len() <= 128
-                && name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_')
-                && !name.as_bytes()[0].is_ascii_digit();
-            if !ok || name.starts_with("MCP_ZT_") || IDENTITY_ENV.contains(&name) {
-                return Err(bad(format!(
-                    "--env {name:?}: use a variable name of A-Z, a-z, 0-9 and _ outside MCP_ZT_*"
-                )));
-            }
+    let right_kind = match &cfg.transport {
+        Transport::Stdio { .. } => kind == SecretKind::Env,
+        Transport::Http { .. } => kind == SecretKind::Header,
+    };
+    let listed = cfg.holder_secrets.iter().any(|h| {
+        if kind == SecretKind::Header {
+            h.eq_ignore_ascii_case(name)
+        } else {
+            h == name
         }
-        (SecretKind::Env, _) => {
-            return Err(bad(format!(
-                "upstream {upstream} is not a stdio upstream with share = \"per-identity\": an --env secret would reach a child other holders share"
-            )))
-        }
-        (SecretKind::Header, Transport::Http { .. }) if cfg.identity_bound() => {
-            if http::HeaderName::from_bytes(name.as_bytes()).is_err()
-                || name.to_ascii_lowercase().starts_with("x-mcp-zt-")
-                || (cfg.oauth().is_some() && name.eq_ignore_ascii_case("authorization"))
-            {
-                return Err(bad(format!(
-                    "--header {name:?}: not a header name mcp-zt sends for a holder"
-                )));
-            }
-            if http::HeaderValue::from_bytes(value).is_err() {
-                return Err(bad("the value is not a valid HTTP header value".into()));
-            }
-        }
-        (SecretKind::Header, _) => {
-            return Err(bad(format!(
-                "upstream {upstream} has no connection of each holder's own (auth = \"oauth\" or forward_identity = true): a --header secret would reach others"
-            )))
-        }
+    });
+    if !right_kind || !listed {
+        let want = match &cfg.transport {
+            Transport::Stdio { .. } => "--env",
+            Transport::Http { .. } => "--header",
+        };
+        return Err(bad(format!(
+            "upstream {upstream} takes holder secrets only as {want} of the names its holder_secrets lists ({}): the operator adds names in upstreams.toml",
+            if cfg.holder_secrets.is_empty() { "none".to_string() } else { cfg.holder_secrets.join(", ") }
+        )));
+    }
+    if kind == SecretKind::Header && http::HeaderValue::from_bytes(value).is_err() {
+        return Err(bad("the value is not a valid HTTP header value".into()));
     }
     if value.is_empty() || value.len() > MAX_VALUE {
         return Err(bad(format!("the value must be 1 to {MAX_VALUE} bytes")));

@@ -35,10 +35,18 @@ impl UpstreamProvider {
                 return Ok(items);
             }
         }
+        // Tools only: resources and prompts a holder's connection listed may name what is
+        // in their account.
         self.catalog
             .read()
             .unwrap_or_else(|e| e.into_inner())
-            .clone()
+            .as_ref()
+            .map(|c| {
+                Arc::new(Items {
+                    tools: c.tools.clone(),
+                    ..Items::default()
+                })
+            })
             .ok_or_else(|| {
                 format!("upstream {name} needs each holder's own login and none is linked yet: run `mcp-zt link {name}`")
             })
