@@ -31,6 +31,8 @@ mod check;
 mod edit;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_auth;
 
 use std::fmt;
 use std::io;

@@ -691,32 +691,3 @@ fn the_written_file_reads_like_the_documented_example() {
     doc.remove("docs").expect("remove");
     assert_eq!(doc.to_text().expect("text"), "");
 }
-
-#[test]
-fn auth_oauth_is_per_holder_and_for_http_only() {
-    let u = ok(&http(
-        "auth = \"oauth\"\noauth_scopes = [\"repo\", \"read:org\"]\noauth_client_id = \"Ov23\"\noauth_client_secret = { env = \"GH_SECRET\" }\n",
-    ));
-    let up = &u.list[0];
-    let o = up.oauth().expect("oauth");
-    assert_eq!(o.scopes, vec!["repo", "read:org"]);
-    assert_eq!(o.client_id.as_deref(), Some("Ov23"));
-    assert!(o.client_secret.is_some() && !o.allow_private);
-    assert!(up.identity_bound() && !up.forward_identity);
-    assert!(ok(&http("")).list[0].oauth().is_none());
-    assert!(refused(&stdio("auth = \"oauth\"\n")).contains("applies to url upstreams only"));
-    assert!(refused(&http("auth = \"magic\"\n")).contains("use \"static\""));
-    assert!(refused(&http("oauth_scopes = [\"x\"]\n")).contains("applies to auth = \"oauth\""));
-    assert!(refused(&http(
-        "auth = \"oauth\"\nheaders = { Authorization = \"Bearer shared\" }\n"
-    ))
-    .contains("remove it from headers"));
-    assert!(
-        refused(&http("auth = \"oauth\"\noauth_scopes = [\"a b\"]\n"))
-            .contains("not a scope token")
-    );
-    assert!(
-        refused(&http("auth = \"oauth\"\noauth_client_secret = \"s\"\n"))
-            .contains("needs oauth_client_id")
-    );
-}
