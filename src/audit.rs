@@ -308,7 +308,13 @@ pub struct Audit {
     shared: Arc<Shared>,
     worker: Mutex<Option<std::thread::JoinHandle<()>>>,
     observer: std::sync::OnceLock<Observer>,
+    /// Every event as its JSON line, for the console's live tail; formatted only while
+    /// someone listens.
+    feed: tokio::sync::broadcast::Sender<Arc<str>>,
 }
+
+/// Lines a live listener may fall behind before it misses some.
+const FEED: usize = 512;
 
 /// Called with every event the log takes (the server's metrics count decisions from it).
 pub type Observer = Box<dyn Fn(&Event) + Send + Sync>;
@@ -360,6 +366,7 @@ impl Audit {
             shared,
             worker: Mutex::new(Some(worker)),
             observer: std::sync::OnceLock::new(),
+            feed: tokio::sync::broadcast::channel(FEED).0,
         })
     }
 
@@ -372,6 +379,11 @@ impl Audit {
         }
         event.time = timestamp(OffsetDateTime::now_utc());
         let event = event.capped();
+        if self.feed.receiver_count() > 0 {
+            if let Ok(line) = to_json_line(&event) {
+                let _ = self.feed.send(Arc::from(line));
+            }
+        }
         let sent = self
             .tx
             .as_ref()
@@ -379,6 +391,12 @@ impl Audit {
         if !matches!(sent, Some(Ok(()))) {
             self.shared.dropped.fetch_add(1, Ordering::SeqCst);
         }
+    }
+
+    /// Every later event as its JSON line (what the file gets), for a live view; a listener
+    /// that falls more than a few hundred lines behind misses some and is told so.
+    pub fn subscribe(&self) -> tokio::sync::broadcast::Receiver<Arc<str>> {
+        self.feed.subscribe()
     }
 
     /// Sets the observer every later event is shown to (once; later calls are ignored).

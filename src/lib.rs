@@ -8,6 +8,7 @@ pub mod audit;
 pub mod bridge;
 pub mod ca;
 pub mod cli;
+pub mod console;
 pub mod fsutil;
 pub mod identity;
 pub mod ledger;

@@ -62,6 +62,8 @@ struct RawRole {
     #[serde(default)]
     inherits: Vec<Spanned<String>>,
     #[serde(default)]
+    console: Option<Spanned<String>>,
+    #[serde(default)]
     allow: Vec<Spanned<String>>,
     #[serde(default)]
     deny: Vec<Spanned<String>>,
@@ -97,6 +99,27 @@ pub struct Policy {
     deny: BTreeMap<String, Vec<Rule>>,
     /// Foreign CAs and their role rules, by name.
     trusts: Vec<TrustConfig>,
+    /// role → its own console access (`console = "read"` or `"admin"`).
+    console: BTreeMap<String, ConsoleAccess>,
+}
+
+/// What a role may do in the browser console.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum ConsoleAccess {
+    /// See every page.
+    Read,
+    /// See every page and act: issue, revoke, cut sessions, revoke grants, apply policy.
+    Admin,
+}
+
+impl ConsoleAccess {
+    /// `read` or `admin`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ConsoleAccess::Read => "read",
+            ConsoleAccess::Admin => "admin",
+        }
+    }
 }
 
 fn line_of(text: &str, offset: usize) -> usize {
@@ -126,6 +149,7 @@ impl Policy {
         let mut inherits = BTreeMap::new();
         let mut allow = BTreeMap::new();
         let mut deny = BTreeMap::new();
+        let mut console = BTreeMap::new();
         for (name, role) in &raw.roles {
             validate_role(name.get_ref()).map_err(|e| invalid(name.span(), e.to_string()))?;
             let parse_rules = |list: &[Spanned<String>]| -> Result<Vec<Rule>, PolicyError> {
@@ -154,6 +178,22 @@ impl Policy {
                 parents.push(parent.get_ref().clone());
             }
             inherits.insert(name.get_ref().clone(), parents);
+            if let Some(c) = &role.console {
+                let access = match c.get_ref().as_str() {
+                    "read" => ConsoleAccess::Read,
+                    "admin" => ConsoleAccess::Admin,
+                    other => {
+                        return Err(invalid(
+                            c.span(),
+                            format!(
+                                "role {:?}: console = {other:?}: use \"read\" or \"admin\" (or leave it out: no console)",
+                                name.get_ref()
+                            ),
+                        ))
+                    }
+                };
+                console.insert(name.get_ref().clone(), access);
+            }
         }
         let mut tools = BTreeMap::new();
         for (name, tool) in &raw.tools {
@@ -198,6 +238,7 @@ impl Policy {
             allow,
             deny,
             trusts,
+            console,
         };
         for name in raw.roles.keys() {
             if policy.has_cycle_from(name.get_ref()) {
@@ -233,6 +274,15 @@ impl Policy {
             }
         }
         false
+    }
+
+    /// The console access of `role`: the highest of its own and of every role it inherits;
+    /// `None` (no console) unless the policy grants it.
+    pub fn console_access(&self, role: &str) -> Option<ConsoleAccess> {
+        self.effective_roles(role)
+            .iter()
+            .filter_map(|r| self.console.get(r).copied())
+            .max()
     }
 
     /// All role names, sorted.
@@ -305,6 +355,35 @@ impl Policy {
                 rule.roles.contains(ANY_ROLE) || roles.iter().any(|r| rule.roles.contains(r))
             });
         by_table || any(&self.allow)
+    }
+
+    /// Why `role` may or may not use an item: (allowed, the rule that decided), for the
+    /// console's access view. Same order as [`Policy::permits`]: a deny rule wins, then the
+    /// tools table, then an allow rule; nothing matching is denied.
+    pub fn decide(&self, role: &str, kind: Kind, name: &str) -> (bool, String) {
+        let roles = self.effective_roles(role);
+        let find = |rules: &BTreeMap<String, Vec<Rule>>| {
+            roles.iter().find_map(|r| {
+                rules
+                    .get(r)
+                    .and_then(|list| list.iter().find(|rule| rule.matches(kind, name)))
+                    .map(|rule| format!("[roles.{r}] {rule}"))
+            })
+        };
+        if let Some(d) = find(&self.deny) {
+            return (false, format!("deny {d}"));
+        }
+        if kind == Kind::Tool {
+            if let Some(rule) = self.tool(name) {
+                if rule.roles.contains(ANY_ROLE) || roles.iter().any(|r| rule.roles.contains(r)) {
+                    return (true, format!("[tools.{name}] roles"));
+                }
+            }
+        }
+        match find(&self.allow) {
+            Some(a) => (true, format!("allow {a}")),
+            None => (false, "no rule grants it".into()),
+        }
     }
 
     /// Whether anything exposed under `prefix` could be granted to `role`: a tool or prompt

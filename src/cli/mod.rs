@@ -323,6 +323,10 @@ pub struct ExportArgs {
 /// `mcp-zt serve ...`
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
+    /// Serve the browser console at /console/ (on the login name with --oauth): for roles the
+    /// policy gives console = "read" or "admin", signed in by their client certificate.
+    #[arg(long)]
+    pub console: bool,
     /// Address and port to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8443")]
     pub listen: std::net::SocketAddr,

@@ -112,6 +112,7 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
             _ => None,
         },
         tls_public: args.tls_cert.zip(args.tls_key),
+        console: args.console,
         oauth_cimd: crate::server::oauth::CimdOptions {
             allow_private: args.oauth_allow_private_cimd,
             extra_ca: args.oauth_cimd_ca,

@@ -358,6 +358,14 @@ impl Connection {
         if self.state.revoked.contains(&serial) {
             revoked.cancel();
         }
+        self.state.conns.describe(crate::server::state::ConnView {
+            id,
+            serial: serial.clone(),
+            name: identity.name.clone(),
+            role: identity.role.clone(),
+            addr: peer.to_string(),
+            since: crate::pki::now().unix_timestamp(),
+        });
         let info = Arc::new(ConnInfo { id, peer, identity });
         let peer_info = Arc::new(Peer {
             id,

@@ -63,6 +63,11 @@ pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSett
             ))
             .merge(super::oauth::router());
     }
+    if state.console.is_some() {
+        // Outside the guard: the console checks the certificate of each request itself and
+        // answers with pages, not MCP errors.
+        app = app.merge(crate::console::router());
+    }
     if state.linker.is_some() {
         // Outside the guard and the bearer layer: each handler checks the certificate itself
         // (linking is for certificates, never tokens), and the client document is public.

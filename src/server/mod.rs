@@ -94,6 +94,8 @@ pub struct ServeOptions {
     pub tls_public: Option<(std::path::PathBuf, std::path::PathBuf)>,
     /// `--oauth-allow-private-cimd`, `--oauth-cimd-ca`.
     pub oauth_cimd: oauth::CimdOptions,
+    /// Serve the browser console at /console/ (on the login name with OAuth).
+    pub console: bool,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -223,6 +225,13 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         tls_reload: tokio::sync::Notify::new(),
         oauth: oauth_state,
         linker,
+        console: if opts.console {
+            Some(Arc::new(
+                crate::console::Console::new().map_err(|e| anyhow::anyhow!(e))?,
+            ))
+        } else {
+            None
+        },
     });
 
     let ops_listener = match opts.ops_listen {

@@ -61,6 +61,26 @@ impl std::fmt::Debug for TokenSlot {
 pub struct ConnRegistry {
     next: AtomicU64,
     by_serial: Mutex<HashMap<String, HashMap<u64, CancellationToken>>>,
+    /// What the console shows of each certificate connection (set at its start, never on the
+    /// request path).
+    details: Mutex<HashMap<u64, ConnView>>,
+}
+
+/// One open certificate connection, as the console lists it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ConnView {
+    /// Connection id.
+    pub id: u64,
+    /// Certificate serial.
+    pub serial: String,
+    /// Holder name.
+    pub name: String,
+    /// Role.
+    pub role: String,
+    /// Peer address.
+    pub addr: String,
+    /// When it opened (Unix seconds).
+    pub since: i64,
 }
 
 impl ConnRegistry {
@@ -81,8 +101,32 @@ impl ConnRegistry {
         conns.insert(id, token.clone());
         Ok(token)
     }
+    /// Records what the console shows of connection `id`.
+    pub fn describe(&self, view: ConnView) {
+        let mut d = self.details.lock().unwrap_or_else(|p| p.into_inner());
+        d.insert(view.id, view);
+    }
+    /// The open certificate connections (cut ones leave at once), oldest first.
+    pub fn views(&self) -> Vec<ConnView> {
+        let open: std::collections::HashSet<u64> = {
+            let map = self.by_serial.lock().unwrap_or_else(|p| p.into_inner());
+            map.values().flat_map(|c| c.keys().copied()).collect()
+        };
+        let d = self.details.lock().unwrap_or_else(|p| p.into_inner());
+        let mut v: Vec<ConnView> = d
+            .values()
+            .filter(|c| open.contains(&c.id))
+            .cloned()
+            .collect();
+        v.sort_by_key(|c| (c.since, c.id));
+        v
+    }
     /// Forgets a closed connection.
     pub fn unregister(&self, serial: &str, id: u64) {
+        self.details
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(&id);
         let mut map = self.by_serial.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(conns) = map.get_mut(serial) {
             conns.remove(&id);
@@ -300,9 +344,19 @@ pub struct AppState {
     pub oauth: Option<Arc<crate::server::oauth::OAuthState>>,
     /// Per-holder upstream credentials (upstream OAuth links, static secrets).
     pub linker: Option<Arc<crate::upstream::oauth::linker::Linker>>,
+    /// The browser console (`serve --console`).
+    pub console: Option<Arc<crate::console::Console>>,
 }
 
 impl AppState {
+    /// The policy in force now.
+    pub fn policy_now(&self) -> Arc<crate::policy::Policy> {
+        match self.policy.read() {
+            Ok(g) => g.clone(),
+            Err(p) => p.into_inner().clone(),
+        }
+    }
+
     /// Revokes in the ledger, applies it live at once (the serials join the revocation set, so
     /// the next handshakes and requests fail, and their open connections are closed), and only
     /// then republishes the CRL: a CRL that cannot be written (full disk) must not leave a

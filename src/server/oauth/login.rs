@@ -70,7 +70,7 @@ pub(super) fn see_other(to: &str, form_target: Option<&str>) -> Response {
 
 /// Whether the request came to the login name (the consent pages are not served elsewhere:
 /// their origin is what the decision's Origin check compares with).
-pub(super) fn on_login_name(o: &OAuthState, headers: &HeaderMap, uri: &http::Uri) -> bool {
+pub(crate) fn on_login_name(o: &OAuthState, headers: &HeaderMap, uri: &http::Uri) -> bool {
     host_of(headers, uri).is_some_and(|h| same_authority(&h, &o.server.endpoints.login_authority))
 }
 

@@ -8,7 +8,7 @@ mod bearer;
 mod login;
 mod token;
 
-pub(crate) use login::html;
+pub(crate) use login::{html, on_login_name};
 
 pub use approval::{ApprovalDecision, ApprovalInfo};
 pub use bearer::bearer;
