@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use http::{header, HeaderValue, Request, StatusCode};
 use zeroize::Zeroizing;
 
-use super::html::{all, el, form, table, text, Html};
+use super::html::{all, el, form, multiline, table, text, Html};
 use super::{acted, gate, html as answer, may_act, secure, Bundle, Viewer};
 use crate::pki::build::Reason;
 use crate::server::state::AppState;
@@ -359,7 +359,7 @@ pub async fn check_policy(State(state): State<Arc<AppState>>, req: Request<Body>
             el(
                 "textarea",
                 &[("name", "policy"), ("hidden", "")],
-                text(&text_in),
+                multiline(&text_in),
             ),
             "Apply",
             Some("Write policy.toml and reload it now?"),

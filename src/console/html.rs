@@ -31,6 +31,16 @@ pub fn text(s: impl AsRef<str>) -> Html {
     Html(esc(s.as_ref()))
 }
 
+/// Escaped text that keeps its line breaks and tabs (a file in a `<textarea>`).
+pub fn multiline(s: impl AsRef<str>) -> Html {
+    let lines: Vec<String> = s
+        .as_ref()
+        .split('\n')
+        .map(|l| l.split('\t').map(esc).collect::<Vec<_>>().join("\t"))
+        .collect();
+    Html(lines.join("\n"))
+}
+
 impl From<&str> for Html {
     fn from(s: &str) -> Html {
         text(s)
@@ -181,5 +191,7 @@ mod tests {
         );
         let p = page(evil, evil, "read", text(evil));
         assert!(!p.contains("<img"));
+        let m = multiline("a = 1\n<b>\tc\u{1b}").into_string();
+        assert_eq!(m, "a = 1\n&lt;b&gt;\tc\u{FFFD}");
     }
 }

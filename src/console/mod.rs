@@ -282,23 +282,23 @@ pub fn may_act(
             "this role may read the console, not act (console = \"read\")",
         ));
     }
-    if headers
-        .get("sec-fetch-site")
-        .is_some_and(|v| v.as_bytes() != b"same-origin")
-    {
+    // With `Referrer-Policy: no-referrer` a browser sends `Origin: null` on a form POST, so
+    // the browser's own `Sec-Fetch-Site` (which no page can set) decides when it is sent; a
+    // client without it must name the console's origin.
+    let site = headers.get("sec-fetch-site").map(|v| v.as_bytes());
+    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
+    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
+    let own = |o: &str| host.is_some_and(|h| o == format!("https://{h}"));
+    let same_page = match (site, origin) {
+        (Some(b"same-origin"), Some(o)) => o == "null" || own(o),
+        (Some(_), _) => false,
+        (None, Some(o)) => own(o),
+        (None, None) => false,
+    };
+    if !same_page {
         return Err(refuse(
             "the request did not come from the console's own page",
         ));
-    }
-    let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
-    let origin = headers.get(header::ORIGIN).and_then(|h| h.to_str().ok());
-    match (origin, host) {
-        (Some(o), Some(h)) if o == format!("https://{h}") => {}
-        _ => {
-            return Err(refuse(
-                "the request did not come from the console's own page",
-            ))
-        }
     }
     let console = state.console.as_deref();
     let ok = match (console, csrf) {

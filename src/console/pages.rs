@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::response::Response;
 use http::{Request, StatusCode};
 
-use super::html::{all, el, form, input, table, text, void, Html};
+use super::html::{all, el, form, input, multiline, table, text, void, Html};
 use super::{gate, html as answer, views, Viewer};
 use crate::policy::ConsoleAccess;
 use crate::server::state::AppState;
@@ -462,7 +462,7 @@ pub async fn access(State(state): State<Arc<AppState>>, req: Request<Body>) -> R
             el(
                 "textarea",
                 &[("name", "policy"), ("rows", "24"), ("cols", "90")],
-                text(current),
+                multiline(current),
             ),
             "Check",
             None,
