@@ -15,6 +15,7 @@ import re
 import ssl
 import subprocess
 import sys
+import tempfile
 import threading
 import time
 
@@ -120,7 +121,7 @@ async def main():
         async with page.expect_download() as d:
             await page.click("#bundle")
         download = await d.value
-        p12 = f"{SHOTS}/carol.p12"
+        p12 = f"{tempfile.mkdtemp()}/carol.p12"  # never beside the screenshots (docs/console)
         await download.save_as(p12)
         await page.screenshot(path=f"{SHOTS}/issued.png")
         out = subprocess.run(["openssl", "pkcs12", "-in", p12, "-passin", f"pass:{password}", "-nokeys"],

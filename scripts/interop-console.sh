@@ -6,8 +6,8 @@
 # official Python SDK client, hostile names and descriptions rendered as text, cross-origin
 # posts and frames refused, the role x page x action matrix, and a revoked admin shut out.
 #
-# Screenshots go to $MCP_ZT_SHOTS (default: a temporary folder, printed at the end); the
-# README's come from docs/console/.
+# Screenshots go to $MCP_ZT_SHOTS (default: a temporary folder, printed at the end). The
+# README's are made with: MCP_ZT_SHOTS=docs/console bash scripts/interop-console.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh

@@ -642,6 +642,7 @@ async fn renew_loop(
 /// The per-holder credential service. `secrets.key` is loaded at start when it exists (a key
 /// group or others may read stops the start) and created when an upstream needs each
 /// holder's own OAuth login; otherwise at the first static secret.
+#[cfg(unix)]
 fn linker_for(
     authority: &Authority,
     audit: &Arc<crate::audit::Audit>,
