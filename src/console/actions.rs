@@ -26,7 +26,17 @@ async fn admit(
     action: &str,
 ) -> Result<(Viewer, Fields), Box<Response>> {
     let viewer = gate(state, &req)?;
-    let headers = req.headers().clone();
+    let mut headers = req.headers().clone();
+    // HTTP/2 carries the authority in the request line, not in a Host header.
+    if !headers.contains_key(header::HOST) {
+        if let Some(a) = req
+            .uri()
+            .authority()
+            .and_then(|a| HeaderValue::from_str(a.as_str()).ok())
+        {
+            headers.insert(header::HOST, a);
+        }
+    }
     let bytes = axum::body::to_bytes(req.into_body(), MAX_FORM)
         .await
         .map_err(|_| {
@@ -183,6 +193,8 @@ pub async fn bundle(
     };
     let taken = state.console.as_deref().and_then(|c| {
         let mut m = c.bundles.lock().unwrap_or_else(|e| e.into_inner());
+        let now = crate::pki::now().unix_timestamp();
+        m.retain(|_, b| b.until >= now);
         match m.get(&id) {
             Some(b) if b.by == viewer.who.serial => m.remove(&id),
             _ => None,
@@ -337,6 +349,44 @@ pub async fn check_policy(State(state): State<Arc<AppState>>, req: Request<Body>
             }
         }
     }
+    for role in old
+        .roles()
+        .chain(new.roles())
+        .collect::<std::collections::BTreeSet<_>>()
+    {
+        let (a, b) = (old.console_access(role), new.console_access(role));
+        if a != b {
+            rows.push(vec![
+                text(role),
+                text("console"),
+                text(""),
+                text(format!(
+                    "{} -> {}",
+                    a.map_or("none", |x| x.as_str()),
+                    b.map_or("none", |x| x.as_str())
+                )),
+            ]);
+        }
+    }
+    let trust_names: std::collections::BTreeSet<&str> = old
+        .trusts()
+        .iter()
+        .chain(new.trusts())
+        .map(|t| t.name.as_str())
+        .collect();
+    for name in trust_names {
+        let (a, b) = (
+            old.trusts().iter().find(|t| t.name == name),
+            new.trusts().iter().find(|t| t.name == name),
+        );
+        let change = match (a, b) {
+            (None, Some(_)) => "added",
+            (Some(_), None) => "removed",
+            (Some(x), Some(y)) if x != y => "changed",
+            _ => continue,
+        };
+        rows.push(vec![text("-"), text("trust"), text(name), text(change)]);
+    }
     let changes = if rows.is_empty() {
         el(
             "p",
@@ -349,7 +399,7 @@ pub async fn check_policy(State(state): State<Arc<AppState>>, req: Request<Body>
     let csrf = state
         .console
         .as_deref()
-        .map(|c| c.csrf(&viewer.who.serial, "/console/access/apply"))
+        .map(|c| c.csrf(&viewer.who.serial, &apply_action(&text_in)))
         .unwrap_or_default();
     let body = all([
         changes,
@@ -373,22 +423,49 @@ pub async fn check_policy(State(state): State<Arc<AppState>>, req: Request<Body>
     done(&viewer, "Check a change", body)
 }
 
+/// The apply form's token names the text that was checked: only that text can be applied.
+fn apply_action(text: &str) -> String {
+    format!(
+        "/console/access/apply#{}",
+        crate::oauth::crypto::sha256_hex(text)
+    )
+}
+
 /// `POST /console/access/apply`: writes policy.toml (atomically) and puts it in force.
 pub async fn apply_policy(State(state): State<Arc<AppState>>, req: Request<Body>) -> Response {
-    let (viewer, f) = match admit(&state, req, "/console/access/apply").await {
+    // The form field is read before the check: the token is bound to its hash.
+    let (parts, body) = req.into_parts();
+    let Ok(bytes) = axum::body::to_bytes(body, MAX_FORM).await else {
+        return answer(StatusCode::PAYLOAD_TOO_LARGE, "form too large".into());
+    };
+    let text_in: String = url::form_urlencoded::parse(&bytes)
+        .find(|(k, _)| k == "policy")
+        .map(|(_, v)| v.replace("\r\n", "\n"))
+        .unwrap_or_default();
+    let req = Request::from_parts(parts, Body::from(bytes));
+    let (viewer, _) = match admit(&state, req, &apply_action(&text_in)).await {
         Ok(x) => x,
         Err(r) => return *r,
     };
-    let text_in = field(&f, "policy").replace("\r\n", "\n");
     let new = match crate::policy::Policy::parse(&text_in) {
         Ok(p) => p,
         Err(e) => return failed(&viewer, format!("the policy is invalid: {e}")),
     };
+    let Some(console) = state.console.clone() else {
+        return failed(&viewer, "no console".into());
+    };
+    // One apply at a time: the file and the policy in force stay the same text.
+    let _held = console.applying.lock().await;
     let path = state.authority.home().policy();
-    if let Err(e) =
-        crate::fsutil::write_atomic(&path, text_in.as_bytes(), crate::fsutil::PUBLIC_MODE)
-    {
-        return failed(&viewer, format!("policy.toml not written: {e}"));
+    let bytes = text_in.clone().into_bytes();
+    let written = tokio::task::spawn_blocking(move || {
+        crate::fsutil::write_atomic(&path, &bytes, crate::fsutil::PUBLIC_MODE)
+    })
+    .await;
+    match written {
+        Ok(Ok(())) => {}
+        Ok(Err(e)) => return failed(&viewer, format!("policy.toml not written: {e}")),
+        Err(e) => return failed(&viewer, format!("policy.toml not written: {e}")),
     }
     match state.policy.write() {
         Ok(mut g) => *g = Arc::new(new),

@@ -37,6 +37,10 @@ pub struct Console {
     csrf_key: aws_lc_rs::hmac::Key,
     /// Bundles issued and not downloaded yet: id → (issuing serial, file name, bytes, until).
     bundles: std::sync::Mutex<std::collections::HashMap<String, Bundle>>,
+    /// When each refused serial was last audited (one line a minute per certificate).
+    refusals: std::sync::Mutex<std::collections::HashMap<String, i64>>,
+    /// Held while a policy is written and put in force.
+    pub(crate) applying: tokio::sync::Mutex<()>,
 }
 
 struct Bundle {
@@ -54,7 +58,24 @@ impl Console {
         Ok(Console {
             csrf_key: aws_lc_rs::hmac::Key::new(aws_lc_rs::hmac::HMAC_SHA256, &raw),
             bundles: Default::default(),
+            refusals: Default::default(),
+            applying: Default::default(),
         })
+    }
+
+    /// Whether a refusal of `serial` at `now` should be audited (the first in a minute).
+    fn first_refusal(&self, serial: &str, now: i64) -> bool {
+        let mut m = self.refusals.lock().unwrap_or_else(|e| e.into_inner());
+        if m.len() > 10_000 {
+            m.retain(|_, t| now - *t < 60);
+        }
+        match m.get(serial) {
+            Some(t) if now - *t < 60 => false,
+            _ => {
+                m.insert(serial.to_string(), now);
+                true
+            }
+        }
     }
 
     /// A CSRF token for `serial` posting to `action`.
@@ -222,12 +243,18 @@ pub fn gate(state: &AppState, req: &Request<Body>) -> Result<Viewer, Box<Respons
     let who = conn.identity.clone();
     let now = crate::pki::now().unix_timestamp();
     let refused = |why: String| {
-        state.audit.log(
-            crate::audit::Event::new("console_refused")
-                .peer(conn.peer)
-                .who(&who)
-                .reason(&why),
-        );
+        if state
+            .console
+            .as_deref()
+            .is_some_and(|c| c.first_refusal(&who.serial, now))
+        {
+            state.audit.log(
+                crate::audit::Event::new("console_refused")
+                    .peer(conn.peer)
+                    .who(&who)
+                    .reason(&why),
+            );
+        }
         Box::new(refusal(
             StatusCode::FORBIDDEN,
             "No console for this certificate",
@@ -244,10 +271,12 @@ pub fn gate(state: &AppState, req: &Request<Body>) -> Result<Viewer, Box<Respons
     if now > who.not_after {
         return Err(refused("this certificate has expired".into()));
     }
-    if let Some(trust) = &who.trust {
-        if let Err(why) = state.verifier.foreign_in_force(trust, now) {
-            return Err(refused(why));
-        }
+    if who.trust.is_some() {
+        // A foreign CA's certificate could otherwise issue mcp-zt certificates and rewrite
+        // the policy (its own trust entry included).
+        return Err(refused(
+            "certificates of foreign trusts cannot open the console".into(),
+        ));
     }
     let access = state.policy_now().console_access(&who.role);
     match access {
@@ -318,4 +347,32 @@ pub fn acted(state: &AppState, viewer: &Viewer, kind: &str, what: String) {
     let mut e = crate::audit::Event::new(kind).who(&viewer.who).reason(what);
     e.via = Some("console".into());
     state.audit.log(e);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn csrf_tokens_are_bound_to_serial_action_and_time() {
+        let c = Console::new().expect("console");
+        let t = c.csrf("aa01", "/console/certs/issue");
+        assert!(c.csrf_ok("aa01", "/console/certs/issue", &t));
+        assert!(!c.csrf_ok("bb02", "/console/certs/issue", &t));
+        assert!(!c.csrf_ok("aa01", "/console/access/apply", &t));
+        for bad in ["", "x", "1.zz", "9999999999.00", "abc.def"] {
+            assert!(!c.csrf_ok("aa01", "/console/certs/issue", bad), "{bad}");
+        }
+        // A token whose time has passed, with a genuine MAC.
+        let past = crate::pki::now().unix_timestamp() - 1;
+        let mac = aws_lc_rs::hmac::sign(
+            &c.csrf_key,
+            format!("aa01\n/console/certs/issue\n{past}").as_bytes(),
+        );
+        let stale = format!("{past}.{}", hex::encode(mac.as_ref()));
+        assert!(!c.csrf_ok("aa01", "/console/certs/issue", &stale));
+        // Another process's key makes other tokens.
+        let other = Console::new().expect("console");
+        assert!(!other.csrf_ok("aa01", "/console/certs/issue", &t));
+    }
 }

@@ -72,7 +72,7 @@ pub async fn overview(State(state): State<Arc<AppState>>, req: Request<Body>) ->
     };
     let conns = state.conns.views();
     let ups = views::upstreams(&state).await;
-    let refusals = views::recent_refusals(&state, 20);
+    let refusals = views::recent_refusals(&state, 20).await;
     let body = all([
         el("h2", &[], text("This replica")),
         el(
@@ -389,7 +389,7 @@ pub async fn audit(State(state): State<Arc<AppState>>, req: Request<Body>) -> Re
     };
     let q = query(&req);
     let (needle, event) = (param(&q, "q"), param(&q, "event"));
-    let found = views::search_audit(&state, &needle, &event, 200);
+    let found = views::search_audit(&state, &needle, &event, 200).await;
     let filter = el(
         "form",
         &[("method", "get"), ("action", "/console/audit")],

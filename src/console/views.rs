@@ -132,15 +132,51 @@ fn is_refusal(kind: &str) -> bool {
         .any(|k| kind.contains(k))
 }
 
-fn events(state: &AppState) -> Vec<Event> {
-    crate::audit::read(&state.authority.home().audit_log(), None, &[])
-        .map(|(e, _)| e)
+/// Most bytes of the audit log one page reads (the newest): a page must not cost the server
+/// the whole log, however large it grew.
+const READ_BUDGET: u64 = 8 * 1024 * 1024;
+
+/// The newest events of the log and its rotated files, oldest first, within [`READ_BUDGET`].
+fn recent_events(path: &std::path::Path) -> Vec<Event> {
+    use std::io::{Read, Seek, SeekFrom};
+    let mut budget = READ_BUDGET;
+    let mut chunks: Vec<Vec<Event>> = Vec::new();
+    for file in crate::audit::log_files(path).into_iter().rev() {
+        if budget == 0 {
+            break;
+        }
+        let Ok(mut f) = std::fs::File::open(&file) else {
+            continue;
+        };
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let start = len.saturating_sub(budget);
+        budget -= len - start;
+        let mut bytes = Vec::new();
+        if f.seek(SeekFrom::Start(start)).is_err() || f.read_to_end(&mut bytes).is_err() {
+            continue;
+        }
+        let mut lines = bytes.split(|b| *b == b'\n');
+        if start > 0 {
+            // The first line was cut by the budget.
+            lines.next();
+        }
+        chunks.push(lines.filter_map(crate::audit::parse_line).collect());
+    }
+    chunks.reverse();
+    chunks.into_iter().flatten().collect()
+}
+
+async fn events(state: &AppState) -> Vec<Event> {
+    let path = state.authority.home().audit_log();
+    tokio::task::spawn_blocking(move || recent_events(&path))
+        .await
         .unwrap_or_default()
 }
 
 /// The last `n` refusals, newest first.
-pub fn recent_refusals(state: &AppState, n: usize) -> Vec<RefusalRow> {
+pub async fn recent_refusals(state: &AppState, n: usize) -> Vec<RefusalRow> {
     events(state)
+        .await
         .into_iter()
         .rev()
         .filter(|e| is_refusal(&e.event))
@@ -155,9 +191,10 @@ pub fn recent_refusals(state: &AppState, n: usize) -> Vec<RefusalRow> {
 }
 
 /// Audit lines (JSON, as written) containing `needle` of kind `event` (either may be empty),
-/// newest first, at most `n`.
-pub fn search_audit(state: &AppState, needle: &str, event: &str, n: usize) -> Vec<String> {
+/// newest first, at most `n`, among the newest 8 MiB of the log.
+pub async fn search_audit(state: &AppState, needle: &str, event: &str, n: usize) -> Vec<String> {
     events(state)
+        .await
         .into_iter()
         .rev()
         .filter(|e| event.is_empty() || e.event == event)
