@@ -15,12 +15,7 @@ here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib-interop.sh
 . "$here/lib-interop.sh"
 
-setup_python_sdk
-"$venv/bin/python" -c 'import playwright' 2>/dev/null ||
-  "$venv/bin/pip" install --quiet --disable-pip-version-check 'playwright==1.65.2'
-if ! command -v chromium >/dev/null; then
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
-fi
+setup_browser
 need openssl openssl
 
 build_mcp_zt

@@ -51,6 +51,17 @@ setup_python_sdk() {
     "$venv/bin/pip" install --quiet --disable-pip-version-check 'mcp>=2.3,<3'
 }
 
+# setup_browser: the Python SDK venv with Playwright for Python, and Debian's chromium (the
+# browser tests drive /usr/bin/chromium; Playwright's own browser download is not used).
+setup_browser() {
+  setup_python_sdk
+  "$venv/bin/python" -c 'import playwright' 2>/dev/null ||
+    "$venv/bin/pip" install --quiet --disable-pip-version-check 'playwright==1.65.2'
+  if ! command -v chromium >/dev/null; then
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null
+  fi
+}
+
 free_port() {
   python3 -c 'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0))
 print(s.getsockname()[1])'
