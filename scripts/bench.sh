@@ -5,6 +5,9 @@
 #   a bare rmcp server (examples/bare_rmcp.rs: the same rmcp, transport settings and whoami-sized
 #   answer as mcp-zt, over TLS 1.3 without client certificates), the reference for mcp-zt's own
 #   tools/call;
+#   the floor server (examples/floor.rs: hyper and rustls with mcp-zt's TLS settings and client
+#   certificates verified, a fixed whoami-sized answer to every POST, no MCP): what this stack
+#   costs before any MCP;
 #   the gateway: mcp-zt (mTLS) in front of bare_rmcp over plain HTTP, against calling that
 #   upstream directly (only mcp-zt's CPU counts: the cost it adds per forwarded call, and the
 #   p50 it adds); and mcp-zt in front of `bare_rmcp --stdio`, against npm mcp-proxy (plain
@@ -51,6 +54,7 @@ build_tools "$profile"
 LOADGEN="$TOOLS/examples/loadgen"
 SEED="$TOOLS/examples/seed_ledger"
 BARE="$TOOLS/examples/bare_rmcp"
+FLOOR="$TOOLS/examples/floor"
 
 # One install for every package of the prefix (interop-node.sh shares it): a later `npm install
 # --no-save` of only some of them would remove the others.
@@ -142,6 +146,18 @@ start_bare() {
   pids+=("$BARE_PID")
   wait_listening "$out" "$BARE_PID" "bare_rmcp $*"
   BARE_PORT=$LPORT
+}
+
+# start_floor HOME: starts examples/floor (hyper + rustls, client certificates of HOME's CA
+# verified, no MCP) with HOME's server certificate; sets FLOOR_PID, FLOOR_PORT.
+start_floor() {
+  local out="$work/floor.$RANDOM.out"
+  "$FLOOR" --listen 127.0.0.1:0 --tls "$1/server/server.crt" "$1/server/server.key" \
+    --client-ca "$1/ca.crt" >"$out" 2>"$out.err" &
+  FLOOR_PID=$!
+  pids+=("$FLOOR_PID")
+  wait_listening "$out" "$FLOOR_PID" "floor"
+  FLOOR_PORT=$LPORT
 }
 
 # gateway_home DIR ARGS...: a CA home with the client certificate "bench" (role viewer) and the
@@ -256,16 +272,24 @@ start_mcp "$home"
 # ratio of the two compares the same moments of this (noisy, shared) machine.
 echo "   with the bare rmcp reference server (TLS 1.3, no client certificates), alternating" >&2
 start_bare --listen 127.0.0.1:0 --tls "$home/server/server.crt" "$home/server/server.key"
+# The stack's floor too: the same TLS and client-certificate verification with no MCP at all.
+echo "   and the floor server (hyper + rustls, client certificates verified, a fixed answer), alternating" >&2
+start_floor "$home"
 for c in $concs; do
-  gen "mcp-zt handshake c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" handshake "$c"
+  for _ in $(seq 1 "$runs"); do
+    measure "mcp-zt handshake c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" handshake "$c"
+    measure "stack-floor handshake c=$c" "$home" "$FLOOR_PORT" "--pid $FLOOR_PID" handshake "$c" --static
+  done
   for _ in $(seq 1 "$runs"); do
     measure "mcp-zt calls c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" calls "$c"
+    measure "stack-floor calls c=$c" "$home" "$FLOOR_PORT" "--pid $FLOOR_PID" calls "$c" --static
     case " $gconcs " in
       *" $c "*) measure "bare-rmcp calls c=$c" "$home" "$BARE_PORT" "--pid $BARE_PID" calls "$c" ;;
     esac
   done
 done
 stop_pid "$BARE_PID"
+stop_pid "$FLOOR_PID"
 
 echo "== mcp-zt revocation propagation ($trials trials)" >&2
 for i in $(seq 0 $((trials - 1))); do

@@ -71,9 +71,10 @@ def main(path: str, mode: str, out_path: str) -> int:
         print(f"| {label:<16} | {fmt(m):>9} | {fmt(n):>9} | {fmt(t):>9} | {ratio(m, n):>8} | {ratio(m, t):>8} |")
 
     # --- the bare rmcp reference and the gateways
-    gconcs = sorted({int(n.split("c=")[1]) for n in runs if n.startswith(("bare-rmcp ", "gateway-"))})
+    gconcs = sorted({int(n.split("c=")[1]) for n in runs if n.startswith(("bare-rmcp ", "gateway-", "stack-floor calls"))})
     servers = [
         ("mcp-zt", "mcp-zt, own whoami (mTLS)", "mcp-zt"),
+        ("stack-floor", "floor: hyper + rustls mTLS, no MCP", "floor"),
         ("bare-rmcp", "bare rmcp (TLS, no client certs)", "bare_rmcp"),
         ("upstream-direct", "upstream called directly (HTTP)", "bare_rmcp"),
         ("gateway-http", "mcp-zt -> HTTP upstream (mTLS)", "mcp-zt only"),
@@ -106,6 +107,9 @@ def main(path: str, mode: str, out_path: str) -> int:
     print(f"|{'-'*54}|" + "|".join("-" * 10 for _ in gconcs) + "|")
     ratios = [
         ("mcp-zt own tools/call ÷ bare rmcp", lambda c: ratio(rate(f"mcp-zt calls c={c}"), g("bare-rmcp", c, "ops_per_server_cpu_sec"))),
+        ("mcp-zt own tools/call ÷ floor (per core)", lambda c: ratio(rate(f"mcp-zt calls c={c}"), rate(f"stack-floor calls c={c}"))),
+        ("gateway-http ÷ floor (per mcp-zt core)", lambda c: ratio(g("gateway-http", c, "ops_per_server_cpu_sec"), rate(f"stack-floor calls c={c}"))),
+        ("mcp-zt handshakes ÷ floor handshakes", lambda c: ratio(rate(f"mcp-zt handshake c={c}"), rate(f"stack-floor handshake c={c}"))),
         ("gateway-stdio ÷ mcp-proxy (per proxy core)",
          lambda c: ratio(g("gateway-stdio", c, "ops_per_server_cpu_sec"), g("mcp-proxy", c, "ops_per_server_cpu_sec"))),
         ("gateway-http p50 minus upstream-direct p50 (ms)",
