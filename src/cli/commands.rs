@@ -194,7 +194,11 @@ pub fn run(cli: Cli) -> Result<()> {
             clap_complete::generate(shell, &mut cmd, "mcp-zt", &mut out);
             print_out(&String::from_utf8_lossy(&out))
         }
-        Command::Man => {
+        Command::Man { markdown: true } => {
+            let cmd = <Cli as clap::CommandFactory>::command();
+            print_out(&super::reference::markdown(&cmd))
+        }
+        Command::Man { markdown: false } => {
             let cmd = <Cli as clap::CommandFactory>::command();
             let mut out = Vec::new();
             clap_mangen::Man::new(cmd).render(&mut out)?;

@@ -8,6 +8,7 @@ mod connect;
 mod link;
 mod oauth;
 mod output;
+mod reference;
 mod serve;
 mod upstream;
 mod upstream_check;
@@ -165,7 +166,11 @@ pub enum Command {
         shell: clap_complete::Shell,
     },
     /// Print the manual page (roff) generated from these command definitions.
-    Man,
+    Man {
+        /// Print the command reference as markdown instead (docs/reference.md).
+        #[arg(long)]
+        markdown: bool,
+    },
 }
 
 /// `mcp-zt ledger ...`
