@@ -122,13 +122,13 @@ wait_port() {
   fail "$3 did not start on port $1"
 }
 
-# start_mcp HOME: starts mcp-zt serve without the per-address and per-certificate caps (the load
+# start_mcp HOME [ARGS...]: starts mcp-zt serve without the per-address and per-certificate caps (the load
 # generator is one address with one certificate); sets MCP_PID, MCP_PORT, STARTUP_MS.
 start_mcp() {
   local out="$work/serve.$RANDOM.out" t0 t1
   t0=$(date +%s%N)
   "$MCP_ZT" --home "$1" serve --listen 127.0.0.1:0 --lockout-threshold 0 --max-connections 20000 \
-    --max-connections-per-cert 0 --max-handshakes-per-address 0 >"$out" 2>"$out.err" &
+    --max-connections-per-cert 0 --max-handshakes-per-address 0 "${@:2}" >"$out" 2>"$out.err" &
   MCP_PID=$!
   pids+=("$MCP_PID")
   wait_listening "$out" "$MCP_PID" "mcp-zt serve (home $1)"
@@ -267,6 +267,10 @@ record floor "{\"sign_per_s\":$sign,\"verify_per_s\":$verify,\"derive_per_s\":$d
 echo "== mcp-zt (1,000 revoked serials)" >&2
 home="$work/pki"
 new_home "$home" 1000
+# The native transport (serve --transport native) on a copy of the same home, alternating too.
+cp -a "$home" "$home-native"
+start_mcp "$home-native" --transport native
+NATIVE_PID=$MCP_PID NATIVE_PORT=$MCP_PORT
 start_mcp "$home"
 # The bare rmcp reference runs beside it: its calls alternate with mcp-zt's, run by run, so the
 # ratio of the two compares the same moments of this (noisy, shared) machine.
@@ -282,6 +286,7 @@ for c in $concs; do
   done
   for _ in $(seq 1 "$runs"); do
     measure "mcp-zt calls c=$c" "$home" "$MCP_PORT" "--pid $MCP_PID" calls "$c"
+    measure "mcp-zt-native calls c=$c" "$home-native" "$NATIVE_PORT" "--pid $NATIVE_PID" calls "$c"
     measure "stack-floor calls c=$c" "$home" "$FLOOR_PORT" "--pid $FLOOR_PID" calls "$c" --static
     case " $gconcs " in
       *" $c "*) measure "bare-rmcp calls c=$c" "$home" "$BARE_PORT" "--pid $BARE_PID" calls "$c" ;;
@@ -290,6 +295,7 @@ for c in $concs; do
 done
 stop_pid "$BARE_PID"
 stop_pid "$FLOOR_PID"
+stop_pid "$NATIVE_PID"
 
 echo "== mcp-zt revocation propagation ($trials trials)" >&2
 for i in $(seq 0 $((trials - 1))); do

@@ -74,6 +74,7 @@ def main(path: str, mode: str, out_path: str) -> int:
     gconcs = sorted({int(n.split("c=")[1]) for n in runs if n.startswith(("bare-rmcp ", "gateway-", "stack-floor calls"))})
     servers = [
         ("mcp-zt", "mcp-zt, own whoami (mTLS)", "mcp-zt"),
+        ("mcp-zt-native", "mcp-zt --transport native, whoami", "mcp-zt"),
         ("stack-floor", "floor: hyper + rustls mTLS, no MCP", "floor"),
         ("bare-rmcp", "bare rmcp (TLS, no client certs)", "bare_rmcp"),
         ("upstream-direct", "upstream called directly (HTTP)", "bare_rmcp"),
@@ -108,6 +109,10 @@ def main(path: str, mode: str, out_path: str) -> int:
     ratios = [
         ("mcp-zt own tools/call ÷ bare rmcp", lambda c: ratio(rate(f"mcp-zt calls c={c}"), g("bare-rmcp", c, "ops_per_server_cpu_sec"))),
         ("mcp-zt own tools/call ÷ floor (per core)", lambda c: ratio(rate(f"mcp-zt calls c={c}"), rate(f"stack-floor calls c={c}"))),
+        ("mcp-zt native own tools/call ÷ floor (per core)",
+         lambda c: ratio(rate(f"mcp-zt-native calls c={c}"), rate(f"stack-floor calls c={c}"))),
+        ("mcp-zt native ÷ mcp-zt rmcp, own tools/call",
+         lambda c: ratio(rate(f"mcp-zt-native calls c={c}"), rate(f"mcp-zt calls c={c}"))),
         ("gateway-http ÷ floor (per mcp-zt core)", lambda c: ratio(g("gateway-http", c, "ops_per_server_cpu_sec"), rate(f"stack-floor calls c={c}"))),
         ("mcp-zt handshakes ÷ floor handshakes", lambda c: ratio(rate(f"mcp-zt handshake c={c}"), rate(f"stack-floor handshake c={c}"))),
         ("gateway-stdio ÷ mcp-proxy (per proxy core)",
@@ -188,6 +193,12 @@ def main(path: str, mode: str, out_path: str) -> int:
         return v is not None and v <= goal
 
     own_vs_bare = share(own16, bare16)
+    native16 = rate("mcp-zt-native calls c=16")
+    floor16 = rate("stack-floor calls c=16")
+    native_vs_floor = share(native16, floor16)
+    fwd_vs_floor = share(g("gateway-http", 16, "ops_per_server_cpu_sec"), floor16)
+    best_native = max((rate(f"mcp-zt-native calls c={c}") or 0) for c in concs)
+    native_vs_ts = share(best_native, best_ts_calls)
     own_vs_ts = share(best_calls, best_ts_calls)
     hs_vs_nginx = share(best_hs, best_nginx)
     hs_vs_floor = share(best_hs, floor_rate)
@@ -196,6 +207,12 @@ def main(path: str, mode: str, out_path: str) -> int:
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     times = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
     goals = [
+        ("native transport: own tools/call >= 50% of the floor per core (c=16)", native_vs_floor,
+         pct(native_vs_floor), at_least(native_vs_floor, 0.5)),
+        ("native transport: own tools/call >= 5x TypeScript SDK (best concurrency)", native_vs_ts,
+         times(native_vs_ts), at_least(native_vs_ts, 5)),
+        ("gateway, HTTP upstream: >= 30% of the floor per mcp-zt core (c=16)", fwd_vs_floor, pct(fwd_vs_floor),
+         at_least(fwd_vs_floor, 0.3)),
         ("mcp-zt tools/call >= 80% of bare rmcp (c=16)", own_vs_bare, pct(own_vs_bare), at_least(own_vs_bare, 0.8)),
         ("mcp-zt tools/call >= 5x TypeScript SDK (best concurrency)", own_vs_ts, times(own_vs_ts), at_least(own_vs_ts, 5)),
         ("mcp-zt tools/call p99 at c=16 <= 2 ms", p99, f"{fmt(p99, 3)} ms", at_most(p99, 2)),

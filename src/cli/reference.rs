@@ -63,7 +63,12 @@ fn command(out: &mut String, cmd: &Command, path: &str, depth: usize) {
 fn describe(a: &Arg) -> String {
     let value = a
         .get_value_names()
-        .map(|v| v.iter().map(|s| s.to_string()).collect::<Vec<_>>().join(" "))
+        .map(|v| {
+            v.iter()
+                .map(|s| s.to_string())
+                .collect::<Vec<_>>()
+                .join(" ")
+        })
         .unwrap_or_else(|| a.get_id().as_str().to_uppercase());
     let takes = matches!(a.get_action(), ArgAction::Set | ArgAction::Append);
     let mut name = match (a.get_short(), a.get_long()) {

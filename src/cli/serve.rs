@@ -113,6 +113,7 @@ pub fn run(home: &Home, pass: Option<&Zeroizing<Vec<u8>>>, args: ServeArgs) -> R
         },
         tls_public: args.tls_cert.zip(args.tls_key),
         console: args.console,
+        transport: args.transport,
         oauth_cimd: crate::server::oauth::CimdOptions {
             allow_private: args.oauth_allow_private_cimd,
             extra_ca: args.oauth_cimd_ca,

@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use rmcp::model::{ClientRequest, ServerResult};
+use rmcp::model::{CallToolResult, ClientRequest, JsonObject, ServerResult};
 use rmcp::ErrorData;
 
 use super::provider::{Caller, Items, Provider};
@@ -33,6 +33,25 @@ impl Builtin {
             state,
             items: Arc::new(items()),
         }
+    }
+}
+
+impl Builtin {
+    async fn run(
+        &self,
+        who: &Identity,
+        tool: &str,
+        args: JsonObject,
+    ) -> Result<CallToolResult, ErrorData> {
+        if !tools::blocks(tool) {
+            return tools::run(&*self.state, who, tool, &args);
+        }
+        let state = self.state.clone();
+        let (who, tool) = (who.clone(), tool.to_string());
+        // sled and the CA do blocking I/O (fsync): keep it off the async workers.
+        tokio::task::spawn_blocking(move || tools::run(&*state, &who, &tool, &args))
+            .await
+            .map_err(|e| ErrorData::internal_error(format!("tool task failed: {e}"), None))?
     }
 }
 
@@ -66,18 +85,20 @@ impl Provider for Builtin {
             };
             let tool = req.params.name.to_string();
             let args = req.params.arguments.unwrap_or_default();
-            if !tools::blocks(&tool) {
-                return tools::run(&*self.state, &caller.identity, &tool, &args)
-                    .map(ServerResult::CallToolResult);
-            }
-            let state = self.state.clone();
-            let who = caller.identity.clone();
-            // sled and the CA do blocking I/O (fsync): keep it off the async workers.
-            tokio::task::spawn_blocking(move || tools::run(&*state, &who, &tool, &args))
+            self.run(&caller.identity, &tool, args)
                 .await
-                .map_err(|e| ErrorData::internal_error(format!("tool task failed: {e}"), None))?
                 .map(ServerResult::CallToolResult)
         }
         .boxed()
+    }
+
+    fn call_direct<'a>(
+        &'a self,
+        who: &'a Identity,
+        tool: &'a str,
+        args: JsonObject,
+    ) -> Option<BoxFuture<'a, Result<CallToolResult, ErrorData>>> {
+        // No built-in tool talks to the client mid-call.
+        Some(self.run(who, tool, args).boxed())
     }
 }

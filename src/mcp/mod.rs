@@ -6,6 +6,8 @@
 
 pub mod builtin;
 pub mod diagnostics;
+pub mod direct;
+pub mod envelope;
 pub mod gate;
 pub mod hub;
 pub mod mrtr;
@@ -280,15 +282,30 @@ impl ZtMcp {
                 detail,
             );
         }
-        // The detail of the gateway's own failures is for the audit log, not the client.
-        result.map_err(|mut e| {
-            if let Some(serde_json::Value::Object(data)) = e.data.as_mut() {
-                if data.contains_key(provider::FAILURE_MARK) {
-                    data.remove("detail");
-                }
-            }
-            e
-        })
+        result.map_err(without_failure_detail)
+    }
+}
+
+/// The detail of the gateway's own failures is for the audit log, not the client.
+fn without_failure_detail(mut e: ErrorData) -> ErrorData {
+    if let Some(serde_json::Value::Object(data)) = e.data.as_mut() {
+        if data.contains_key(provider::FAILURE_MARK) {
+            data.remove("detail");
+        }
+    }
+    e
+}
+
+/// A tool that could not run (upstream down, timeout) answers a tool error the user can read;
+/// the audit line already says why. Other errors stay JSON-RPC errors.
+fn tool_answer(result: Result<ServerResult, ErrorData>) -> Result<ServerResult, ErrorData> {
+    match result {
+        Err(e) if outcome_of(&e) != Outcome::Error => Ok(ServerResult::CallToolResult(
+            rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(
+                e.message.to_string(),
+            )]),
+        )),
+        other => other,
     }
 }
 
@@ -418,20 +435,10 @@ impl ServerHandler for ZtMcp {
         let to = ("tools/call", name.as_str(), served_by.as_str());
         let resume = self.unseal(&ask, to, &mut inner.request_state)?;
         let req = ClientRequest::CallToolRequest(Request::new(inner));
-        let result = match self
+        let result = self
             .forward(&entry.provider, &ask, &context, &item, req, resume)
-            .await
-        {
-            // A tool that could not run (upstream down, timeout) answers a tool error the user
-            // can read; the audit line already says why.
-            Err(e) if outcome_of(&e) != Outcome::Error => Ok(ServerResult::CallToolResult(
-                rmcp::model::CallToolResult::error(vec![rmcp::model::ContentBlock::text(
-                    e.message.to_string(),
-                )]),
-            )),
-            other => other,
-        };
-        let mut result = result?;
+            .await;
+        let mut result = tool_answer(result)?;
         self.seal(&ask, to, &mut result);
         match result {
             ServerResult::CallToolResult(r) => Ok(r.into()),

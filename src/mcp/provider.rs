@@ -185,6 +185,17 @@ pub trait Provider: Send + Sync {
     fn is_builtin(&self) -> bool {
         false
     }
+    /// Tool `tool` (inner name) run for `who` without a client session: for a provider whose
+    /// calls never send progress, logs or questions to the client, so the native transport
+    /// can answer them directly. `None`: only through [`Provider::request`].
+    fn call_direct<'a>(
+        &'a self,
+        _who: &'a Identity,
+        _tool: &'a str,
+        _args: rmcp::model::JsonObject,
+    ) -> Option<BoxFuture<'a, Result<rmcp::model::CallToolResult, ErrorData>>> {
+        None
+    }
 }
 
 /// A shared provider.

@@ -32,6 +32,8 @@ pub struct HttpSettings {
     pub shutdown: CancellationToken,
     /// rmcp's session store, shared with the sweep that forgets bindings of expired sessions.
     pub session_manager: Arc<LocalSessionManager>,
+    /// Which transport serves `/mcp`.
+    pub transport: super::native::Transport,
 }
 
 /// Builds the router: `/mcp` (MCP) and `/renew` (certificate renewal).
@@ -43,13 +45,26 @@ pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSett
         // Stateless (2026-07-28) requests get plain JSON replies when nothing streams.
         .with_json_response(true)
         .with_cancellation_token(s.shutdown.child_token());
+    let direct_hub = hub.clone();
     let mcp = StreamableHttpService::new(
         move || Ok(ZtMcp::new(hub.clone())),
         s.session_manager.clone(),
         config,
     );
-    let mut app = Router::new()
-        .nest_service("/mcp", mcp)
+    let app = match s.transport {
+        super::native::Transport::Rmcp => Router::new().nest_service("/mcp", mcp),
+        super::native::Transport::Native => Router::new().nest_service(
+            "/mcp",
+            super::native::NativeMcp::new(
+                direct_hub,
+                s.allowed_hosts.clone(),
+                s.max_body_bytes,
+                state.metrics.clone(),
+                mcp,
+            ),
+        ),
+    };
+    let mut app = app
         .route("/renew", axum::routing::post(renew))
         .layer(middleware::from_fn_with_state(state.clone(), guard));
     if state.oauth.is_some() {

@@ -71,6 +71,7 @@ pub struct Metrics {
     request_latency: Histogram,
     propagation: Histogram,
     revocations_applied: Counter,
+    direct: Counter,
     connections: Gauge,
     sessions: Gauge,
     revoked: Gauge,
@@ -125,6 +126,12 @@ impl Metrics {
             "Latency of HTTP requests on the MCP endpoint, from headers read to response head",
             request_latency.clone(),
         );
+        let direct = Counter::default();
+        registry.register(
+            "direct_requests",
+            "Requests answered by the native transport's direct path (serve --transport native)",
+            direct.clone(),
+        );
         let propagation = Histogram::new(exponential_buckets(0.001, 2.0, 14));
         registry.register(
             "revocation_propagation_seconds",
@@ -173,6 +180,7 @@ impl Metrics {
             request_latency,
             propagation,
             revocations_applied,
+            direct,
             connections,
             sessions,
             revoked,
@@ -261,6 +269,11 @@ impl Metrics {
     /// Records one HTTP request's latency.
     pub fn request(&self, d: Duration) {
         self.request_latency.observe(d.as_secs_f64());
+    }
+
+    /// Counts one request answered by the native transport's direct path.
+    pub fn direct(&self) {
+        self.direct.inc();
     }
 
     /// Records how long a revocation took to reach this replica.

@@ -11,6 +11,7 @@ pub mod gateway;
 pub mod http;
 pub mod link;
 pub mod metrics;
+pub mod native;
 pub mod oauth;
 pub mod ops;
 pub mod proxy;
@@ -96,6 +97,8 @@ pub struct ServeOptions {
     pub oauth_cimd: oauth::CimdOptions,
     /// Serve the browser console at /console/ (on the login name with OAuth).
     pub console: bool,
+    /// Which transport serves `/mcp`.
+    pub transport: native::Transport,
 }
 
 /// Runs the server until SIGINT or SIGTERM.
@@ -285,6 +288,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
             max_body_bytes: opts.max_body_bytes,
             shutdown: shutdown.clone(),
             session_manager: session_manager.clone(),
+            transport: opts.transport,
         },
     );
 

@@ -1,0 +1,302 @@
+#!/usr/bin/env python3
+"""The differential test of mcp-zt's two transports (`serve --transport rmcp|native`).
+
+`record` sends one corpus to one server and writes every answer (status, content type, body);
+`compare` takes two recordings and their audit logs and fails on any difference left after
+normalising what must differ (session ids, SSE event ids, times, client ports).
+
+The corpus: stateless 2026-07-28 tools/call requests the direct path takes (every built-in
+tool, allowed and denied, its rate limit reached, bad arguments, ids of each kind), the same
+with each header the direct path checks changed, hostile bodies (huge, deep, duplicate keys,
+wrong types, batch arrays, escapes, not JSON, not UTF-8), the fuzz corpus of jsonrpc_ingress,
+and a 2025-11-25 session (initialize, list, calls, DELETE).
+
+Usage: differential.py record --port P --home HOME --out FILE [--fuzz DIR]
+       differential.py compare A.json B.json A-audit.log B-audit.log
+"""
+import argparse
+import http.client
+import json
+import os
+import re
+import ssl
+import sys
+
+REV = "2026-07-28"
+
+
+def meta(extra=None):
+    m = {"io.modelcontextprotocol/protocolVersion": REV,
+         "io.modelcontextprotocol/clientCapabilities": {}}
+    m.update(extra or {})
+    return m
+
+
+def call(tool, args=None, rid=1, extra_meta=None, extra_params=None):
+    params = {"name": tool, "_meta": meta(extra_meta)}
+    if args is not None:
+        params["arguments"] = args
+    params.update(extra_params or {})
+    return json.dumps({"jsonrpc": "2.0", "id": rid, "method": "tools/call", "params": params})
+
+
+def headers(tool="whoami", **over):
+    h = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream",
+         "MCP-Protocol-Version": REV, "Mcp-Method": "tools/call", "Mcp-Name": tool}
+    for k, v in over.items():
+        k = k.replace("_", "-")
+        if v is None:
+            h.pop(next((x for x in h if x.lower() == k.lower()), k), None)
+        else:
+            h = {x: y for x, y in h.items() if x.lower() != k.lower()}
+            h[k] = v
+    return h
+
+
+def corpus(fuzz_dir):
+    """(name, who, method, headers, body) in order; `{sid}` is the session of the last answer."""
+    c = []
+    add = lambda name, who, body, h=None, method="POST": c.append((name, who, method, h, body))
+    # The direct path's own traffic: every built-in tool, as each role.
+    for who in ("alice", "bob", "carol"):
+        add(f"{who} whoami", who, call("whoami", {}, 1), headers())
+        add(f"{who} whoami no arguments", who, call("whoami", None, 2), headers())
+        add(f"{who} write_data", who, call("write_data", {"key": f"k-{who}", "value": "v"}, 3),
+            headers("write_data"))
+        add(f"{who} read_data", who, call("read_data", {"key": "k-alice"}, 4), headers("read_data"))
+        add(f"{who} list_keys", who, call("list_keys", {}, 5), headers("list_keys"))
+        add(f"{who} list_certs", who, call("list_certs", {}, 6), headers("list_certs"))
+        add(f"{who} missing tool", who, call("no_such_tool", {}, 7), headers("no_such_tool"))
+    add("bad argument type", "alice", call("read_data", {"key": 5}, 8), headers("read_data"))
+    add("missing argument", "alice", call("read_data", {}, 9), headers("read_data"))
+    add("oversized key", "alice", call("read_data", {"key": "k" * 5000}, 10), headers("read_data"))
+    add("unicode argument", "alice", call("write_data", {"key": "ключ", "value": "\u00e9\u0000x"}, 11),
+        headers("write_data"))
+    add("duplicate argument keys", "alice",
+        call("read_data", {"key": "x"}, 12).replace('"key": "x"', '"key": "x", "key": "k-alice"'),
+        headers("read_data"))
+    for rid in ("string-id", -3, 0, 2**53, "", "\u00e9"):
+        add(f"id {rid!r}", "alice", call("whoami", {}, rid), headers())
+    for i in range(12):
+        add(f"delete_data {i} (limit 10/min)", "alice",
+            call("delete_data", {"key": f"gone-{i}"}, 100 + i), headers("delete_data"))
+    add("revoke_cert of an unknown name", "alice", call("revoke_cert", {"target": "nobody"}, 13),
+        headers("revoke_cert"))
+    add("client info and log level", "alice",
+        call("whoami", {}, 14, {"io.modelcontextprotocol/clientInfo": {"name": "d", "version": "1"},
+                                "io.modelcontextprotocol/logLevel": "debug"}), headers())
+    # The same call with each header the direct path checks changed.
+    w = call("whoami", {}, 20)
+    for name, h in [
+        ("no Mcp-Method", headers(mcp_method=None)),
+        ("Mcp-Method other", headers(mcp_method="tools/list")),
+        ("no Mcp-Name", headers(mcp_name=None)),
+        ("Mcp-Name other", headers(mcp_name="read_data")),
+        ("Mcp-Param header", headers(mcp_param_x="1")),
+        ("no protocol header", headers(mcp_protocol_version=None)),
+        ("protocol header 2025-11-25", headers(mcp_protocol_version="2025-11-25")),
+        ("protocol header garbage", headers(mcp_protocol_version="banana")),
+        ("Accept json only", headers(accept="application/json")),
+        ("Accept with weights", headers(accept="application/json;q=0.9, text/event-stream")),
+        ("Accept q=0 for json", headers(accept="application/json;q=0, text/event-stream")),
+        ("Accept */*", headers(accept="*/*")),
+        ("Content-Type with charset", headers(content_type="application/json; charset=utf-8")),
+        ("Content-Type text", headers(content_type="text/plain")),
+        ("Origin foreign", headers(origin="https://evil.example")),
+        ("Host foreign", headers(host="evil.example")),
+        ("Host with other port", headers(host="localhost:1")),
+        ("bogus session id", headers(mcp_session_id="not-a-session")),
+        ("Last-Event-ID", headers(last_event_id="1")),
+    ]:
+        add(name, "alice", w, h)
+    add("meta version 2025-11-25", "alice",
+        call("whoami", {}, 21, {"io.modelcontextprotocol/protocolVersion": "2025-11-25"}), headers())
+    add("meta without capabilities", "alice",
+        json.dumps({"jsonrpc": "2.0", "id": 22, "method": "tools/call", "params": {
+            "name": "whoami", "_meta": {"io.modelcontextprotocol/protocolVersion": REV}}}), headers())
+    add("meta with bad capabilities", "alice",
+        call("whoami", {}, 23, {"io.modelcontextprotocol/clientCapabilities": {"elicitation": 5}}),
+        headers())
+    add("progress token", "alice", call("whoami", {}, 24, {"progressToken": "p1"}), headers())
+    add("unknown meta key", "alice", call("whoami", {}, 25, {"x.example/k": 1}), headers())
+    add("requestState", "alice", call("whoami", {}, 26, None, {"requestState": "forged"}), headers())
+    add("unknown params key", "alice", call("whoami", {}, 27, None, {"extra": 1}), headers())
+    # Hostile bodies.
+    hostile = [
+        ("empty body", ""),
+        ("not JSON", "{"),
+        ("not UTF-8", b'{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"\xff"}}'),
+        ("JSON string", '"tools/call"'),
+        ("null", "null"),
+        ("deep arguments", call("whoami", None, 30)[:-2] + ', "arguments": {"a": ' + "[" * 3000 + "]" * 3000 + "}}}"),
+        ("deep body", "[" * 100000 + "]" * 100000),
+        ("duplicate id", call("whoami", {}, 31).replace('"id": 31', '"id": 31, "id": 32')),
+        ("duplicate name", call("whoami", {}, 33).replace('"name": "whoami"', '"name": "whoami", "name": "read_data"')),
+        ("duplicate method", call("whoami", {}, 34).replace('"method": "tools/call"', '"method": "tools/call", "method": "tools/list"')),
+        ("arguments an array", call("whoami", [1, 2], 35)),
+        ("arguments a string", call("whoami", "x", 36)),
+        ("arguments null", call("whoami", None, 37).replace('"_meta"', '"arguments": null, "_meta"')),
+        ("name a number", call("whoami", {}, 38).replace('"name": "whoami"', '"name": 5')),
+        ("name with an escape", call("whoami", {}, 39).replace('"name": "whoami"', '"name": "who\\u0061mi"')),
+        ("name with a space", call("who ami", {}, 40)),
+        ("id an object", call("whoami", {}, 41).replace('"id": 41', '"id": {"a": 1}')),
+        ("id a float", call("whoami", {}, 42).replace('"id": 42', '"id": 4.5')),
+        ("id null", call("whoami", {}, 43).replace('"id": 43', '"id": null')),
+        ("no id (a notification)", call("whoami", {}, 44).replace('"id": 44, ', '')),
+        ("jsonrpc 1.0", call("whoami", {}, 45).replace('"2.0"', '"1.0"')),
+        ("batch of two", "[" + call("whoami", {}, 46) + "," + call("whoami", {}, 47) + "]"),
+        ("empty batch", "[]"),
+        ("trailing garbage", call("whoami", {}, 48) + "x"),
+        ("leading whitespace", "  \n" + call("whoami", {}, 49)),
+        ("huge body", call("whoami", {"pad": "x" * (5 * 1024 * 1024)}, 50)),
+    ]
+    for name, body in hostile:
+        add(name, "alice", body, headers())
+    if fuzz_dir and os.path.isdir(fuzz_dir):
+        for f in sorted(os.listdir(fuzz_dir)):
+            with open(os.path.join(fuzz_dir, f), "rb") as fh:
+                add(f"fuzz corpus {f}", "alice", fh.read(), headers())
+    # A 2025-11-25 session through rmcp's session handling.
+    legacy = {"Content-Type": "application/json", "Accept": "application/json, text/event-stream"}
+    init = json.dumps({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+        "protocolVersion": "2025-11-25", "capabilities": {},
+        "clientInfo": {"name": "differential", "version": "1"}}})
+    add("session initialize", "bob", init, legacy)
+    sess = dict(legacy, **{"MCP-Protocol-Version": "2025-11-25", "Mcp-Session-Id": "{sid}"})
+    add("session initialized", "bob",
+        json.dumps({"jsonrpc": "2.0", "method": "notifications/initialized"}), sess)
+    add("session tools/list", "bob", json.dumps({"jsonrpc": "2.0", "id": 2, "method": "tools/list"}), sess)
+    add("session whoami", "bob", json.dumps({"jsonrpc": "2.0", "id": 3, "method": "tools/call",
+                                             "params": {"name": "whoami", "arguments": {}}}), sess)
+    add("session denied tool", "bob", json.dumps({"jsonrpc": "2.0", "id": 4, "method": "tools/call",
+                                                  "params": {"name": "delete_data", "arguments": {}}}), sess)
+    add("session used by another certificate", "carol",
+        json.dumps({"jsonrpc": "2.0", "id": 5, "method": "tools/list"}), sess)
+    add("session DELETE", "bob", "", sess, "DELETE")
+    add("GET without session", "alice", "", {"Accept": "text/event-stream"}, "GET")
+    add("PUT", "alice", "", {}, "PUT")
+    add("stateless tools/list", "bob",
+        json.dumps({"jsonrpc": "2.0", "id": 60, "method": "tools/list", "params": {"_meta": meta()}}),
+        headers(mcp_method="tools/list", mcp_name=None))
+    return c
+
+
+def record(a):
+    out, sid = [], ""
+    for name, who, method, hdrs, body in corpus(a.fuzz):
+        ctx = ssl.create_default_context(cafile=os.path.join(a.home, "ca.crt"))
+        ctx.load_cert_chain(os.path.join(a.home, "clients", f"{who}.crt"),
+                            os.path.join(a.home, "clients", f"{who}.key"))
+        conn = http.client.HTTPSConnection("localhost", a.port, context=ctx, timeout=30)
+        h = {k: v.replace("{sid}", sid) for k, v in (hdrs or {}).items()}
+        data = body.encode() if isinstance(body, str) else body
+        try:
+            conn.putrequest(method, "/mcp", skip_host=any(k.lower() == "host" for k in h), skip_accept_encoding=True)
+            for k, v in h.items():
+                conn.putheader(k, v)
+            conn.putheader("Content-Length", str(len(data)))
+            conn.endheaders(data)
+            r = conn.getresponse()
+            raw = r.read()
+            got = {"status": r.status, "type": (r.getheader("Content-Type") or "").split(";")[0],
+                   "allow": r.getheader("Allow"), "has_session": r.getheader("Mcp-Session-Id") is not None,
+                   "body": raw.decode("utf-8", "replace")}
+            if r.getheader("Mcp-Session-Id"):
+                sid = r.getheader("Mcp-Session-Id")
+                got["session"] = sid
+        except (OSError, http.client.HTTPException) as e:
+            got = {"error": type(e).__name__}
+        finally:
+            conn.close()
+        out.append({"case": name, **got})
+    with open(a.out, "w") as f:
+        json.dump(out, f, indent=1)
+    print(f"recorded {len(out)} cases to {a.out}")
+
+
+def normal_body(text, session):
+    """The body with what must differ between two runs replaced."""
+    if session:
+        text = text.replace(session, "SESSION")
+    if text.startswith("{") or text.startswith("["):
+        try:
+            return json.loads(text)
+        except ValueError:
+            return text
+    if "data:" in text:  # SSE: the events' data, without ids and retry hints
+        return [json.loads(l[5:]) if l[5:].strip().startswith(("{", "[")) else l[5:].strip()
+                for l in text.split("\n") if l.startswith("data:")]
+    return text
+
+
+AUDIT_KEEP = ("event", "name", "role", "serial", "tool", "item", "reason", "upstream", "outcome")
+
+
+def audit_events(path):
+    evs = []
+    for line in open(path, encoding="utf-8"):
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        # Normalise the order-free parts: times and client ports differ run by run.
+        ev = {k: e[k] for k in AUDIT_KEEP if k in e}
+        if "reason" in ev:
+            ev["reason"] = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", str(ev["reason"]))
+        evs.append(ev)
+    return evs
+
+
+def compare(a):
+    A, B = (json.load(open(p)) for p in (a.a, a.b))
+    problems = 0
+    if len(A) != len(B):
+        print(f"FAIL: {len(A)} cases against {len(B)}")
+        return 1
+    for x, y in zip(A, B):
+        nx = {k: v for k, v in x.items() if k not in ("session",)}
+        ny = {k: v for k, v in y.items() if k not in ("session",)}
+        nx["body"] = normal_body(x.get("body", ""), x.get("session") or "")
+        ny["body"] = normal_body(y.get("body", ""), y.get("session") or "")
+        if nx != ny:
+            problems += 1
+            print(f"FAIL: {x['case']}:\n  rmcp:   {json.dumps(nx)[:600]}\n  native: {json.dumps(ny)[:600]}")
+    ea, eb = audit_events(a.audit_a), audit_events(a.audit_b)
+    if ea != eb:
+        problems += 1
+        for i, (p, q) in enumerate(zip(ea, eb)):
+            if p != q:
+                print(f"FAIL: audit line {i + 1} differs:\n  rmcp:   {p}\n  native: {q}")
+                break
+        else:
+            print(f"FAIL: {len(ea)} audit lines against {len(eb)}")
+    statuses = {}
+    for x in A:
+        statuses[x.get("status", x.get("error"))] = statuses.get(x.get("status", x.get("error")), 0) + 1
+    print(f"{len(A)} cases compared (statuses {dict(sorted(statuses.items(), key=str))}), "
+          f"{len(ea)} audit lines compared: {problems} differences")
+    return 1 if problems else 0
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    sub = ap.add_subparsers(dest="cmd", required=True)
+    r = sub.add_parser("record")
+    r.add_argument("--port", type=int, required=True)
+    r.add_argument("--home", required=True)
+    r.add_argument("--out", required=True)
+    r.add_argument("--fuzz")
+    c = sub.add_parser("compare")
+    c.add_argument("a")
+    c.add_argument("b")
+    c.add_argument("audit_a")
+    c.add_argument("audit_b")
+    a = ap.parse_args()
+    if a.cmd == "record":
+        record(a)
+        return 0
+    return compare(a)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
