@@ -25,8 +25,10 @@ pub enum Direct {
     Declined,
 }
 
-/// Runs `call` for the connection's identity, or declines it.
-pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall) -> Direct {
+/// Runs `call` for the connection's identity, or declines it. `modern`: a stateless 2026-07-28
+/// request (its result says `resultType`, its errors map to HTTP statuses); otherwise a call in
+/// a session of an earlier revision (errors are answered with 200, as there).
+pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall, modern: bool) -> Direct {
     let who = &conn.identity;
     let found = match hub.find_tool(who, &call.name).await {
         Lookup::Found(f) if f.visible => f,
@@ -57,23 +59,57 @@ pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall) -> Direct {
             hub.gate.allowed(who, &peer, &call.name);
             let ran = run.await.map(|r| {
                 let mut r = ServerResult::CallToolResult(r);
-                mrtr::mark_complete(&mut r);
+                if modern {
+                    mrtr::mark_complete(&mut r);
+                }
                 r
             });
             super::tool_answer(ran.map_err(super::without_failure_detail))
         }
     };
+    let result = for_revision(result, modern);
     let message = match result {
         Ok(r) => ServerJsonRpcMessage::response(r, call.id),
         Err(e) => ServerJsonRpcMessage::error(e, Some(call.id)),
     };
-    let status = status_of(&message);
+    let status = if modern {
+        status_of(&message)
+    } else {
+        StatusCode::OK
+    };
     match serde_json::to_vec(&message) {
         Ok(body) => Direct::Answer(status, Bytes::from(body)),
         Err(_) => Direct::Answer(
             StatusCode::INTERNAL_SERVER_ERROR,
             Bytes::from_static(b"Internal Server Error"),
         ),
+    }
+}
+
+/// The shape of the answer for the client's revision, as the session handler gives it: a
+/// 2026-07-28 result gets its cache hints, an earlier one loses `resultType: "complete"` and any
+/// non-object structured output; 2026-07-28 says -32602 where earlier ones said
+/// resource-not-found.
+fn for_revision(
+    result: Result<ServerResult, ErrorData>,
+    modern: bool,
+) -> Result<ServerResult, ErrorData> {
+    match result {
+        Ok(mut r) => {
+            if modern {
+                r.fill_missing_cache_hints();
+            } else {
+                r.strip_result_type_for_legacy_peer();
+                r.strip_non_object_output_for_legacy_peer();
+            }
+            Ok(r)
+        }
+        Err(mut e) => {
+            if modern && e.code == ErrorCode::RESOURCE_NOT_FOUND {
+                e.code = ErrorCode::INVALID_PARAMS;
+            }
+            Err(e)
+        }
     }
 }
 

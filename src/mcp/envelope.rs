@@ -66,18 +66,71 @@ struct Meta {
     _log_level: Option<LoggingLevel>,
 }
 
+/// A `tools/call` inside a session (revisions before 2026-07-28): no `_meta` at all, so no
+/// progress token and nothing per request that the session's handler would read.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionWire<'a> {
+    #[serde(borrow)]
+    jsonrpc: &'a str,
+    id: RequestId,
+    #[serde(borrow)]
+    method: &'a str,
+    params: SessionParams,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SessionParams {
+    name: String,
+    #[serde(default)]
+    arguments: Option<Box<RawValue>>,
+}
+
+/// Revisions whose requests travel in a session and whose answers are the same for a tool
+/// call (no `resultType`).
+pub const SESSION_REVISIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-25"];
+
+/// The body as a `tools/call` in a session, or `None` (declined).
+pub fn session_tool_call(body: &[u8]) -> Option<ToolCall> {
+    let wire: SessionWire<'_> = serde_json::from_slice(body).ok()?;
+    let ok = wire.jsonrpc == "2.0"
+        && wire.method == "tools/call"
+        && object_or_none(wire.params.arguments.as_deref())
+        && plain_name(&wire.params.name);
+    ok.then_some(ToolCall {
+        id: wire.id,
+        name: wire.params.name,
+        arguments: wire.params.arguments,
+    })
+}
+
+/// Whether the body is the `notifications/initialized` a client sends after `initialize`.
+pub fn is_initialized_notification(body: &[u8]) -> bool {
+    #[derive(Deserialize)]
+    struct Note<'a> {
+        #[serde(borrow)]
+        jsonrpc: &'a str,
+        #[serde(borrow)]
+        method: &'a str,
+        id: Option<serde_json::Value>,
+    }
+    serde_json::from_slice::<Note<'_>>(body).is_ok_and(|n| {
+        n.jsonrpc == "2.0" && n.method == "notifications/initialized" && n.id.is_none()
+    })
+}
+
+fn object_or_none(args: Option<&RawValue>) -> bool {
+    args.is_none_or(|a| a.get().trim_start().starts_with('{'))
+}
+
 /// The body as a direct `tools/call`, or `None` (declined: the rmcp transport takes it).
 pub fn tool_call(body: &[u8]) -> Option<ToolCall> {
     let wire: Wire<'_> = serde_json::from_slice(body).ok()?;
-    let args_ok = wire
-        .params
-        .arguments
-        .as_ref()
-        .is_none_or(|a| a.get().trim_start().starts_with('{'));
     let ok = wire.jsonrpc == "2.0"
         && wire.method == "tools/call"
         && wire.params.meta.protocol_version == REVISION
-        && args_ok
+        && object_or_none(wire.params.arguments.as_deref())
         && plain_name(&wire.params.name);
     ok.then_some(ToolCall {
         id: wire.id,
@@ -119,6 +172,40 @@ pub fn headers_direct(
         && one("mcp-method", "tools/call")
         && one("mcp-name", name)
         && host_allowed(headers, uri, allowed_hosts)
+}
+
+/// Whether the headers are a plain `tools/call` in session `session` that the rmcp transport
+/// would take as is: JSON in, JSON and SSE accepted, one `MCP-Protocol-Version` of a session
+/// revision, an allowed Host, and none of the headers this module does not mirror (`Origin`,
+/// `Last-Event-ID`, the standard `Mcp-Method`/`Mcp-Name`/`Mcp-Param-*` of later revisions).
+pub fn session_headers_direct(
+    headers: &HeaderMap,
+    uri: &Uri,
+    allowed_hosts: &[String],
+) -> Option<String> {
+    let single = |h: &str| {
+        let mut all = headers.get_all(h).iter();
+        match (all.next(), all.next()) {
+            (Some(v), None) => v.to_str().ok(),
+            _ => None,
+        }
+    };
+    let declined = headers.keys().any(|k| {
+        let k = k.as_str();
+        k == "last-event-id"
+            || k == "origin"
+            || k == "mcp-method"
+            || k == "mcp-name"
+            || k.starts_with("mcp-param-")
+    });
+    let revision = single("mcp-protocol-version")?;
+    let ok = !declined
+        && single("content-type") == Some("application/json")
+        && SESSION_REVISIONS.contains(&revision)
+        && accepts_both(headers)
+        && host_allowed(headers, uri, allowed_hosts);
+    ok.then(|| single("mcp-session-id").map(str::to_string))
+        .flatten()
 }
 
 /// One `Accept` header listing both media types without parameters (weights decline).
@@ -274,6 +361,53 @@ mod tests {
         let mut twice = headers("whoami");
         twice.append("mcp-method", "tools/call".parse().unwrap());
         assert!(!ok(&twice), "a repeated Mcp-Method");
+    }
+
+    #[test]
+    fn session_calls_are_taken_only_bare() {
+        let plain = r#"{"jsonrpc":"2.0","id":"a","method":"tools/call","params":{"name":"whoami","arguments":{}}}"#;
+        let c = session_tool_call(plain.as_bytes()).unwrap();
+        assert_eq!(c.id, RequestId::String("a".into()));
+        for b in [
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","_meta":{"progressToken":1}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"whoami","arguments":[]}}"#,
+            r#"{"jsonrpc":"2.0","method":"tools/call","params":{"name":"whoami"}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/list"}"#,
+        ] {
+            assert!(session_tool_call(b.as_bytes()).is_none(), "{b}");
+        }
+        assert!(is_initialized_notification(
+            br#"{"jsonrpc":"2.0","method":"notifications/initialized"}"#
+        ));
+        assert!(!is_initialized_notification(
+            br#"{"jsonrpc":"2.0","id":1,"method":"notifications/initialized"}"#
+        ));
+        let uri: Uri = "/".parse().unwrap();
+        let mut h = headers("whoami");
+        h.remove("mcp-method");
+        h.remove("mcp-name");
+        h.insert("mcp-protocol-version", "2025-06-18".parse().unwrap());
+        assert!(
+            session_headers_direct(&h, &uri, &hosts()).is_none(),
+            "no session id"
+        );
+        h.insert("mcp-session-id", "s1".parse().unwrap());
+        assert_eq!(
+            session_headers_direct(&h, &uri, &hosts()).as_deref(),
+            Some("s1")
+        );
+        for (k, v) in [
+            ("mcp-protocol-version", "2026-07-28"),
+            ("mcp-method", "tools/call"),
+            ("origin", "https://x"),
+        ] {
+            let mut bad = h.clone();
+            bad.insert(k, v.parse().unwrap());
+            assert!(
+                session_headers_direct(&bad, &uri, &hosts()).is_none(),
+                "{k}"
+            );
+        }
     }
 
     #[test]

@@ -57,9 +57,9 @@ pub fn router(state: Arc<AppState>, hub: Arc<crate::mcp::hub::Hub>, s: &HttpSett
             "/mcp",
             super::native::NativeMcp::new(
                 direct_hub,
+                state.clone(),
+                s.session_manager.clone(),
                 s.allowed_hosts.clone(),
-                s.max_body_bytes,
-                state.metrics.clone(),
                 mcp,
             ),
         ),
@@ -280,6 +280,7 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
             // Same answer as for a session that does not exist.
             return plain(StatusCode::NOT_FOUND, "Not Found: Session not found");
         }
+        state.sessions.touch(sid);
     }
 
     let method = req.method().clone();
@@ -432,17 +433,27 @@ pub fn check_jsonrpc(bytes: &[u8]) -> Result<(), Box<Response>> {
 
 /// Every `every`: forgets the bindings of sessions rmcp no longer has (it closes a session idle
 /// for its keep-alive, 5 minutes, and has no hook to say so), so the bindings stay bounded by the
-/// live sessions.
+/// live sessions. With `own_idle` (the native transport, where rmcp does not see the calls
+/// answered directly and so keeps no idle timer), this sweep ends sessions without a request for
+/// that long itself.
 pub async fn sweep_sessions(
     state: Arc<AppState>,
     manager: Arc<LocalSessionManager>,
     every: std::time::Duration,
+    own_idle: Option<std::time::Duration>,
     shutdown: CancellationToken,
 ) {
+    use rmcp::transport::streamable_http_server::SessionManager;
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
+        }
+        if let Some(idle) = own_idle {
+            for session in state.sessions.idle(idle) {
+                let _ = manager.close_session(&session.as_str().into()).await;
+                state.sessions.unbind(&session);
+            }
         }
         // Bound first, live second: a session bound in between is in both.
         let bound = state.sessions.sessions();

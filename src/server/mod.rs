@@ -263,9 +263,17 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
             }
         }
     }
-    let session_manager = Arc::new(
-        rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default(),
-    );
+    // With the native transport, calls answered directly never reach rmcp's session worker,
+    // whose idle timer would end a busy session: mcp-zt's sweep keeps that timer instead.
+    let session_idle =
+        rmcp::transport::streamable_http_server::session::local::SessionConfig::DEFAULT_KEEP_ALIVE;
+    let mut sessions_local =
+        rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();
+    let own_idle = (opts.transport == native::Transport::Native).then(|| {
+        sessions_local.session_config.keep_alive = None;
+        session_idle
+    });
+    let session_manager = Arc::new(sessions_local);
     let (hub, upstreams) = match gateway::start(
         &state,
         shutdown.child_token(),
@@ -384,6 +392,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         state.clone(),
         session_manager,
         Duration::from_secs(30),
+        own_idle,
         shutdown.clone(),
     ));
     tokio::spawn(renew_loop(

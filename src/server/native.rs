@@ -1,14 +1,22 @@
 //! `serve --transport native`: mcp-zt's own first stop for `/mcp`, in front of rmcp's
 //! streamable-HTTP service.
 //!
-//! A POST is read once into an envelope ([`crate::mcp::envelope`]); a stateless 2026-07-28
-//! `tools/call` that the direct path takes ([`crate::mcp::direct`]) is answered here with one
-//! JSON reply: no session task, no channel, no second parse. Everything else (sessions,
-//! streams, lists, every request the envelope declines or the direct path declines) goes to
-//! rmcp with the same bytes, so its answers are the rmcp transport's own.
+//! A POST is read once into an envelope ([`crate::mcp::envelope`]). A `tools/call` the direct
+//! path takes ([`crate::mcp::direct`]) is answered here with one JSON reply: no session task, no
+//! channel, no SSE framing, no second parse. Two kinds qualify:
+//! - a stateless 2026-07-28 request;
+//! - a request in a session of an earlier revision, once that session finished its handshake
+//!   (its `notifications/initialized` was accepted) and while rmcp still holds it. The answer is
+//!   `application/json` where rmcp answers a one-message SSE stream; the spec allows either,
+//!   and the message is the same.
+//!
+//! Everything else (initialize, lists, streams, notifications, every request the envelope or the
+//! direct path declines) goes to rmcp with the same bytes, so its answers are rmcp's own.
 //!
 //! It sits inside the guard (`http.rs`): revocation, Origin, session binding and the body
-//! limit have run before it, exactly as for rmcp.
+//! limit have run before it, exactly as for rmcp. Because rmcp does not see the calls answered
+//! here, its session idle timer is off with this transport and mcp-zt's sweep ends idle
+//! sessions instead (`http::sweep_sessions`).
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,13 +27,14 @@ use axum::response::{IntoResponse, Response};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::{header, Method, Request, StatusCode};
+use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
 use tower::{Service, ServiceExt};
 
+use super::state::AppState;
 use crate::identity::ConnInfo;
 use crate::mcp::direct::{self, Direct};
 use crate::mcp::envelope;
 use crate::mcp::hub::Hub;
-use crate::server::metrics::Metrics;
 
 /// Which transport serves `/mcp`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, clap::ValueEnum)]
@@ -33,7 +42,7 @@ pub enum Transport {
     /// rmcp's streamable-HTTP service for every request.
     #[default]
     Rmcp,
-    /// mcp-zt's own direct path for stateless tool calls, rmcp for the rest.
+    /// mcp-zt's own direct path for tool calls of built-in tools, rmcp for the rest.
     Native,
 }
 
@@ -41,53 +50,97 @@ pub enum Transport {
 #[derive(Clone)]
 pub struct NativeMcp<S> {
     hub: Arc<Hub>,
+    state: Arc<AppState>,
+    sessions: Arc<LocalSessionManager>,
     allowed_hosts: Arc<Vec<String>>,
     max_body_bytes: usize,
-    metrics: Arc<Metrics>,
     inner: S,
 }
 
 impl<S> NativeMcp<S> {
-    /// The native transport in front of `inner`.
+    /// The native transport in front of `inner`, which serves with `sessions`.
     pub fn new(
         hub: Arc<Hub>,
+        state: Arc<AppState>,
+        sessions: Arc<LocalSessionManager>,
         allowed_hosts: Vec<String>,
-        max_body_bytes: usize,
-        metrics: Arc<Metrics>,
         inner: S,
     ) -> Self {
         NativeMcp {
             hub,
+            max_body_bytes: state.max_body_bytes,
+            state,
+            sessions,
             allowed_hosts: Arc::new(allowed_hosts),
-            max_body_bytes,
-            metrics,
             inner,
         }
     }
 }
 
+/// What the native transport makes of one POST before rmcp could see it.
+enum Taken {
+    /// Answered here.
+    Answer(Response),
+    /// rmcp's; when it accepts this `notifications/initialized`, the session is ready.
+    Initialized(String),
+    /// rmcp's.
+    Rmcp,
+}
+
 /// The direct answer to this POST, if the direct path takes it.
-async fn direct(
-    hub: &Hub,
-    allowed_hosts: &[String],
-    parts: &http::request::Parts,
-    body: &[u8],
-) -> Option<Response> {
-    let conn = parts.extensions.get::<Arc<ConnInfo>>()?;
-    let call = envelope::tool_call(body)?;
-    if !envelope::headers_direct(&parts.headers, &parts.uri, allowed_hosts, &call.name) {
-        return None;
-    }
-    match direct::tool_call(hub, conn, call).await {
-        Direct::Answer(status, body) => Some(
-            (
-                status,
-                [(header::CONTENT_TYPE, "application/json")],
-                Body::from(body),
+async fn take<S>(this: &NativeMcp<S>, parts: &http::request::Parts, body: &[u8]) -> Taken {
+    let Some(conn) = parts.extensions.get::<Arc<ConnInfo>>() else {
+        return Taken::Rmcp;
+    };
+    let (call, modern) = if parts.headers.contains_key("mcp-session-id") {
+        let Some(session) =
+            envelope::session_headers_direct(&parts.headers, &parts.uri, &this.allowed_hosts)
+        else {
+            return Taken::Rmcp;
+        };
+        let Some(call) = envelope::session_tool_call(body) else {
+            if envelope::is_initialized_notification(body) {
+                return Taken::Initialized(session);
+            }
+            return Taken::Rmcp;
+        };
+        let live = this
+            .sessions
+            .sessions
+            .read()
+            .await
+            .contains_key(session.as_str());
+        if !live
+            || !this
+                .state
+                .sessions
+                .ready_for(&session, &conn.identity.serial)
+        {
+            return Taken::Rmcp;
+        }
+        (call, false)
+    } else {
+        let Some(call) = envelope::tool_call(body) else {
+            return Taken::Rmcp;
+        };
+        if !envelope::headers_direct(&parts.headers, &parts.uri, &this.allowed_hosts, &call.name) {
+            return Taken::Rmcp;
+        }
+        (call, true)
+    };
+    match direct::tool_call(&this.hub, conn, call, modern).await {
+        Direct::Answer(status, body) => {
+            this.state.metrics.direct();
+            Taken::Answer(
+                (
+                    status,
+                    [(header::CONTENT_TYPE, "application/json")],
+                    Body::from(body),
+                )
+                    .into_response(),
             )
-                .into_response(),
-        ),
-        Direct::Declined => None,
+        }
+        Direct::Declined => Taken::Rmcp,
     }
 }
 
@@ -96,6 +149,7 @@ where
     S: Service<Request<Body>, Response = http::Response<B>, Error = Infallible>
         + Clone
         + Send
+        + Sync
         + 'static,
     S::Future: Send,
     B: axum::body::HttpBody<Data = Bytes> + Send + 'static,
@@ -112,21 +166,28 @@ where
     fn call(&mut self, req: Request<Body>) -> Self::Future {
         let this = self.clone();
         Box::pin(async move {
+            let mut initialized = None;
             let req = if req.method() == Method::POST {
                 let (parts, body) = req.into_parts();
                 // The guard already read the body within the limit; this takes its one chunk.
                 let Ok(bytes) = axum::body::to_bytes(body, this.max_body_bytes).await else {
                     return Ok((StatusCode::PAYLOAD_TOO_LARGE, "Payload Too Large").into_response());
                 };
-                if let Some(answer) = direct(&this.hub, &this.allowed_hosts, &parts, &bytes).await {
-                    this.metrics.direct();
-                    return Ok(answer);
+                match take(&this, &parts, &bytes).await {
+                    Taken::Answer(answer) => return Ok(answer),
+                    Taken::Initialized(session) => initialized = Some(session),
+                    Taken::Rmcp => {}
                 }
                 Request::from_parts(parts, Body::from(bytes))
             } else {
                 req
             };
-            let response = this.inner.oneshot(req).await?;
+            let response = this.inner.clone().oneshot(req).await?;
+            if let Some(session) = initialized {
+                if response.status() == StatusCode::ACCEPTED {
+                    this.state.sessions.mark_ready(&session);
+                }
+            }
             Ok(response.map(Body::new))
         })
     }

@@ -195,6 +195,11 @@ pub const MAX_SESSIONS_PER_CERT: usize = 256;
 struct Bindings {
     owner: HashMap<String, String>,
     by_serial: HashMap<String, HashSet<String>>,
+    /// Sessions whose client sent `notifications/initialized` (seen by the native transport).
+    ready: HashSet<String>,
+    /// When each session last had a request: with the native transport, mcp-zt (not rmcp)
+    /// ends sessions idle for too long, since rmcp does not see the calls answered directly.
+    seen: HashMap<String, std::time::Instant>,
 }
 
 /// Which certificate created each MCP session: a session id is only valid with the
@@ -243,6 +248,8 @@ impl SessionBindings {
             .entry(serial.to_string())
             .or_default()
             .insert(session.to_string());
+        m.seen
+            .insert(session.to_string(), std::time::Instant::now());
         true
     }
     fn unindex(m: &mut Bindings, session: &str, serial: &str) {
@@ -265,9 +272,41 @@ impl SessionBindings {
             .get(session)
             .is_some_and(|owner| owner == serial)
     }
+    /// Records a request of `session` (its idle time starts again).
+    pub fn touch(&self, session: &str) {
+        let mut m = self.lock();
+        if m.owner.contains_key(session) {
+            m.seen
+                .insert(session.to_string(), std::time::Instant::now());
+        }
+    }
+    /// Bound sessions without a request for longer than `idle`.
+    pub fn idle(&self, idle: std::time::Duration) -> Vec<String> {
+        let m = self.lock();
+        m.owner
+            .keys()
+            .filter(|s| m.seen.get(*s).is_none_or(|t| t.elapsed() > idle))
+            .cloned()
+            .collect()
+    }
+    /// Records that `session`'s client finished the handshake (`notifications/initialized`
+    /// accepted): only then may the native transport answer its requests directly.
+    pub fn mark_ready(&self, session: &str) {
+        let mut m = self.lock();
+        if m.owner.contains_key(session) {
+            m.ready.insert(session.to_string());
+        }
+    }
+    /// Whether `session` was created by `serial` and finished its handshake.
+    pub fn ready_for(&self, session: &str, serial: &str) -> bool {
+        let m = self.lock();
+        m.ready.contains(session) && m.owner.get(session).is_some_and(|o| o == serial)
+    }
     /// Forgets `session`.
     pub fn unbind(&self, session: &str) {
         let mut m = self.lock();
+        m.ready.remove(session);
+        m.seen.remove(session);
         if let Some(serial) = m.owner.remove(session) {
             Self::unindex(&mut m, session, &serial);
         }
@@ -277,6 +316,8 @@ impl SessionBindings {
         let mut m = self.lock();
         for session in m.by_serial.remove(serial).unwrap_or_default() {
             m.owner.remove(&session);
+            m.ready.remove(&session);
+            m.seen.remove(&session);
         }
     }
     /// Every bound session id: the expiry sweep takes this before it asks rmcp which sessions
