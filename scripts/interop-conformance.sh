@@ -11,6 +11,8 @@
 #     `mcp-zt connect --listen` with an admin certificate: every check that passed directly
 #     must pass, per revision, but for the known gaps below (printed, not hidden); a
 #     difference is printed as a diff of the per-check results.
+#  4. runs 1 and 3 again with `serve --transport native`: every check must pass or fail exactly
+#     as with `--transport rmcp` (the native transport's equality, check by check).
 # Run 2 needs the gateway (`mcp-zt upstream`). REQUIRE_GATEWAY=0 skips it, with a notice,
 # when this mcp-zt has no `upstream` command; by default its absence is a failure.
 #
@@ -111,20 +113,34 @@ run_suite() {
   FAILED=$failed
 }
 
+# same_checks A B WHAT: the two runs' per-check results must be equal, check by check.
+same_checks() {
+  if ! diff -u "$work/$1.checks" "$work/$2.checks" >"$work/$1-$2.diff"; then
+    cat "$work/$1-$2.diff" >&2
+    fail "$3: the checks above differ between --transport rmcp and --transport native"
+  fi
+  echo "$3: --transport rmcp and --transport native pass and fail the same $(wc -l <"$work/$1.checks") checks"
+}
+
 build_mcp_zt
 
-# 1. mcp-zt alone.
+# 1. mcp-zt alone, with each transport; the native one must give the same result per check.
 home="$work/alone"
 zt ca init
 zt issue --role admin --name conformance
 grant "$home/policy.toml" admin '["tool:*", "prompt:*", "resource:*"]'
-start_server "$home" "$work" --diagnostic-tools
-start_bridge "$home" "$work" conformance "https://localhost:$PORT/mcp"
-echo "== conformance suite $suite_version (requirements 2026-07-28) -> connect --listen -> mcp-zt alone"
-run_suite "$BRIDGE_URL" alone 2026-07-28
-stop_bridge
-stop_server
+for transport in rmcp native; do
+  name=alone
+  [ "$transport" = rmcp ] || name="alone-$transport"
+  start_server "$home" "$work" --diagnostic-tools --transport "$transport"
+  start_bridge "$home" "$work" conformance "https://localhost:$PORT/mcp"
+  echo "== conformance suite $suite_version (requirements 2026-07-28) -> connect --listen -> mcp-zt alone (--transport $transport)"
+  run_suite "$BRIDGE_URL" "$name" 2026-07-28
+  stop_bridge
+  stop_server
+done
 trap 'stop_ref' EXIT
+same_checks alone alone-native "mcp-zt alone (2026-07-28)"
 bad=$(grep -v '^SUCCESS ' "$work/alone.checks" | grep ' server-stateless/' || true)
 [ -z "$bad" ] || fail "mcp-zt alone: server-stateless checks that did not pass:" "$bad"
 lost=$(comm -23 <(sort -u "$baseline") <(sed 's/^SUCCESS //' "$work/alone.passed" | sort -u))
@@ -202,5 +218,17 @@ for rev in 2025-11-25 2026-07-28; do
       fail "through mcp-zt: $FAILED conformance checks failed (suite output: $work/through-$rev.log)"
   fi
   summary+=("$rev: $(wc -l <"$work/direct-$rev.cmp") checks pass directly and through mcp-zt")
+done
+
+# 4. The same through mcp-zt with --transport native: every check as with rmcp.
+stop_bridge
+stop_server
+start_server "$home" "$work" --transport native || { stop_ref; exit 1; }
+start_bridge "$home" "$work" conformance "https://localhost:$PORT/mcp" || { stop_ref; exit 1; }
+trap 'stop_bridge; stop_server; stop_ref' EXIT
+for rev in 2025-11-25 2026-07-28; do
+  echo "== the same suite ($rev) -> connect --listen -> mcp-zt serve --transport native -> upstream 'ref'"
+  run_suite "$BRIDGE_URL" "through-native-$rev" "$rev"
+  same_checks "through-$rev" "through-native-$rev" "through mcp-zt ($rev)"
 done
 echo "interop-conformance: ok (${summary[*]}; known gaps compared apart, see above)"
