@@ -46,13 +46,21 @@ pub enum Transport {
     Native,
 }
 
-/// The `/mcp` service of the native transport; `inner` is rmcp's.
-#[derive(Clone)]
-pub struct NativeMcp<S> {
+/// The `/mcp` service of the native transport; `inner` is rmcp's. Cloned for every request
+/// (axum does), so everything sits behind one reference count.
+pub struct NativeMcp<S>(Arc<Shared<S>>);
+
+impl<S> Clone for NativeMcp<S> {
+    fn clone(&self) -> Self {
+        NativeMcp(self.0.clone())
+    }
+}
+
+struct Shared<S> {
     hub: Arc<Hub>,
     state: Arc<AppState>,
     sessions: Arc<LocalSessionManager>,
-    allowed_hosts: Arc<Vec<String>>,
+    allowed_hosts: Vec<String>,
     max_body_bytes: usize,
     inner: S,
 }
@@ -66,14 +74,14 @@ impl<S> NativeMcp<S> {
         allowed_hosts: Vec<String>,
         inner: S,
     ) -> Self {
-        NativeMcp {
+        NativeMcp(Arc::new(Shared {
             hub,
             max_body_bytes: state.max_body_bytes,
             state,
             sessions,
-            allowed_hosts: Arc::new(allowed_hosts),
+            allowed_hosts,
             inner,
-        }
+        }))
     }
 }
 
@@ -88,7 +96,7 @@ enum Taken {
 }
 
 /// The direct answer to this POST, if the direct path takes it.
-async fn take<S>(this: &NativeMcp<S>, parts: &http::request::Parts, body: &[u8]) -> Taken {
+async fn take<S>(this: &Shared<S>, parts: &http::request::Parts, body: &[u8]) -> Taken {
     let Some(conn) = parts.extensions.get::<Arc<ConnInfo>>() else {
         return Taken::Rmcp;
     };
@@ -164,7 +172,7 @@ where
     }
 
     fn call(&mut self, req: Request<Body>) -> Self::Future {
-        let this = self.clone();
+        let this = self.0.clone();
         Box::pin(async move {
             let mut initialized = None;
             let req = if req.method() == Method::POST {
