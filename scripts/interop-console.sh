@@ -7,7 +7,7 @@
 # posts and frames refused, the role x page x action matrix, and a revoked admin shut out.
 #
 # Screenshots go to $MCP_ZT_SHOTS (default: a temporary folder, printed at the end). The
-# README's are made with: MCP_ZT_SHOTS=docs/console bash scripts/interop-console.sh
+# ones in docs/console.md are made with: MCP_ZT_SHOTS=docs/console bash scripts/interop-console.sh
 set -euo pipefail
 here="$(cd "$(dirname "$0")" && pwd)"
 # shellcheck source=lib.sh

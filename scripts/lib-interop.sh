@@ -1,5 +1,6 @@
-# Helpers the interop scripts share: Node 22 (from PyPI), the vendored conformance reference
-# server, free ports, mcp-zt commands and policy grants. Source it after lib.sh; do not run it.
+# Helpers the interop scripts share: Node 22 (from PyPI), the official MCP conformance suite and
+# its vendored reference server, free ports, mcp-zt commands and policy grants. Source it after
+# lib.sh; do not run it.
 # shellcheck shell=bash
 
 # setup_node22 PREFIX: Node 22 in a venv under PREFIX (the conformance suite needs it: the
@@ -38,6 +39,88 @@ setup_ref_server() {
     (cd "$ref" && npm ci --no-audit --no-fund --loglevel=error >/dev/null)
     cp "$ref/package-lock.json" "$ref/.installed-lock.json"
   fi
+}
+
+# The version of the official MCP conformance suite the scripts pin.
+conformance_suite_version=0.2.0-alpha.12
+
+# setup_conformance_suite PREFIX VERSION: the official MCP conformance suite
+# (@modelcontextprotocol/conformance) at VERSION, installed with npm under PREFIX/suite (again
+# only when another version is there); sets suite_js. Needs NODE (setup_node22).
+setup_conformance_suite() {
+  local suite="$1/suite" version="$2" suite_pkg installed
+  suite_pkg="$suite/node_modules/@modelcontextprotocol/conformance"
+  suite_js="$suite_pkg/dist/index.js"
+  # Its bundled package.json says which version is installed.
+  installed=$("$NODE" -p "require('$suite_pkg/package.json').version" 2>/dev/null || true)
+  if [ "$installed" != "$version" ]; then
+    mkdir -p "$suite"
+    # A package.json of its own keeps npm from looking for a project further up.
+    [ -f "$suite/package.json" ] || echo '{ "private": true }' >"$suite/package.json"
+    (cd "$suite" && npm install --no-audit --no-fund --loglevel=error \
+      "@modelcontextprotocol/conformance@$version" >/dev/null)
+  fi
+}
+
+# start_ref: runs the reference server of setup_ref_server (one Node process: tsx as a loader)
+# on a free port, its output in $work/ref.out and $work/ref.err; sets REF_PID and REF_URL. It
+# takes its port from PORT, so a port picked here may be taken in between: a few tries.
+# stop_ref stops it.
+start_ref() {
+  local port
+  for _ in 1 2 3; do
+    port=$(free_port)
+    (cd "$ref" && PORT="$port" exec "$NODE" --import tsx everything-server.ts) \
+      >"$work/ref.out" 2>"$work/ref.err" &
+    REF_PID=$!
+    for _ in $(seq 1 300); do
+      if grep -q 'running on' "$work/ref.out" 2>/dev/null; then
+        REF_URL="http://127.0.0.1:$port/mcp"
+        return 0
+      fi
+      kill -0 "$REF_PID" 2>/dev/null || break
+      sleep 0.05
+    done
+    stop_ref
+  done
+  echo "the reference server did not start:" >&2
+  cat "$work/ref.err" >&2
+  return 1
+}
+
+stop_ref() {
+  stop_pid "${REF_PID:-}"
+  REF_PID=
+}
+
+# run_suite URL NAME REVISION: runs the conformance suite of setup_conformance_suite
+# (requirements of REVISION) against URL, results in $work/NAME (the suite's own folder per
+# scenario), its output in $work/NAME.log, one line per check in $work/NAME.checks (STATUS
+# scenario/check-id, sorted, by scripts/conformance_checks.py), the passed ones in
+# $work/NAME.passed; sets FAILED. Checks that the results found add up to what the suite itself
+# printed. Uses here (the scripts folder), work, NODE and suite_js.
+run_suite() {
+  local url="$1" name="$2" requirements="$3" rc=0 scenarios found total passed failed warned
+  timeout 600 "$NODE" "$suite_js" server --url "$url" --requirements "$requirements" \
+    --timeout 15000 --output-dir "$work/$name" >"$work/$name.log" 2>&1 || rc=$?
+  python3 "$here/conformance_checks.py" "$work/$name" >"$work/$name.checks"
+  scenarios=$(sed -n 's/^Running requirements .* (\([0-9]*\) scenarios).*/\1/p' "$work/$name.log")
+  found=$(find "$work/$name" -name checks.json | wc -l)
+  total=$(sed -n 's/^Total: \([0-9]* passed, [0-9]* failed\).*/\1/p' "$work/$name.log")
+  passed=$(grep -c '^SUCCESS ' "$work/$name.checks" || true)
+  failed=$(grep -c '^FAILURE ' "$work/$name.checks" || true)
+  warned=$(grep -c '^WARNING ' "$work/$name.checks" || true)
+  echo "$name: $passed checks passed, $failed failed, $warned warnings" \
+    "in $found of ${scenarios:-?} scenarios (suite exit $rc)"
+  if [ -z "$scenarios" ] || [ "$found" != "$scenarios" ] ||
+    [ "$total" != "$passed passed, $failed failed" ]; then
+    tail -n 40 "$work/$name.log" >&2
+    fail "$name: the suite's results ($found scenario folders, '$passed passed, $failed failed')" \
+      "do not match its summary (${scenarios:-?} scenarios, '${total:-no Total line}')"
+  fi
+  python3 "$here/conformance_checks.py" --failures "$work/$name" >&2
+  grep '^SUCCESS ' "$work/$name.checks" >"$work/$name.passed" || true
+  FAILED=$failed
 }
 
 # setup_python_sdk: the official MCP Python SDK (2.x) in scripts/.venv (or MCP_ZT_VENV);

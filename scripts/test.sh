@@ -69,6 +69,12 @@ bash scripts/quickstart-gateway.sh >"$log" 2>&1 || {
 }
 echo "quickstart-gateway: ok" >&2
 
+step "scripts/docs-check.sh (every runnable command block of the docs, links, docs/reference.md)"
+bash scripts/docs-check.sh --bin "$MCP_ZT_BIN"
+
+step "scripts/arch-check.sh (the invariants ARCHITECTURE.md claims)"
+bash scripts/arch-check.sh
+
 step "scripts/crash-test.sh 6 (short form: SIGKILL during issue/revoke bursts, then doctor)"
 bash scripts/crash-test.sh 6 2>/dev/null
 

@@ -206,7 +206,7 @@ pub enum CaCommand {
         /// SPIFFE trust domain of issued identities.
         #[arg(long, default_value = "mcp-zt.local")]
         trust_domain: String,
-        /// OID of the role extension (default: a 2.25 arc, see README).
+        /// OID of the role extension (default: a 2.25 arc, see docs/ca.md).
         #[arg(long)]
         role_oid: Option<String>,
         /// The CA key's algorithm.

@@ -94,14 +94,26 @@ pub const SESSION_REVISIONS: [&str; 3] = ["2025-03-26", "2025-06-18", "2025-11-2
 /// The body as a `tools/call` in a session, or `None` (declined).
 pub fn session_tool_call(body: &[u8]) -> Option<ToolCall> {
     let wire: SessionWire<'_> = serde_json::from_slice(body).ok()?;
-    let ok = wire.jsonrpc == "2.0"
-        && wire.method == "tools/call"
-        && object_or_none(wire.params.arguments.as_deref())
-        && plain_name(&wire.params.name);
+    let p = wire.params;
+    checked(wire.jsonrpc, wire.method, wire.id, p.name, p.arguments)
+}
+
+/// The call, when its envelope is a plain `tools/call` of a plain name with object arguments.
+fn checked(
+    jsonrpc: &str,
+    method: &str,
+    id: RequestId,
+    name: String,
+    arguments: Option<Box<RawValue>>,
+) -> Option<ToolCall> {
+    let ok = jsonrpc == "2.0"
+        && method == "tools/call"
+        && object_or_none(arguments.as_deref())
+        && plain_name(&name);
     ok.then_some(ToolCall {
-        id: wire.id,
-        name: wire.params.name,
-        arguments: wire.params.arguments,
+        id,
+        name,
+        arguments,
     })
 }
 
@@ -127,16 +139,11 @@ fn object_or_none(args: Option<&RawValue>) -> bool {
 /// The body as a direct `tools/call`, or `None` (declined: the rmcp transport takes it).
 pub fn tool_call(body: &[u8]) -> Option<ToolCall> {
     let wire: Wire<'_> = serde_json::from_slice(body).ok()?;
-    let ok = wire.jsonrpc == "2.0"
-        && wire.method == "tools/call"
-        && wire.params.meta.protocol_version == REVISION
-        && object_or_none(wire.params.arguments.as_deref())
-        && plain_name(&wire.params.name);
-    ok.then_some(ToolCall {
-        id: wire.id,
-        name: wire.params.name,
-        arguments: wire.params.arguments,
-    })
+    if wire.params.meta.protocol_version != REVISION {
+        return None;
+    }
+    let p = wire.params;
+    checked(wire.jsonrpc, wire.method, wire.id, p.name, p.arguments)
 }
 
 /// A name that travels unchanged in the `Mcp-Name` header (visible ASCII, no encoding).
