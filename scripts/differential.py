@@ -267,7 +267,8 @@ def shape(rec):
     return out
 
 
-AUDIT_KEEP = ("event", "name", "role", "serial", "tool", "item", "reason", "upstream", "outcome")
+AUDIT_KEEP = ("event", "name", "role", "serial", "tool", "item", "reason", "upstream", "outcome",
+              "count", "via", "client_id")
 
 
 def audit_events(path):

@@ -92,6 +92,10 @@ impl Provider for Builtin {
         .boxed()
     }
 
+    fn answers_directly(&self) -> bool {
+        true
+    }
+
     fn call_direct<'a>(
         &'a self,
         who: &'a Identity,

@@ -30,6 +30,15 @@ pub enum Direct {
 /// a session of an earlier revision (errors are answered with 200, as there).
 pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall, modern: bool) -> Direct {
     let who = &conn.identity;
+    // Looking a name up may start a child or refresh a login: only where every provider that
+    // could offer it answers directly, so that a declined call had no effect at all.
+    let elsewhere = hub
+        .providers()
+        .iter()
+        .any(|p| call.name.starts_with(p.prefix()) && !p.answers_directly());
+    if elsewhere {
+        return Direct::Declined;
+    }
     let found = match hub.find_tool(who, &call.name).await {
         Lookup::Found(f) if f.visible => f,
         _ => return Direct::Declined,

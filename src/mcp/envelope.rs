@@ -146,9 +146,10 @@ pub fn tool_call(body: &[u8]) -> Option<ToolCall> {
     checked(wire.jsonrpc, wire.method, wire.id, p.name, p.arguments)
 }
 
-/// A name that travels unchanged in the `Mcp-Name` header (visible ASCII, no encoding).
+/// A name that travels unchanged in the `Mcp-Name` header (visible ASCII, and not the
+/// `=?base64?...?=` form a header value may be decoded from).
 fn plain_name(name: &str) -> bool {
-    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic())
+    !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) && !name.starts_with("=?")
 }
 
 /// Whether the headers are a plain stateless 2026-07-28 `tools/call` of tool `name` that the
@@ -221,9 +222,13 @@ fn accepts_both(headers: &HeaderMap) -> bool {
     let (Some(v), None) = (all.next(), all.next()) else {
         return false;
     };
+    // Quoted strings may hold commas: rmcp splits around them, this check does not try.
     let Ok(v) = v.to_str() else {
         return false;
     };
+    if v.contains('"') {
+        return false;
+    }
     let types: Vec<&str> = v.split(',').map(str::trim).collect();
     types.iter().all(|t| !t.contains(';'))
         && types.contains(&"application/json")
@@ -321,6 +326,7 @@ mod tests {
             r#"{"jsonrpc":"2.0","id":1,"id":2,"method":"tools/call","params":{"name":"w","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w","_meta":{"io.modelcontextprotocol/protocolVersion":"2025-11-25","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/list","params":{"name":"w","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
+            r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"=?base64?d2hvYW1p?=","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w\u00e9","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
             r#"[{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w","_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}]"#,
             r#"{"jsonrpc":"2.0","id":1,"method":"tools/call","params":{"name":"w","arguments":[1],"_meta":{"io.modelcontextprotocol/protocolVersion":"2026-07-28","io.modelcontextprotocol/clientCapabilities":{}}}}"#,
@@ -340,13 +346,17 @@ mod tests {
     fn headers_the_direct_path_does_not_mirror_decline() {
         let uri: Uri = "/".parse().unwrap();
         let ok = |h: &HeaderMap| headers_direct(h, &uri, &hosts(), "whoami");
-        let cases: [(&str, Option<&str>); 11] = [
+        let cases: [(&str, Option<&str>); 12] = [
             ("mcp-session-id", Some("abc")),
             ("origin", Some("https://localhost:8443")),
             ("mcp-param-x", Some("1")),
             ("last-event-id", Some("1")),
             ("accept", Some("application/json;q=0.5, text/event-stream")),
             ("accept", Some("application/json")),
+            (
+                "accept",
+                Some("text/event-stream, \"a, application/json, b\""),
+            ),
             ("content-type", Some("text/plain")),
             ("mcp-protocol-version", Some("2025-11-25")),
             ("mcp-name", Some("other")),

@@ -185,6 +185,11 @@ pub trait Provider: Send + Sync {
     fn is_builtin(&self) -> bool {
         false
     }
+    /// Whether [`Provider::call_direct`] answers every tool call of this provider, so the
+    /// direct path may even look a name up here (a lookup may start a child or a login).
+    fn answers_directly(&self) -> bool {
+        false
+    }
     /// Tool `tool` (inner name) run for `who` without a client session: for a provider whose
     /// calls never send progress, logs or questions to the client, so the native transport
     /// can answer them directly. `None`: only through [`Provider::request`].

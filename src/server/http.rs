@@ -9,6 +9,7 @@ use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::Router;
 use bytes::{Bytes, BytesMut};
+use futures_util::StreamExt;
 use http::{header, Method, StatusCode};
 use http_body_util::BodyExt;
 use rmcp::transport::streamable_http_server::session::local::LocalSessionManager;
@@ -217,6 +218,18 @@ fn plain(status: StatusCode, body: &'static str) -> Response {
     (status, body).into_response()
 }
 
+/// An answer of a session being sent; its drop (the body sent or abandoned) ends it.
+struct Active {
+    state: Arc<AppState>,
+    session: String,
+}
+
+impl Drop for Active {
+    fn drop(&mut self) {
+        self.state.sessions.end(&self.session);
+    }
+}
+
 /// Runs before rmcp on every request.
 async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Next) -> Response {
     let Some(conn) = req.extensions().get::<Arc<ConnInfo>>().cloned() else {
@@ -316,7 +329,27 @@ async fn guard(State(state): State<Arc<AppState>>, req: Request<Body>, next: Nex
     } else {
         req
     };
+    // With mcp-zt keeping the sessions' idle time, an answer still being sent (a long call, an
+    // open event stream) keeps its session alive until it ends.
+    let active = match &session {
+        Some(sid) if state.sessions.tracking() => {
+            state.sessions.begin(sid);
+            Some(Active {
+                state: state.clone(),
+                session: sid.clone(),
+            })
+        }
+        _ => None,
+    };
     let mut response = next.run(req).await;
+    if let Some(active) = active {
+        let (parts, body) = response.into_parts();
+        let body = body.into_data_stream().map(move |chunk| {
+            let _ = &active;
+            chunk
+        });
+        response = Response::from_parts(parts, Body::from_stream(body));
+    }
     // rmcp refuses a body it cannot parse with 415 and plain text, and checks Host, Accept and
     // the session before parsing: a malformed body that rmcp refused for any reason gets the
     // JSON-RPC error of the full check, as when that check ran first.
@@ -443,16 +476,15 @@ pub async fn sweep_sessions(
     own_idle: Option<std::time::Duration>,
     shutdown: CancellationToken,
 ) {
-    use rmcp::transport::streamable_http_server::SessionManager;
+    let mut orphans = std::collections::HashSet::new();
     loop {
         tokio::select! {
             _ = shutdown.cancelled() => return,
             _ = tokio::time::sleep(every) => {}
         }
         if let Some(idle) = own_idle {
-            for session in state.sessions.idle(idle) {
-                let _ = manager.close_session(&session.as_str().into()).await;
-                state.sessions.unbind(&session);
+            for session in state.sessions.take_idle(idle) {
+                close(&manager, &session).await;
             }
         }
         // Bound first, live second: a session bound in between is in both.
@@ -467,7 +499,30 @@ pub async fn sweep_sessions(
         for session in bound.iter().filter(|s| !live.contains(*s)) {
             state.sessions.unbind(session);
         }
+        if own_idle.is_some() {
+            // rmcp keeps no idle timer here: a session it holds that no certificate owns (its
+            // binding refused at the session limit, or dropped at revocation) is closed once it
+            // was seen unbound on two sweeps in a row (a session just created is bound within
+            // its first request).
+            let bound: std::collections::HashSet<String> =
+                state.sessions.sessions().into_iter().collect();
+            let unbound: std::collections::HashSet<String> =
+                live.into_iter().filter(|s| !bound.contains(s)).collect();
+            for session in unbound.intersection(&orphans) {
+                close(&manager, session).await;
+            }
+            orphans = unbound;
+        }
     }
+}
+
+/// Closes rmcp's session `id`, giving up after a few seconds (a worker stuck on a client that
+/// stopped reading must not stall the sweep).
+async fn close(manager: &LocalSessionManager, id: &str) {
+    use rmcp::transport::streamable_http_server::SessionManager;
+    let id = id.into();
+    let closing = manager.close_session(&id);
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(5), closing).await;
 }
 
 #[cfg(test)]

@@ -271,6 +271,7 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
         rmcp::transport::streamable_http_server::session::local::LocalSessionManager::default();
     let own_idle = (opts.transport == native::Transport::Native).then(|| {
         sessions_local.session_config.keep_alive = None;
+        state.sessions.track_activity();
         session_idle
     });
     let session_manager = Arc::new(sessions_local);

@@ -100,6 +100,11 @@ async fn take<S>(this: &Shared<S>, parts: &http::request::Parts, body: &[u8]) ->
     let Some(conn) = parts.extensions.get::<Arc<ConnInfo>>() else {
         return Taken::Rmcp;
     };
+    // A token-borne request has its answer watched by the bearer layer (the grant can be
+    // revoked while it runs): rmcp's.
+    if conn.identity.oauth.is_some() {
+        return Taken::Rmcp;
+    }
     let (call, modern) = if parts.headers.contains_key("mcp-session-id") {
         let Some(session) =
             envelope::session_headers_direct(&parts.headers, &parts.uri, &this.allowed_hosts)

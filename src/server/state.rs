@@ -200,6 +200,9 @@ struct Bindings {
     /// When each session last had a request: with the native transport, mcp-zt (not rmcp)
     /// ends sessions idle for too long, since rmcp does not see the calls answered directly.
     seen: HashMap<String, std::time::Instant>,
+    /// Answers of each session still being sent (a long call, an open event stream): a
+    /// session with one is never idle.
+    active: HashMap<String, u32>,
 }
 
 /// Which certificate created each MCP session: a session id is only valid with the
@@ -211,6 +214,8 @@ pub struct SessionBindings {
     inner: Mutex<Bindings>,
     cap: usize,
     per_serial: usize,
+    /// Whether mcp-zt keeps the sessions' idle time (the native transport).
+    tracking: std::sync::atomic::AtomicBool,
 }
 
 impl Default for SessionBindings {
@@ -226,6 +231,7 @@ impl SessionBindings {
             inner: Mutex::new(Bindings::default()),
             cap,
             per_serial,
+            tracking: std::sync::atomic::AtomicBool::new(false),
         }
     }
     fn lock(&self) -> std::sync::MutexGuard<'_, Bindings> {
@@ -272,6 +278,15 @@ impl SessionBindings {
             .get(session)
             .is_some_and(|owner| owner == serial)
     }
+    /// Makes mcp-zt keep the sessions' idle time (the native transport: rmcp's timer is off).
+    pub fn track_activity(&self) {
+        self.tracking
+            .store(true, std::sync::atomic::Ordering::Relaxed);
+    }
+    /// Whether mcp-zt keeps the sessions' idle time.
+    pub fn tracking(&self) -> bool {
+        self.tracking.load(std::sync::atomic::Ordering::Relaxed)
+    }
     /// Records a request of `session` (its idle time starts again).
     pub fn touch(&self, session: &str) {
         let mut m = self.lock();
@@ -280,14 +295,42 @@ impl SessionBindings {
                 .insert(session.to_string(), std::time::Instant::now());
         }
     }
-    /// Bound sessions without a request for longer than `idle`.
-    pub fn idle(&self, idle: std::time::Duration) -> Vec<String> {
-        let m = self.lock();
-        m.owner
+    /// An answer of `session` starts being sent: the session is not idle until it ends.
+    pub fn begin(&self, session: &str) {
+        let mut m = self.lock();
+        if m.owner.contains_key(session) {
+            *m.active.entry(session.to_string()).or_default() += 1;
+        }
+    }
+    /// An answer of `session` ended (sent or dropped): its idle time starts now.
+    pub fn end(&self, session: &str) {
+        let mut m = self.lock();
+        if let Some(n) = m.active.get_mut(session) {
+            *n = n.saturating_sub(1);
+            if *n == 0 {
+                m.active.remove(session);
+            }
+        }
+        if m.owner.contains_key(session) {
+            m.seen
+                .insert(session.to_string(), std::time::Instant::now());
+        }
+    }
+    /// Unbinds and returns the sessions with no answer being sent and no request for longer
+    /// than `idle`, in one step, so a request cannot slip in between.
+    pub fn take_idle(&self, idle: std::time::Duration) -> Vec<String> {
+        let mut m = self.lock();
+        let gone: Vec<String> = m
+            .owner
             .keys()
+            .filter(|s| !m.active.contains_key(*s))
             .filter(|s| m.seen.get(*s).is_none_or(|t| t.elapsed() > idle))
             .cloned()
-            .collect()
+            .collect();
+        for session in &gone {
+            Self::forget(&mut m, session);
+        }
+        gone
     }
     /// Records that `session`'s client finished the handshake (`notifications/initialized`
     /// accepted): only then may the native transport answer its requests directly.
@@ -304,11 +347,14 @@ impl SessionBindings {
     }
     /// Forgets `session`.
     pub fn unbind(&self, session: &str) {
-        let mut m = self.lock();
+        Self::forget(&mut self.lock(), session);
+    }
+    fn forget(m: &mut Bindings, session: &str) {
         m.ready.remove(session);
         m.seen.remove(session);
+        m.active.remove(session);
         if let Some(serial) = m.owner.remove(session) {
-            Self::unindex(&mut m, session, &serial);
+            Self::unindex(m, session, &serial);
         }
     }
     /// Forgets every session of `serial`: O(sessions of that serial).
@@ -318,6 +364,7 @@ impl SessionBindings {
             m.owner.remove(&session);
             m.ready.remove(&session);
             m.seen.remove(&session);
+            m.active.remove(&session);
         }
     }
     /// Every bound session id: the expiry sweep takes this before it asks rmcp which sessions
@@ -630,6 +677,44 @@ mod tests {
         b.unbind("s4");
         assert!(b.is_empty());
         assert!(b.lock().by_serial.is_empty());
+    }
+
+    #[test]
+    fn idle_sessions_are_taken_once_and_busy_ones_stay() {
+        let b = SessionBindings::with_caps(10, 10);
+        assert!(b.bind("quiet", "a") && b.bind("busy", "a") && b.bind("ready", "b"));
+        b.mark_ready("ready");
+        assert!(b.ready_for("ready", "b") && !b.ready_for("ready", "a"));
+        assert!(
+            !b.ready_for("quiet", "a"),
+            "no initialized notification yet"
+        );
+        b.begin("busy");
+        let zero = std::time::Duration::ZERO;
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        let mut taken = b.take_idle(zero);
+        taken.sort();
+        assert_eq!(
+            taken,
+            ["quiet", "ready"],
+            "an answer still being sent keeps its session"
+        );
+        assert!(b.take_idle(zero).is_empty(), "taken sessions are unbound");
+        assert!(!b.ready_for("ready", "b"));
+        assert_eq!(
+            b.take_idle(std::time::Duration::from_secs(60)),
+            Vec::<String>::new()
+        );
+        b.end("busy");
+        assert!(
+            b.take_idle(std::time::Duration::from_secs(60)).is_empty(),
+            "just ended"
+        );
+        std::thread::sleep(std::time::Duration::from_millis(2));
+        assert_eq!(b.take_idle(zero), ["busy"]);
+        b.end("gone");
+        b.mark_ready("gone");
+        assert!(b.is_empty(), "an unknown session leaves nothing behind");
     }
 
     #[test]
