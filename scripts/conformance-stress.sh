@@ -97,12 +97,21 @@ start_load() {
     "${sess[@]}" "${pin[@]}" "${cmd[@]}" >/dev/null 2>&1 &
     LOAD_PIDS+=("$!")
   done
+  LOAD_STARTED=$SECONDS
   sleep 1
   for cpu in "${LOAD_PIDS[@]}"; do
     kill -0 "$cpu" 2>/dev/null || fail "the CPU load (${cmd[*]}) did not start"
   done
   echo "CPU load: LOAD=$LOAD, ${cmd[*]} $([ ${#pin[@]} = 0 ] && echo unpinned || echo pinned) on" \
     "core(s) ${cpus[*]} of $(nproc) (pids ${LOAD_PIDS[*]})"
+}
+LOAD_STARTED=
+# load_cpu: the CPU seconds the load's processes used so far, and the seconds since it started.
+load_cpu() {
+  local pids="${LOAD_PIDS[*]}"
+  ps -e -o pgid=,pid=,times= | awk -v pids=" $pids " -v wall=$((SECONDS - LOAD_STARTED)) '
+    index(pids, " " $1 " ") || index(pids, " " $2 " ") { cpu += $3 }
+    END { printf "%d s of CPU in %d s", cpu, wall }'
 }
 stop_load() {
   local pid
@@ -207,6 +216,7 @@ for round in $(seq 1 "$runs"); do
     stop_server
   done
 done
+[ "$LOAD" = none ] || echo "CPU load ($load_tool, LOAD=$LOAD): $(load_cpu)"
 stop_load
 
 # The table: every check that failed at least once, one row per transport (also those where it
