@@ -650,7 +650,8 @@ impl Instance {
         };
         let answered =
             !matches!(&result, Err(e) if is_failure(e, "timeout") || is_failure(e, "cancelled"));
-        progress.settle(caller.progress_token.is_some()).await;
+        let asked = caller.progress_token.is_some() || caller.client.log_level.is_some();
+        progress.settle(asked).await;
         guard.answered = answered;
         drop(guard);
         self.touch();

@@ -39,10 +39,10 @@ pub struct Route {
     client: crate::mcp::provider::ClientSide,
 }
 
-/// Progress notifications of one request: seen, and still being forwarded. rmcp hands each
-/// notification to its own task, so one sent just before the answer may still be on its way
-/// when the answer arrives; the answer waits for it (the client's stream closes with the
-/// answer, and a progress notification after it would be lost).
+/// Progress and log notifications of one request: seen, and still being forwarded. rmcp hands
+/// each notification to its own task, so one sent just before the answer may still be on its
+/// way when the answer arrives; the answer waits for it (the client's stream closes with the
+/// answer, and a notification after it would be lost).
 ///
 /// Because those tasks may run in any order, forwarding is serialized per request and a
 /// notification whose progress is not above the last one forwarded is dropped: the client sees
@@ -55,10 +55,11 @@ pub struct ProgressCount {
 }
 
 impl ProgressCount {
-    /// Waits (200 ms at most) for progress notifications still being forwarded, if the
-    /// request had any. `asked`: the client asked for progress. An upstream may send all its
-    /// progress just before the answer (some write them in one burst); rmcp has then spawned
-    /// their tasks but perhaps not run them yet, so a moment is given for them to start.
+    /// Waits (200 ms at most) for progress and log notifications still being forwarded, if
+    /// the request had any. `asked`: the client asked for progress or set a log level. An
+    /// upstream may send its last notifications just before the answer (the log line "done",
+    /// then the result); rmcp has then spawned their tasks but perhaps not run them yet, so a
+    /// moment is given for them to start.
     pub async fn settle(&self, asked: bool) {
         if asked && self.seen.load(Ordering::SeqCst) == 0 {
             tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -390,7 +391,11 @@ impl ClientHandler for Relay {
         let origin = context.extensions.get::<InboundStreamOrigin>();
         if let Some(route) = self.routes.wait_for(|r| r.origin(origin)).await {
             if route.client.wants_log(params.level) {
+                // Counted like progress: an answer that arrives meanwhile waits for it.
+                route.progress.seen.fetch_add(1, Ordering::SeqCst);
+                route.progress.active.fetch_add(1, Ordering::SeqCst);
                 let _ = route.peer.notify_logging_message(params).await;
+                route.progress.active.fetch_sub(1, Ordering::SeqCst);
             }
         }
     }
