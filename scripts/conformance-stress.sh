@@ -45,14 +45,8 @@ case "$LOAD" in none | one | all) ;; *) echo "$usage" >&2; exit 2 ;; esac
 transports=(rmcp native)
 [ "$DIRECT" = 1 ] && transports+=(direct)
 
-fixture="$(cd "$here/../tests/conformance/reference-server" && pwd)"
 prefix="${MCP_ZT_NODE22_PREFIX:-$here/.node22}"
-
-need python3
-need npm
-setup_node22 "$prefix"
-setup_conformance_suite "$prefix" "$conformance_suite_version"
-setup_ref_server "$prefix" "$fixture"
+setup_conformance "$prefix"
 build_mcp_zt
 "$MCP_ZT" upstream --help >/dev/null 2>&1 ||
   fail "this mcp-zt has no 'upstream' command: there is no gateway to run the suite through"

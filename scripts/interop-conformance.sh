@@ -29,16 +29,8 @@ here="$(cd "$(dirname "$0")" && pwd)"
 REQUIRE_GATEWAY="${REQUIRE_GATEWAY:-1}"
 suite_version=$conformance_suite_version # pinned in lib-interop.sh
 baseline="$(cd "$here/../tests/conformance" && pwd)/mcp-zt-2026-07-28.passed"
-fixture="$(cd "$here/../tests/conformance/reference-server" && pwd)"
 prefix="${MCP_ZT_NODE22_PREFIX:-$here/.node22}"
-
-need python3
-need npm
-
-setup_node22 "$prefix"
-
-setup_conformance_suite "$prefix" "$suite_version"
-setup_ref_server "$prefix" "$fixture"
+setup_conformance "$prefix"
 
 work="$(mktemp -d)"
 REF_PID=

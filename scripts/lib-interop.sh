@@ -44,6 +44,16 @@ setup_ref_server() {
 # The version of the official MCP conformance suite the scripts pin.
 conformance_suite_version=0.2.0-alpha.12
 
+# setup_conformance PREFIX: everything the conformance runs need: python3 and npm, Node 22,
+# the pinned suite and the vendored reference server; sets NODE, suite_js and ref.
+setup_conformance() {
+  need python3
+  need npm
+  setup_node22 "$1"
+  setup_conformance_suite "$1" "$conformance_suite_version"
+  setup_ref_server "$1" "$(cd "$(dirname "${BASH_SOURCE[0]}")/../tests/conformance/reference-server" && pwd)"
+}
+
 # setup_conformance_suite PREFIX VERSION: the official MCP conformance suite
 # (@modelcontextprotocol/conformance) at VERSION, installed with npm under PREFIX/suite (again
 # only when another version is there); sets suite_js. Needs NODE (setup_node22).
