@@ -66,10 +66,16 @@ def audit(home: str) -> list[dict]:
 
 
 def audit_has(home: str, event: str, name: str, item: str) -> dict:
-    for rec in audit(home):
-        if rec.get("event") == event and name in json.dumps(rec) and item in json.dumps(rec):
-            return rec
-    fail(f"audit.log has no {event} line naming {name} and {item}")
+    # The audit writer reaches the disk within about 90 ms of an event (it gathers for 10 ms,
+    # syncs within 80): look again for up to 2 s before calling a line missing.
+    deadline = time.monotonic() + 2
+    while True:
+        for rec in audit(home):
+            if rec.get("event") == event and name in json.dumps(rec) and item in json.dumps(rec):
+                return rec
+        if time.monotonic() > deadline:
+            fail(f"audit.log has no {event} line naming {name} and {item}")
+        time.sleep(0.05)
 
 
 # ---------------------------------------------------------------- upstream servers
