@@ -6,7 +6,7 @@ pub fn usage() -> ! {
     eprintln!(
         "usage: loadgen MODE --addr HOST:PORT (--ca CA --cert CERT --key KEY | --ca CA --bearer TOKEN | --plain) [options]\n\
          modes: handshake | calls | idle | revocation | soak\n\
-         options: --concurrency N --duration SECS --pid PID (repeatable) --static --legacy\n\
+         options: --concurrency N --duration SECS --pid PID (repeatable) --static --legacy --stateless\n\
          \x20        --tool NAME (the tool called, default whoami)\n\
          \x20        --count N --hold SECS (idle) | --trials N --mcp-zt BIN --home HOME --prefix P (revocation)"
     );
@@ -25,6 +25,8 @@ pub struct Args {
     pub pids: Vec<u32>,
     pub static_reply: bool,
     pub legacy: bool,
+    /// calls: session-less 2026-07-28 calls on kept-alive connections instead of a session.
+    pub stateless: bool,
     pub count: usize,
     pub hold: f64,
     pub trials: usize,
@@ -59,6 +61,7 @@ pub fn parse_args() -> Args {
             "--pid" => a.pids.push(val().parse().unwrap_or_else(|_| usage())),
             "--static" => a.static_reply = true,
             "--legacy" => a.legacy = true,
+            "--stateless" => a.stateless = true,
             "--count" => a.count = val().parse().unwrap_or_else(|_| usage()),
             "--hold" => a.hold = val().parse().unwrap_or_else(|_| usage()),
             "--trials" => a.trials = val().parse().unwrap_or_else(|_| usage()),

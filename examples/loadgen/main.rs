@@ -317,6 +317,15 @@ async fn calls(a: Args) {
     };
     for _ in 0..a.concurrency {
         let mut s = connect(addr, &dialer).await.expect("connect");
+        if a.stateless {
+            let mut hdrs: Vec<(String, String)> = stateless_headers(&a.tool)
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            hdrs.extend(auth.iter().cloned());
+            senders.push((s, hdrs));
+            continue;
+        }
         let init = json!({"jsonrpc": "2.0", "id": 0, "method": "initialize", "params": {
             "protocolVersion": "2025-06-18", "capabilities": {},
             "clientInfo": {"name": "loadgen", "version": "1"}}});
@@ -343,14 +352,19 @@ async fn calls(a: Args) {
         let errors = errors.clone();
         let static_reply = a.static_reply;
         let tool = a.tool.clone();
+        let stateless = a.stateless;
         tasks.push(tokio::spawn(async move {
             let h: Vec<(&str, &str)> = hdrs.iter().map(|(k, v)| (k.as_str(), v.as_str())).collect();
             let mut lat = Vec::new();
             let mut id = ((w as u64) << 32) + 1;
             while Instant::now() < deadline {
                 id += 1;
-                let call = json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
-                    "params": {"name": tool, "arguments": {}}});
+                let call = if stateless {
+                    stateless_call(id, &tool)
+                } else {
+                    json!({"jsonrpc": "2.0", "id": id, "method": "tools/call",
+                        "params": {"name": tool, "arguments": {}}})
+                };
                 let t = Instant::now();
                 let ok = match post(&mut s, &call, &h).await {
                     Ok(r) => {

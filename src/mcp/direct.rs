@@ -7,14 +7,22 @@
 //! every other provider are declined **before any side effect**, so the rmcp path then audits
 //! and answers them as it always did.
 
+use std::time::Instant;
+
 use bytes::Bytes;
+use futures_util::future::BoxFuture;
 use http::StatusCode;
-use rmcp::model::{ErrorCode, JsonObject, ServerJsonRpcMessage, ServerResult};
+use rmcp::model::{
+    ErrorCode, InputRequiredResult, JsonObject, RequestId, ServerJsonRpcMessage, ServerResult,
+};
 use rmcp::ErrorData;
+use serde::Deserialize;
 
 use super::envelope::ToolCall;
+use super::gate::Outcome;
 use super::hub::{Hub, Lookup};
 use super::mrtr;
+use super::provider::{RelayAnswer, Relayed};
 use crate::identity::ConnInfo;
 
 /// What the direct path made of a request.
@@ -47,6 +55,24 @@ pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall, modern: bool)
     if ct.is_cancelled() {
         return Direct::Declined;
     }
+    if !found.provider.is_builtin() {
+        // Another provider's tool: relayed, for a stateless call that asked for no progress
+        // and no log messages, where the provider can; everything else is rmcp's.
+        let (Some(caps), false) = (call.capabilities.as_ref(), call.wants_log) else {
+            return Direct::Declined;
+        };
+        let relayed = Relayed {
+            method: "tools/call",
+            inner: &found.inner,
+            arguments: call.arguments.as_deref(),
+            capabilities: caps,
+            ct: ct.clone(),
+        };
+        let Some(run) = found.provider.relay_direct(relayed) else {
+            return Direct::Declined;
+        };
+        return relay(hub, conn, &call, &found, run, &ct).await;
+    }
     // Arguments that are not an object of JSON values are the rmcp path's to refuse.
     let args: JsonObject = match &call.arguments {
         Some(raw) => match serde_json::from_str(raw.get()) {
@@ -76,10 +102,15 @@ pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall, modern: bool)
             super::tool_answer(ran.map_err(super::without_failure_detail))
         }
     };
+    typed_answer(result, call.id, modern)
+}
+
+/// The HTTP answer carrying `result` for request `id`, shaped for the client's revision.
+fn typed_answer(result: Result<ServerResult, ErrorData>, id: RequestId, modern: bool) -> Direct {
     let result = for_revision(result, modern);
     let message = match result {
-        Ok(r) => ServerJsonRpcMessage::response(r, call.id),
-        Err(e) => ServerJsonRpcMessage::error(e, Some(call.id)),
+        Ok(r) => ServerJsonRpcMessage::response(r, id),
+        Err(e) => ServerJsonRpcMessage::error(e, Some(id)),
     };
     let status = if modern {
         status_of(&message)
@@ -88,10 +119,150 @@ pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall, modern: bool)
     };
     match serde_json::to_vec(&message) {
         Ok(body) => Direct::Answer(status, Bytes::from(body)),
-        Err(_) => Direct::Answer(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            Bytes::from_static(b"Internal Server Error"),
+        Err(_) => internal_error(),
+    }
+}
+
+fn internal_error() -> Direct {
+    Direct::Answer(
+        StatusCode::INTERNAL_SERVER_ERROR,
+        Bytes::from_static(b"Internal Server Error"),
+    )
+}
+
+/// The parts of a relayed result the gateway reads: whether it is final, whether it failed.
+#[derive(Deserialize)]
+struct Peek<'a> {
+    #[serde(rename = "resultType", borrow, default)]
+    result_type: Option<std::borrow::Cow<'a, str>>,
+    #[serde(rename = "isError", default)]
+    is_error: Option<bool>,
+}
+
+/// The gateway's own failure report for an answer it could not read.
+fn unreadable(upstream: &str, detail: String) -> ErrorData {
+    let mut data = serde_json::Map::new();
+    data.insert(super::provider::FAILURE_MARK.into(), "unavailable".into());
+    data.insert("detail".into(), detail.into());
+    ErrorData::internal_error(
+        format!("upstream {upstream} is unavailable"),
+        Some(serde_json::Value::Object(data)),
+    )
+}
+
+/// A stateless 2026-07-28 call of another provider's tool, relayed: the same gate, audit
+/// lines and answers as the session handler's `call_tool` and `forward`. A final result goes
+/// back as the provider sent it (with `resultType` added where it was left out); an
+/// `input_required` one is read in full, its state marked and sealed exactly as there.
+async fn relay(
+    hub: &Hub,
+    conn: &ConnInfo,
+    call: &ToolCall,
+    found: &super::hub::Found,
+    run: BoxFuture<'_, Result<RelayAnswer, ErrorData>>,
+    ct: &tokio_util::sync::CancellationToken,
+) -> Direct {
+    let who = &conn.identity;
+    let peer = conn.peer.to_string();
+    if let Err(e) = hub.gate.rate(who, &call.name, &peer) {
+        return typed_answer(Err(e), call.id.clone(), true);
+    }
+    if ct.is_cancelled() {
+        let e = ErrorData::invalid_request("certificate revoked", None);
+        return typed_answer(Err(e), call.id.clone(), true);
+    }
+    hub.gate.allowed(who, &peer, &call.name);
+    let started = Instant::now();
+    let provider = found.provider.name();
+    let answer = run.await;
+    // A final result stays as sent; anything else goes through the typed path.
+    let mut raw_result = None;
+    let typed: Result<ServerResult, ErrorData> = match answer {
+        Ok(RelayAnswer::Result(raw)) if !raw.get().trim_start().starts_with('{') => Err(
+            unreadable(provider, "a result that is not an object".into()),
         ),
+        Ok(RelayAnswer::Result(raw)) => match serde_json::from_str::<Peek<'_>>(raw.get()) {
+            Ok(peek) if peek.result_type.as_deref().is_none_or(|t| t == "complete") => {
+                let outcome = if peek.is_error == Some(true) {
+                    Outcome::ToolError
+                } else {
+                    Outcome::Ok
+                };
+                let missing = peek.result_type.is_none();
+                raw_result = Some((with_complete(raw.get(), missing), outcome));
+                Ok(ServerResult::empty(()))
+            }
+            Ok(_) => match serde_json::from_str::<InputRequiredResult>(raw.get()) {
+                Ok(asked) => {
+                    let mut r = ServerResult::InputRequiredResult(asked);
+                    super::resume::provider_state(&mut r);
+                    Ok(r)
+                }
+                Err(e) => Err(unreadable(provider, format!("not a tool result: {e}"))),
+            },
+            Err(e) => Err(unreadable(provider, format!("not a tool result: {e}"))),
+        },
+        Ok(RelayAnswer::Error(e)) => Err(e),
+        Err(e) => Err(e),
+    };
+    let item = format!("tool:{}", call.name);
+    let (outcome, detail) = match (&raw_result, &typed) {
+        (Some((_, outcome)), _) => (*outcome, None),
+        (None, Ok(_)) => (Outcome::Ok, None),
+        (None, Err(e)) => {
+            let detail = e
+                .data
+                .as_ref()
+                .and_then(|d| d.get("detail"))
+                .and_then(|d| d.as_str())
+                .map_or_else(|| e.message.to_string(), |d| format!("{}: {d}", e.message));
+            (super::outcome_of(e), Some(detail))
+        }
+    };
+    hub.gate.forwarded(
+        who,
+        &peer,
+        provider,
+        &item,
+        outcome,
+        started.elapsed(),
+        detail,
+    );
+    if let Some((result, _)) = raw_result {
+        let Ok(id) = serde_json::to_string(&call.id) else {
+            return internal_error();
+        };
+        let mut body = String::with_capacity(result.len() + id.len() + 32);
+        body.push_str(r#"{"jsonrpc":"2.0","id":"#);
+        body.push_str(&id);
+        body.push_str(r#","result":"#);
+        body.push_str(&result);
+        body.push('}');
+        return Direct::Answer(StatusCode::OK, Bytes::from(body));
+    }
+    let mut result = super::tool_answer(typed.map_err(super::without_failure_detail));
+    if let Ok(r) = result.as_mut() {
+        mrtr::mark_complete(r);
+        let to = ("tools/call", call.name.as_str(), provider);
+        super::resume::seal(hub, who, to, r);
+    }
+    typed_answer(result, call.id.clone(), true)
+}
+
+/// A result object's text with `"resultType":"complete"` first when it had none.
+fn with_complete(raw: &str, missing: bool) -> String {
+    let text = raw.trim_start();
+    match (missing, text.strip_prefix('{')) {
+        (true, Some(rest)) => {
+            let rest_trimmed = rest.trim_start();
+            let sep = if rest_trimmed.starts_with('}') {
+                ""
+            } else {
+                ","
+            };
+            format!(r#"{{"resultType":"complete"{sep}{rest}"#)
+        }
+        _ => raw.to_string(),
     }
 }
 

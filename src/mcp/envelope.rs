@@ -28,6 +28,10 @@ pub struct ToolCall {
     pub name: String,
     /// The arguments as sent (a JSON object), not parsed yet.
     pub arguments: Option<Box<RawValue>>,
+    /// A stateless request's client capabilities (its `_meta`); `None` in a session.
+    pub capabilities: Option<ClientCapabilities>,
+    /// Whether a stateless request asked for log messages (its `_meta` names a level).
+    pub wants_log: bool,
 }
 
 #[derive(Deserialize)]
@@ -59,11 +63,11 @@ struct Meta {
     #[serde(rename = "io.modelcontextprotocol/protocolVersion")]
     protocol_version: String,
     #[serde(rename = "io.modelcontextprotocol/clientCapabilities")]
-    _capabilities: ClientCapabilities,
+    capabilities: ClientCapabilities,
     #[serde(rename = "io.modelcontextprotocol/clientInfo", default)]
     _client_info: Option<Implementation>,
     #[serde(rename = "io.modelcontextprotocol/logLevel", default)]
-    _log_level: Option<LoggingLevel>,
+    log_level: Option<LoggingLevel>,
 }
 
 /// A `tools/call` inside a session (revisions before 2026-07-28): no `_meta` at all, so no
@@ -114,6 +118,8 @@ fn checked(
         id,
         name,
         arguments,
+        capabilities: None,
+        wants_log: false,
     })
 }
 
@@ -143,12 +149,15 @@ pub fn tool_call(body: &[u8]) -> Option<ToolCall> {
         return None;
     }
     let p = wire.params;
-    checked(wire.jsonrpc, wire.method, wire.id, p.name, p.arguments)
+    let mut call = checked(wire.jsonrpc, wire.method, wire.id, p.name, p.arguments)?;
+    call.wants_log = p.meta.log_level.is_some();
+    call.capabilities = Some(p.meta.capabilities);
+    Some(call)
 }
 
 /// A name that travels unchanged in the `Mcp-Name` header (visible ASCII, and not the
 /// `=?base64?...?=` form a header value may be decoded from).
-fn plain_name(name: &str) -> bool {
+pub fn plain_name(name: &str) -> bool {
     !name.is_empty() && name.bytes().all(|b| b.is_ascii_graphic()) && !name.starts_with("=?")
 }
 

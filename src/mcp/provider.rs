@@ -185,8 +185,9 @@ pub trait Provider: Send + Sync {
     fn is_builtin(&self) -> bool {
         false
     }
-    /// Whether [`Provider::call_direct`] answers every tool call of this provider, so the
-    /// direct path may even look a name up here (a lookup may start a child or a login).
+    /// Whether looking a name up here has no effect beyond the lists (it starts no child, no
+    /// connection and no login), so the native transport's direct path may look names up
+    /// here before it knows whether it takes the call.
     fn answers_directly(&self) -> bool {
         false
     }
@@ -201,6 +202,39 @@ pub trait Provider: Send + Sync {
     ) -> Option<BoxFuture<'a, Result<rmcp::model::CallToolResult, ErrorData>>> {
         None
     }
+    /// A 2026-07-28 call relayed to this provider without a client session and without rmcp's
+    /// client, for a caller that asked for no progress and no log messages. `None` (decided
+    /// at once, with no effect) where this provider cannot: only through
+    /// [`Provider::request`].
+    fn relay_direct<'a>(
+        &'a self,
+        _call: Relayed<'a>,
+    ) -> Option<BoxFuture<'a, Result<RelayAnswer, ErrorData>>> {
+        None
+    }
+}
+
+/// One call for [`Provider::relay_direct`].
+pub struct Relayed<'a> {
+    /// `tools/call`.
+    pub method: &'a str,
+    /// The item's inner name.
+    pub inner: &'a str,
+    /// The arguments as the client sent them.
+    pub arguments: Option<&'a serde_json::value::RawValue>,
+    /// The calling client's capabilities (its request's `_meta`).
+    pub capabilities: &'a ClientCapabilities,
+    /// Cancelled when the caller's certificate is revoked.
+    pub ct: CancellationToken,
+}
+
+/// What a provider answered a relayed call.
+#[derive(Debug)]
+pub enum RelayAnswer {
+    /// The `result` as the provider sent it.
+    Result(Box<serde_json::value::RawValue>),
+    /// The provider's own error (never one marked as the gateway's own failure).
+    Error(ErrorData),
 }
 
 /// A shared provider.

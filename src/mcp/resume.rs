@@ -59,11 +59,12 @@ impl ZtMcp {
         (method, name, provider): (&str, &str, &str),
         result: &mut ServerResult,
     ) {
-        if let ServerResult::InputRequiredResult(r) = result {
-            let to = binding(&ask.conn.identity, (method, name, provider));
-            let now = crate::pki::now().unix_timestamp();
-            r.request_state = Some(self.hub.sealer.seal(&to, r.request_state.as_deref(), now));
-        }
+        seal(
+            &self.hub,
+            &ask.conn.identity,
+            (method, name, provider),
+            result,
+        );
     }
 
     /// Runs (or, with `resume`, continues) a call of a 2026-07-28 client on an upstream: a
@@ -102,6 +103,21 @@ impl ZtMcp {
                 Ok(ServerResult::InputRequiredResult(asking))
             }
         }
+    }
+}
+
+/// Seals the state of an `input_required` answer to `who` for (method, item, provider): the
+/// client gets it back only as a sealed, bound, expiring value.
+pub(super) fn seal(
+    hub: &super::hub::Hub,
+    who: &crate::identity::Identity,
+    to: (&str, &str, &str),
+    result: &mut ServerResult,
+) {
+    if let ServerResult::InputRequiredResult(r) = result {
+        let to = binding(who, to);
+        let now = crate::pki::now().unix_timestamp();
+        r.request_state = Some(hub.sealer.seal(&to, r.request_state.as_deref(), now));
     }
 }
 

@@ -2,7 +2,7 @@
 //! Forwards requests with a timeout, cancels upstream what the client cancelled, caches the
 //! upstream's lists until it says they changed.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -21,6 +21,7 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::child::{self, report_stop, StdioChild, STOP_GRACE};
+use super::direct::DirectLink;
 pub(crate) use super::http_client::http_client;
 
 /// How long a closing connection waits for rmcp to finish the requests in flight before its
@@ -30,7 +31,7 @@ use super::bearer::{BearerClient, BearerSlot};
 use super::config::{Transport, Upstream, IDENTITY_ENV, IDENTITY_HEADERS};
 use super::relay::{Relay, Route, Routes};
 use crate::identity::Identity;
-use crate::mcp::provider::{Caller, HubSender, Items};
+use crate::mcp::provider::{Caller, HubSender, Items, RelayAnswer, Relayed};
 
 /// Environment variables a stdio child keeps from the server's environment; everything else
 /// (the server's own settings and secrets) is withheld.
@@ -54,6 +55,22 @@ struct RouteGuard<'a> {
 impl Drop for RouteGuard<'_> {
     fn drop(&mut self) {
         self.routes.remove(&self.id, &self.token, self.answered);
+    }
+}
+
+/// One call counted in flight until it is dropped.
+struct Inflight<'a>(&'a AtomicUsize);
+
+impl<'a> Inflight<'a> {
+    fn count(n: &'a AtomicUsize) -> Self {
+        n.fetch_add(1, Ordering::SeqCst);
+        Inflight(n)
+    }
+}
+
+impl Drop for Inflight<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -92,6 +109,10 @@ pub struct Instance {
     pub started_as: Option<(String, String)>,
     /// A per-holder OAuth connection's token slot.
     pub bearer: Option<Arc<BearerSlot>>,
+    /// A shared HTTP connection to an upstream of 2026-07-28: the native transport's relay.
+    direct: Option<Arc<DirectLink>>,
+    /// Calls on the direct link in flight.
+    direct_inflight: AtomicUsize,
 }
 
 /// The key marking the gateway's own failure reports in an error's data.
@@ -156,6 +177,7 @@ pub async fn connect(
     };
     let mut running = Vec::new();
     let mut stdio_child: Option<StdioChild> = None;
+    let mut direct_http = None;
     let pid = match &cfg.transport {
         Transport::Stdio {
             command,
@@ -228,6 +250,11 @@ pub async fn connect(
                 for (k, v) in IDENTITY_HEADERS.iter().zip(identity_values(who)) {
                     map.insert(header_name(k)?, header_value(v, k)?);
                 }
+            }
+            // Only a connection every caller shares, without a holder's token, is relayed
+            // directly (its headers are the file's alone).
+            if who.is_none() && extras.bearer.is_none() {
+                direct_http = Some((client.clone(), url.clone(), map.clone()));
             }
             let client = BearerClient {
                 inner: client,
@@ -310,6 +337,9 @@ pub async fn connect(
         });
     }
     let done = CancellationToken::new();
+    let direct = direct_http
+        .filter(|_| links.first().is_some_and(|l| l.modern))
+        .map(|(client, url, headers)| Arc::new(DirectLink::new(client, &url, &headers)));
     let instance = Arc::new(Instance {
         links,
         close: close.clone(),
@@ -323,6 +353,8 @@ pub async fn connect(
         last_used: std::sync::Mutex::new(std::time::Instant::now()),
         started_as: who.map(|w| (w.name.clone(), w.role.clone())),
         bearer: extras.bearer,
+        direct,
+        direct_inflight: AtomicUsize::new(0),
     });
     let (tx, rx) = oneshot::channel();
     // The connection ends when any of its links ends; a child is stopped before the end is
@@ -468,7 +500,78 @@ impl Instance {
 
     /// Requests in flight.
     pub fn inflight(&self) -> usize {
-        self.links.iter().map(|l| l.routes.count()).sum()
+        self.links.iter().map(|l| l.routes.count()).sum::<usize>()
+            + self.direct_inflight.load(Ordering::SeqCst)
+    }
+
+    /// Whether calls can be relayed on the direct link now.
+    pub fn relays_directly(&self) -> bool {
+        self.direct.is_some() && !self.is_closed()
+    }
+
+    /// The lists as last fetched, if they are current (no fetch, no wait).
+    pub fn current_items(&self) -> Option<Arc<Items>> {
+        if self.stale.load(Ordering::SeqCst) {
+            return None;
+        }
+        self.catalog
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Relays one 2026-07-28 call on the direct link, with the same timeout, cancellation and
+    /// failure handling as [`Instance::request`]: a transport failure ends the connection, a
+    /// timeout or a revocation tells the upstream to cancel.
+    pub async fn relay(&self, upstream: &str, call: Relayed<'_>) -> Result<RelayAnswer, ErrorData> {
+        let Some(link) = self.direct.clone() else {
+            return Err(self.transport_failed(upstream, ServiceError::TransportClosed));
+        };
+        self.touch();
+        // Counted while in flight however it ends (the client may go away mid-call).
+        let _inflight = Inflight::count(&self.direct_inflight);
+        let id = link.next_id();
+        let cancel = |reason: &'static str| {
+            let link = link.clone();
+            tokio::spawn(async move { link.cancel(id, reason).await });
+        };
+        let sent = link.send(
+            id,
+            call.method,
+            call.inner,
+            call.arguments,
+            call.capabilities,
+        );
+        let result = tokio::select! {
+            r = sent => match r {
+                Ok(RelayAnswer::Error(mut e)) => {
+                    // An upstream cannot pose as the gateway's own failure reports.
+                    if let Some(serde_json::Value::Object(data)) = e.data.as_mut() {
+                        data.remove(MARK);
+                    }
+                    Ok(RelayAnswer::Error(e))
+                }
+                Ok(answer) => Ok(answer),
+                Err(detail) => {
+                    self.close();
+                    Err(failure(
+                        "unavailable",
+                        format!("upstream {upstream} is unavailable"),
+                        Some(detail),
+                    ))
+                }
+            },
+            () = tokio::time::sleep(self.timeout) => {
+                cancel("mcp-zt: timeout");
+                Err(self.timed_out(upstream))
+            }
+            () = call.ct.cancelled() => {
+                cancel("cancelled by the client");
+                Err(cancelled())
+            }
+        };
+        self.touch();
+        result
     }
 
     /// Whether nothing used it for `idle` and nothing is in flight.

@@ -6,6 +6,7 @@ pub mod bearer;
 pub mod child;
 pub mod config;
 pub mod conn;
+pub mod direct;
 mod http_client;
 pub mod oauth;
 pub mod provider;

@@ -24,7 +24,7 @@ use super::oauth::{refusal_text, REFUSED_MARK};
 use crate::audit::{Audit, Event};
 use crate::identity::Identity;
 use crate::ledger::uplink::SecretKind;
-use crate::mcp::provider::{Caller, HubEvent, HubSender, Items, Provider};
+use crate::mcp::provider::{Caller, HubEvent, HubSender, Items, Provider, RelayAnswer, Relayed};
 
 /// Longest wait between reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(30);
@@ -447,6 +447,39 @@ impl Provider for UpstreamProvider {
         self.cfg.identity_bound()
     }
 
+    fn answers_directly(&self) -> bool {
+        // A shared connection without per-holder logins: a lookup reads its cached lists.
+        !self.cfg.identity_bound() && self.cfg.oauth().is_none()
+    }
+
+    fn relay_direct<'a>(
+        &'a self,
+        call: Relayed<'a>,
+    ) -> Option<BoxFuture<'a, Result<RelayAnswer, ErrorData>>> {
+        if !self.answers_directly()
+            || call.method != "tools/call"
+            || !crate::mcp::envelope::plain_name(call.inner)
+        {
+            return None;
+        }
+        let inst = self
+            .shared
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()?;
+        if !inst.relays_directly() {
+            return None;
+        }
+        // A tool whose schema moves arguments into headers (`x-mcp-header`) is rmcp's client's
+        // to send.
+        let items = inst.current_items()?;
+        let tool = items.tools.iter().find(|t| t.name == call.inner)?;
+        if names_headers(&tool.input_schema) {
+            return None;
+        }
+        Some(async move { inst.relay(&self.cfg.name, call).await }.boxed())
+    }
+
     fn holder_changed(&self, holder: &str) {
         let slots: Vec<Slot> = self.lock_ids().values().cloned().collect();
         let holder = holder.to_string();
@@ -489,4 +522,16 @@ impl Provider for UpstreamProvider {
             }
         });
     }
+}
+
+/// Whether a tool's input schema annotates any property with `x-mcp-header`.
+fn names_headers(schema: &serde_json::Map<String, serde_json::Value>) -> bool {
+    fn walk(v: &serde_json::Value) -> bool {
+        match v {
+            serde_json::Value::Object(o) => names_headers(o),
+            serde_json::Value::Array(a) => a.iter().any(walk),
+            _ => false,
+        }
+    }
+    schema.iter().any(|(k, v)| k == "x-mcp-header" || walk(v))
 }
