@@ -6,7 +6,8 @@
 normalising what must differ (session ids, SSE event ids, times, client ports).
 
 The corpus: stateless 2026-07-28 tools/call requests the direct path takes (every built-in
-tool, allowed and denied, its rate limit reached, bad arguments, ids of each kind), the same
+tool, allowed and denied, its rate limit reached, bad arguments, ids of each kind), the calls of
+an upstream's tools (up__*: relayed by the native transport, or left to rmcp), the same
 with each header the direct path checks changed, hostile bodies (huge, deep, duplicate keys,
 wrong types, batch arrays, escapes, not JSON, not UTF-8), the fuzz corpus of jsonrpc_ingress,
 and a 2025-11-25 session (initialize, list, calls, DELETE).
@@ -75,6 +76,47 @@ def corpus(fuzz_dir):
     add("duplicate argument keys", "alice",
         call("read_data", {"key": "x"}, 12).replace('"key": "x"', '"key": "x", "key": "k-alice"'),
         headers("read_data"))
+    # The gateway's share: an upstream's tools (up__*), relayed by the native transport.
+    for who in ("alice", "bob", "carol"):
+        add(f"{who} up__whoami", who, call("up__whoami", {}, 101), headers("up__whoami"))
+        add(f"{who} up__write_data", who,
+            call("up__write_data", {"key": f"u-{who}", "value": "v"}, 102), headers("up__write_data"))
+        add(f"{who} up__read_data", who, call("up__read_data", {"key": "u-alice"}, 103),
+            headers("up__read_data"))
+        add(f"{who} up__list_certs", who, call("up__list_certs", {}, 104), headers("up__list_certs"))
+        add(f"{who} up__ missing tool", who, call("up__nope", {}, 105), headers("up__nope"))
+        add(f"{who} up__delete_data hidden or allowed", who,
+            call("up__delete_data", {"key": "u-bob"}, 106), headers("up__delete_data"))
+    add("up bad argument type", "alice", call("up__read_data", {"key": 5}, 110), headers("up__read_data"))
+    add("up missing argument", "alice", call("up__read_data", {}, 111), headers("up__read_data"))
+    add("up no arguments", "alice", call("up__whoami", None, 112), headers("up__whoami"))
+    add("up arguments as sent", "alice",
+        '{"jsonrpc":"2.0","id":113,"method":"tools/call","params":{"name":"up__write_data",'
+        '"arguments":  {  "value" : "\\u00e9\\n\\"q\\"" ,"key":"u-raw"  } ,"_meta":'
+        + json.dumps(meta()) + "}}", headers("up__write_data"))
+    add("up read back", "alice", call("up__read_data", {"key": "u-raw"}, 114), headers("up__read_data"))
+    add("up big argument", "alice",
+        call("up__write_data", {"key": "u-big", "value": "x" * 200_000}, 115), headers("up__write_data"))
+    add("up extra argument", "alice", call("up__whoami", {"extra": [1, {"a": None}]}, 116),
+        headers("up__whoami"))
+    for rid in ("up-id", -7, 0, 2**53, ""):
+        add(f"up id {rid!r}", "alice", call("up__whoami", {}, rid), headers("up__whoami"))
+    add("up with a log level (rmcp's)", "alice",
+        call("up__whoami", {}, 117, {"io.modelcontextprotocol/logLevel": "debug"}), headers("up__whoami"))
+    add("up with a progress token (rmcp's)", "alice",
+        call("up__whoami", {}, 118, {"progressToken": "p1"}), headers("up__whoami"))
+    add("up with client capabilities", "alice",
+        call("up__whoami", {}, 119, {"io.modelcontextprotocol/clientCapabilities":
+                                     {"elicitation": {}, "sampling": {}}}), headers("up__whoami"))
+    add("up Mcp-Name of another tool", "alice", call("up__whoami", {}, 120), headers("up__read_data"))
+    add("up stateless tools/list", "bob",
+        json.dumps({"jsonrpc": "2.0", "id": 121, "method": "tools/list", "params": {"_meta": meta()}}),
+        headers(mcp_method="tools/list", mcp_name=None))
+    # The upstream's own rate limit on delete_data (10 a minute for the gateway's certificate):
+    # its refusals are relayed as it sent them.
+    for i in range(12):
+        add(f"up delete_data {i}", "alice", call("up__delete_data", {"key": f"none-{i}"}, 130 + i),
+            headers("up__delete_data"))
     for rid in ("string-id", -3, 0, 2**53, "", "\u00e9"):
         add(f"id {rid!r}", "alice", call("whoami", {}, rid), headers())
     for i in range(12):
@@ -242,6 +284,9 @@ def normal_body(text, session):
     """The body with what must differ between two runs replaced."""
     if session:
         text = text.replace(session, "SESSION")
+    # A rate limit's wait is rounded to whole seconds from the moment of the call.
+    text = re.sub(r"retry after \d+ s", "retry after N s", text)
+    text = re.sub(r'"retry_after_secs": ?\d+', '"retry_after_secs":0', text)
     if text.startswith("{") or text.startswith("["):
         try:
             return json.loads(text)
@@ -282,6 +327,9 @@ def audit_events(path):
         ev = {k: e[k] for k in AUDIT_KEEP if k in e}
         if "reason" in ev:
             ev["reason"] = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", str(ev["reason"]))
+            ev["reason"] = re.sub(r"localhost:\d+", "localhost:PORT", ev["reason"])
+            ev["reason"] = re.sub(r" in \d+ ms", " in N ms", ev["reason"])
+            ev["reason"] = re.sub(r"retry (after|in) \d+ ?s", r"retry \1 N s", ev["reason"])
         evs.append(ev)
     return evs
 
