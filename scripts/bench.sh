@@ -420,7 +420,23 @@ gw="$work/gw-http"
 gateway_home "$gw" --url "http://127.0.0.1:$up_port/mcp"
 start_mcp "$gw"
 alternate "upstream-direct" - "$up_port" "$up_pid" "gateway-http" "$gw"
+rmcp_pid=$MCP_PID rmcp_port=$MCP_PORT
+# The same gateway with --transport native, on a copy of its home: 2026-07-28 calls (no
+# session), which the native transport relays without rmcp's client. Upstream, rmcp gateway
+# and native gateway in turn, run by run.
+cp -a "$gw" "$gw-native"
+start_mcp "$gw-native" --transport native
+for c in $gconcs; do
+  for _ in $(seq 1 "$runs"); do
+    measure "upstream-direct-stateless calls c=$c" - "$up_port" "--pid $up_pid" calls "$c" --stateless
+    measure "gateway-http-stateless calls c=$c" "$gw" "$rmcp_port" "--pid $rmcp_pid" calls "$c" \
+      --stateless --tool bare__whoami
+    measure "gateway-http-native calls c=$c" "$gw-native" "$MCP_PORT" "--pid $MCP_PID" calls "$c" \
+      --stateless --tool bare__whoami
+  done
+done
 stop_pid "$MCP_PID"
+stop_pid "$rmcp_pid"
 stop_pid "$up_pid"
 
 echo "== gateway, stdio upstream: bare_rmcp --stdio behind npm mcp-proxy $proxy_version (node $(node --version)) and behind mcp-zt" >&2

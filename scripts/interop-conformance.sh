@@ -146,12 +146,15 @@ done
 # 4. The same through mcp-zt with --transport native: every check as with rmcp.
 stop_bridge
 stop_server
-start_server "$home" "$work" --transport native || { stop_ref; exit 1; }
+ops=$(free_port)
+start_server "$home" "$work" --transport native --ops-listen "127.0.0.1:$ops" || { stop_ref; exit 1; }
 start_bridge "$home" "$work" conformance "https://localhost:$PORT/mcp" || { stop_ref; exit 1; }
 trap 'stop_bridge; stop_server; stop_ref' EXIT
 for rev in 2025-11-25 2026-07-28; do
   echo "== the same suite ($rev) -> connect --listen -> mcp-zt serve --transport native -> upstream 'ref'"
   run_suite "$BRIDGE_URL" "through-native-$rev" "$rev"
   same_checks "through-$rev" "through-native-$rev" "through mcp-zt ($rev)"
+  direct=$(curl -s "http://127.0.0.1:$ops/metrics" | sed -n 's/^mcpzt_direct_requests_total //p')
+  echo "through mcp-zt ($rev): ${direct:-0} requests answered or relayed by the native direct path so far"
 done
 echo "interop-conformance: ok (${summary[*]}; known gaps compared apart, see above)"

@@ -307,3 +307,19 @@ fn status_of(message: &ServerJsonRpcMessage) -> StatusCode {
         _ => StatusCode::OK,
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::with_complete;
+
+    #[test]
+    fn a_final_result_gets_its_result_type_only_where_it_had_none() {
+        let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("valid JSON");
+        let added = with_complete(r#" { "content": [] }"#, true);
+        assert_eq!(v(&added), v(r#"{"resultType":"complete","content":[]}"#));
+        assert_eq!(v(&with_complete("{}", true)), v(r#"{"resultType":"complete"}"#));
+        assert_eq!(v(&with_complete("{ \n }", true)), v(r#"{"resultType":"complete"}"#));
+        let kept = r#"{"resultType":"complete","isError":true}"#;
+        assert_eq!(with_complete(kept, false), kept);
+    }
+}

@@ -296,6 +296,43 @@ mod tests {
         assert!(v["params"].get("arguments").is_none());
     }
 
+    fn sse(body: &str) -> reqwest::Response {
+        let r = http::Response::builder()
+            .header("content-type", "text/event-stream")
+            .body(body.to_string())
+            .expect("response");
+        reqwest::Response::from(r)
+    }
+
+    #[tokio::test]
+    async fn an_event_stream_is_read_to_the_answer_and_no_further() {
+        let stream = "event: message\ndata: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/message\",\"params\":{}}\n\n\
+                      id: 1\ndata:\n\n\
+                      data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"ok\":true}}\n\n\
+                      data: not json at all\n\n";
+        let got = relay_events(sse(stream), 3).await;
+        assert!(matches!(got, Ok(Answer::Result(r)) if r.get() == r#"{"ok":true}"#));
+        let ask = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"elicitation/create\"}\n\n";
+        let err = relay_events(sse(ask), 3).await.expect_err("a server request");
+        assert!(err.contains("server-to-client request"), "{err}");
+        let cut = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
+        let err = relay_events(sse(cut), 3).await.expect_err("no answer");
+        assert!(err.contains("ended without an answer"), "{err}");
+        let garbage = relay_events(sse("data: {nope\n\n"), 3).await;
+        assert!(garbage.is_err());
+        let huge = format!("data: \"{}\"\n\n", "x".repeat(MAX_ANSWER_BYTES + 10));
+        let err = relay_events(sse(&huge), 3).await.expect_err("over the limit");
+        assert!(err.contains("over"), "{err}");
+    }
+
+    #[tokio::test]
+    async fn a_json_body_is_read_within_the_limit() {
+        let ok = reqwest::Response::from(http::Response::new("{\"a\":1}".to_string()));
+        assert_eq!(read_bounded(ok).await.expect("small"), b"{\"a\":1}");
+        let big = reqwest::Response::from(http::Response::new(vec![b' '; MAX_ANSWER_BYTES + 1]));
+        assert!(read_bounded(big).await.is_err());
+    }
+
     #[test]
     fn only_the_answer_to_our_id_is_taken() {
         let ok = answer_of(incoming(r#"{"jsonrpc":"2.0","id":3,"result":{"a":1}}"#), 3);

@@ -535,3 +535,18 @@ fn names_headers(schema: &serde_json::Map<String, serde_json::Value>) -> bool {
     }
     schema.iter().any(|(k, v)| k == "x-mcp-header" || walk(v))
 }
+
+#[cfg(test)]
+mod direct_tests {
+    use super::names_headers;
+
+    #[test]
+    fn header_annotations_are_found_at_any_depth() {
+        let schema = |v: serde_json::Value| v.as_object().cloned().expect("object");
+        let plain = serde_json::json!({"type": "object", "properties": {"a": {"type": "string"}}});
+        assert!(!names_headers(&schema(plain)));
+        let nested = serde_json::json!({"type": "object", "properties": {"a": {"anyOf": [
+            {"type": "string", "x-mcp-header": "Region"}]}}});
+        assert!(names_headers(&schema(nested)));
+    }
+}
