@@ -13,7 +13,8 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use http::StatusCode;
 use rmcp::model::{
-    ErrorCode, InputRequiredResult, JsonObject, RequestId, ServerJsonRpcMessage, ServerResult,
+    ClientCapabilities, ErrorCode, InputRequiredResult, JsonObject, RequestId,
+    ServerJsonRpcMessage, ServerResult,
 };
 use rmcp::ErrorData;
 use serde::Deserialize;
@@ -61,6 +62,11 @@ pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall, modern: bool)
         let (Some(caps), false) = (call.capabilities.as_ref(), call.wants_log) else {
             return Direct::Declined;
         };
+        // A client that can be asked (sampling, elicitation, roots) or that speaks extensions
+        // (tasks) is rmcp's: its questions and task answers are translated there.
+        if caps != &ClientCapabilities::default() {
+            return Direct::Declined;
+        }
         let relayed = Relayed {
             method: "tools/call",
             inner: &found.inner,
@@ -182,7 +188,9 @@ async fn relay(
             unreadable(provider, "a result that is not an object".into()),
         ),
         Ok(RelayAnswer::Result(raw)) => match serde_json::from_str::<Peek<'_>>(raw.get()) {
-            Ok(peek) if peek.result_type.as_deref().is_none_or(|t| t == "complete") => {
+            // Anything but `input_required` goes back as sent (a final result, or a kind of
+            // answer this relay does not read, such as a task).
+            Ok(peek) if peek.result_type.as_deref() != Some("input_required") => {
                 let outcome = if peek.is_error == Some(true) {
                     Outcome::ToolError
                 } else {
@@ -317,8 +325,14 @@ mod tests {
         let v = |s: &str| serde_json::from_str::<serde_json::Value>(s).expect("valid JSON");
         let added = with_complete(r#" { "content": [] }"#, true);
         assert_eq!(v(&added), v(r#"{"resultType":"complete","content":[]}"#));
-        assert_eq!(v(&with_complete("{}", true)), v(r#"{"resultType":"complete"}"#));
-        assert_eq!(v(&with_complete("{ \n }", true)), v(r#"{"resultType":"complete"}"#));
+        assert_eq!(
+            v(&with_complete("{}", true)),
+            v(r#"{"resultType":"complete"}"#)
+        );
+        assert_eq!(
+            v(&with_complete("{ \n }", true)),
+            v(r#"{"resultType":"complete"}"#)
+        );
         let kept = r#"{"resultType":"complete","isError":true}"#;
         assert_eq!(with_complete(kept, false), kept);
     }

@@ -6,6 +6,7 @@ use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::BoxFuture;
 use rmcp::model::{
     CancelledNotificationParam, ClientRequest, ProtocolVersion, RequestMetaObject,
     ServerNotification, ServerResult, SubscriptionFilter,
@@ -23,6 +24,7 @@ use zeroize::Zeroizing;
 use super::child::{self, report_stop, StdioChild, STOP_GRACE};
 use super::direct::DirectLink;
 pub(crate) use super::http_client::http_client;
+use super::pipe::PipeLink;
 
 /// How long a closing connection waits for rmcp to finish the requests in flight before its
 /// child is stopped regardless.
@@ -55,6 +57,18 @@ struct RouteGuard<'a> {
 impl Drop for RouteGuard<'_> {
     fn drop(&mut self) {
         self.routes.remove(&self.id, &self.token, self.answered);
+    }
+}
+
+/// Tells the upstream to stop working on a relayed call.
+type Canceller = Box<dyn FnOnce(&'static str) + Send>;
+
+/// Marks a relayed call on a child's pipes ended (answered or not) however it ends.
+struct RelayedEnd<'a>(&'a Routes, bool);
+
+impl Drop for RelayedEnd<'_> {
+    fn drop(&mut self) {
+        self.0.relayed_ended(self.1);
     }
 }
 
@@ -111,6 +125,8 @@ pub struct Instance {
     pub bearer: Option<Arc<BearerSlot>>,
     /// A shared HTTP connection to an upstream of 2026-07-28: the native transport's relay.
     direct: Option<Arc<DirectLink>>,
+    /// A shared stdio child's pipes: the native transport's relay.
+    pipe: Option<Arc<PipeLink>>,
     /// Calls on the direct link in flight.
     direct_inflight: AtomicUsize,
 }
@@ -178,6 +194,7 @@ pub async fn connect(
     let mut running = Vec::new();
     let mut stdio_child: Option<StdioChild> = None;
     let mut direct_http = None;
+    let mut pipe_link = None;
     let pid = match &cfg.transport {
         Transport::Stdio {
             command,
@@ -208,9 +225,15 @@ pub async fn connect(
             }
             // mcp-zt keeps the child and gives rmcp only its pipes, to stop it as the MCP
             // specification says (see [`child`]).
-            let (child, transport) = child::spawn(cmd, tokio::io::stderr())
+            let (child, (stdout, stdin)) = child::spawn(cmd, tokio::io::stderr())
                 .map_err(|e| format!("cannot start {command:?}: {e}"))?;
             let pid = child.id();
+            // rmcp reads and writes through the pipe pumps; a shared child's pipes also carry
+            // the native transport's relayed calls.
+            let (pipe, transport) = super::pipe::split(stdout, stdin);
+            if who.is_none() {
+                pipe_link = Some(pipe);
+            }
             let routes = Arc::new(Routes::default());
             let client = tokio::time::timeout(
                 cfg.timeout,
@@ -354,6 +377,7 @@ pub async fn connect(
         started_as: who.map(|w| (w.name.clone(), w.role.clone())),
         bearer: extras.bearer,
         direct,
+        pipe: pipe_link,
         direct_inflight: AtomicUsize::new(0),
     });
     let (tx, rx) = oneshot::channel();
@@ -506,7 +530,7 @@ impl Instance {
 
     /// Whether calls can be relayed on the direct link now.
     pub fn relays_directly(&self) -> bool {
-        self.direct.is_some() && !self.is_closed()
+        (self.direct.is_some() || self.pipe.is_some()) && !self.is_closed()
     }
 
     /// The lists as last fetched, if they are current (no fetch, no wait).
@@ -520,28 +544,49 @@ impl Instance {
             .clone()
     }
 
-    /// Relays one 2026-07-28 call on the direct link, with the same timeout, cancellation and
-    /// failure handling as [`Instance::request`]: a transport failure ends the connection, a
-    /// timeout or a revocation tells the upstream to cancel.
+    /// Relays one 2026-07-28 call on the direct link (HTTP) or the pipes (stdio), with the
+    /// same timeout, cancellation and failure handling as [`Instance::request`]: a transport
+    /// failure ends the connection, a timeout or a revocation tells the upstream to cancel.
     pub async fn relay(&self, upstream: &str, call: Relayed<'_>) -> Result<RelayAnswer, ErrorData> {
-        let Some(link) = self.direct.clone() else {
-            return Err(self.transport_failed(upstream, ServiceError::TransportClosed));
-        };
         self.touch();
         // Counted while in flight however it ends (the client may go away mid-call).
         let _inflight = Inflight::count(&self.direct_inflight);
-        let id = link.next_id();
-        let cancel = |reason: &'static str| {
-            let link = link.clone();
-            tokio::spawn(async move { link.cancel(id, reason).await });
-        };
-        let sent = link.send(
-            id,
-            call.method,
-            call.inner,
-            call.arguments,
-            call.capabilities,
-        );
+        let (sent, cancel): (BoxFuture<'_, Result<RelayAnswer, String>>, Canceller) =
+            if let Some(link) = &self.direct {
+                let id = link.next_id();
+                let sent = link.send(
+                    id,
+                    call.method,
+                    call.inner,
+                    call.arguments,
+                    call.capabilities,
+                );
+                let link = link.clone();
+                let cancel: Canceller = Box::new(move |reason| {
+                    tokio::spawn(async move { link.cancel(id, reason).await });
+                });
+                (Box::pin(sent), cancel)
+            } else if let (Some(pipe), Some(first)) = (&self.pipe, self.links.first()) {
+                // Relayed calls on a child's pipes count for its routing (see [`Routes`]).
+                let routes = first.routes.clone();
+                let id = pipe.next_id();
+                let sent = {
+                    let (pipe, id) = (pipe.clone(), id.clone());
+                    let (method, inner, args) = (call.method, call.inner, call.arguments);
+                    async move {
+                        routes.relayed_began();
+                        let mut ended = RelayedEnd(&routes, false);
+                        let r = pipe.send(&id, method, inner, args).await;
+                        ended.1 = r.is_ok();
+                        r
+                    }
+                };
+                let pipe = pipe.clone();
+                let cancel: Canceller = Box::new(move |reason| pipe.cancel(&id, reason));
+                (Box::pin(sent), cancel)
+            } else {
+                return Err(self.transport_failed(upstream, ServiceError::TransportClosed));
+            };
         let result = tokio::select! {
             r = sent => match r {
                 Ok(RelayAnswer::Error(mut e)) => {

@@ -44,11 +44,11 @@ pub struct DirectLink {
 
 /// The parts of one JSON-RPC message from the upstream this link reads.
 #[derive(Deserialize)]
-struct Incoming {
+pub(super) struct Incoming {
     #[serde(default)]
-    id: Option<serde_json::Value>,
+    pub(super) id: Option<serde_json::Value>,
     #[serde(default)]
-    method: Option<String>,
+    pub(super) method: Option<String>,
     #[serde(default)]
     result: Option<Box<RawValue>>,
     #[serde(default)]
@@ -91,7 +91,7 @@ impl DirectLink {
         arguments: Option<&RawValue>,
         capabilities: &ClientCapabilities,
     ) -> Result<Answer, String> {
-        let body = request_body(id, method, name, arguments, capabilities)?;
+        let body = request_body(&id.to_string(), method, name, arguments, Some(capabilities))?;
         let mut req = self
             .client
             .post(&self.url)
@@ -123,12 +123,12 @@ impl DirectLink {
                 let bytes = read_bounded(response).await?;
                 let message: Incoming = serde_json::from_slice(&bytes)
                     .map_err(|e| format!("HTTP {status}: not a JSON-RPC message: {e}"))?;
-                match answer_of(message, id)? {
+                match answer_of(message, &id.into())? {
                     Some(a) => Ok(a),
                     None => Err(format!("HTTP {status}: no answer to the request")),
                 }
             }
-            "text/event-stream" if status.is_success() => relay_events(response, id).await,
+            "text/event-stream" if status.is_success() => relay_events(response, &id.into()).await,
             _ => Err(format!("HTTP {status} ({kind:?})")),
         }
     }
@@ -153,17 +153,18 @@ impl DirectLink {
     }
 }
 
-/// The request's bytes: the arguments as the client sent them, and the `_meta` rmcp's client
-/// would send (revision, the gateway's name, the calling client's capabilities).
+/// The request's bytes (`id` is already JSON): the arguments as the client sent them; with
+/// `capabilities`, the `_meta` rmcp's client sends a 2026-07-28 server (revision, the
+/// gateway's name, the calling client's capabilities), without, none (an older revision's
+/// session holds those).
 pub fn request_body(
-    id: u64,
+    id: &str,
     method: &str,
     name: &str,
     arguments: Option<&RawValue>,
-    capabilities: &ClientCapabilities,
+    capabilities: Option<&ClientCapabilities>,
 ) -> Result<Vec<u8>, String> {
     let text = |v: &str| serde_json::to_string(v).map_err(|e| e.to_string());
-    let caps = serde_json::to_string(capabilities).map_err(|e| e.to_string())?;
     let key = if method == "resources/read" {
         "uri"
     } else {
@@ -171,7 +172,7 @@ pub fn request_body(
     };
     let mut out = String::with_capacity(256 + arguments.map_or(0, |a| a.get().len()));
     out.push_str(r#"{"jsonrpc":"2.0","id":"#);
-    out.push_str(&id.to_string());
+    out.push_str(id);
     out.push_str(r#","method":"#);
     out.push_str(&text(method)?);
     out.push_str(r#","params":{""#);
@@ -182,27 +183,34 @@ pub fn request_body(
         out.push_str(r#","arguments":"#);
         out.push_str(args.get());
     }
-    out.push_str(r#","_meta":{"io.modelcontextprotocol/protocolVersion":""#);
-    out.push_str(REVISION);
-    out.push_str(r#"","io.modelcontextprotocol/clientInfo":{"name":""#);
-    out.push_str(CLIENT_NAME);
-    out.push_str(r#"","version":"#);
-    out.push_str(&text(env!("CARGO_PKG_VERSION"))?);
-    out.push_str(r#"},"io.modelcontextprotocol/clientCapabilities":"#);
-    out.push_str(&caps);
-    out.push_str("}}}");
+    if let Some(caps) = capabilities {
+        let caps = serde_json::to_string(caps).map_err(|e| e.to_string())?;
+        out.push_str(r#","_meta":{"io.modelcontextprotocol/protocolVersion":""#);
+        out.push_str(REVISION);
+        out.push_str(r#"","io.modelcontextprotocol/clientInfo":{"name":""#);
+        out.push_str(CLIENT_NAME);
+        out.push_str(r#"","version":"#);
+        out.push_str(&text(env!("CARGO_PKG_VERSION"))?);
+        out.push_str(r#"},"io.modelcontextprotocol/clientCapabilities":"#);
+        out.push_str(&caps);
+        out.push('}');
+    }
+    out.push_str("}}");
     Ok(out.into_bytes())
 }
 
 /// The answer to request `id` in `message`, `None` for a notification, an error for anything
 /// else (a server-to-client request, another id, neither result nor error).
-fn answer_of(message: Incoming, id: u64) -> Result<Option<Answer>, String> {
+pub(super) fn answer_of(
+    message: Incoming,
+    id: &serde_json::Value,
+) -> Result<Option<Answer>, String> {
     match (&message.method, &message.id) {
         (Some(m), Some(_)) => Err(format!(
-            "the upstream sent a server-to-client request ({m:?}), which MCP {REVISION} does not have"
+            "the upstream sent a server-to-client request ({m:?}) during a relayed call"
         )),
         (Some(_), None) => Ok(None),
-        (None, Some(got)) if got.as_u64() == Some(id) => match (message.result, message.error) {
+        (None, Some(got)) if got == id => match (message.result, message.error) {
             (Some(r), None) => Ok(Some(Answer::Result(r))),
             (None, Some(e)) => Ok(Some(Answer::Error(e))),
             _ => Err("an answer with neither a result nor an error".into()),
@@ -232,7 +240,10 @@ async fn read_bounded(response: reqwest::Response) -> Result<Vec<u8>, String> {
 
 /// Reads an event stream until the answer to `id`; notifications before it are dropped (the
 /// call asked for none), and at most [`MAX_ANSWER_BYTES`] are read in all.
-async fn relay_events(response: reqwest::Response, id: u64) -> Result<Answer, String> {
+async fn relay_events(
+    response: reqwest::Response,
+    id: &serde_json::Value,
+) -> Result<Answer, String> {
     let mut seen = 0usize;
     let bytes = response.bytes_stream().map(move |chunk| {
         let chunk = chunk.map_err(std::io::Error::other)?;
@@ -272,7 +283,7 @@ mod tests {
     fn the_body_carries_the_arguments_unchanged_and_the_gateway_meta() {
         let args = RawValue::from_string(r#"{"b": 2, "a":[1,  2]}"#.into()).expect("raw");
         let caps = ClientCapabilities::default();
-        let body = request_body(7, "tools/call", "x\"y", Some(&args), &caps).expect("body");
+        let body = request_body("7", "tools/call", "x\"y", Some(&args), Some(&caps)).expect("body");
         let text = String::from_utf8(body).expect("utf-8");
         assert!(
             text.contains(r#""arguments":{"b": 2, "a":[1,  2]}"#),
@@ -290,10 +301,15 @@ mod tests {
         );
         assert!(meta["io.modelcontextprotocol/clientCapabilities"].is_object());
         assert!(meta.get("progressToken").is_none());
-        let read = request_body(8, "resources/read", "file:///a", None, &caps).expect("body");
+        let read =
+            request_body("8", "resources/read", "file:///a", None, Some(&caps)).expect("body");
         let v: serde_json::Value = serde_json::from_slice(&read).expect("valid JSON");
         assert_eq!(v["params"]["uri"], "file:///a");
         assert!(v["params"].get("arguments").is_none());
+        let old = request_body("\"s\"", "tools/call", "t", None, None).expect("body");
+        let v: serde_json::Value = serde_json::from_slice(&old).expect("valid JSON");
+        assert_eq!(v["id"], "s");
+        assert!(v["params"].get("_meta").is_none());
     }
 
     fn sse(body: &str) -> reqwest::Response {
@@ -310,18 +326,24 @@ mod tests {
                       id: 1\ndata:\n\n\
                       data: {\"jsonrpc\":\"2.0\",\"id\":3,\"result\":{\"ok\":true}}\n\n\
                       data: not json at all\n\n";
-        let got = relay_events(sse(stream), 3).await;
+        let got = relay_events(sse(stream), &3.into()).await;
         assert!(matches!(got, Ok(Answer::Result(r)) if r.get() == r#"{"ok":true}"#));
         let ask = "data: {\"jsonrpc\":\"2.0\",\"id\":1,\"method\":\"elicitation/create\"}\n\n";
-        let err = relay_events(sse(ask), 3).await.expect_err("a server request");
+        let err = relay_events(sse(ask), &3.into())
+            .await
+            .expect_err("a server request");
         assert!(err.contains("server-to-client request"), "{err}");
         let cut = "data: {\"jsonrpc\":\"2.0\",\"method\":\"notifications/progress\"}\n\n";
-        let err = relay_events(sse(cut), 3).await.expect_err("no answer");
+        let err = relay_events(sse(cut), &3.into())
+            .await
+            .expect_err("no answer");
         assert!(err.contains("ended without an answer"), "{err}");
-        let garbage = relay_events(sse("data: {nope\n\n"), 3).await;
+        let garbage = relay_events(sse("data: {nope\n\n"), &3.into()).await;
         assert!(garbage.is_err());
         let huge = format!("data: \"{}\"\n\n", "x".repeat(MAX_ANSWER_BYTES + 10));
-        let err = relay_events(sse(&huge), 3).await.expect_err("over the limit");
+        let err = relay_events(sse(&huge), &3.into())
+            .await
+            .expect_err("over the limit");
         assert!(err.contains("over"), "{err}");
     }
 
@@ -335,24 +357,27 @@ mod tests {
 
     #[test]
     fn only_the_answer_to_our_id_is_taken() {
-        let ok = answer_of(incoming(r#"{"jsonrpc":"2.0","id":3,"result":{"a":1}}"#), 3);
+        let ok = answer_of(
+            incoming(r#"{"jsonrpc":"2.0","id":3,"result":{"a":1}}"#),
+            &3.into(),
+        );
         assert!(matches!(ok, Ok(Some(Answer::Result(r))) if r.get() == r#"{"a":1}"#));
         let err = answer_of(
             incoming(r#"{"jsonrpc":"2.0","id":3,"error":{"code":-32602,"message":"no"}}"#),
-            3,
+            &3.into(),
         );
         assert!(matches!(err, Ok(Some(Answer::Error(e))) if e.message == "no"));
         let note = incoming(r#"{"jsonrpc":"2.0","method":"notifications/message","params":{}}"#);
-        assert!(matches!(answer_of(note, 3), Ok(None)));
+        assert!(matches!(answer_of(note, &3.into()), Ok(None)));
         let other = incoming(r#"{"jsonrpc":"2.0","id":4,"result":{}}"#);
-        assert!(answer_of(other, 3).is_err());
+        assert!(answer_of(other, &3.into()).is_err());
         let string_id = incoming(r#"{"jsonrpc":"2.0","id":"3","result":{}}"#);
-        assert!(answer_of(string_id, 3).is_err());
+        assert!(answer_of(string_id, &3.into()).is_err());
         let ask = incoming(r#"{"jsonrpc":"2.0","id":9,"method":"sampling/createMessage"}"#);
-        assert!(answer_of(ask, 3)
+        assert!(answer_of(ask, &3.into())
             .unwrap_err()
             .contains("server-to-client request"));
         let neither = incoming(r#"{"jsonrpc":"2.0","id":3}"#);
-        assert!(answer_of(neither, 3).is_err());
+        assert!(answer_of(neither, &3.into()).is_err());
     }
 }

@@ -9,6 +9,7 @@ pub mod conn;
 pub mod direct;
 mod http_client;
 pub mod oauth;
+pub mod pipe;
 pub mod provider;
 pub mod relay;
 

@@ -107,6 +107,9 @@ pub struct Routes {
     /// still be working on it, so "the only request in flight" no longer tells whose a
     /// message is. Cleared when nothing is in flight.
     abandoned: AtomicBool,
+    /// Calls the native transport relays on the same pipes, outside rmcp: while any is in
+    /// flight no message is "the only request's".
+    relayed: AtomicUsize,
 }
 
 /// How long a message from the upstream may wait for the request it belongs to to be
@@ -155,6 +158,20 @@ impl Routes {
         }
     }
 
+    /// A relayed call began.
+    pub fn relayed_began(&self) {
+        self.relayed.fetch_add(1, Ordering::SeqCst);
+    }
+
+    /// A relayed call ended; `answered` is false when it ended without its answer (the
+    /// upstream may still be working on it).
+    pub fn relayed_ended(&self, answered: bool) {
+        self.relayed.fetch_sub(1, Ordering::SeqCst);
+        if !answered {
+            self.abandoned.store(true, Ordering::SeqCst);
+        }
+    }
+
     /// How many requests are in flight.
     pub fn count(&self) -> usize {
         lock(&self.inflight).len()
@@ -169,7 +186,10 @@ impl Routes {
         match origin {
             Some(InboundStreamOrigin::OutboundRequest(id)) => inflight.get(id).cloned(),
             Some(InboundStreamOrigin::Unassociated) => None,
-            None if inflight.len() == 1 && !self.abandoned.load(Ordering::SeqCst) => {
+            None if inflight.len() == 1
+                && self.relayed.load(Ordering::SeqCst) == 0
+                && !self.abandoned.load(Ordering::SeqCst) =>
+            {
                 inflight.values().next().cloned()
             }
             None => None,
