@@ -329,7 +329,7 @@ report tool-call-gated "a tools/call is refused and audited, or rate-checked and
 {
   match -E '(^|[^A-Za-z_])Caller \{' "$tmp/code" | match -vE 'struct Caller|impl |-> Caller \{' |
     match -vE '^src/mcp/mod\.rs:'
-  not_in_files '^src/mcp/' | match -E '\.call_direct\(|Provider::request\('
+  not_in_files '^src/mcp/' | match -E '\.(call_direct|relay_direct)\(|Provider::request\('
 } >"$tmp/provider-calls"
 report provider-calls "only the MCP handler (src/mcp/) makes the Caller a provider needs and calls providers"
 

@@ -94,6 +94,18 @@ def corpus(fuzz_dir):
         '{"jsonrpc":"2.0","id":113,"method":"tools/call","params":{"name":"up__write_data",'
         '"arguments":  {  "value" : "\\u00e9\\n\\"q\\"" ,"key":"u-raw"  } ,"_meta":'
         + json.dumps(meta()) + "}}", headers("up__write_data"))
+    add("up duplicate argument keys", "alice",
+        call("up__read_data", {"key": "x"}, 170).replace('"key": "x"', '"key": "x", "key": "u-alice"'),
+        headers("up__read_data"))
+    add("up lone surrogate in arguments", "alice",
+        call("up__write_data", {"key": "u-s", "value": "SURR"}, 171).replace("SURR", "\\ud800"),
+        headers("up__write_data"))
+    add("up control character in arguments", "alice",
+        call("up__write_data", {"key": "u-c", "value": "CTRL"}, 172).replace("CTRL", "a\tb"),
+        headers("up__write_data"))
+    add("up deep arguments", "alice",
+        call("up__whoami", {"d": "DEEP"}, 173).replace('"DEEP"', "[" * 200 + "]" * 200),
+        headers("up__whoami"))
     add("up read back", "alice", call("up__read_data", {"key": "u-raw"}, 114), headers("up__read_data"))
     add("up big argument", "alice",
         call("up__write_data", {"key": "u-big", "value": "x" * 200_000}, 115), headers("up__write_data"))
@@ -112,6 +124,29 @@ def corpus(fuzz_dir):
     add("up stateless tools/list", "bob",
         json.dumps({"jsonrpc": "2.0", "id": 121, "method": "tools/list", "params": {"_meta": meta()}}),
         headers(mcp_method="tools/list", mcp_name=None))
+    # The same upstream through a stdio child (st__*): relayed on its pipes.
+    for who in ("alice", "bob", "carol"):
+        add(f"{who} st__whoami", who, call("st__whoami", {}, 151), headers("st__whoami"))
+        add(f"{who} st__write_data", who,
+            call("st__write_data", {"key": f"s-{who}", "value": "w"}, 152), headers("st__write_data"))
+        add(f"{who} st__read_data", who, call("st__read_data", {"key": "s-alice"}, 153),
+            headers("st__read_data"))
+        add(f"{who} st__ hidden", who, call("st__list_certs", {}, 154), headers("st__list_certs"))
+    add("st bad argument type", "alice", call("st__read_data", {"key": 5}, 155), headers("st__read_data"))
+    add("st arguments as sent", "alice",
+        '{"jsonrpc":"2.0","id":156,"method":"tools/call","params":{"name":"st__write_data",'
+        '"arguments":{ "key" :"s-raw","value":"\\u2603\\t" },"_meta":' + json.dumps(meta()) + "}}",
+        headers("st__write_data"))
+    add("st read back", "alice", call("st__read_data", {"key": "s-raw"}, 157), headers("st__read_data"))
+    add("st big argument", "alice",
+        call("st__write_data", {"key": "s-big", "value": "y" * 60_000}, 158), headers("st__write_data"))
+    for rid in ("st-id", -9, 0, ""):
+        add(f"st id {rid!r}", "alice", call("st__whoami", {}, rid), headers("st__whoami"))
+    add("st with a progress token (rmcp's)", "alice",
+        call("st__whoami", {}, 159, {"progressToken": 7}), headers("st__whoami"))
+    add("st with client capabilities (rmcp's)", "alice",
+        call("st__whoami", {}, 160, {"io.modelcontextprotocol/clientCapabilities": {"roots": {}}}),
+        headers("st__whoami"))
     # The upstream's own rate limit on delete_data (10 a minute for the gateway's certificate):
     # its refusals are relayed as it sent them.
     for i in range(12):
@@ -329,6 +364,8 @@ def audit_events(path):
             ev["reason"] = re.sub(r"127\.0\.0\.1:\d+", "127.0.0.1:PORT", str(ev["reason"]))
             ev["reason"] = re.sub(r"localhost:\d+", "localhost:PORT", ev["reason"])
             ev["reason"] = re.sub(r" in \d+ ms", " in N ms", ev["reason"])
+            ev["reason"] = re.sub(r"pid \d+", "pid N", ev["reason"])
+            ev["reason"] = re.sub(r"/(rmcp|native)-up\b", "/T-up", ev["reason"])
             ev["reason"] = re.sub(r"retry (after|in) \d+ ?s", r"retry \1 N s", ev["reason"])
         evs.append(ev)
     return evs

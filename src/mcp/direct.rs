@@ -67,6 +67,14 @@ pub async fn tool_call(hub: &Hub, conn: &ConnInfo, call: ToolCall, modern: bool)
         if caps != &ClientCapabilities::default() {
             return Direct::Declined;
         }
+        // The arguments go on as sent, so they must be what the rmcp path reads: an object it
+        // parses (a lone surrogate, a number out of range or nesting past its limit pass the
+        // envelope's raw read). Parsed to check, never encoded again.
+        if let Some(raw) = &call.arguments {
+            if serde_json::from_str::<JsonObject>(raw.get()).is_err() {
+                return Direct::Declined;
+            }
+        }
         let relayed = Relayed {
             method: "tools/call",
             inner: &found.inner,

@@ -3,12 +3,16 @@
 //!
 //! A POST is read once into an envelope ([`crate::mcp::envelope`]). A `tools/call` the direct
 //! path takes ([`crate::mcp::direct`]) is answered here with one JSON reply: no session task, no
-//! channel, no SSE framing, no second parse. Two kinds qualify:
-//! - a stateless 2026-07-28 request;
-//! - a request in a session of an earlier revision, once that session finished its handshake
-//!   (its `notifications/initialized` was accepted) and while rmcp still holds it. The answer is
-//!   `application/json` where rmcp answers a one-message SSE stream; the spec allows either,
-//!   and the message is the same.
+//! channel, no SSE framing, no second parse. These qualify:
+//! - a stateless 2026-07-28 call of a built-in tool;
+//! - a call of a built-in tool in a session of an earlier revision, once that session finished
+//!   its handshake (its `notifications/initialized` was accepted) and while rmcp still holds
+//!   it. The answer is `application/json` where rmcp answers a one-message SSE stream; the
+//!   spec allows either, and the message is the same;
+//! - a stateless 2026-07-28 call of a shared upstream's tool, from a client that declared no
+//!   capabilities and asked for no progress or log messages: relayed with the arguments as
+//!   sent, to an HTTP upstream of that revision ([`crate::upstream::direct`]) or on a stdio
+//!   child's pipes ([`crate::upstream::pipe`]).
 //!
 //! Everything else (initialize, lists, streams, notifications, every request the envelope or the
 //! direct path declines) goes to rmcp with the same bytes, so its answers are rmcp's own.
@@ -42,7 +46,8 @@ pub enum Transport {
     /// rmcp's streamable-HTTP service for every request.
     #[default]
     Rmcp,
-    /// mcp-zt's own direct path for tool calls of built-in tools, rmcp for the rest.
+    /// mcp-zt's own direct path for tool calls of built-in tools and relayed calls of shared
+    /// upstreams' tools, rmcp for the rest.
     Native,
 }
 

@@ -22,7 +22,7 @@ use tokio_util::sync::CancellationToken;
 use zeroize::Zeroizing;
 
 use super::child::{self, report_stop, StdioChild, STOP_GRACE};
-use super::direct::DirectLink;
+use super::direct::{DirectLink, Failed};
 pub(crate) use super::http_client::http_client;
 use super::pipe::PipeLink;
 
@@ -551,7 +551,7 @@ impl Instance {
         self.touch();
         // Counted while in flight however it ends (the client may go away mid-call).
         let _inflight = Inflight::count(&self.direct_inflight);
-        let (sent, cancel): (BoxFuture<'_, Result<RelayAnswer, String>>, Canceller) =
+        let (sent, cancel): (BoxFuture<'_, Result<RelayAnswer, Failed>>, Canceller) =
             if let Some(link) = &self.direct {
                 let id = link.next_id();
                 let sent = link.send(
@@ -597,8 +597,14 @@ impl Instance {
                     Ok(RelayAnswer::Error(e))
                 }
                 Ok(answer) => Ok(answer),
-                Err(detail) => {
-                    self.close();
+                Err(failed) => {
+                    let detail = match failed {
+                        Failed::Broken(detail) => {
+                            self.close();
+                            detail
+                        }
+                        Failed::Call(detail) => detail,
+                    };
                     Err(failure(
                         "unavailable",
                         format!("upstream {upstream} is unavailable"),

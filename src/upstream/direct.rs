@@ -42,6 +42,16 @@ pub struct DirectLink {
     next_id: AtomicU64,
 }
 
+/// Why a relayed call got no answer.
+#[derive(Debug)]
+pub enum Failed {
+    /// The connection is broken (the request could not be sent, the child's pipes closed):
+    /// it is ended, as a transport failure of the rmcp path ends it.
+    Broken(String),
+    /// This call alone failed (an answer that could not be read, or none).
+    Call(String),
+}
+
 /// The parts of one JSON-RPC message from the upstream this link reads.
 #[derive(Deserialize)]
 pub(super) struct Incoming {
@@ -81,8 +91,7 @@ impl DirectLink {
     }
 
     /// Sends `method` for item `name` (a tool or prompt name, or a resource URI under `uri`)
-    /// with request id `id`, and reads the answer. An error string is a transport failure
-    /// (the connection is then closed by the caller, as for the rmcp path).
+    /// with request id `id`, and reads the answer.
     pub async fn send(
         &self,
         id: u64,
@@ -90,8 +99,9 @@ impl DirectLink {
         name: &str,
         arguments: Option<&RawValue>,
         capabilities: &ClientCapabilities,
-    ) -> Result<Answer, String> {
-        let body = request_body(&id.to_string(), method, name, arguments, Some(capabilities))?;
+    ) -> Result<Answer, Failed> {
+        let body = request_body(&id.to_string(), method, name, arguments, Some(capabilities))
+            .map_err(Failed::Call)?;
         let mut req = self
             .client
             .post(&self.url)
@@ -104,7 +114,12 @@ impl DirectLink {
         if method == "tools/call" || method == "prompts/get" {
             req = req.header("mcp-name", name);
         }
-        let response = req.send().await.map_err(|e| e.to_string())?;
+        // Only a request that could not be sent says the connection is broken; an odd answer
+        // fails this call alone.
+        let response = req
+            .send()
+            .await
+            .map_err(|e| Failed::Broken(e.to_string()))?;
         let status = response.status();
         let kind = response
             .headers()
@@ -118,19 +133,13 @@ impl DirectLink {
                     .to_ascii_lowercase()
             })
             .unwrap_or_default();
-        match kind.as_str() {
-            "application/json" => {
-                let bytes = read_bounded(response).await?;
-                let message: Incoming = serde_json::from_slice(&bytes)
-                    .map_err(|e| format!("HTTP {status}: not a JSON-RPC message: {e}"))?;
-                match answer_of(message, &id.into())? {
-                    Some(a) => Ok(a),
-                    None => Err(format!("HTTP {status}: no answer to the request")),
-                }
-            }
-            "text/event-stream" if status.is_success() => relay_events(response, &id.into()).await,
-            _ => Err(format!("HTTP {status} ({kind:?})")),
-        }
+        let id = serde_json::Value::from(id);
+        let answer = match kind.as_str() {
+            "application/json" => read_json(response, &id).await,
+            "text/event-stream" if status.is_success() => relay_events(response, &id).await,
+            _ => Err(format!("({kind:?})")),
+        };
+        answer.map_err(|e| Failed::Call(format!("HTTP {status}: {e}")))
     }
 
     /// Tells the upstream to stop working on request `id` (after a timeout or a revocation).
@@ -217,6 +226,14 @@ pub(super) fn answer_of(
         },
         (None, got) => Err(format!("an answer to another request ({got:?})")),
     }
+}
+
+/// The answer to `id` in a JSON body.
+async fn read_json(response: reqwest::Response, id: &serde_json::Value) -> Result<Answer, String> {
+    let bytes = read_bounded(response).await?;
+    let message: Incoming =
+        serde_json::from_slice(&bytes).map_err(|e| format!("not a JSON-RPC message: {e}"))?;
+    answer_of(message, id)?.ok_or_else(|| "no answer to the request".to_string())
 }
 
 async fn read_bounded(response: reqwest::Response) -> Result<Vec<u8>, String> {

@@ -16,7 +16,7 @@ use tokio::io::{
 };
 use tokio::sync::oneshot;
 
-use super::direct::{answer_of, request_body, Incoming, MAX_ANSWER_BYTES};
+use super::direct::{answer_of, request_body, Failed, Incoming, MAX_ANSWER_BYTES};
 use crate::mcp::provider::RelayAnswer as Answer;
 
 /// The prefix of relayed requests' ids.
@@ -25,7 +25,16 @@ const ID_PREFIX: &str = "mcp-zt-direct-";
 /// Buffer between the pumps and rmcp.
 const DUPLEX_BYTES: usize = 64 * 1024;
 
-type Waiters = Mutex<HashMap<String, oneshot::Sender<Result<Answer, String>>>>;
+/// What a waiter is told when no answer comes.
+enum PipeError {
+    /// The answer could not be read.
+    Call(String),
+    /// The pipes ended.
+    Ended(String),
+}
+
+type Waiter = oneshot::Sender<Result<Answer, PipeError>>;
+type Waiters = Mutex<HashMap<String, Waiter>>;
 
 /// The relay's side of one child's pipes.
 pub struct PipeLink {
@@ -35,9 +44,7 @@ pub struct PipeLink {
     next_id: AtomicU64,
 }
 
-fn lock(
-    w: &Waiters,
-) -> std::sync::MutexGuard<'_, HashMap<String, oneshot::Sender<Result<Answer, String>>>> {
+fn lock(w: &Waiters) -> std::sync::MutexGuard<'_, HashMap<String, Waiter>> {
     w.lock().unwrap_or_else(|e| e.into_inner())
 }
 
@@ -116,7 +123,7 @@ async fn read_pump<R: AsyncRead + Unpin>(
         if let Some((id, message)) = relayed_answer(&line) {
             let waiter = lock(&waiting).remove(&id);
             if let Some(w) = waiter {
-                let _ = w.send(answer_of_line(message, &id));
+                let _ = w.send(answer_of_line(message, &id).map_err(PipeError::Call));
             }
             continue;
         }
@@ -128,7 +135,7 @@ async fn read_pump<R: AsyncRead + Unpin>(
     let _ = to_rmcp.shutdown().await;
     drop(to_rmcp);
     for (_, w) in lock(&waiting).drain() {
-        let _ = w.send(Err(end.clone()));
+        let _ = w.send(Err(PipeError::Ended(end.clone())));
     }
 }
 
@@ -167,20 +174,23 @@ impl PipeLink {
         method: &str,
         name: &str,
         arguments: Option<&RawValue>,
-    ) -> Result<Answer, String> {
+    ) -> Result<Answer, Failed> {
         let id = id.to_string();
-        let id_json = serde_json::to_string(&id).map_err(|e| e.to_string())?;
-        let mut line = request_body(&id_json, method, name, arguments, None)?;
+        let id_json = serde_json::to_string(&id).map_err(|e| Failed::Call(e.to_string()))?;
+        let mut line =
+            request_body(&id_json, method, name, arguments, None).map_err(Failed::Call)?;
         line.push(b'\n');
         let (tx, rx) = oneshot::channel();
         lock(&self.waiting).insert(id.clone(), tx);
         let _forget = Forget(&self.waiting, id);
-        self.lines
-            .send(line)
-            .await
-            .map_err(|_| "the upstream's stdin is closed".to_string())?;
-        rx.await
-            .map_err(|_| "the upstream's stdout closed".to_string())?
+        let broken = |what: &str| Failed::Broken(format!("the upstream's {what} closed"));
+        self.lines.send(line).await.map_err(|_| broken("stdin"))?;
+        match rx.await {
+            Ok(Ok(answer)) => Ok(answer),
+            Ok(Err(PipeError::Call(e))) => Err(Failed::Call(e)),
+            Ok(Err(PipeError::Ended(e))) => Err(Failed::Broken(e)),
+            Err(_) => Err(broken("stdout")),
+        }
     }
 
     /// Tells the child to stop working on request `id` (a notification; nothing waits).
@@ -256,7 +266,10 @@ mod tests {
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
         drop(child_out_far);
         let err = pending.await.expect("task").expect_err("no answer");
-        assert!(err.contains("stdout closed"), "{err}");
+        assert!(
+            matches!(&err, Failed::Broken(e) if e.contains("stdout closed")),
+            "{err:?}"
+        );
         assert_eq!(rmcp_reads.read(&mut to_rmcp).await.expect("eof"), 0);
     }
 
