@@ -451,6 +451,18 @@ gateway_home "$gs" -- "$BARE" --stdio
 start_mcp "$gs"
 alternate "mcp-proxy" - "$pport" "$proxy_pid" "gateway-stdio" "$gs"
 stop_pid "$MCP_PID"
+# The same with --transport native: 2026-07-28 calls relayed on the child's pipes, against
+# mcp-proxy's own best (session calls), run by run in turn.
+cp -a "$gs" "$gs-native"
+start_mcp "$gs-native" --transport native
+for c in $gconcs; do
+  for _ in $(seq 1 "$runs"); do
+    measure "mcp-proxy-2 calls c=$c" - "$pport" "--pid $proxy_pid" calls "$c"
+    measure "gateway-stdio-native calls c=$c" "$gs-native" "$MCP_PORT" "--pid $MCP_PID" calls "$c" \
+      --stateless --tool bare__whoami
+  done
+done
+stop_pid "$MCP_PID"
 stop_pid "$proxy_pid"
 record "peers" "{\"mcp_proxy\":\"$proxy_version\",\"node\":\"$(node --version)\"}"
 

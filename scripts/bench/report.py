@@ -84,6 +84,8 @@ def main(path: str, mode: str, out_path: str) -> int:
         ("gateway-http-native", "mcp-zt native -> HTTP upstream, 2026-07-28", "mcp-zt only"),
         ("mcp-proxy", "npm mcp-proxy -> stdio (HTTP)", "node only"),
         ("gateway-stdio", "mcp-zt -> stdio upstream (mTLS)", "mcp-zt only"),
+        ("mcp-proxy-2", "npm mcp-proxy -> stdio, beside native", "node only"),
+        ("gateway-stdio-native", "mcp-zt native -> stdio, 2026-07-28", "mcp-zt only"),
     ]
     gateway = {}
     print("\nMCP servers and gateways: tools/call per CPU-second of the process named under 'CPU of'\n")
@@ -129,6 +131,10 @@ def main(path: str, mode: str, out_path: str) -> int:
          lambda c: fmt(diff(g("gateway-http", c, "p50_ms"), g("upstream-direct", c, "p50_ms")), 3)),
         ("gateway-http-native p50 minus upstream-direct-stateless p50 (ms)",
          lambda c: fmt(diff(g("gateway-http-native", c, "p50_ms"), g("upstream-direct-stateless", c, "p50_ms")), 3)),
+        ("gateway-stdio-native ÷ mcp-proxy (per proxy core)",
+         lambda c: ratio(g("gateway-stdio-native", c, "ops_per_server_cpu_sec"), g("mcp-proxy-2", c, "ops_per_server_cpu_sec"))),
+        ("gateway-stdio-native ÷ floor (per mcp-zt core)",
+         lambda c: ratio(g("gateway-stdio-native", c, "ops_per_server_cpu_sec"), rate(f"stack-floor calls c={c}"))),
         ("gateway-stdio p50 minus mcp-proxy p50 (ms)",
          lambda c: fmt(diff(g("gateway-stdio", c, "p50_ms"), g("mcp-proxy", c, "p50_ms")), 3)),
     ]
@@ -176,6 +182,8 @@ def main(path: str, mode: str, out_path: str) -> int:
     added_p50 = diff(g("gateway-http-native", lat_c, "p50_ms"), g("upstream-direct-stateless", lat_c, "p50_ms"))
     stdio16 = g("gateway-stdio", 16, "ops_per_server_cpu_sec")
     proxy16 = g("mcp-proxy", 16, "ops_per_server_cpu_sec")
+    stdio_native16 = g("gateway-stdio-native", 16, "ops_per_server_cpu_sec")
+    proxy_beside16 = g("mcp-proxy-2", 16, "ops_per_server_cpu_sec")
     p99 = calls16.get("mcp_zt_p99_ms")
     rev_p99 = rev.get("p99_ms") if rev.get("ok") and rev.get("ok") == rev.get("trials") else None
 
@@ -215,6 +223,8 @@ def main(path: str, mode: str, out_path: str) -> int:
     hs_vs_nginx = share(best_hs, best_nginx)
     hs_vs_floor = share(best_hs, floor_rate)
     stdio_vs_proxy = share(stdio16, proxy16)
+    stdio_native_vs_proxy = share(stdio_native16, proxy_beside16)
+    stdio_native_vs_floor = share(stdio_native16, floor16)
     revoked_cost = None if not (h0 and hbig) else 1 - hbig / h0
     pct = lambda v: "-" if v is None else f"{100 * v:.0f}%"  # noqa: E731
     times = lambda v: "-" if v is None else f"{v:.2f}x"  # noqa: E731
@@ -236,6 +246,10 @@ def main(path: str, mode: str, out_path: str) -> int:
          at_least(fwd_rate, 10000)),
         (f"gateway (native), HTTP upstream: adds <= 0.3 ms p50 over the upstream called directly (c={lat_c})", added_p50,
          f"{fmt(added_p50, 3)} ms", at_most(added_p50, 0.3)),
+        ("gateway (native), stdio upstream: >= 5x npm mcp-proxy per proxy core (c=16)", stdio_native_vs_proxy,
+         times(stdio_native_vs_proxy), at_least(stdio_native_vs_proxy, 5)),
+        ("gateway (native), stdio upstream: >= 30% of the floor per mcp-zt core (c=16)", stdio_native_vs_floor,
+         pct(stdio_native_vs_floor), at_least(stdio_native_vs_floor, 0.3)),
         ("gateway, stdio upstream: >= 3x npm mcp-proxy per proxy core (c=16)", stdio_vs_proxy, times(stdio_vs_proxy),
          at_least(stdio_vs_proxy, 3)),
         ("revocation propagation p99 <= 100 ms (every trial propagated)", rev_p99, f"{fmt(rev.get('p99_ms'), 1)} ms",
