@@ -188,44 +188,27 @@ async fn relay(
     hub.gate.allowed(who, &peer, &call.name);
     let started = Instant::now();
     let provider = found.provider.name();
-    let answer = run.await;
-    // A final result stays as sent; anything else goes through the typed path.
-    let mut raw_result = None;
-    let typed: Result<ServerResult, ErrorData> = match answer {
-        Ok(RelayAnswer::Result(raw)) if !raw.get().trim_start().starts_with('{') => Err(
-            unreadable(provider, "a result that is not an object".into()),
-        ),
-        Ok(RelayAnswer::Result(raw)) => match serde_json::from_str::<Peek<'_>>(raw.get()) {
-            // Anything but `input_required` goes back as sent (a final result, or a kind of
-            // answer this relay does not read, such as a task).
-            Ok(peek) if peek.result_type.as_deref() != Some("input_required") => {
-                let outcome = if peek.is_error == Some(true) {
-                    Outcome::ToolError
-                } else {
-                    Outcome::Ok
-                };
-                let missing = peek.result_type.is_none();
-                raw_result = Some((with_complete(raw.get(), missing), outcome));
-                Ok(ServerResult::empty(()))
-            }
-            Ok(_) => match serde_json::from_str::<InputRequiredResult>(raw.get()) {
-                Ok(asked) => {
-                    let mut r = ServerResult::InputRequiredResult(asked);
-                    super::resume::provider_state(&mut r);
-                    Ok(r)
-                }
-                Err(e) => Err(unreadable(provider, format!("not a tool result: {e}"))),
-            },
-            Err(e) => Err(unreadable(provider, format!("not a tool result: {e}"))),
-        },
-        Ok(RelayAnswer::Error(e)) => Err(e),
-        Err(e) => Err(e),
-    };
     let item = format!("tool:{}", call.name);
-    let (outcome, detail) = match (&raw_result, &typed) {
-        (Some((_, outcome)), _) => (*outcome, None),
-        (None, Ok(_)) => (Outcome::Ok, None),
-        (None, Err(e)) => {
+    // Dropped before the answer (the client went away): its outcome is still audited.
+    let mut gone = Gone {
+        hub,
+        who,
+        peer: &peer,
+        provider,
+        item: &item,
+        started,
+        armed: true,
+    };
+    let answer = run.await;
+    gone.armed = false;
+    let read = read_answer(provider, answer);
+    let (outcome, detail) = match &read {
+        Read::Raw(_, outcome) => (*outcome, None),
+        Read::Typed(r) if r.is_ok() => (Outcome::Ok, None),
+        Read::Typed(r) => {
+            let Err(e) = r.as_ref() else {
+                return internal_error();
+            };
             let detail = e
                 .data
                 .as_ref()
@@ -244,18 +227,10 @@ async fn relay(
         started.elapsed(),
         detail,
     );
-    if let Some((result, _)) = raw_result {
-        let Ok(id) = serde_json::to_string(&call.id) else {
-            return internal_error();
-        };
-        let mut body = String::with_capacity(result.len() + id.len() + 32);
-        body.push_str(r#"{"jsonrpc":"2.0","id":"#);
-        body.push_str(&id);
-        body.push_str(r#","result":"#);
-        body.push_str(&result);
-        body.push('}');
-        return Direct::Answer(StatusCode::OK, Bytes::from(body));
-    }
+    let typed = match read {
+        Read::Raw(result, _) => return raw_answer(&call.id, &result),
+        Read::Typed(typed) => *typed,
+    };
     let mut result = super::tool_answer(typed.map_err(super::without_failure_detail));
     if let Ok(r) = result.as_mut() {
         mrtr::mark_complete(r);
@@ -263,6 +238,95 @@ async fn relay(
         super::resume::seal(hub, who, to, r);
     }
     typed_answer(result, call.id.clone(), true)
+}
+
+/// A relayed answer, read.
+enum Read {
+    /// A final result, as sent (with `resultType` added where it had none), and its outcome.
+    Raw(String, Outcome),
+    /// Anything else, through the typed path.
+    Typed(Box<Result<ServerResult, ErrorData>>),
+}
+
+/// Reads what `provider` answered: a final result stays as sent; an `input_required` one is
+/// read whole (its state is marked as the provider's); any other kind fails the call.
+fn read_answer(provider: &str, answer: Result<RelayAnswer, ErrorData>) -> Read {
+    let raw = match answer {
+        Ok(RelayAnswer::Result(raw)) => raw,
+        Ok(RelayAnswer::Error(e)) | Err(e) => return Read::Typed(Box::new(Err(e))),
+    };
+    let fail = |detail: String| Read::Typed(Box::new(Err(unreadable(provider, detail))));
+    if !raw.get().trim_start().starts_with('{') {
+        return fail("a result that is not an object".into());
+    }
+    let peek = match serde_json::from_str::<Peek<'_>>(raw.get()) {
+        Ok(p) => p,
+        Err(e) => return fail(format!("not a tool result: {e}")),
+    };
+    match peek.result_type.as_deref() {
+        None | Some("complete") => {
+            let outcome = if peek.is_error == Some(true) {
+                Outcome::ToolError
+            } else {
+                Outcome::Ok
+            };
+            Read::Raw(
+                with_complete(raw.get(), peek.result_type.is_none()),
+                outcome,
+            )
+        }
+        Some("input_required") => match serde_json::from_str::<InputRequiredResult>(raw.get()) {
+            Ok(asked) => {
+                let mut r = ServerResult::InputRequiredResult(asked);
+                super::resume::provider_state(&mut r);
+                Read::Typed(Box::new(Ok(r)))
+            }
+            Err(e) => fail(format!("not a tool result: {e}")),
+        },
+        Some(kind) => fail(format!("a result of kind {kind:?}, not for this client")),
+    }
+}
+
+/// The HTTP answer carrying a result object as it is, for request `id`.
+fn raw_answer(id: &RequestId, result: &str) -> Direct {
+    let Ok(id) = serde_json::to_string(id) else {
+        return internal_error();
+    };
+    let mut body = String::with_capacity(result.len() + id.len() + 32);
+    body.push_str(r#"{"jsonrpc":"2.0","id":"#);
+    body.push_str(&id);
+    body.push_str(r#","result":"#);
+    body.push_str(result);
+    body.push('}');
+    Direct::Answer(StatusCode::OK, Bytes::from(body))
+}
+
+/// Audits a relayed call whose client went away before its answer.
+struct Gone<'a> {
+    hub: &'a Hub,
+    who: &'a crate::identity::Identity,
+    peer: &'a str,
+    provider: &'a str,
+    item: &'a str,
+    started: Instant,
+    armed: bool,
+}
+
+impl Drop for Gone<'_> {
+    fn drop(&mut self) {
+        if self.armed {
+            let detail = "the client went away before the answer".to_string();
+            self.hub.gate.forwarded(
+                self.who,
+                self.peer,
+                self.provider,
+                self.item,
+                Outcome::Cancelled,
+                self.started.elapsed(),
+                Some(detail),
+            );
+        }
+    }
 }
 
 /// A result object's text with `"resultType":"complete"` first when it had none.

@@ -63,6 +63,23 @@ impl Drop for RouteGuard<'_> {
 /// Tells the upstream to stop working on a relayed call.
 type Canceller = Box<dyn FnOnce(&'static str) + Send>;
 
+/// The canceller of a relayed call until it has ended.
+struct Armed(Option<Canceller>);
+
+impl Armed {
+    fn fire(&mut self, reason: &'static str) {
+        if let Some(cancel) = self.0.take() {
+            cancel(reason);
+        }
+    }
+}
+
+impl Drop for Armed {
+    fn drop(&mut self) {
+        self.fire("cancelled by the client");
+    }
+}
+
 /// Marks a relayed call on a child's pipes ended (answered or not) however it ends.
 struct RelayedEnd<'a>(&'a Routes, bool);
 
@@ -581,12 +598,16 @@ impl Instance {
                         r
                     }
                 };
-                let pipe = pipe.clone();
-                let cancel: Canceller = Box::new(move |reason| pipe.cancel(&id, reason));
+                // Dropping the call (timeout, revocation, the client gone) cancels it at the
+                // child (see `PipeLink::send`).
+                let cancel: Canceller = Box::new(|_| {});
                 (Box::pin(sent), cancel)
             } else {
                 return Err(self.transport_failed(upstream, ServiceError::TransportClosed));
             };
+        // Armed until the call ends here: dropped earlier (the client went away), it tells the
+        // upstream to cancel.
+        let mut armed = Armed(Some(cancel));
         let result = tokio::select! {
             r = sent => match r {
                 Ok(RelayAnswer::Error(mut e)) => {
@@ -613,14 +634,15 @@ impl Instance {
                 }
             },
             () = tokio::time::sleep(self.timeout) => {
-                cancel("mcp-zt: timeout");
+                armed.fire("mcp-zt: timeout");
                 Err(self.timed_out(upstream))
             }
             () = call.ct.cancelled() => {
-                cancel("cancelled by the client");
+                armed.fire("cancelled by the client");
                 Err(cancelled())
             }
         };
+        armed.0 = None;
         self.touch();
         result
     }

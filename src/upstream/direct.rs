@@ -114,12 +114,10 @@ impl DirectLink {
         if method == "tools/call" || method == "prompts/get" {
             req = req.header("mcp-name", name);
         }
-        // Only a request that could not be sent says the connection is broken; an odd answer
-        // fails this call alone.
-        let response = req
-            .send()
-            .await
-            .map_err(|e| Failed::Broken(e.to_string()))?;
+        // A stateless POST that fails (the upstream down, a connection reset) fails this call
+        // alone: the pooled client opens another for the next one, and the supervisor's ping
+        // finds an upstream that is down.
+        let response = req.send().await.map_err(|e| Failed::Call(e.to_string()))?;
         let status = response.status();
         let kind = response
             .headers()
