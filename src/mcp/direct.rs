@@ -204,19 +204,10 @@ async fn relay(
     let read = read_answer(provider, answer);
     let (outcome, detail) = match &read {
         Read::Raw(_, outcome) => (*outcome, None),
-        Read::Typed(r) if r.is_ok() => (Outcome::Ok, None),
-        Read::Typed(r) => {
-            let Err(e) = r.as_ref() else {
-                return internal_error();
-            };
-            let detail = e
-                .data
-                .as_ref()
-                .and_then(|d| d.get("detail"))
-                .and_then(|d| d.as_str())
-                .map_or_else(|| e.message.to_string(), |d| format!("{}: {d}", e.message));
-            (super::outcome_of(e), Some(detail))
-        }
+        Read::Typed(r) => match r.as_ref() {
+            Ok(_) => (Outcome::Ok, None),
+            Err(e) => (super::outcome_of(e), Some(super::audit_detail(e))),
+        },
     };
     hub.gate.forwarded(
         who,

@@ -262,15 +262,7 @@ impl ZtMcp {
                     (Outcome::ToolError, None)
                 }
                 Ok(_) => (Outcome::Ok, None),
-                Err(e) => {
-                    let detail = e
-                        .data
-                        .as_ref()
-                        .and_then(|d| d.get("detail"))
-                        .and_then(|d| d.as_str())
-                        .map_or_else(|| e.message.to_string(), |d| format!("{}: {d}", e.message));
-                    (outcome_of(e), Some(detail))
-                }
+                Err(e) => (outcome_of(e), Some(audit_detail(e))),
             };
             self.hub.gate.forwarded(
                 &ask.conn.identity,
@@ -307,6 +299,16 @@ fn tool_answer(result: Result<ServerResult, ErrorData>) -> Result<ServerResult, 
         )),
         other => other,
     }
+}
+
+/// What the audit line says of a failed forwarded request: the message, and the gateway's own
+/// detail of a failure (never sent to the client).
+fn audit_detail(e: &ErrorData) -> String {
+    e.data
+        .as_ref()
+        .and_then(|d| d.get("detail"))
+        .and_then(|d| d.as_str())
+        .map_or_else(|| e.message.to_string(), |d| format!("{}: {d}", e.message))
 }
 
 /// The outcome word for an error a provider answered.
