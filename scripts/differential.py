@@ -10,9 +10,11 @@ tool, allowed and denied, its rate limit reached, bad arguments, ids of each kin
 an upstream's tools (up__*: relayed by the native transport, or left to rmcp), the same
 with each header the direct path checks changed, hostile bodies (huge, deep, duplicate keys,
 wrong types, batch arrays, escapes, not JSON, not UTF-8), the fuzz corpus of jsonrpc_ingress,
-and a 2025-11-25 session (initialize, list, calls, DELETE).
+a 2025-11-25 session (initialize, list, calls, DELETE), and the official conformance suite's
+requests of both revisions as recorded by scripts/record-conformance.sh
+(tests/conformance/recorded-requests.json; `{sid:N}` is the Nth session this replay opened).
 
-Usage: differential.py record --port P --home HOME --out FILE [--fuzz DIR]
+Usage: differential.py record --port P --home HOME --out FILE [--fuzz DIR] [--recorded FILE]
        differential.py compare A.json B.json A-audit.log B-audit.log
 """
 import argparse
@@ -54,7 +56,7 @@ def headers(tool="whoami", **over):
     return h
 
 
-def corpus(fuzz_dir):
+def corpus(fuzz_dir, recorded=None):
     """(name, who, method, headers, body) in order; `{sid}` is the session of the last answer."""
     c = []
     add = lambda name, who, body, h=None, method="POST": c.append((name, who, method, h, body))
@@ -276,17 +278,28 @@ def corpus(fuzz_dir):
     add("stateless tools/list", "bob",
         json.dumps({"jsonrpc": "2.0", "id": 60, "method": "tools/list", "params": {"_meta": meta()}}),
         headers(mcp_method="tools/list", mcp_name=None))
+    # The conformance suite's requests, replayed one at a time as the admin.
+    if recorded:
+        with open(recorded, encoding="utf-8") as f:
+            for i, r in enumerate(json.load(f)):
+                try:
+                    what = json.loads(r["body"]).get("method", "")
+                except (ValueError, AttributeError):
+                    what = ""
+                add(f"conformance {r['tag']} #{i} {r['method']} {what}", "alice", r["body"],
+                    r["headers"], r["method"])
     return c
 
 
 def record(a):
-    out, sid = [], ""
-    for name, who, method, hdrs, body in corpus(a.fuzz):
+    out, sid, opened = [], "", []
+    for name, who, method, hdrs, body in corpus(a.fuzz, a.recorded):
         ctx = ssl.create_default_context(cafile=os.path.join(a.home, "ca.crt"))
         ctx.load_cert_chain(os.path.join(a.home, "clients", f"{who}.crt"),
                             os.path.join(a.home, "clients", f"{who}.key"))
         conn = http.client.HTTPSConnection("localhost", a.port, context=ctx, timeout=30)
-        h = {k: v.replace("{sid}", sid) for k, v in (hdrs or {}).items()}
+        h = {k: re.sub(r"\{sid:(\d+)\}", lambda m: opened[int(m.group(1))] if int(m.group(1)) < len(opened)
+                       else "no-such-session", v.replace("{sid}", sid)) for k, v in (hdrs or {}).items()}
         data = body.encode() if isinstance(body, str) else body
         try:
             conn.putrequest(method, "/mcp", skip_host=any(k.lower() == "host" for k in h), skip_accept_encoding=True)
@@ -302,6 +315,8 @@ def record(a):
             if r.getheader("Mcp-Session-Id"):
                 sid = r.getheader("Mcp-Session-Id")
                 got["session"] = sid
+                if name.startswith("conformance ") and sid not in opened:
+                    opened.append(sid)
         except (OSError, http.client.HTTPException) as e:
             got = {"error": type(e).__name__}
         finally:
@@ -407,6 +422,7 @@ def main():
     r.add_argument("--home", required=True)
     r.add_argument("--out", required=True)
     r.add_argument("--fuzz")
+    r.add_argument("--recorded")
     c = sub.add_parser("compare")
     c.add_argument("a")
     c.add_argument("b")

@@ -2,7 +2,8 @@
 # The differential test of mcp-zt's two transports: one corpus (scripts/differential.py: the
 # stateless calls the native direct path takes, the same with every header it checks changed,
 # calls of an upstream's tools the native path relays and those it leaves to rmcp, hostile
-# bodies, the fuzz corpus of jsonrpc_ingress, a 2025-11-25 session) is sent once to
+# bodies, the fuzz corpus of jsonrpc_ingress, a 2025-11-25 session, the conformance suite's
+# requests as recorded in tests/conformance/recorded-requests.json) is sent once to
 # `serve --transport rmcp` and once to `serve --transport native`, each on its own copy of one
 # HOME (same CA, certificates, ledger and policy). Every answer (status, content type, body)
 # and every audit line must be equal after normalising session ids, times and client ports,
@@ -93,7 +94,8 @@ TOML
   start_server "$work/$t" "$work/$t-logs" --transport "$t" --ops-listen "127.0.0.1:$ops"
   trap 'stop_server; stop_pid "$UP_PID"; rm -rf "$work"' EXIT
   python3 "$here/differential.py" record --port "$PORT" --home "$work/$t" \
-    --out "$work/$t.json" --fuzz "$here/../fuzz/corpus/jsonrpc_ingress"
+    --out "$work/$t.json" --fuzz "$here/../fuzz/corpus/jsonrpc_ingress" \
+    --recorded "$here/../tests/conformance/recorded-requests.json"
   # DIFF_KEEP=DIR keeps the recordings and audit logs there, to look at a failure.
   [ -z "${DIFF_KEEP:-}" ] || cp "$work/$t.json" "$work/$t/audit.log" "$DIFF_KEEP/" 2>/dev/null || true
   [ -z "${DIFF_KEEP:-}" ] || cp "$work/$t/audit.log" "$DIFF_KEEP/$t-audit.log"
