@@ -51,6 +51,23 @@ echo "dependency check: $((SECONDS - started)) s (xtask build and tests included
 step "cargo test"
 cargo test --locked
 
+step "cargo test --test integration, every serve on the native transport (MCP_ZT_TRANSPORT=native)"
+# The same integration tests with `serve --transport native` wherever they start a server (the
+# variable is serve's --transport; a test that names a transport keeps its own). First proof
+# that serve takes it from the environment:
+home_native="$(mktemp -d)"
+bin_native="${CARGO_TARGET_DIR:-$PWD/target}/debug/mcp-zt"
+"$bin_native" --home "$home_native" ca init >/dev/null 2>&1
+MCP_ZT_TRANSPORT=native timeout 3 "$bin_native" --home "$home_native" serve --listen 127.0.0.1:0 \
+  >/dev/null 2>"$home_native/serve.err" || true
+grep -q "transport native" "$home_native/serve.err" || {
+  cat "$home_native/serve.err" >&2
+  echo "serve did not take MCP_ZT_TRANSPORT=native" >&2
+  exit 1
+}
+rm -rf "$home_native"
+MCP_ZT_TRANSPORT=native cargo test --locked --test integration
+
 # The scripts use the binary `cargo test` just built (same features, no second build).
 export MCP_ZT_BIN="${CARGO_TARGET_DIR:-$PWD/target}/debug/mcp-zt"
 

@@ -335,8 +335,9 @@ pub struct ServeArgs {
     /// Which transport serves /mcp: rmcp's streamable-HTTP service for everything, or native,
     /// mcp-zt's own direct path for tool calls (built-in tools; stateless 2026-07-28 calls of
     /// a shared upstream's tools, relayed over HTTP or a stdio child's pipes) with rmcp for the
-    /// rest. Both answer the same (checked by scripts/interop-differential.sh).
-    #[arg(long, value_enum, default_value_t = crate::server::native::Transport::Rmcp)]
+    /// rest. Both answer the same (checked by scripts/interop-differential.sh, and by the
+    /// integration tests run once with MCP_ZT_TRANSPORT=native).
+    #[arg(long, value_enum, env = "MCP_ZT_TRANSPORT", default_value_t = crate::server::native::Transport::Rmcp)]
     pub transport: crate::server::native::Transport,
     /// Address and port to listen on (port 0 picks a free one; the bound address is printed).
     #[arg(long, default_value = "127.0.0.1:8443")]

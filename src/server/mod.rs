@@ -330,6 +330,11 @@ pub async fn run(authority: Authority, signer: Signer, opts: ServeOptions) -> Re
             e.resource, e.login
         ),
     }
+    if opts.transport == native::Transport::Native {
+        eprintln!(
+            "mcp-zt: transport native (tool calls answered or relayed by mcp-zt, the rest by rmcp)"
+        );
+    }
     if let Some(l) = &ops_listener {
         if let Ok(a) = l.local_addr() {
             eprintln!(
